@@ -1,0 +1,281 @@
+//! A small hand-rolled parser for CRIU-style command lines.
+//!
+//! Options may stand before or after the command, long options take their
+//! value as `--opt VALUE` or `--opt=VALUE`, short ones as `-o VALUE` or
+//! `-oVALUE`, and `-v` is special as in CRIU: `-v` raises the level by one,
+//! `-vvv` by three, `-v4` sets it. Which options a command accepts is in the
+//! table below, so an option given to the wrong command is an error, not
+//! silently ignored.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+
+/// One option the parser knows.
+pub struct OptSpec {
+    /// The long name, without `--`.
+    pub long: &'static str,
+    /// The short letter, if any.
+    pub short: Option<char>,
+    /// The name of its value, or `None` for a flag.
+    pub value: Option<&'static str>,
+    /// The commands that accept it; empty means every command (a global option).
+    pub commands: &'static [&'static str],
+    /// One line for `--help`.
+    pub help: &'static str,
+}
+
+/// Every option crest knows.
+pub const OPTIONS: &[OptSpec] = &[
+    OptSpec {
+        long: "help",
+        short: Some('h'),
+        value: None,
+        commands: &[],
+        help: "show help and exit",
+    },
+    OptSpec {
+        long: "version",
+        short: Some('V'),
+        value: None,
+        commands: &[],
+        help: "show the version and exit",
+    },
+    OptSpec {
+        long: "verbosity",
+        short: Some('v'),
+        value: None,
+        commands: &[],
+        help: "-v raises the log level by one, -vN sets it (0 none .. 4 debug; default 2)",
+    },
+    OptSpec {
+        long: "log-file",
+        short: Some('o'),
+        value: Some("FILE"),
+        commands: &[],
+        help: "write the log to FILE (inside the images directory when -D is given)",
+    },
+    OptSpec {
+        long: "all",
+        short: None,
+        value: None,
+        commands: &["check"],
+        help: "probe every feature, optional ones too",
+    },
+    OptSpec {
+        long: "feature",
+        short: None,
+        value: Some("NAME"),
+        commands: &["check"],
+        help: "probe only NAME (may be repeated)",
+    },
+    OptSpec {
+        long: "json",
+        short: None,
+        value: None,
+        commands: &["check", "show"],
+        help: "print one JSON object instead of text",
+    },
+];
+
+/// What the command line asked for.
+#[derive(Debug, Default)]
+pub struct Args {
+    /// The command (`check`, `show`, `help`...), if one was given.
+    pub command: Option<String>,
+    /// Arguments that are not options, after the command.
+    pub positional: Vec<String>,
+    /// `--help` / `-h`.
+    pub help: bool,
+    /// `--version` / `-V`.
+    pub version: bool,
+    /// The log level, if `-v` was given.
+    pub verbosity: Option<u8>,
+    /// `-o FILE`.
+    pub log_file: Option<PathBuf>,
+    /// `--all`.
+    pub all: bool,
+    /// `--json`.
+    pub json: bool,
+    /// `--feature NAME`, in order.
+    pub features: Vec<String>,
+}
+
+/// Parses `argv` (without the program name).
+pub fn parse(argv: &[OsString]) -> Result<Args> {
+    let mut args = Args::default();
+    let mut it = argv.iter().map(|a| a.to_string_lossy().into_owned());
+    let mut only_positional = false;
+    while let Some(arg) = it.next() {
+        if only_positional || arg == "-" || !arg.starts_with('-') {
+            if args.command.is_none() {
+                args.command = Some(arg);
+            } else {
+                args.positional.push(arg);
+            }
+        } else if arg == "--" {
+            only_positional = true;
+        } else if let Some(body) = arg.strip_prefix("--") {
+            let (name, inline) = match body.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (body, None),
+            };
+            let spec = OPTIONS
+                .iter()
+                .find(|o| o.long == name)
+                .ok_or_else(|| Error::Usage(format!("unknown option --{name}")))?;
+            let value = take_value(spec, inline, &mut it)?;
+            apply(&mut args, spec, value)?;
+        } else {
+            parse_short(&mut args, &arg[1..], &mut it)?;
+        }
+    }
+    check_commands(&args, argv)?;
+    Ok(args)
+}
+
+fn parse_short(args: &mut Args, body: &str, it: &mut impl Iterator<Item = String>) -> Result<()> {
+    for (i, c) in body.char_indices() {
+        if c == 'v' {
+            return apply_verbosity(args, &body[i..]);
+        }
+        let spec = OPTIONS
+            .iter()
+            .find(|o| o.short == Some(c))
+            .ok_or_else(|| Error::Usage(format!("unknown option -{c}")))?;
+        if spec.value.is_some() {
+            let rest = &body[i + c.len_utf8()..];
+            let inline = (!rest.is_empty()).then(|| rest.to_string());
+            let value = take_value(spec, inline, it)?;
+            return apply(args, spec, value);
+        }
+        apply(args, spec, None)?;
+    }
+    Ok(())
+}
+
+/// `-v`, `-vvv` or `-vN`, as CRIU takes them.
+fn apply_verbosity(args: &mut Args, text: &str) -> Result<()> {
+    let rest = &text[1..];
+    let level = if rest.chars().all(|c| c == 'v') {
+        args.verbosity.unwrap_or(crate::log::LEVEL_WARN) + 1 + rest.len() as u8
+    } else {
+        rest.parse::<u8>().map_err(|_| {
+            Error::Usage(format!(
+                "bad verbosity -{text}: use -v, -vv or -vN with N from 0 to 4"
+            ))
+        })?
+    };
+    args.verbosity = Some(level.min(crate::log::LEVEL_DEBUG));
+    Ok(())
+}
+
+fn take_value(
+    spec: &OptSpec,
+    inline: Option<String>,
+    it: &mut impl Iterator<Item = String>,
+) -> Result<Option<String>> {
+    match (spec.value, inline) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(Error::Usage(format!(
+            "option --{} takes no value",
+            spec.long
+        ))),
+        (Some(_), Some(v)) => Ok(Some(v)),
+        (Some(name), None) => it
+            .next()
+            .map(Some)
+            .ok_or_else(|| Error::Usage(format!("option --{} needs a value {name}", spec.long))),
+    }
+}
+
+fn apply(args: &mut Args, spec: &OptSpec, value: Option<String>) -> Result<()> {
+    let value = value.unwrap_or_default();
+    match spec.long {
+        "help" => args.help = true,
+        "version" => args.version = true,
+        "verbosity" => return apply_verbosity(args, "v"),
+        "log-file" => args.log_file = Some(PathBuf::from(value)),
+        "all" => args.all = true,
+        "json" => args.json = true,
+        "feature" => args.features.push(value),
+        other => return Err(Error::Usage(format!("option --{other} is not handled"))),
+    }
+    Ok(())
+}
+
+/// Refuses options that the chosen command does not take.
+fn check_commands(args: &Args, argv: &[OsString]) -> Result<()> {
+    let Some(command) = args.command.as_deref() else {
+        return Ok(());
+    };
+    for arg in argv.iter().map(|a| a.to_string_lossy()) {
+        let Some(name) = arg.strip_prefix("--") else {
+            continue;
+        };
+        let name = name.split_once('=').map_or(name, |(n, _)| n);
+        if let Some(spec) = OPTIONS.iter().find(|o| o.long == name) {
+            if !spec.commands.is_empty() && !spec.commands.contains(&command) && command != "help" {
+                return Err(Error::Usage(format!(
+                    "option --{name} does not apply to `{command}`"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(words: &[&str]) -> Result<Args> {
+        let v: Vec<OsString> = words.iter().map(OsString::from).collect();
+        parse(&v)
+    }
+
+    #[test]
+    fn options_before_and_after_the_command() {
+        let a = p(&[
+            "-v4",
+            "check",
+            "--feature",
+            "uffd",
+            "--feature=timens",
+            "--json",
+        ])
+        .unwrap();
+        assert_eq!(a.command.as_deref(), Some("check"));
+        assert_eq!(a.verbosity, Some(4));
+        assert_eq!(a.features, ["uffd", "timens"]);
+        assert!(a.json);
+    }
+
+    #[test]
+    fn verbosity_counts_like_criu() {
+        assert_eq!(p(&["-v"]).unwrap().verbosity, Some(3));
+        assert_eq!(p(&["-vv"]).unwrap().verbosity, Some(4));
+        assert_eq!(p(&["-v0"]).unwrap().verbosity, Some(0));
+        assert_eq!(p(&["-vvvvvv"]).unwrap().verbosity, Some(4));
+        assert!(p(&["-vx"]).is_err());
+    }
+
+    #[test]
+    fn short_value_inline_or_separate() {
+        assert_eq!(
+            p(&["-olog.txt"]).unwrap().log_file,
+            Some(PathBuf::from("log.txt"))
+        );
+        assert_eq!(p(&["-o", "x"]).unwrap().log_file, Some(PathBuf::from("x")));
+        assert!(p(&["-o"]).is_err());
+    }
+
+    #[test]
+    fn unknown_and_misplaced_options_are_usage_errors() {
+        assert!(matches!(p(&["--nope"]), Err(Error::Usage(_))));
+        assert!(matches!(p(&["-Q"]), Err(Error::Usage(_))));
+        assert!(matches!(p(&["show", "--all"]), Err(Error::Usage(_))));
+        assert!(matches!(p(&["check", "--help=1"]), Err(Error::Usage(_))));
+    }
+}

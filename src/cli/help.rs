@@ -1,0 +1,86 @@
+//! The texts of `crest --help` and `crest help COMMAND`.
+//!
+//! Kept in one table so the usage line of an error, the help screen and
+//! docs/CLI.md (checked by a test) cannot drift apart.
+
+use super::args::OPTIONS;
+
+/// One command of crest.
+pub struct Command {
+    /// What the user types.
+    pub name: &'static str,
+    /// The synopsis.
+    pub usage: &'static str,
+    /// One line for the command list.
+    pub summary: &'static str,
+    /// What `help COMMAND` adds below the synopsis.
+    pub details: &'static str,
+}
+
+/// Every command crest has.
+pub const COMMANDS: &[Command] = &[
+    Command {
+        name: "check",
+        usage: "crest check [--all] [--feature NAME]... [--json]",
+        summary: "probe whether this kernel can checkpoint and restore",
+        details: "Runs a small real experiment for each kernel facility crest relies on and\n\
+                  prints its status, what needs it and what brings it. Without --all only\n\
+                  required and recommended features are probed. Exit status: 0 when every\n\
+                  required feature works, 1 when one does not, 2 for an unknown feature name.",
+    },
+    Command {
+        name: "help",
+        usage: "crest help [COMMAND]",
+        summary: "show help for crest or one command",
+        details: "",
+    },
+];
+
+/// The one-paragraph usage printed after a usage error.
+pub fn usage() -> String {
+    let mut s = String::from("usage: crest [-v[N]] [-o FILE] COMMAND [OPTIONS]\ncommands:\n");
+    for c in COMMANDS {
+        s.push_str(&format!("  {:<8} {}\n", c.name, c.summary));
+    }
+    s.push_str("run `crest help COMMAND` for a command's options\n");
+    s
+}
+
+/// The full help screen.
+pub fn full() -> String {
+    let mut s = format!(
+        "crest {}: checkpoint/restore for Linux\n\n{}\nglobal options:\n",
+        env!("CARGO_PKG_VERSION"),
+        usage()
+    );
+    for o in OPTIONS.iter().filter(|o| o.commands.is_empty()) {
+        s.push_str(&option_line(o));
+    }
+    s
+}
+
+/// The help of one command, or `None` if there is no such command.
+pub fn command(name: &str) -> Option<String> {
+    let c = COMMANDS.iter().find(|c| c.name == name)?;
+    let mut s = format!("usage: {}\n\n{}\n", c.usage, c.summary);
+    if !c.details.is_empty() {
+        s.push_str(&format!("\n{}\n", c.details));
+    }
+    let own: Vec<_> = OPTIONS
+        .iter()
+        .filter(|o| o.commands.contains(&name))
+        .collect();
+    if !own.is_empty() {
+        s.push_str("\noptions:\n");
+        for o in own {
+            s.push_str(&option_line(o));
+        }
+    }
+    Some(s)
+}
+
+fn option_line(o: &super::args::OptSpec) -> String {
+    let short = o.short.map(|c| format!("-{c}, ")).unwrap_or_default();
+    let value = o.value.map(|v| format!(" {v}")).unwrap_or_default();
+    format!("  {short}--{}{value}\n      {}\n", o.long, o.help)
+}

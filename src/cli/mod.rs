@@ -1,0 +1,109 @@
+//! The command line: CRIU's commands and options, parsed by hand.
+//!
+//! `main` parses, sets up logging, runs one command and turns its result into
+//! an exit status: 0 success, 1 failure (the error is printed once, here), 2
+//! a usage error (a one-line reason followed by the usage).
+
+mod args;
+mod help;
+
+pub use args::{Args, OPTIONS, OptSpec, parse};
+pub use help::{COMMANDS, Command};
+
+use std::ffi::OsString;
+use std::io::Write;
+
+use crate::error::{Error, Result};
+
+/// Runs crest with `argv` (without the program name) and returns the exit status.
+pub fn main(argv: &[OsString]) -> i32 {
+    let args = match parse(argv) {
+        Ok(a) => a,
+        Err(e) => return usage_error(&e),
+    };
+    if let Some(level) = args.verbosity {
+        crate::log::set_level(level);
+    }
+    match run(&args) {
+        Ok(code) => code,
+        Err(e @ Error::Usage(_)) => usage_error(&e),
+        Err(e) => {
+            crate::error!("{e}");
+            // The log may be a file: the user must still see why crest failed.
+            if args.log_file.is_some() || crate::log::level() < crate::log::LEVEL_ERROR {
+                eprintln!("crest: {e}");
+            }
+            e.exit_code()
+        }
+    }
+}
+
+fn usage_error(e: &Error) -> i32 {
+    eprintln!("crest: {e}");
+    eprint!("{}", help::usage());
+    2
+}
+
+fn run(args: &Args) -> Result<i32> {
+    if args.version {
+        println!("crest {}", env!("CARGO_PKG_VERSION"));
+        return Ok(0);
+    }
+    let Some(command) = args.command.as_deref() else {
+        if args.help {
+            print!("{}", help::full());
+            return Ok(0);
+        }
+        return Err(Error::Usage("no command given".into()));
+    };
+    if args.help {
+        return print_help(Some(command));
+    }
+    open_log(args)?;
+    match command {
+        "help" => print_help(args.positional.first().map(String::as_str)),
+        "check" => {
+            no_positional(args)?;
+            let opts = crate::check::CheckOptions {
+                all: args.all,
+                features: args.features.clone(),
+                json: args.json,
+            };
+            crate::check::run(&opts, &mut std::io::stdout().lock())
+        }
+        other => Err(Error::Usage(format!("unknown command `{other}`"))),
+    }
+}
+
+fn print_help(command: Option<&str>) -> Result<i32> {
+    let text = match command {
+        None => help::full(),
+        Some(name) => {
+            help::command(name).ok_or_else(|| Error::Usage(format!("unknown command `{name}`")))?
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (e.g. `crest help | head -0`) is not worth an error.
+    let _ = out.write_all(text.as_bytes());
+    Ok(0)
+}
+
+fn no_positional(args: &Args) -> Result<()> {
+    match args.positional.first() {
+        Some(extra) => Err(Error::Usage(format!("unexpected argument `{extra}`"))),
+        None => Ok(()),
+    }
+}
+
+fn open_log(args: &Args) -> Result<()> {
+    let Some(path) = &args.log_file else {
+        return Ok(());
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io("open the log file", path, e))?;
+    crate::log::set_file(file);
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! Typed wrappers over raw system calls.
