@@ -18,7 +18,10 @@ fn median_of(args: &[&str]) -> Duration {
             .stderr(Stdio::null())
             .status()
             .expect("crest runs");
-        assert!(status.code().is_some(), "crest {args:?} was killed by a signal");
+        assert!(
+            status.code().is_some(),
+            "crest {args:?} was killed by a signal"
+        );
         start.elapsed()
     };
     for _ in 0..5 {
@@ -35,8 +38,15 @@ fn main() {
     let all = median_of(&["check", "--all"]);
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!("warm medians over {RUNS} runs");
-    println!("crest --version      {:8.2} ms  (process start, the floor)", ms(start));
-    println!("crest check          {:8.2} ms  {:6.1}x the floor", ms(check), ms(check) / ms(start));
+    println!(
+        "crest --version      {:8.2} ms  (process start, the floor)",
+        ms(start)
+    );
+    println!(
+        "crest check          {:8.2} ms  {:6.1}x the floor",
+        ms(check),
+        ms(check) / ms(start)
+    );
     println!(
         "crest check --all    {:8.2} ms  {:6.1}x the floor, {:.2}x the 100 ms budget",
         ms(all),

@@ -40,6 +40,15 @@ pub enum Error {
     },
     /// An image is damaged, truncated, or of an unsupported version.
     Image(crate::image::ImageError),
+    /// A /proc file did not read as crest expects.
+    Proc {
+        /// The file, e.g. `/proc/4242/maps`.
+        path: String,
+        /// The line, counting from 1 (0 when not tied to a line).
+        line: usize,
+        /// What was wrong.
+        problem: String,
+    },
 }
 
 impl Error {
@@ -96,6 +105,14 @@ impl fmt::Display for Error {
                 write!(f, "cannot {op} {}: {source}", path.display())
             }
             Error::Image(e) => e.fmt(f),
+            Error::Proc {
+                path,
+                line,
+                problem,
+            } => write!(
+                f,
+                "cannot parse {path} line {line}: {problem}; this kernel's format is not one crest knows, please report it"
+            ),
         }
     }
 }
