@@ -1,0 +1,121 @@
+//! The blobs crest runs inside other processes, embedded at build time.
+//!
+//! build.rs compiles parasite/ (freestanding `no_std` Rust) and the head in
+//! arch/<arch>/entry.rs for the architecture crest is built for, links each
+//! blob into one position independent segment at address 0, refuses it
+//! unless it has no relocation and fits its budget, and writes its flat
+//! image and layout into `$OUT_DIR`. This module exposes them, together with
+//! the parts shared with the blobs through `#[path]`: the command protocol
+//! ([`proto`]), the register layout ([`regs`]) and the instructions planted
+//! to run a system call in a stopped task ([`infect`]).
+//!
+//! A blob is copied as is to any page-aligned address and entered at
+//! `entry`. It needs `mem_size` bytes of writable, executable memory, zero
+//! beyond `bytes.len()` (a fresh anonymous or memfd mapping is):
+//!
+//! ```text
+//!   0        entry (head)                 bytes.len()        mem_size
+//!   +--------+----------------------------+------+-----------+--------+
+//!   | head   | code, rodata, data         | bss  | args area | stack  |
+//!   | + trap | (the embedded bytes)       |      |           | grows  |
+//!   +--------+----------------------------+------+-----------+----<---+
+//!   ^ link address 0          args_offset ^      stack_offset ^  stack_top ^
+//! ```
+//!
+//! The head needs no register input: it loads sp = `stack_top` and the args
+//! pointer = `args_offset` relative to its own address, calls the blob's
+//! Rust entry, and stops on the trap at `trap` (SIGTRAP). A panic stops on
+//! an illegal instruction instead (SIGILL). Whoever starts a blob writes the
+//! command into the args area first and reads the reply there afterwards
+//! (see [`proto`]).
+
+#[cfg_attr(target_arch = "x86_64", path = "../arch/x86_64/infect.rs")]
+#[cfg_attr(target_arch = "aarch64", path = "../arch/aarch64/infect.rs")]
+pub mod infect;
+#[path = "../parasite/proto.rs"]
+pub mod proto;
+#[cfg_attr(target_arch = "x86_64", path = "../arch/x86_64/regs.rs")]
+#[cfg_attr(target_arch = "aarch64", path = "../arch/aarch64/regs.rs")]
+pub mod regs;
+
+/// A blob's flat image and where its parts are, in bytes from its start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Blob {
+    /// The image: code and initialised data, to copy to the blob's start.
+    pub bytes: &'static [u8],
+    /// Where to jump to start the blob (its head).
+    pub entry: usize,
+    /// The trap instruction the blob stops on when it finished.
+    pub trap: usize,
+    /// Start of the args area, 64-aligned.
+    pub args_offset: usize,
+    /// Size of the args area.
+    pub args_size: usize,
+    /// Lowest byte of the blob's stack.
+    pub stack_offset: usize,
+    /// Initial stack pointer (the stack grows down from here), 16-aligned.
+    pub stack_top: usize,
+    /// Bytes the blob occupies in memory: image, zero-filled data, args
+    /// area and stack.
+    pub mem_size: usize,
+}
+
+include!(concat!(env!("OUT_DIR"), "/blobs.rs"));
+
+impl Blob {
+    /// The instruction pointer, as an offset from the blob's start, of a
+    /// task stopped by the blob's final trap; anything else is not the
+    /// blob having finished.
+    pub fn trap_ip(&self) -> usize {
+        self.trap + infect::TRAP_IP_ADJUST as usize
+    }
+
+    /// `mem_size` rounded up to whole pages of `page_size` bytes (a power of
+    /// two): how much to map for the blob.
+    pub fn map_size(&self, page_size: usize) -> usize {
+        self.mem_size.next_multiple_of(page_size)
+    }
+}
+
+/// The parasite for the architecture crest was built for: runs one
+/// [`proto`] command inside a seized task per start.
+pub fn parasite() -> Blob {
+    PARASITE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parasite_layout_is_inside_the_blob() {
+        let p = parasite();
+        assert!(!p.bytes.is_empty() && p.bytes.len() <= 16 * 1024);
+        assert!(p.entry < p.bytes.len() && p.trap < p.bytes.len());
+        assert!(p.entry < p.trap, "the trap ends the head");
+        assert!(
+            p.bytes.len() <= p.args_offset,
+            "args area is zero-filled memory"
+        );
+        assert_eq!(p.args_offset % 64, 0);
+        assert_eq!(p.args_size, proto::PARASITE_ARGS_SIZE);
+        assert!(p.args_offset + p.args_size <= p.stack_offset);
+        assert_eq!(p.stack_top - p.stack_offset, proto::PARASITE_STACK_SIZE);
+        assert_eq!(p.stack_top % 16, 0);
+        assert!(p.stack_top <= p.mem_size);
+    }
+
+    #[test]
+    fn parasite_ends_its_head_with_the_arch_trap() {
+        let p = parasite();
+        let trap = infect::TRAP_INSN;
+        assert_eq!(&p.bytes[p.trap..p.trap + trap.len()], &trap[..]);
+    }
+
+    #[test]
+    fn map_size_rounds_to_pages() {
+        let p = parasite();
+        assert_eq!(p.map_size(4096) % 4096, 0);
+        assert!(p.map_size(4096) >= p.mem_size && p.map_size(4096) < p.mem_size + 4096);
+    }
+}
