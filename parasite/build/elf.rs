@@ -101,19 +101,33 @@ fn segments(d: &[u8]) -> Result<Vec<Segment>, String> {
     let (phoff, phnum) = (u64_at(d, 32)?, u16_at(d, 56)?);
     (0..u64::from(phnum))
         .map(|i| {
-            let p = phoff + i * 56;
+            let p = entry(d, phoff, i, 56)?;
             Ok(Segment {
-                kind: u32_at(d, p)?,
-                offset: u64_at(d, p + 8)?,
-                vaddr: u64_at(d, p + 16)?,
-                filesz: u64_at(d, p + 32)?,
-                memsz: u64_at(d, p + 40)?,
+                kind: u32_at(p, 0)?,
+                offset: u64_at(p, 8)?,
+                vaddr: u64_at(p, 16)?,
+                filesz: u64_at(p, 32)?,
+                memsz: u64_at(p, 40)?,
             })
         })
         .collect()
 }
 
-fn cstr(d: &[u8], off: u64) -> Result<String, String> {
+/// Entry `i` of a table of `size`-byte entries at `table`, bounds-checked
+/// (offsets in a damaged file may be anything, even near `u64::MAX`).
+fn entry(d: &[u8], table: u64, i: u64, size: u64) -> Result<&[u8], String> {
+    let off = i
+        .checked_mul(size)
+        .and_then(|o| o.checked_add(table))
+        .ok_or_else(|| format!("table at offset {table} lies outside the file"))?;
+    slice(d, off, size)
+}
+
+/// The NUL-terminated string at `table + off`.
+fn cstr(d: &[u8], table: u64, off: u32) -> Result<String, String> {
+    let off = table
+        .checked_add(u64::from(off))
+        .ok_or("string offset overflows")?;
     let tail = usize::try_from(off)
         .ok()
         .and_then(|o| d.get(o..))
@@ -127,17 +141,16 @@ fn cstr(d: &[u8], off: u64) -> Result<String, String> {
 
 fn sections(d: &[u8]) -> Result<Vec<Section>, String> {
     let (shoff, shnum, shstrndx) = (u64_at(d, 40)?, u16_at(d, 60)?, u16_at(d, 62)?);
-    let header = |i: u64| shoff + i * 64;
-    let names = u64_at(d, header(u64::from(shstrndx)) + 24)?;
+    let names = u64_at(entry(d, shoff, u64::from(shstrndx), 64)?, 24)?;
     (0..u64::from(shnum))
         .map(|i| {
-            let s = header(i);
+            let s = entry(d, shoff, i, 64)?;
             Ok(Section {
-                name: cstr(d, names + u64::from(u32_at(d, s)?))?,
-                kind: u32_at(d, s + 4)?,
-                offset: u64_at(d, s + 24)?,
-                size: u64_at(d, s + 32)?,
-                link: u32_at(d, s + 40)?,
+                name: cstr(d, names, u32_at(s, 0)?)?,
+                kind: u32_at(s, 4)?,
+                offset: u64_at(s, 24)?,
+                size: u64_at(s, 32)?,
+                link: u32_at(s, 40)?,
             })
         })
         .collect()
@@ -157,7 +170,7 @@ fn check_relocations(d: &[u8], secs: &[Section]) -> Result<(), String> {
         }
         if s.kind == SHT_DYNAMIC {
             for i in 0..s.size / 16 {
-                let tag = u64_at(d, s.offset + i * 16)?;
+                let tag = u64_at(entry(d, s.offset, i, 16)?, 0)?;
                 if tag == DT_NULL {
                     break;
                 }
@@ -181,12 +194,12 @@ fn symbols(d: &[u8], secs: &[Section]) -> Result<BTreeMap<String, (u64, u64)>, S
         .ok_or("bad symbol string table")?;
     let mut out = BTreeMap::new();
     for i in 1..tab.size / 24 {
-        let e = tab.offset + i * 24;
-        let name = cstr(d, strtab.offset + u64::from(u32_at(d, e)?))?;
-        if u16_at(d, e + 6)? == SHN_UNDEF {
+        let e = entry(d, tab.offset, i, 24)?;
+        let name = cstr(d, strtab.offset, u32_at(e, 0)?)?;
+        if u16_at(e, 6)? == SHN_UNDEF {
             return Err(format!("symbol `{name}` is undefined"));
         }
-        out.insert(name, (u64_at(d, e + 8)?, u64_at(d, e + 16)?));
+        out.insert(name, (u64_at(e, 8)?, u64_at(e, 16)?));
     }
     Ok(out)
 }

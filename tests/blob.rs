@@ -1,0 +1,263 @@
+//! The embedded blobs, run for real: each test loads the parasite the way
+//! crest will (memfd, shared executable mapping), forks, jumps into it in the
+//! child with a command in its args area, and checks from the parent how
+//! the child ended and what the blob wrote back. The child's pid from fork()
+//! is the independent ground truth for what the blob reports.
+//!
+//! The build-time ELF gate (parasite/build/elf.rs) is tested here too,
+//! against the real linked blob and damaged copies of it.
+
+use crest::blob::{self, Blob, proto};
+use std::ptr;
+
+#[path = "../parasite/build/elf.rs"]
+#[allow(dead_code)]
+mod elf;
+
+/// The blob copied into a fresh memfd and mapped shared, read, write and
+/// execute, so the parent sees what the child's blob writes.
+struct Loaded {
+    base: *mut u8,
+    len: usize,
+}
+
+impl Loaded {
+    fn new(blob: &Blob) -> Loaded {
+        // SAFETY: sysconf has no memory effects.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let len = blob.map_size(page);
+        // SAFETY: the name is a NUL-terminated literal.
+        let fd = unsafe { libc::memfd_create(c"crest-blob-test".as_ptr(), libc::MFD_CLOEXEC) };
+        assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
+        // SAFETY: fd is the memfd just created; the buffer is the blob's bytes.
+        let n = unsafe { libc::write(fd, blob.bytes.as_ptr().cast(), blob.bytes.len()) };
+        assert_eq!(n as usize, blob.bytes.len());
+        // SAFETY: fd is a memfd we own; growing it zero-fills the tail.
+        assert_eq!(unsafe { libc::ftruncate(fd, len as libc::off_t) }, 0);
+        let prot = libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC;
+        // SAFETY: a new shared mapping of our own memfd, at an address the
+        // kernel picks; nothing else refers to that range.
+        let base = unsafe { libc::mmap(ptr::null_mut(), len, prot, libc::MAP_SHARED, fd, 0) };
+        assert_ne!(
+            base,
+            libc::MAP_FAILED,
+            "mmap: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: the mapping keeps the file alive; fd is ours to close.
+        unsafe { libc::close(fd) };
+        Loaded {
+            base: base.cast(),
+            len,
+        }
+    }
+
+    fn header(&self, blob: &Blob) -> *mut proto::CmdHeader {
+        // SAFETY: args_offset lies inside the mapping (checked by unit tests).
+        unsafe { self.base.add(blob.args_offset).cast() }
+    }
+
+    fn payload<T>(&self, blob: &Blob) -> *mut T {
+        // SAFETY: the payload lies inside the args area, inside the mapping.
+        unsafe {
+            self.base
+                .add(blob.args_offset + proto::PAYLOAD_OFFSET)
+                .cast()
+        }
+    }
+}
+
+impl Drop for Loaded {
+    fn drop(&mut self) {
+        // SAFETY: base/len is the mapping made in new(); no reference into it
+        // outlives self.
+        unsafe { libc::munmap(self.base.cast(), self.len) };
+    }
+}
+
+/// How the child that ran the blob ended.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    Signal(i32),
+    Exit(i32),
+}
+
+/// Forks a child that jumps into the loaded blob; returns its pid and end.
+fn run_in_child(loaded: &Loaded, blob: &Blob) -> (libc::pid_t, End) {
+    // SAFETY: the child only makes raw system calls and jumps into the blob;
+    // it never returns into the test harness.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        let no_core = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: plain syscalls on the child itself: the expected SIGTRAP
+        // must not leave a core dump behind.
+        unsafe {
+            libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+            libc::prctl(libc::PR_SET_DUMPABLE, 0);
+        }
+        // SAFETY: base + entry is the blob's head in an executable mapping;
+        // the head sets up its own stack and never returns (it traps).
+        let head: extern "C" fn() = unsafe { std::mem::transmute(loaded.base.add(blob.entry)) };
+        head();
+        // SAFETY: only reached if the head returned, which is a failure.
+        unsafe { libc::_exit(99) };
+    }
+    let mut status = 0;
+    // SAFETY: pid is our child; status is a valid out pointer.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    let end = if libc::WIFSIGNALED(status) {
+        End::Signal(libc::WTERMSIG(status))
+    } else {
+        End::Exit(libc::WEXITSTATUS(status))
+    };
+    (pid, end)
+}
+
+/// Writes `cmd` with ret = RET_PENDING, runs the blob, returns the header.
+fn run_command(loaded: &Loaded, blob: &Blob, cmd: u32) -> (libc::pid_t, End, proto::CmdHeader) {
+    let hdr = loaded.header(blob);
+    let fresh = proto::CmdHeader {
+        cmd,
+        ret: proto::RET_PENDING,
+    };
+    // SAFETY: hdr points into our shared mapping, aligned (args is 64-aligned).
+    unsafe { hdr.write_volatile(fresh) };
+    let (pid, end) = run_in_child(loaded, blob);
+    // SAFETY: as above; the child is gone, nobody writes concurrently.
+    (pid, end, unsafe { hdr.read_volatile() })
+}
+
+#[test]
+fn parasite_getpid_reports_the_child_and_traps() {
+    let blob = blob::parasite();
+    let loaded = Loaded::new(&blob);
+    let sentinel = proto::GetPid { pid: -7, tid: -7 };
+    // SAFETY: the payload pointer is inside the mapping and 8-aligned.
+    unsafe {
+        loaded
+            .payload::<proto::GetPid>(&blob)
+            .write_volatile(sentinel)
+    };
+    let (pid, end, hdr) = run_command(&loaded, &blob, proto::CMD_GETPID);
+    assert_eq!(
+        end,
+        End::Signal(libc::SIGTRAP),
+        "the blob must end on its trap"
+    );
+    assert_eq!(
+        hdr,
+        proto::CmdHeader {
+            cmd: proto::CMD_GETPID,
+            ret: 0
+        }
+    );
+    // SAFETY: as above; the child is gone.
+    let reply = unsafe { loaded.payload::<proto::GetPid>(&blob).read_volatile() };
+    assert_eq!(reply, proto::GetPid { pid, tid: pid });
+}
+
+#[test]
+fn parasite_runs_again_in_the_same_mapping() {
+    let blob = blob::parasite();
+    let loaded = Loaded::new(&blob);
+    let (first, end1, _) = run_command(&loaded, &blob, proto::CMD_GETPID);
+    let (second, end2, hdr) = run_command(&loaded, &blob, proto::CMD_GETPID);
+    assert_eq!(
+        (end1, end2),
+        (End::Signal(libc::SIGTRAP), End::Signal(libc::SIGTRAP))
+    );
+    assert_eq!(hdr.ret, 0);
+    assert_ne!(first, second);
+    // SAFETY: the payload pointer is inside the mapping; the child is gone.
+    let reply = unsafe { loaded.payload::<proto::GetPid>(&blob).read_volatile() };
+    assert_eq!(
+        reply.pid, second,
+        "the reply is the second child's, not stale"
+    );
+}
+
+#[test]
+fn parasite_fini_succeeds() {
+    let blob = blob::parasite();
+    let loaded = Loaded::new(&blob);
+    let (_, end, hdr) = run_command(&loaded, &blob, proto::CMD_FINI);
+    assert_eq!(end, End::Signal(libc::SIGTRAP));
+    assert_eq!(
+        hdr,
+        proto::CmdHeader {
+            cmd: proto::CMD_FINI,
+            ret: 0
+        }
+    );
+}
+
+#[test]
+fn parasite_refuses_an_unknown_command() {
+    let blob = blob::parasite();
+    let loaded = Loaded::new(&blob);
+    let (_, end, hdr) = run_command(&loaded, &blob, 0xdead);
+    assert_eq!(end, End::Signal(libc::SIGTRAP));
+    assert_eq!(hdr.ret, -proto::EINVAL);
+}
+
+/// The linked parasite ELF that build.rs checked and cut the image from.
+const PARASITE_ELF: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/parasite.elf"));
+
+fn spec(budget: usize, symbols: &'static [&'static str]) -> elf::BlobSpec<'static> {
+    elf::BlobSpec {
+        name: "parasite",
+        arch: std::env::consts::ARCH,
+        budget,
+        symbols,
+    }
+}
+
+#[test]
+fn elf_gate_accepts_the_real_parasite_and_cuts_the_embedded_image() {
+    let checked = elf::check_blob(PARASITE_ELF, &spec(16 * 1024, &["__crest_head"])).unwrap();
+    let blob = blob::parasite();
+    assert_eq!(checked.image, blob.bytes);
+    assert_eq!(checked.mem_size as usize, blob.mem_size);
+    assert_eq!(checked.symbols["__crest_head"].0 as usize, blob.entry);
+}
+
+#[test]
+fn elf_gate_refuses_budget_missing_symbol_and_relocations() {
+    let too_small = elf::check_blob(PARASITE_ELF, &spec(8, &[])).unwrap_err();
+    assert!(too_small.contains("over the budget of 8"), "{too_small}");
+    let missing = elf::check_blob(PARASITE_ELF, &spec(16 * 1024, &["no_such"])).unwrap_err();
+    assert!(missing.contains("symbol `no_such` is missing"), "{missing}");
+    // Turn the code section's type into SHT_RELA: the gate must see entries.
+    let mut damaged = PARASITE_ELF.to_vec();
+    let shoff = u64::from_le_bytes(damaged[40..48].try_into().unwrap()) as usize;
+    let code = shoff + 64; // section 1 is `.blob` (blob.ld puts it first)
+    damaged[code + 4..code + 8].copy_from_slice(&4u32.to_le_bytes());
+    let relocs = elf::check_blob(&damaged, &spec(16 * 1024, &[])).unwrap_err();
+    assert!(relocs.contains("it has relocations (.blob"), "{relocs}");
+}
+
+#[test]
+fn elf_gate_refuses_an_ordinary_executable() {
+    let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+    let err = elf::check_blob(&exe, &spec(usize::MAX, &[])).unwrap_err();
+    assert!(err.contains("loadable segments, not exactly 1"), "{err}");
+}
+
+#[test]
+fn elf_gate_refuses_garbage_without_panicking() {
+    for len in [0, 4, 64, 200] {
+        let mut junk = PARASITE_ELF[..len.min(PARASITE_ELF.len())].to_vec();
+        junk.resize(len, 0xff);
+        assert!(elf::check_blob(&junk, &spec(16 * 1024, &[])).is_err());
+    }
+    // Table offsets near u64::MAX must not overflow the arithmetic.
+    for field in [32..40, 40..48] {
+        let mut bad = PARASITE_ELF.to_vec();
+        bad[field].copy_from_slice(&(u64::MAX - 8).to_le_bytes());
+        assert!(elf::check_blob(&bad, &spec(16 * 1024, &[])).is_err());
+    }
+}
