@@ -35,11 +35,18 @@ struct Blob {
     budget: usize,
 }
 
-const BLOBS: &[Blob] = &[Blob {
-    name: "parasite",
-    root: "parasite/parasite.rs",
-    budget: 16 * 1024,
-}];
+const BLOBS: &[Blob] = &[
+    Blob {
+        name: "parasite",
+        root: "parasite/parasite.rs",
+        budget: 16 * 1024,
+    },
+    Blob {
+        name: "restorer",
+        root: "parasite/restorer.rs",
+        budget: 16 * 1024,
+    },
+];
 
 /// Everything the build needs to know about its environment.
 struct Env {

@@ -37,6 +37,8 @@ mod syscall;
 
 #[allow(dead_code)]
 mod proto;
+// Shared by both blobs; each uses its part.
+#[allow(dead_code)]
 mod rt;
 
 use core::ptr::{read_volatile, write_volatile};

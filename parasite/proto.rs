@@ -1,11 +1,10 @@
-//! The parasite's command protocol: fixed-layout `#[repr(C)]` structs that
-//! crest writes into the parasite's args area and the parasite answers in
-//! place. Compiled into both sides through `#[path]` (crest as
+//! The blobs' protocol: fixed-layout `#[repr(C)]` structs that crest writes
+//! into a blob's args area and the blob answers in place. Compiled into both sides through `#[path]` (crest as
 //! `crest::blob::proto`, the blob as `crate::proto`), so the layout cannot
 //! drift; only fixed-width fields, `core` only, no pointers (the two sides
 //! see the area at different addresses).
 //!
-//! A command runs in "trap mode": crest writes a [`CmdHeader`] with `ret` set
+//! A parasite command runs in "trap mode": crest writes a [`CmdHeader`] with `ret` set
 //! to [`RET_PENDING`] and the command's payload, starts the blob at its head,
 //! and waits for the trap; the blob has then replaced `ret` with 0 or a
 //! negative errno and filled the payload with the reply. The unix-socket
@@ -64,7 +63,52 @@ pub struct GetPid {
     pub tid: i32,
 }
 
+/// Bytes of the restorer's args area.
+pub const RESTORER_ARGS_SIZE: usize = 4096;
+/// Bytes of the restorer's own stack, inside its mapping.
+pub const RESTORER_STACK_SIZE: usize = 16384;
+/// How many ranges one [`RestorerArgs`] can ask the restorer to unmap.
+pub const RESTORER_MAX_UNMAP: usize = 64;
+/// [`RestorerArgs::failed`] when no step failed.
+pub const NO_FAILURE: u32 = u32::MAX;
+
+/// A range of the task's address space.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemRange {
+    /// First byte, page-aligned.
+    pub start: u64,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+/// The restorer's args area: its first step, clearing the address space of
+/// everything but itself (crest's own code, heap and stacks) before the
+/// dumped mappings can go back in their places.
+///
+/// ```text
+///   0      4          8        12      16
+///   | ret  | nr_unmap | failed | pad   | unmap[0] .. unmap[63]  (16 B each)
+/// ```
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestorerArgs {
+    /// [`RET_PENDING`] until the restorer finished, then 0 or the negative
+    /// errno of the step that failed.
+    pub ret: i32,
+    /// How many entries of `unmap` are used.
+    pub nr_unmap: u32,
+    /// Index of the range whose munmap failed, or [`NO_FAILURE`].
+    pub failed: u32,
+    /// Keeps `unmap` 8-aligned; zero.
+    pub pad: u32,
+    /// The ranges to unmap, in order; none may cover the restorer itself.
+    pub unmap: [MemRange; RESTORER_MAX_UNMAP],
+}
+
 const _: () = {
+    assert!(core::mem::size_of::<RestorerArgs>() <= RESTORER_ARGS_SIZE);
+    assert!(RESTORER_ARGS_SIZE % 64 == 0 && RESTORER_STACK_SIZE % 16 == 0);
     assert!(core::mem::size_of::<CmdHeader>() == PAYLOAD_OFFSET);
     assert!(core::mem::size_of::<GetPid>() <= PAYLOAD_SIZE);
     assert!(PARASITE_ARGS_SIZE % 64 == 0 && PARASITE_STACK_SIZE % 16 == 0);

@@ -13,7 +13,8 @@
 //! # Safety
 //! The mem functions have C's contracts (valid, and for memcpy disjoint,
 //! ranges); Rust's generated calls honour them. The system call wrappers
-//! pass only values, no pointers, so they are safe to call.
+//! that pass only values and change nothing are safe; the others are
+//! `unsafe fn`s with their own contract.
 
 use crate::syscall::{nr, syscall0};
 
@@ -117,4 +118,14 @@ pub fn getpid() -> i32 {
 pub fn gettid() -> i32 {
     // SAFETY: gettid takes no argument and changes nothing.
     unsafe { syscall0(nr::SYS_gettid) as i32 }
+}
+
+/// `munmap(addr, len)`: 0 or -errno.
+///
+/// # Safety
+/// Nothing the blob still uses (its own code, args area, stack) lies in
+/// the range.
+pub unsafe fn munmap(addr: u64, len: u64) -> i32 {
+    // SAFETY: the caller keeps the blob's own memory out of the range.
+    unsafe { crate::syscall::syscall2(nr::SYS_munmap, addr as usize, len as usize) as i32 }
 }

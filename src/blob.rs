@@ -83,33 +83,48 @@ pub fn parasite() -> Blob {
     PARASITE
 }
 
+/// The restorer for the architecture crest was built for: clears the
+/// address space of everything but itself (see [`proto::RestorerArgs`]).
+pub fn restorer() -> Blob {
+    RESTORER
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn parasite_layout_is_inside_the_blob() {
-        let p = parasite();
-        assert!(!p.bytes.is_empty() && p.bytes.len() <= 16 * 1024);
-        assert!(p.entry < p.bytes.len() && p.trap < p.bytes.len());
-        assert!(p.entry < p.trap, "the trap ends the head");
+    fn assert_layout(b: &Blob, args_size: usize, stack_size: usize) {
+        assert!(!b.bytes.is_empty() && b.bytes.len() <= 16 * 1024);
         assert!(
-            p.bytes.len() <= p.args_offset,
+            b.entry < b.trap && b.trap < b.bytes.len(),
+            "the trap ends the head"
+        );
+        assert!(
+            b.bytes.len() <= b.args_offset,
             "args area is zero-filled memory"
         );
-        assert_eq!(p.args_offset % 64, 0);
-        assert_eq!(p.args_size, proto::PARASITE_ARGS_SIZE);
-        assert!(p.args_offset + p.args_size <= p.stack_offset);
-        assert_eq!(p.stack_top - p.stack_offset, proto::PARASITE_STACK_SIZE);
-        assert_eq!(p.stack_top % 16, 0);
-        assert!(p.stack_top <= p.mem_size);
+        assert_eq!(b.args_offset % 64, 0);
+        assert_eq!(b.args_size, args_size);
+        assert!(b.args_offset + b.args_size <= b.stack_offset);
+        assert_eq!(b.stack_top - b.stack_offset, stack_size);
+        assert_eq!(b.stack_top % 16, 0);
+        assert!(b.stack_top <= b.mem_size);
     }
 
     #[test]
-    fn parasite_ends_its_head_with_the_arch_trap() {
-        let p = parasite();
+    fn blob_layouts_are_inside_the_blobs() {
+        let (args, stack) = (proto::PARASITE_ARGS_SIZE, proto::PARASITE_STACK_SIZE);
+        assert_layout(&parasite(), args, stack);
+        let (args, stack) = (proto::RESTORER_ARGS_SIZE, proto::RESTORER_STACK_SIZE);
+        assert_layout(&restorer(), args, stack);
+    }
+
+    #[test]
+    fn blobs_end_their_head_with_the_arch_trap() {
         let trap = infect::TRAP_INSN;
-        assert_eq!(&p.bytes[p.trap..p.trap + trap.len()], &trap[..]);
+        for b in [parasite(), restorer()] {
+            assert_eq!(&b.bytes[b.trap..b.trap + trap.len()], &trap[..]);
+        }
     }
 
     #[test]

@@ -75,41 +75,101 @@ impl Drop for Loaded {
     }
 }
 
-/// How the child that ran the blob ended.
+/// How the child that ran the blob ended, or where it stopped if traced.
 #[derive(Debug, PartialEq, Eq)]
 enum End {
     Signal(i32),
     Exit(i32),
+    /// Stopped under ptrace by this signal; `maps` is its /proc/PID/maps
+    /// read at that moment.
+    Stopped {
+        sig: i32,
+        maps: String,
+    },
+}
+
+/// One shared page the child uses to tell the parent whether it could
+/// become traced (qemu-user has no ptrace).
+struct TraceFlag(*mut u32);
+
+impl TraceFlag {
+    fn new() -> TraceFlag {
+        let (prot, flags) = (
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+        );
+        // SAFETY: a new anonymous shared page at an address the kernel picks.
+        let p = unsafe { libc::mmap(ptr::null_mut(), 4096, prot, flags, -1, 0) };
+        assert_ne!(p, libc::MAP_FAILED);
+        TraceFlag(p.cast())
+    }
+
+    fn traced(&self) -> bool {
+        // SAFETY: the page is mapped until drop; the child is gone by now.
+        unsafe { self.0.read_volatile() == 1 }
+    }
+}
+
+impl Drop for TraceFlag {
+    fn drop(&mut self) {
+        // SAFETY: the page mapped in new().
+        unsafe { libc::munmap(self.0.cast(), 4096) };
+    }
+}
+
+/// The child's side: no core dump, optionally PTRACE_TRACEME, then the
+/// blob. Never returns.
+fn child(loaded: &Loaded, blob: &Blob, trace: Option<&TraceFlag>) -> ! {
+    let no_core = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on the child itself: the expected SIGTRAP
+    // must not leave a core dump behind.
+    unsafe {
+        libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+        libc::prctl(libc::PR_SET_DUMPABLE, 0);
+    }
+    if let Some(flag) = trace {
+        // SAFETY: TRACEME has no pointer arguments; the flag page is mapped.
+        let ok = unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) } == 0;
+        // SAFETY: the flag page is shared with the parent and mapped.
+        unsafe { flag.0.write_volatile(u32::from(ok)) };
+    }
+    // SAFETY: base + entry is the blob's head in an executable mapping;
+    // the head sets up its own stack and never returns (it traps).
+    let head: extern "C" fn() = unsafe { std::mem::transmute(loaded.base.add(blob.entry)) };
+    head();
+    // SAFETY: only reached if the head returned, which is a failure.
+    unsafe { libc::_exit(99) }
 }
 
 /// Forks a child that jumps into the loaded blob; returns its pid and end.
-fn run_in_child(loaded: &Loaded, blob: &Blob) -> (libc::pid_t, End) {
+/// With `trace`, the child asks to be traced, and a traced stop is reported
+/// with the child's maps, after which the child is killed.
+fn run_in_child(loaded: &Loaded, blob: &Blob, trace: Option<&TraceFlag>) -> (libc::pid_t, End) {
     // SAFETY: the child only makes raw system calls and jumps into the blob;
     // it never returns into the test harness.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
     if pid == 0 {
-        let no_core = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: plain syscalls on the child itself: the expected SIGTRAP
-        // must not leave a core dump behind.
-        unsafe {
-            libc::setrlimit(libc::RLIMIT_CORE, &no_core);
-            libc::prctl(libc::PR_SET_DUMPABLE, 0);
-        }
-        // SAFETY: base + entry is the blob's head in an executable mapping;
-        // the head sets up its own stack and never returns (it traps).
-        let head: extern "C" fn() = unsafe { std::mem::transmute(loaded.base.add(blob.entry)) };
-        head();
-        // SAFETY: only reached if the head returned, which is a failure.
-        unsafe { libc::_exit(99) };
+        child(loaded, blob, trace);
     }
     let mut status = 0;
     // SAFETY: pid is our child; status is a valid out pointer.
     assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    let end = if libc::WIFSIGNALED(status) {
+    let end = if libc::WIFSTOPPED(status) {
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+        // SAFETY: pid is our stopped child; reap it after the kill.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, ptr::null_mut(), 0);
+        }
+        End::Stopped {
+            sig: libc::WSTOPSIG(status),
+            maps,
+        }
+    } else if libc::WIFSIGNALED(status) {
         End::Signal(libc::WTERMSIG(status))
     } else {
         End::Exit(libc::WEXITSTATUS(status))
@@ -126,7 +186,7 @@ fn run_command(loaded: &Loaded, blob: &Blob, cmd: u32) -> (libc::pid_t, End, pro
     };
     // SAFETY: hdr points into our shared mapping, aligned (args is 64-aligned).
     unsafe { hdr.write_volatile(fresh) };
-    let (pid, end) = run_in_child(loaded, blob);
+    let (pid, end) = run_in_child(loaded, blob, None);
     // SAFETY: as above; the child is gone, nobody writes concurrently.
     (pid, end, unsafe { hdr.read_volatile() })
 }
@@ -202,6 +262,104 @@ fn parasite_refuses_an_unknown_command() {
     let (_, end, hdr) = run_command(&loaded, &blob, 0xdead);
     assert_eq!(end, End::Signal(libc::SIGTRAP));
     assert_eq!(hdr.ret, -proto::EINVAL);
+}
+
+/// The address ranges in `maps` (a /proc/PID/maps text), adjacent ones
+/// merged, without the one that starts at `keep` and without [vsyscall]
+/// (above the user address space; munmap cannot remove it).
+fn ranges_except(maps: &str, keep: u64) -> Vec<proto::MemRange> {
+    let mut out: Vec<proto::MemRange> = Vec::new();
+    for line in maps.lines().filter(|l| !l.ends_with("[vsyscall]")) {
+        let (start, end) = line.split_once(' ').unwrap().0.split_once('-').unwrap();
+        let start = u64::from_str_radix(start, 16).unwrap();
+        let end = u64::from_str_radix(end, 16).unwrap();
+        match out.last_mut() {
+            _ if start == keep => {}
+            Some(last) if last.start + last.len == start => last.len += end - start,
+            _ => out.push(proto::MemRange {
+                start,
+                len: end - start,
+            }),
+        }
+    }
+    out
+}
+
+fn restorer_args(unmap: &[proto::MemRange]) -> proto::RestorerArgs {
+    let mut args = proto::RestorerArgs {
+        ret: proto::RET_PENDING,
+        nr_unmap: unmap.len() as u32,
+        failed: 0,
+        pad: 0,
+        unmap: [proto::MemRange::default(); proto::RESTORER_MAX_UNMAP],
+    };
+    args.unmap[..unmap.len()].copy_from_slice(unmap);
+    args
+}
+
+#[test]
+fn restorer_unmaps_everything_but_itself() {
+    let blob = blob::restorer();
+    let loaded = Loaded::new(&blob);
+    let flag = TraceFlag::new();
+    let base = loaded.base as u64;
+    let ranges = ranges_except(&std::fs::read_to_string("/proc/self/maps").unwrap(), base);
+    assert!(ranges.len() <= proto::RESTORER_MAX_UNMAP, "{ranges:?}");
+    let args = loaded.header(&blob).cast::<proto::RestorerArgs>();
+    // SAFETY: the args area is inside the mapping, 64-aligned, big enough.
+    unsafe { args.write_volatile(restorer_args(&ranges)) };
+    let (_, end) = run_in_child(&loaded, &blob, Some(&flag));
+    // SAFETY: as above; the child is gone.
+    let done = unsafe { args.read_volatile() };
+    assert_eq!((done.ret, done.failed), (0, proto::NO_FAILURE));
+    match end {
+        End::Stopped { sig, maps } => {
+            assert_eq!(sig, libc::SIGTRAP);
+            let left = ranges_except(&maps, u64::MAX);
+            let blob_range = proto::MemRange {
+                start: base,
+                len: loaded.len as u64,
+            };
+            assert!(
+                left.contains(&blob_range),
+                "the restorer's own mapping stays: {maps}"
+            );
+            for gone in &ranges {
+                let overlaps = |r: &proto::MemRange| {
+                    r.start < gone.start + gone.len && gone.start < r.start + r.len
+                };
+                assert!(
+                    !left.iter().any(overlaps),
+                    "{gone:?} is still mapped: {maps}"
+                );
+            }
+        }
+        // qemu-user cannot trace: the trap then ends the child.
+        End::Signal(sig) if !flag.traced() => assert_eq!(sig, libc::SIGTRAP),
+        other => panic!("unexpected end of the restorer: {other:?}"),
+    }
+}
+
+#[test]
+fn restorer_reports_the_range_it_could_not_unmap() {
+    let blob = blob::restorer();
+    let loaded = Loaded::new(&blob);
+    let hole = proto::MemRange {
+        start: 4096,
+        len: 4096,
+    }; // nothing mapped: munmap succeeds
+    let unaligned = proto::MemRange {
+        start: 1,
+        len: 4096,
+    }; // EINVAL
+    let args = loaded.header(&blob).cast::<proto::RestorerArgs>();
+    // SAFETY: the args area is inside the mapping, 64-aligned, big enough.
+    unsafe { args.write_volatile(restorer_args(&[hole, unaligned, hole])) };
+    let (_, end) = run_in_child(&loaded, &blob, None);
+    assert_eq!(end, End::Signal(libc::SIGTRAP));
+    // SAFETY: as above; the child is gone.
+    let done = unsafe { args.read_volatile() };
+    assert_eq!((done.ret, done.failed), (-proto::EINVAL, 1));
 }
 
 /// The linked parasite ELF that build.rs checked and cut the image from.
