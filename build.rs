@@ -101,7 +101,9 @@ fn setup() -> Env {
     }
 }
 
-/// Runs `cmd`; on failure stops the build with its output.
+/// Runs `cmd`; on failure stops the build with its output. Diagnostics of
+/// a successful run (rustc warnings in blob code) are passed on as cargo
+/// warnings, since cargo hides a build script's own output.
 fn run(mut cmd: Command, what: &str) {
     let out = cmd
         .output()
@@ -113,6 +115,9 @@ fn run(mut cmd: Command, what: &str) {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+    for line in String::from_utf8_lossy(&out.stderr).lines() {
+        println!("cargo::warning={what}: {line}");
     }
 }
 

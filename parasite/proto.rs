@@ -1,14 +1,15 @@
 //! The blobs' protocol: fixed-layout `#[repr(C)]` structs that crest writes
-//! into a blob's args area and the blob answers in place. Compiled into both sides through `#[path]` (crest as
-//! `crest::blob::proto`, the blob as `crate::proto`), so the layout cannot
-//! drift; only fixed-width fields, `core` only, no pointers (the two sides
-//! see the area at different addresses).
+//! into a blob's args area and the blob answers in place. Compiled into both
+//! sides through `#[path]` (crest as `crest::blob::proto`, the blobs as
+//! `crate::proto`), so the layout cannot drift; only fixed-width fields,
+//! `core` only, no pointers (the two sides see the area at different
+//! addresses).
 //!
-//! A parasite command runs in "trap mode": crest writes a [`CmdHeader`] with `ret` set
-//! to [`RET_PENDING`] and the command's payload, starts the blob at its head,
-//! and waits for the trap; the blob has then replaced `ret` with 0 or a
-//! negative errno and filled the payload with the reply. The unix-socket
-//! daemon mode of a later stage reuses the same structs.
+//! A parasite command runs in "trap mode": crest writes a [`CmdHeader`] with
+//! `ret` set to [`RET_PENDING`] and the command's payload, starts the blob at
+//! its head, and waits for the trap; the blob has then replaced `ret` with 0
+//! or a negative errno and filled the payload with the reply. The
+//! unix-socket daemon mode of a later stage reuses the same structs.
 //!
 //! ```text
 //!   args area (PARASITE_ARGS_SIZE bytes, 64-aligned)
@@ -108,8 +109,6 @@ pub struct RestorerArgs {
 
 const _: () = {
     assert!(core::mem::size_of::<RestorerArgs>() <= RESTORER_ARGS_SIZE);
-    assert!(RESTORER_ARGS_SIZE % 64 == 0 && RESTORER_STACK_SIZE % 16 == 0);
     assert!(core::mem::size_of::<CmdHeader>() == PAYLOAD_OFFSET);
     assert!(core::mem::size_of::<GetPid>() <= PAYLOAD_SIZE);
-    assert!(PARASITE_ARGS_SIZE % 64 == 0 && PARASITE_STACK_SIZE % 16 == 0);
 };

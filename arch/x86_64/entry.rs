@@ -15,6 +15,11 @@
 //!           call main
 //!   trap:   int3                                  ; SIGTRAP, rip = trap + 1
 //! ```
+//!
+//! # Safety
+//! Only blobs include this file. The head runs with whatever registers the
+//! starter left and replaces sp, so it must be entered by a jump or call
+//! that never expects to return; [`trap_abort`]'s asm only raises SIGILL.
 
 /// Emits the blob head `__crest_head` (trap label `__crest_trap`) and the
 /// blob's args area `__crest_args` (`$args_size` bytes) and stack
