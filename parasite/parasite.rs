@@ -5,7 +5,7 @@
 //! A freestanding crate (`no_std`, no libc, panic = abort) that build.rs
 //! compiles for the target architecture, links into one flat position
 //! independent image and embeds in crest (`crest::blob::parasite()`). The
-//! head in arch/<arch>/entry.rs sets up the stack and calls [`parasite_main`]
+//! head in `arch/<arch>/entry.rs` sets up the stack and calls [`parasite_main`]
 //! with the args area; it runs the command found there (see proto.rs),
 //! writes the result back, returns, and the head traps.
 //!

@@ -1,7 +1,7 @@
 //! The blobs crest runs inside other processes, embedded at build time.
 //!
 //! build.rs compiles parasite/ (freestanding `no_std` Rust) and the head in
-//! arch/<arch>/entry.rs for the architecture crest is built for, links each
+//! `arch/<arch>/entry.rs` for the architecture crest is built for, links each
 //! blob into one position independent segment at address 0, refuses it
 //! unless it has no relocation and fits its budget, and writes its flat
 //! image and layout into `$OUT_DIR`. This module exposes them, together with
@@ -125,6 +125,90 @@ mod tests {
         for b in [parasite(), restorer()] {
             assert_eq!(&b.bytes[b.trap..b.trap + trap.len()], &trap[..]);
         }
+    }
+
+    #[test]
+    fn syscall_trap_is_the_syscall_then_the_trap_the_assembler_emits() {
+        let (sys, trap) = (&infect::SYSCALL_INSN[..], &infect::TRAP_INSN[..]);
+        assert_eq!(&infect::SYSCALL_TRAP[..sys.len()], sys);
+        let after = &infect::SYSCALL_TRAP[sys.len()..];
+        assert_eq!(&after[..trap.len()], trap);
+        assert_eq!(
+            infect::IP_AFTER_SYSCALL_TRAP,
+            (sys.len() as u64) + infect::TRAP_IP_ADJUST
+        );
+        // LLVM assembled the blob's system calls: the same bytes must be there.
+        let p = parasite();
+        let found = p.bytes.windows(sys.len()).any(|w| w == sys);
+        assert!(found, "no {sys:02x?} in the parasite");
+    }
+
+    #[test]
+    fn user_regs_match_the_libc_layout() {
+        use std::mem::{offset_of, size_of};
+        assert_eq!(
+            size_of::<regs::UserRegs>(),
+            size_of::<libc::user_regs_struct>()
+        );
+        #[cfg(target_arch = "x86_64")]
+        {
+            assert_eq!(
+                offset_of!(regs::UserRegs, rip),
+                offset_of!(libc::user_regs_struct, rip)
+            );
+            assert_eq!(
+                offset_of!(regs::UserRegs, rsp),
+                offset_of!(libc::user_regs_struct, rsp)
+            );
+            assert_eq!(
+                offset_of!(regs::UserRegs, orig_rax),
+                offset_of!(libc::user_regs_struct, orig_rax)
+            );
+            assert_eq!(
+                offset_of!(regs::UserRegs, gs),
+                offset_of!(libc::user_regs_struct, gs)
+            );
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            assert_eq!(
+                offset_of!(regs::UserRegs, sp),
+                offset_of!(libc::user_regs_struct, sp)
+            );
+            assert_eq!(
+                offset_of!(regs::UserRegs, pc),
+                offset_of!(libc::user_regs_struct, pc)
+            );
+            assert_eq!(
+                offset_of!(regs::UserRegs, pstate),
+                offset_of!(libc::user_regs_struct, pstate)
+            );
+        }
+    }
+
+    #[test]
+    fn user_regs_accessors_name_the_abi_registers() {
+        let mut r = regs::UserRegs::default();
+        r.set_syscall(9, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(r.syscall_args(), [1, 2, 3, 4, 5, 6]);
+        r.set_ip(0x1000);
+        r.set_sp(0x2000);
+        assert_eq!((r.ip(), r.sp()), (0x1000, 0x2000));
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(
+            (r.rax, r.rdi, r.r10, r.r9, r.rip, r.rsp),
+            (9, 1, 4, 6, 0x1000, 0x2000)
+        );
+        #[cfg(target_arch = "aarch64")]
+        assert_eq!(
+            (r.regs[8], r.regs[0], r.regs[5], r.pc, r.sp),
+            (9, 1, 6, 0x1000, 0x2000)
+        );
+        // The syscall's result comes back where the number went in on x86, in x0 on arm64.
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(r.ret(), 9);
+        #[cfg(target_arch = "aarch64")]
+        assert_eq!(r.ret(), 1);
     }
 
     #[test]
