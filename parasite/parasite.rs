@@ -31,6 +31,10 @@ mod infect;
 #[cfg_attr(target_arch = "aarch64", path = "../arch/aarch64/regs.rs")]
 mod regs;
 #[allow(dead_code)]
+#[cfg_attr(target_arch = "x86_64", path = "../arch/x86_64/sigframe.rs")]
+#[cfg_attr(target_arch = "aarch64", path = "../arch/aarch64/sigframe.rs")]
+mod sigframe;
+#[allow(dead_code)]
 #[cfg_attr(target_arch = "x86_64", path = "../arch/x86_64/syscall.rs")]
 #[cfg_attr(target_arch = "aarch64", path = "../arch/aarch64/syscall.rs")]
 mod syscall;

@@ -20,6 +20,8 @@
 //!   +--------+--------+---------------------------------------+
 //! ```
 
+use super::sigframe::RtSigframe;
+
 /// Bytes of the parasite's args area: the header and the largest payload.
 pub const PARASITE_ARGS_SIZE: usize = 4096;
 /// Bytes of the parasite's own stack, inside its mapping. Enough for the
@@ -65,13 +67,16 @@ pub struct GetPid {
 }
 
 /// Bytes of the restorer's args area.
-pub const RESTORER_ARGS_SIZE: usize = 4096;
+pub const RESTORER_ARGS_SIZE: usize = 8192;
 /// Bytes of the restorer's own stack, inside its mapping.
 pub const RESTORER_STACK_SIZE: usize = 16384;
 /// How many ranges one [`RestorerArgs`] can ask the restorer to unmap.
 pub const RESTORER_MAX_UNMAP: usize = 64;
 /// [`RestorerArgs::failed`] when no step failed.
 pub const NO_FAILURE: u32 = u32::MAX;
+/// [`RestorerArgs::flags`]: finish with rt_sigreturn through
+/// [`RestorerArgs::frame`] instead of trapping.
+pub const RESTORE_SIGRETURN: u32 = 1;
 
 /// A range of the task's address space.
 #[repr(C)]
@@ -83,28 +88,33 @@ pub struct MemRange {
     pub len: u64,
 }
 
-/// The restorer's args area: its first step, clearing the address space of
-/// everything but itself (crest's own code, heap and stacks) before the
-/// dumped mappings can go back in their places.
+/// The restorer's args area. Its steps so far: clear the address space of
+/// everything but the restorer (crest's own code, heap and stacks) so the
+/// dumped mappings can go back in their places, then either trap or, with
+/// [`RESTORE_SIGRETURN`], return through `frame` into the task's registers.
 ///
 /// ```text
-///   0      4          8        12      16
-///   | ret  | nr_unmap | failed | pad   | unmap[0] .. unmap[63]  (16 B each)
+///   0      4          8        12      16                   1040
+///   | ret  | nr_unmap | failed | flags | unmap[0] .. [63]   | frame
+///                                      (16 B each)          (RtSigframe)
 /// ```
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RestorerArgs {
-    /// [`RET_PENDING`] until the restorer finished, then 0 or the negative
-    /// errno of the step that failed.
+    /// [`RET_PENDING`] until the restorer finished its steps, then 0 or the
+    /// negative errno of the step that failed (written before sigreturn).
     pub ret: i32,
     /// How many entries of `unmap` are used.
     pub nr_unmap: u32,
     /// Index of the range whose munmap failed, or [`NO_FAILURE`].
     pub failed: u32,
-    /// Keeps `unmap` 8-aligned; zero.
-    pub pad: u32,
+    /// [`RESTORE_SIGRETURN`] or 0.
+    pub flags: u32,
     /// The ranges to unmap, in order; none may cover the restorer itself.
     pub unmap: [MemRange; RESTORER_MAX_UNMAP],
+    /// The frame rt_sigreturn returns through, built by
+    /// [`RtSigframe::new`] from the task's registers.
+    pub frame: RtSigframe,
 }
 
 const _: () = {

@@ -3,10 +3,12 @@
 //! dumped mapping overlaps, since it replaces the whole address space,
 //! crest's own code included.
 //!
-//! This stage has its first step: unmap the ranges crest lists (its own
-//! code, heap, stacks, the vdso...) so only the restorer remains, then trap.
-//! Mapping the dumped VMAs, filling pages, credentials, threads and the final
-//! rt_sigreturn come in the restore stage; they extend [`restorer_main`].
+//! This stage has the first and the last step: unmap the ranges crest lists
+//! (its own code, heap, stacks, the vdso...) so only the restorer remains,
+//! then trap, or rt_sigreturn into the registers and signal mask of the
+//! task. Mapping the dumped VMAs, filling pages, credentials and threads
+//! come in the restore stage, between the two; they extend
+//! [`restorer_main`].
 //!
 //! A freestanding crate (`no_std`, no libc, panic = abort) that build.rs
 //! compiles for the target architecture, links into one flat position
@@ -26,6 +28,14 @@
 #[cfg_attr(target_arch = "aarch64", path = "../arch/aarch64/entry.rs")]
 mod entry;
 #[allow(dead_code)]
+#[cfg_attr(target_arch = "x86_64", path = "../arch/x86_64/regs.rs")]
+#[cfg_attr(target_arch = "aarch64", path = "../arch/aarch64/regs.rs")]
+mod regs;
+#[allow(dead_code)]
+#[cfg_attr(target_arch = "x86_64", path = "../arch/x86_64/sigframe.rs")]
+#[cfg_attr(target_arch = "aarch64", path = "../arch/aarch64/sigframe.rs")]
+mod sigframe;
+#[allow(dead_code)]
 #[cfg_attr(target_arch = "x86_64", path = "../arch/x86_64/syscall.rs")]
 #[cfg_attr(target_arch = "aarch64", path = "../arch/aarch64/syscall.rs")]
 mod syscall;
@@ -37,7 +47,8 @@ mod proto;
 mod rt;
 
 use core::ptr::{read_volatile, write_volatile};
-use proto::{NO_FAILURE, RESTORER_MAX_UNMAP, RestorerArgs};
+use proto::{NO_FAILURE, RESTORE_SIGRETURN, RESTORER_MAX_UNMAP, RestorerArgs};
+use sigframe::RtSigframe;
 
 blob_head!(
     restorer_main,
@@ -65,8 +76,17 @@ extern "C" fn restorer_main(args: *mut u8) {
         }
     }
     // SAFETY: as for the first read.
-    unsafe {
+    let flags = unsafe {
         write_volatile(&raw mut (*a).failed, failed);
         write_volatile(&raw mut (*a).ret, ret);
+        read_volatile(&raw const (*a).flags)
+    };
+    if ret == 0 && flags & RESTORE_SIGRETURN != 0 {
+        // SAFETY: the frame lies in the args area, 16-aligned, and crest
+        // built it with RtSigframe::new; the args area stays mapped.
+        unsafe {
+            let frame = (&raw const (*a).frame) as usize;
+            syscall::rt_sigreturn(frame + RtSigframe::SP_OFFSET)
+        }
     }
 }

@@ -6,8 +6,9 @@
 //! unless it has no relocation and fits its budget, and writes its flat
 //! image and layout into `$OUT_DIR`. This module exposes them, together with
 //! the parts shared with the blobs through `#[path]`: the command protocol
-//! ([`proto`]), the register layout ([`regs`]) and the instructions planted
-//! to run a system call in a stopped task ([`infect`]).
+//! ([`proto`]), the register layout ([`regs`]), the instructions planted
+//! to run a system call in a stopped task ([`infect`]) and the signal frame
+//! the restorer returns through ([`sigframe`]).
 //!
 //! A blob is copied as is to any page-aligned address and entered at
 //! `entry`. It needs `mem_size` bytes of writable, executable memory, zero
@@ -37,6 +38,9 @@ pub mod proto;
 #[cfg_attr(target_arch = "x86_64", path = "../arch/x86_64/regs.rs")]
 #[cfg_attr(target_arch = "aarch64", path = "../arch/aarch64/regs.rs")]
 pub mod regs;
+#[cfg_attr(target_arch = "x86_64", path = "../arch/x86_64/sigframe.rs")]
+#[cfg_attr(target_arch = "aarch64", path = "../arch/aarch64/sigframe.rs")]
+pub mod sigframe;
 
 /// A blob's flat image and where its parts are, in bytes from its start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,6 +213,19 @@ mod tests {
         assert_eq!(r.ret(), 9);
         #[cfg(target_arch = "aarch64")]
         assert_eq!(r.ret(), 1);
+    }
+
+    #[test]
+    fn sigframe_context_matches_the_libc_layout() {
+        use sigframe::{RtSigframe, SigContext};
+        use std::mem::{offset_of, size_of};
+        // libc's ucontext_t is the frame's ucontext, from uc_flags on.
+        let uc = offset_of!(RtSigframe, uc_flags);
+        let mcontext = offset_of!(RtSigframe, uc_mcontext) - uc;
+        assert_eq!(mcontext, offset_of!(libc::ucontext_t, uc_mcontext));
+        let stack = offset_of!(RtSigframe, uc_stack) - uc;
+        assert_eq!(stack, offset_of!(libc::ucontext_t, uc_stack));
+        assert_eq!(size_of::<SigContext>(), size_of::<libc::mcontext_t>());
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! The build-time ELF gate (parasite/build/elf.rs) is tested here too,
 //! against the real linked blob and damaged copies of it.
 
-use crest::blob::{self, Blob, proto};
+use crest::blob::regs::{USER_REGS_SIZE, UserRegs};
+use crest::blob::sigframe::RtSigframe;
+use crest::blob::{self, Blob, infect, proto};
 use std::ptr;
 
 #[path = "../parasite/build/elf.rs"]
@@ -80,11 +82,13 @@ impl Drop for Loaded {
 enum End {
     Signal(i32),
     Exit(i32),
-    /// Stopped under ptrace by this signal; `maps` is its /proc/PID/maps
-    /// read at that moment.
+    /// Stopped under ptrace by `sig`; its /proc/PID/maps, /proc/PID/status
+    /// and registers at that moment.
     Stopped {
         sig: i32,
         maps: String,
+        status: String,
+        regs: Box<UserRegs>,
     },
 }
 
@@ -159,15 +163,19 @@ fn run_in_child(loaded: &Loaded, blob: &Blob, trace: Option<&TraceFlag>) -> (lib
     // SAFETY: pid is our child; status is a valid out pointer.
     assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
     let end = if libc::WIFSTOPPED(status) {
-        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+        let read = |f: &str| std::fs::read_to_string(format!("/proc/{pid}/{f}")).unwrap();
+        let (maps, proc_status, regs) = (read("maps"), read("status"), Box::new(getregs(pid)));
         // SAFETY: pid is our stopped child; reap it after the kill.
         unsafe {
             libc::kill(pid, libc::SIGKILL);
             libc::waitpid(pid, ptr::null_mut(), 0);
         }
+        let sig = libc::WSTOPSIG(status);
         End::Stopped {
-            sig: libc::WSTOPSIG(status),
+            sig,
             maps,
+            status: proc_status,
+            regs,
         }
     } else if libc::WIFSIGNALED(status) {
         End::Signal(libc::WTERMSIG(status))
@@ -285,16 +293,30 @@ fn ranges_except(maps: &str, keep: u64) -> Vec<proto::MemRange> {
     out
 }
 
-fn restorer_args(unmap: &[proto::MemRange]) -> proto::RestorerArgs {
+/// Restorer args that unmap `unmap`, then trap or, with a frame, sigreturn.
+fn restorer_args(unmap: &[proto::MemRange], frame: Option<RtSigframe>) -> proto::RestorerArgs {
     let mut args = proto::RestorerArgs {
         ret: proto::RET_PENDING,
         nr_unmap: unmap.len() as u32,
         failed: 0,
-        pad: 0,
+        flags: if frame.is_some() {
+            proto::RESTORE_SIGRETURN
+        } else {
+            0
+        },
         unmap: [proto::MemRange::default(); proto::RESTORER_MAX_UNMAP],
+        frame: frame.unwrap_or_else(|| RtSigframe::new(&UserRegs::default(), 0)),
     };
     args.unmap[..unmap.len()].copy_from_slice(unmap);
     args
+}
+
+/// Every mapping of this process but the loaded blob, as unmap ranges.
+fn all_but(loaded: &Loaded) -> Vec<proto::MemRange> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let ranges = ranges_except(&maps, loaded.base as u64);
+    assert!(ranges.len() <= proto::RESTORER_MAX_UNMAP, "{ranges:?}");
+    ranges
 }
 
 #[test]
@@ -303,17 +325,16 @@ fn restorer_unmaps_everything_but_itself() {
     let loaded = Loaded::new(&blob);
     let flag = TraceFlag::new();
     let base = loaded.base as u64;
-    let ranges = ranges_except(&std::fs::read_to_string("/proc/self/maps").unwrap(), base);
-    assert!(ranges.len() <= proto::RESTORER_MAX_UNMAP, "{ranges:?}");
+    let ranges = all_but(&loaded);
     let args = loaded.header(&blob).cast::<proto::RestorerArgs>();
     // SAFETY: the args area is inside the mapping, 64-aligned, big enough.
-    unsafe { args.write_volatile(restorer_args(&ranges)) };
+    unsafe { args.write_volatile(restorer_args(&ranges, None)) };
     let (_, end) = run_in_child(&loaded, &blob, Some(&flag));
     // SAFETY: as above; the child is gone.
     let done = unsafe { args.read_volatile() };
     assert_eq!((done.ret, done.failed), (0, proto::NO_FAILURE));
     match end {
-        End::Stopped { sig, maps } => {
+        End::Stopped { sig, maps, .. } => {
             assert_eq!(sig, libc::SIGTRAP);
             let left = ranges_except(&maps, u64::MAX);
             let blob_range = proto::MemRange {
@@ -354,12 +375,135 @@ fn restorer_reports_the_range_it_could_not_unmap() {
     }; // EINVAL
     let args = loaded.header(&blob).cast::<proto::RestorerArgs>();
     // SAFETY: the args area is inside the mapping, 64-aligned, big enough.
-    unsafe { args.write_volatile(restorer_args(&[hole, unaligned, hole])) };
+    unsafe { args.write_volatile(restorer_args(&[hole, unaligned, hole], None)) };
     let (_, end) = run_in_child(&loaded, &blob, None);
     assert_eq!(end, End::Signal(libc::SIGTRAP));
     // SAFETY: as above; the child is gone.
     let done = unsafe { args.read_volatile() };
     assert_eq!((done.ret, done.failed), (-proto::EINVAL, 1));
+}
+
+#[cfg(target_arch = "x86_64")]
+const SYS_GETPID_EXIT: (u64, u64) = (39, 231);
+#[cfg(target_arch = "aarch64")]
+const SYS_GETPID_EXIT: (u64, u64) = (172, 94);
+
+/// Plants `syscall; trap` at the end of the restorer's args area (inside the
+/// mapping the restorer keeps) and returns registers that run it as system
+/// call `nr` with `args`, every other register holding a distinct pattern.
+fn regs_at_planted_syscall(loaded: &Loaded, blob: &Blob, nr: u64, args: [u64; 6]) -> UserRegs {
+    let code = blob.args_offset + blob.args_size - 16;
+    // SAFETY: code..code+8 lies in the args area, after RestorerArgs.
+    unsafe {
+        loaded
+            .base
+            .add(code)
+            .cast::<[u8; 8]>()
+            .write_unaligned(infect::SYSCALL_TRAP)
+    };
+    let mut r = UserRegs::default();
+    #[cfg(target_arch = "x86_64")]
+    {
+        let pattern = |i: u64| 0x5a5a_0000_0000_0000 | (i << 32) | i;
+        (r.r8, r.r9, r.r12, r.r13, r.r14, r.r15) = (
+            pattern(8),
+            pattern(9),
+            pattern(12),
+            pattern(13),
+            pattern(14),
+            pattern(15),
+        );
+        (r.rbx, r.rbp) = (pattern(3), pattern(5));
+        // The user code and stack selectors of every x86_64 Linux task.
+        (r.cs, r.ss, r.eflags) = (0x33, 0x2b, 0x202);
+    }
+    #[cfg(target_arch = "aarch64")]
+    for (i, x) in r.regs.iter_mut().enumerate().skip(6) {
+        *x = 0x5a5a_0000_0000_0000 | ((i as u64) << 32) | i as u64;
+    }
+    r.set_syscall(nr, args);
+    r.set_ip(loaded.base as u64 + code as u64);
+    r.set_sp(loaded.base as u64 + blob.stack_top as u64 - 64);
+    r
+}
+
+#[test]
+fn restorer_sigreturns_into_the_given_registers() {
+    let blob = blob::restorer();
+    let loaded = Loaded::new(&blob);
+    let regs = regs_at_planted_syscall(&loaded, &blob, SYS_GETPID_EXIT.1, [42, 0, 0, 0, 0, 0]);
+    let args = loaded.header(&blob).cast::<proto::RestorerArgs>();
+    let frame = RtSigframe::new(&regs, 0);
+    // SAFETY: the args area is inside the mapping, 64-aligned, big enough.
+    unsafe { args.write_volatile(restorer_args(&all_but(&loaded), Some(frame))) };
+    let (_, end) = run_in_child(&loaded, &blob, None);
+    // Only the frame's registers make the child call exit_group(42).
+    assert_eq!(end, End::Exit(42));
+    // SAFETY: as above; the child is gone.
+    assert_eq!(unsafe { args.read_volatile() }.ret, 0);
+}
+
+/// The registers of the stopped, traced `pid`.
+fn getregs(pid: libc::pid_t) -> UserRegs {
+    let mut regs = UserRegs::default();
+    let mut iov = libc::iovec {
+        iov_base: (&raw mut regs).cast(),
+        iov_len: USER_REGS_SIZE,
+    };
+    // SAFETY: pid is our traced child in a stop; iov covers `regs`.
+    let rc = unsafe { libc::ptrace(libc::PTRACE_GETREGSET, pid, 1 as libc::c_long, &mut iov) };
+    assert_eq!((rc, iov.iov_len), (0, USER_REGS_SIZE), "NT_PRSTATUS");
+    regs
+}
+
+#[test]
+fn restorer_sigreturn_loads_every_register_and_the_mask() {
+    let blob = blob::restorer();
+    let loaded = Loaded::new(&blob);
+    let flag = TraceFlag::new();
+    let want = regs_at_planted_syscall(&loaded, &blob, SYS_GETPID_EXIT.0, [1, 2, 3, 4, 5, 6]);
+    let mask = (1 << (libc::SIGUSR1 - 1)) | (1 << (libc::SIGUSR2 - 1));
+    let args = loaded.header(&blob).cast::<proto::RestorerArgs>();
+    // SAFETY: the args area is inside the mapping, 64-aligned, big enough.
+    unsafe { args.write_volatile(restorer_args(&[], Some(RtSigframe::new(&want, mask)))) };
+    let (child, end) = run_in_child(&loaded, &blob, Some(&flag));
+    if !flag.traced() {
+        // qemu-user cannot trace: the planted trap then ends the child.
+        return assert_eq!(end, End::Signal(libc::SIGTRAP));
+    }
+    let End::Stopped {
+        sig,
+        status,
+        regs: got,
+        ..
+    } = end
+    else {
+        panic!("{end:?}")
+    };
+    assert_eq!(sig, libc::SIGTRAP);
+    assert!(
+        status.contains(&format!("SigBlk:\t{mask:016x}")),
+        "{status}"
+    );
+    let mut expect = want;
+    // The planted getpid ran: its result, and the trap's instruction pointer.
+    expect.set_ip(want.ip() + infect::IP_AFTER_SYSCALL_TRAP);
+    #[cfg(target_arch = "x86_64")]
+    {
+        // syscall leaves rflags in r11, the return address in rcx; a trap
+        // stop is outside any system call (orig_rax -1); fs/gs bases and
+        // data selectors are not part of the frame.
+        (expect.rax, expect.orig_rax) = (child as u64, u64::MAX);
+        (expect.rcx, expect.r11) = (want.rip + 2, got.r11);
+        (expect.eflags, expect.ds, expect.es) = (got.eflags, got.ds, got.es);
+        (expect.fs_base, expect.gs_base) = (got.fs_base, got.gs_base);
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        expect.regs[0] = child as u64;
+        expect.pstate = got.pstate;
+    }
+    assert_eq!(*got, expect);
 }
 
 /// The linked parasite ELF that build.rs checked and cut the image from.

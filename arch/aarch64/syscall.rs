@@ -124,6 +124,21 @@ pub unsafe fn syscall6(
     ret
 }
 
+/// Calls `rt_sigreturn` on the signal frame at `frame_sp` (16-aligned, see
+/// sigframe.rs): loads the frame's registers, mask, alternate stack and
+/// FP/SIMD state, and continues where they say. Never returns; a frame the
+/// kernel refuses kills the process with SIGSEGV.
+///
+/// # Safety
+/// `frame_sp` points to a complete, valid frame that stays mapped.
+pub unsafe fn rt_sigreturn(frame_sp: usize) -> ! {
+    // SAFETY: the caller vouches for the frame; nothing runs after this.
+    unsafe {
+        asm!("mov sp, {sp}", "svc #0", sp = in(reg) frame_sp,
+             in("x8") nr::SYS_rt_sigreturn, options(noreturn));
+    }
+}
+
 /// System call numbers the blobs use, named as in libc (`SYS_` + the name in
 /// the generic table include/uapi/asm-generic/unistd.h) so both arches share
 /// the names.
@@ -133,6 +148,8 @@ pub mod nr {
     pub const SYS_write: usize = 64;
     /// `munmap(2)`.
     pub const SYS_munmap: usize = 215;
+    /// `rt_sigreturn(2)`.
+    pub const SYS_rt_sigreturn: usize = 139;
     /// `getpid(2)`.
     pub const SYS_getpid: usize = 172;
     /// `exit(2)`.

@@ -128,6 +128,21 @@ pub unsafe fn syscall6(
     ret
 }
 
+/// Calls `rt_sigreturn` on the signal frame whose rt_sigreturn stack
+/// pointer is `frame_sp` (see sigframe.rs): loads the frame's registers,
+/// mask and alternate stack, and continues where they say. Never returns; a
+/// frame the kernel refuses kills the process with SIGSEGV.
+///
+/// # Safety
+/// `frame_sp` points into a complete, valid frame that stays mapped.
+pub unsafe fn rt_sigreturn(frame_sp: usize) -> ! {
+    // SAFETY: the caller vouches for the frame; nothing runs after this.
+    unsafe {
+        asm!("mov rsp, {sp}", "syscall", sp = in(reg) frame_sp,
+             in("rax") nr::SYS_rt_sigreturn, options(noreturn));
+    }
+}
+
 /// System call numbers the blobs use, named as in libc (`SYS_` + the name in
 /// arch/x86/entry/syscalls/syscall_64.tbl) so both arches share the names.
 #[allow(non_upper_case_globals)]
@@ -136,6 +151,8 @@ pub mod nr {
     pub const SYS_write: usize = 1;
     /// `munmap(2)`.
     pub const SYS_munmap: usize = 11;
+    /// `rt_sigreturn(2)`.
+    pub const SYS_rt_sigreturn: usize = 15;
     /// `getpid(2)`.
     pub const SYS_getpid: usize = 39;
     /// `exit(2)`.
