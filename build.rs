@@ -121,51 +121,66 @@ fn run(mut cmd: Command, what: &str) {
     }
 }
 
+/// rustc flags of every blob. panic=abort: no unwinding machinery (and a
+/// panic traps, see parasite/rt.rs); pic: the code addresses everything
+/// PC-relatively; opt-level=s with fat LTO and one codegen unit: small code
+/// and `core` folded into one object, so --gc-sections keeps only what the
+/// head reaches; no debug info and no unwind tables: nothing the flat image
+/// would carry.
+const RUSTC_FLAGS: &[&str] = &[
+    "--edition=2024",
+    "--crate-type=staticlib",
+    "-Cpanic=abort",
+    "-Crelocation-model=pic",
+    "-Copt-level=s",
+    "-Clto=fat",
+    "-Ccodegen-units=1",
+    "-Cdebuginfo=0",
+    "-Cforce-unwind-tables=no",
+];
+
+/// rust-lld flags of every blob. `-pie` (with no dynamic linker) makes
+/// anything address dependent surface as a relocation that elf.rs refuses,
+/// instead of being resolved for address 0 and silently wrong wherever the
+/// blob is mapped; `-z text` already refuses relocations in code at link
+/// time. The rest keeps the file small and free of notes.
+const LLD_FLAGS: &[&str] = &[
+    "-flavor",
+    "gnu",
+    "-pie",
+    "--no-dynamic-linker",
+    "-z",
+    "text",
+    "-z",
+    "norelro",
+    "-z",
+    "max-page-size=4096",
+    "--gc-sections",
+    "--build-id=none",
+    "-e",
+    "__crest_head",
+];
+
 /// Compiles a blob crate to a fat-LTO static library (one object with the
 /// blob and the parts of `core` it uses) and returns its path.
 fn compile(env: &Env, blob: &Blob) -> PathBuf {
     let lib = env.out.join(format!("lib{}.a", blob.name));
     let mut cmd = Command::new(&env.rustc);
     cmd.arg(env.manifest.join(blob.root))
-        .args(["--edition", "2024", "--crate-type", "staticlib"])
-        .args(["--crate-name", blob.name, "--target", &env.target])
-        .args(["-C", "panic=abort", "-C", "relocation-model=pic"])
-        .args([
-            "-C",
-            "opt-level=s",
-            "-C",
-            "lto=fat",
-            "-C",
-            "codegen-units=1",
-        ])
-        .args(["-C", "debuginfo=0", "-C", "force-unwind-tables=no"])
-        .arg("-o")
+        .args(RUSTC_FLAGS)
+        .args(["--crate-name", blob.name, "--target", &env.target, "-o"])
         .arg(&lib);
     run(cmd, &format!("compiling blob `{}`", blob.name));
     lib
 }
 
-/// Links the library with blob.ld: `-pie` so anything address dependent
-/// surfaces as a relocation that elf.rs refuses, instead of being resolved
-/// for address 0 and silently wrong wherever the blob is mapped.
+/// Links the library with arch/<arch>/blob.ld into the blob's ELF file.
 fn link(env: &Env, blob: &Blob, lib: &Path) -> PathBuf {
     let elf = env.out.join(format!("{}.elf", blob.name));
     let script = env.manifest.join("arch").join(&env.arch).join("blob.ld");
     let mut cmd = Command::new(&env.lld);
-    cmd.args([
-        "-flavor",
-        "gnu",
-        "-pie",
-        "--no-dynamic-linker",
-        "-z",
-        "text",
-    ])
-    .args(["-z", "norelro", "-z", "max-page-size=4096", "--gc-sections"])
-    .args(["--build-id=none", "-e", "__crest_head", "-T"])
-    .arg(script)
-    .arg("-o")
-    .arg(&elf)
-    .arg(lib);
+    cmd.args(LLD_FLAGS).arg("-T").arg(script);
+    cmd.arg("-o").arg(&elf).arg(lib);
     run(cmd, &format!("linking blob `{}`", blob.name));
     elf
 }
