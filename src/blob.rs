@@ -10,17 +10,19 @@
 //! to run a system call in a stopped task ([`infect`]) and the signal frame
 //! the restorer returns through ([`sigframe`]).
 //!
-//! A blob is copied as is to any page-aligned address and entered at
-//! `entry`. It needs `mem_size` bytes of writable, executable memory, zero
-//! beyond `bytes.len()` (a fresh anonymous or memfd mapping is):
+//! A blob is copied as is to any page-aligned address (aarch64 code reaches
+//! its data with `adrp`, which keeps the offset within a 4 KiB page) and
+//! entered at `entry`. It needs `mem_size` bytes of writable, executable
+//! memory, zero beyond `bytes.len()` (a fresh anonymous or memfd mapping is):
 //!
 //! ```text
-//!   0        entry (head)                 bytes.len()        mem_size
-//!   +--------+----------------------------+------+-----------+--------+
-//!   | head   | code, rodata, data         | bss  | args area | stack  |
-//!   | + trap | (the embedded bytes)       |      |           | grows  |
-//!   +--------+----------------------------+------+-----------+----<---+
-//!   ^ link address 0          args_offset ^      stack_offset ^  stack_top ^
+//!   0                                 bytes.len()                   mem_size
+//!   +-------------+-------------------+------+-----------+--------------+
+//!   | head + trap | code, rodata,     | bss  | args area |    <- stack  |
+//!   |             | data              |      |           |              |
+//!   +-------------+-------------------+------+-----------+--------------+
+//!   ^ entry       <- the embedded bytes ->   ^           ^              ^
+//!     (0 today)                    args_offset  stack_offset    stack_top
 //! ```
 //!
 //! The head needs no register input: it loads sp = `stack_top` and the args

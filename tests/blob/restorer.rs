@@ -79,8 +79,12 @@ fn unmaps_everything_but_itself() {
     let (_, end) = run_in_child(&loaded, Some(&flag));
     assert_eq!(results(area), (0, proto::NO_FAILURE));
     match end {
-        End::Stopped { sig, maps, .. } => {
+        End::Stopped {
+            sig, maps, regs, ..
+        } => {
             assert_eq!(sig, libc::SIGTRAP);
+            let trap = loaded.addr(loaded.blob.trap_ip());
+            assert_eq!(regs.ip(), trap, "stopped on the blob's own final trap");
             let left = ranges_except(&maps, u64::MAX);
             let own = MemRange {
                 start: loaded.base as u64,
