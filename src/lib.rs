@@ -6,6 +6,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod blob;
 pub mod check;
 pub mod cli;
 pub mod error;

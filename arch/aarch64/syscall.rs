@@ -1,0 +1,161 @@
+//! Raw Linux system calls for aarch64 blobs: `svc #0` with the number in x8
+//! and up to six arguments in x0..x5; the result comes back in x0,
+//! `-4095..=-1` meaning -errno.
+//!
+//! The blobs run inside another process without libc, so this file is their
+//! only way into the kernel. The kernel preserves every other register.
+//!
+//! # Safety
+//! A system call can do anything to the calling process (unmap the code that
+//! runs, change credentials...). Every function here is `unsafe`: the caller
+//! vouches that the call and its arguments are valid for the blob's situation.
+
+use core::arch::asm;
+
+/// Calls syscall `nr` without arguments.
+///
+/// # Safety
+/// The caller guarantees the system call is sound in the blob's context.
+#[inline(always)]
+pub unsafe fn syscall0(nr: usize) -> isize {
+    let ret: isize;
+    // SAFETY: the caller vouches for the call; only x0 is written by the kernel.
+    unsafe {
+        asm!("svc #0", in("x8") nr, lateout("x0") ret, options(nostack));
+    }
+    ret
+}
+
+/// Calls syscall `nr` with one argument.
+///
+/// # Safety
+/// The caller guarantees the system call is sound in the blob's context.
+#[inline(always)]
+pub unsafe fn syscall1(nr: usize, a0: usize) -> isize {
+    let ret: isize;
+    // SAFETY: the caller vouches for the call; only x0 is written by the kernel.
+    unsafe {
+        asm!("svc #0", in("x8") nr, inlateout("x0") a0 as isize => ret, options(nostack));
+    }
+    ret
+}
+
+/// Calls syscall `nr` with two arguments.
+///
+/// # Safety
+/// The caller guarantees the system call is sound in the blob's context.
+#[inline(always)]
+pub unsafe fn syscall2(nr: usize, a0: usize, a1: usize) -> isize {
+    let ret: isize;
+    // SAFETY: the caller vouches for the call; only x0 is written by the kernel.
+    unsafe {
+        asm!("svc #0", in("x8") nr, inlateout("x0") a0 as isize => ret, in("x1") a1,
+             options(nostack));
+    }
+    ret
+}
+
+/// Calls syscall `nr` with three arguments.
+///
+/// # Safety
+/// The caller guarantees the system call is sound in the blob's context.
+#[inline(always)]
+pub unsafe fn syscall3(nr: usize, a0: usize, a1: usize, a2: usize) -> isize {
+    let ret: isize;
+    // SAFETY: the caller vouches for the call; only x0 is written by the kernel.
+    unsafe {
+        asm!("svc #0", in("x8") nr, inlateout("x0") a0 as isize => ret, in("x1") a1,
+             in("x2") a2, options(nostack));
+    }
+    ret
+}
+
+/// Calls syscall `nr` with four arguments.
+///
+/// # Safety
+/// The caller guarantees the system call is sound in the blob's context.
+#[inline(always)]
+pub unsafe fn syscall4(nr: usize, a0: usize, a1: usize, a2: usize, a3: usize) -> isize {
+    let ret: isize;
+    // SAFETY: the caller vouches for the call; only x0 is written by the kernel.
+    unsafe {
+        asm!("svc #0", in("x8") nr, inlateout("x0") a0 as isize => ret, in("x1") a1,
+             in("x2") a2, in("x3") a3, options(nostack));
+    }
+    ret
+}
+
+/// Calls syscall `nr` with five arguments.
+///
+/// # Safety
+/// The caller guarantees the system call is sound in the blob's context.
+#[inline(always)]
+pub unsafe fn syscall5(nr: usize, a0: usize, a1: usize, a2: usize, a3: usize, a4: usize) -> isize {
+    let ret: isize;
+    // SAFETY: the caller vouches for the call; only x0 is written by the kernel.
+    unsafe {
+        asm!("svc #0", in("x8") nr, inlateout("x0") a0 as isize => ret, in("x1") a1,
+             in("x2") a2, in("x3") a3, in("x4") a4, options(nostack));
+    }
+    ret
+}
+
+/// Calls syscall `nr` with six arguments.
+///
+/// # Safety
+/// The caller guarantees the system call is sound in the blob's context.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn syscall6(
+    nr: usize,
+    a0: usize,
+    a1: usize,
+    a2: usize,
+    a3: usize,
+    a4: usize,
+    a5: usize,
+) -> isize {
+    let ret: isize;
+    // SAFETY: the caller vouches for the call; only x0 is written by the kernel.
+    unsafe {
+        asm!("svc #0", in("x8") nr, inlateout("x0") a0 as isize => ret, in("x1") a1,
+             in("x2") a2, in("x3") a3, in("x4") a4, in("x5") a5, options(nostack));
+    }
+    ret
+}
+
+/// Calls `rt_sigreturn` on the signal frame at `frame_sp` (16-aligned, see
+/// sigframe.rs): loads the frame's registers, mask, alternate stack and
+/// FP/SIMD state, and continues where they say. Never returns; a frame the
+/// kernel refuses kills the process with SIGSEGV.
+///
+/// # Safety
+/// `frame_sp` points to a complete, valid frame that stays mapped.
+pub unsafe fn rt_sigreturn(frame_sp: usize) -> ! {
+    // SAFETY: the caller vouches for the frame; nothing runs after this.
+    unsafe {
+        asm!("mov sp, {sp}", "svc #0", sp = in(reg) frame_sp,
+             in("x8") nr::SYS_rt_sigreturn, options(noreturn));
+    }
+}
+
+/// System call numbers the blobs use, named as in libc (`SYS_` + the name in
+/// the generic table include/uapi/asm-generic/unistd.h) so both arches share
+/// the names.
+#[allow(non_upper_case_globals)]
+pub mod nr {
+    /// `write(2)`.
+    pub const SYS_write: usize = 64;
+    /// `munmap(2)`.
+    pub const SYS_munmap: usize = 215;
+    /// `rt_sigreturn(2)`.
+    pub const SYS_rt_sigreturn: usize = 139;
+    /// `getpid(2)`.
+    pub const SYS_getpid: usize = 172;
+    /// `exit(2)`.
+    pub const SYS_exit: usize = 93;
+    /// `gettid(2)`.
+    pub const SYS_gettid: usize = 178;
+    /// `exit_group(2)`.
+    pub const SYS_exit_group: usize = 94;
+}

@@ -1,0 +1,164 @@
+//! Raw Linux system calls for x86_64 blobs: the `syscall` instruction with the
+//! number in rax and up to six arguments in rdi, rsi, rdx, r10, r8, r9.
+//!
+//! The blobs run inside another process without libc, so this file is their
+//! only way into the kernel. The kernel clobbers rcx (return address) and r11
+//! (saved rflags); the result comes back in rax, `-4095..=-1` meaning -errno.
+//!
+//! # Safety
+//! A system call can do anything to the calling process (unmap the code that
+//! runs, change credentials...). Every function here is `unsafe`: the caller
+//! vouches that the call and its arguments are valid for the blob's situation.
+
+use core::arch::asm;
+
+/// Calls syscall `nr` without arguments.
+///
+/// # Safety
+/// The caller guarantees the system call is sound in the blob's context.
+#[inline(always)]
+pub unsafe fn syscall0(nr: usize) -> isize {
+    let ret: isize;
+    // SAFETY: the caller vouches for the call; rcx and r11 are declared clobbered.
+    unsafe {
+        asm!("syscall", inlateout("rax") nr as isize => ret,
+             lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    ret
+}
+
+/// Calls syscall `nr` with one argument.
+///
+/// # Safety
+/// The caller guarantees the system call is sound in the blob's context.
+#[inline(always)]
+pub unsafe fn syscall1(nr: usize, a0: usize) -> isize {
+    let ret: isize;
+    // SAFETY: the caller vouches for the call; rcx and r11 are declared clobbered.
+    unsafe {
+        asm!("syscall", inlateout("rax") nr as isize => ret, in("rdi") a0,
+             lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    ret
+}
+
+/// Calls syscall `nr` with two arguments.
+///
+/// # Safety
+/// The caller guarantees the system call is sound in the blob's context.
+#[inline(always)]
+pub unsafe fn syscall2(nr: usize, a0: usize, a1: usize) -> isize {
+    let ret: isize;
+    // SAFETY: the caller vouches for the call; rcx and r11 are declared clobbered.
+    unsafe {
+        asm!("syscall", inlateout("rax") nr as isize => ret, in("rdi") a0, in("rsi") a1,
+             lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    ret
+}
+
+/// Calls syscall `nr` with three arguments.
+///
+/// # Safety
+/// The caller guarantees the system call is sound in the blob's context.
+#[inline(always)]
+pub unsafe fn syscall3(nr: usize, a0: usize, a1: usize, a2: usize) -> isize {
+    let ret: isize;
+    // SAFETY: the caller vouches for the call; rcx and r11 are declared clobbered.
+    unsafe {
+        asm!("syscall", inlateout("rax") nr as isize => ret, in("rdi") a0, in("rsi") a1,
+             in("rdx") a2, lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    ret
+}
+
+/// Calls syscall `nr` with four arguments (the fourth goes in r10, not rcx).
+///
+/// # Safety
+/// The caller guarantees the system call is sound in the blob's context.
+#[inline(always)]
+pub unsafe fn syscall4(nr: usize, a0: usize, a1: usize, a2: usize, a3: usize) -> isize {
+    let ret: isize;
+    // SAFETY: the caller vouches for the call; rcx and r11 are declared clobbered.
+    unsafe {
+        asm!("syscall", inlateout("rax") nr as isize => ret, in("rdi") a0, in("rsi") a1,
+             in("rdx") a2, in("r10") a3, lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    ret
+}
+
+/// Calls syscall `nr` with five arguments.
+///
+/// # Safety
+/// The caller guarantees the system call is sound in the blob's context.
+#[inline(always)]
+pub unsafe fn syscall5(nr: usize, a0: usize, a1: usize, a2: usize, a3: usize, a4: usize) -> isize {
+    let ret: isize;
+    // SAFETY: the caller vouches for the call; rcx and r11 are declared clobbered.
+    unsafe {
+        asm!("syscall", inlateout("rax") nr as isize => ret, in("rdi") a0, in("rsi") a1,
+             in("rdx") a2, in("r10") a3, in("r8") a4,
+             lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    ret
+}
+
+/// Calls syscall `nr` with six arguments.
+///
+/// # Safety
+/// The caller guarantees the system call is sound in the blob's context.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn syscall6(
+    nr: usize,
+    a0: usize,
+    a1: usize,
+    a2: usize,
+    a3: usize,
+    a4: usize,
+    a5: usize,
+) -> isize {
+    let ret: isize;
+    // SAFETY: the caller vouches for the call; rcx and r11 are declared clobbered.
+    unsafe {
+        asm!("syscall", inlateout("rax") nr as isize => ret, in("rdi") a0, in("rsi") a1,
+             in("rdx") a2, in("r10") a3, in("r8") a4, in("r9") a5,
+             lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    ret
+}
+
+/// Calls `rt_sigreturn` on the signal frame whose rt_sigreturn stack
+/// pointer is `frame_sp` (see sigframe.rs): loads the frame's registers,
+/// mask and alternate stack, and continues where they say. Never returns; a
+/// frame the kernel refuses kills the process with SIGSEGV.
+///
+/// # Safety
+/// `frame_sp` points into a complete, valid frame that stays mapped.
+pub unsafe fn rt_sigreturn(frame_sp: usize) -> ! {
+    // SAFETY: the caller vouches for the frame; nothing runs after this.
+    unsafe {
+        asm!("mov rsp, {sp}", "syscall", sp = in(reg) frame_sp,
+             in("rax") nr::SYS_rt_sigreturn, options(noreturn));
+    }
+}
+
+/// System call numbers the blobs use, named as in libc (`SYS_` + the name in
+/// arch/x86/entry/syscalls/syscall_64.tbl) so both arches share the names.
+#[allow(non_upper_case_globals)]
+pub mod nr {
+    /// `write(2)`.
+    pub const SYS_write: usize = 1;
+    /// `munmap(2)`.
+    pub const SYS_munmap: usize = 11;
+    /// `rt_sigreturn(2)`.
+    pub const SYS_rt_sigreturn: usize = 15;
+    /// `getpid(2)`.
+    pub const SYS_getpid: usize = 39;
+    /// `exit(2)`.
+    pub const SYS_exit: usize = 60;
+    /// `gettid(2)`.
+    pub const SYS_gettid: usize = 186;
+    /// `exit_group(2)`.
+    pub const SYS_exit_group: usize = 231;
+}

@@ -1,0 +1,131 @@
+//! The blobs' tiny runtime: what `core` expects from the platform (memcpy,
+//! memmove, memset, memcmp, bcmp, a panic handler) and typed wrappers over
+//! the few system calls the blobs make.
+//!
+//! A blob links no libc, yet LLVM emits calls to the mem functions for
+//! struct copies and loops, so they are defined here. The blob crates are
+//! `#![no_builtins]`, so LLVM does not recognise the loops below as a
+//! memcpy idiom and turn them back into calls to themselves, and the
+//! functions are `#[inline(never)]` so the loops stay loops in one place.
+//! The panic handler traps with SIGILL: unwinding or exiting would take the
+//! host process down, a trap lets crest notice and cure the task.
+//!
+//! # Safety
+//! The mem functions have C's contracts (valid, and for memcpy disjoint,
+//! ranges); Rust's generated calls honour them. The system call wrappers
+//! that pass only values and change nothing are safe; the others are
+//! `unsafe fn`s with their own contract.
+
+use crate::syscall::{nr, syscall0};
+
+/// C's `memcpy`: copies `n` bytes from `src` to the disjoint `dst`.
+///
+/// # Safety
+/// `src` is readable and `dst` writable for `n` bytes; they do not overlap.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+    let mut i = 0;
+    while i < n {
+        // SAFETY: i < n, both ranges are valid for n bytes (caller).
+        unsafe { *dst.add(i) = *src.add(i) };
+        i += 1;
+    }
+    dst
+}
+
+/// C's `memmove`: copies `n` bytes from `src` to `dst`, which may overlap.
+///
+/// # Safety
+/// `src` is readable and `dst` writable for `n` bytes.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+    if (dst as usize) <= (src as usize) {
+        // SAFETY: copying forwards never overwrites a source byte not yet
+        // read when dst is below src; validity is the caller's.
+        return unsafe { memcpy(dst, src, n) };
+    }
+    let mut i = n;
+    while i > 0 {
+        i -= 1;
+        // SAFETY: i < n; backwards, so an overlapping source byte is read
+        // before it is overwritten.
+        unsafe { *dst.add(i) = *src.add(i) };
+    }
+    dst
+}
+
+/// C's `memset`: fills `n` bytes at `dst` with the low byte of `c`.
+///
+/// # Safety
+/// `dst` is writable for `n` bytes.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub unsafe extern "C" fn memset(dst: *mut u8, c: i32, n: usize) -> *mut u8 {
+    let mut i = 0;
+    while i < n {
+        // SAFETY: i < n, dst is valid for n bytes (caller).
+        unsafe { *dst.add(i) = c as u8 };
+        i += 1;
+    }
+    dst
+}
+
+/// C's `memcmp`: compares `n` bytes as unsigned chars.
+///
+/// # Safety
+/// `a` and `b` are readable for `n` bytes.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+    let mut i = 0;
+    while i < n {
+        // SAFETY: i < n, both are valid for n bytes (caller).
+        let (x, y) = unsafe { (*a.add(i), *b.add(i)) };
+        if x != y {
+            return i32::from(x) - i32::from(y);
+        }
+        i += 1;
+    }
+    0
+}
+
+/// `bcmp`: memcmp that only reports equal (0) or not; LLVM emits it for
+/// `==` on byte arrays.
+///
+/// # Safety
+/// `a` and `b` are readable for `n` bytes.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+    // SAFETY: same contract as memcmp.
+    unsafe { memcmp(a, b, n) }
+}
+
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    crate::entry::trap_abort()
+}
+
+/// `getpid()`: the task's thread group id (never fails).
+pub fn getpid() -> i32 {
+    // SAFETY: getpid takes no argument and changes nothing.
+    unsafe { syscall0(nr::SYS_getpid) as i32 }
+}
+
+/// `gettid()`: the calling thread's id (never fails).
+pub fn gettid() -> i32 {
+    // SAFETY: gettid takes no argument and changes nothing.
+    unsafe { syscall0(nr::SYS_gettid) as i32 }
+}
+
+/// `munmap(addr, len)`: 0 or -errno.
+///
+/// # Safety
+/// Nothing the blob still uses (its own code, args area, stack) lies in
+/// the range.
+pub unsafe fn munmap(addr: u64, len: u64) -> i32 {
+    // SAFETY: the caller keeps the blob's own memory out of the range.
+    unsafe { crate::syscall::syscall2(nr::SYS_munmap, addr as usize, len as usize) as i32 }
+}
