@@ -37,6 +37,7 @@ pub mod pages;
 pub mod pstree;
 pub mod record;
 pub mod rlimits;
+pub mod sample;
 pub mod show;
 mod show_text;
 pub mod sigactions;

@@ -67,6 +67,7 @@ pub struct PageWriter<I: Write, D: Write> {
     last_end: u64,
     pending: Option<PageRun>,
     totals: PageTotals,
+    poisoned: bool,
 }
 
 impl<I: Write, D: Write> PageWriter<I, D> {
@@ -104,20 +105,8 @@ impl<I: Write, D: Write> PageWriter<I, D> {
             last_end: 0,
             pending: None,
             totals: PageTotals::default(),
+            poisoned: false,
         })
-    }
-
-    /// Creates `pagemap-NAME.img` and `pages-NAME.img` style files in `dir`.
-    pub fn create(
-        dir: &ImageDir,
-        index_name: &str,
-        data_name: &str,
-        space: Space,
-    ) -> Result<PageWriter<std::io::BufWriter<File>, File>> {
-        let index = std::io::BufWriter::new(dir.create_file(index_name)?);
-        let data = dir.create_file(data_name)?;
-        let ps = super::dir::host_page_size();
-        PageWriter::new(index, index_name, data, data_name, Arch::host(), ps, space)
     }
 
     fn order_error(&self, vaddr: u64, nr_pages: u64) -> Error {
@@ -132,8 +121,20 @@ impl<I: Write, D: Write> PageWriter<I, D> {
         ))
     }
 
+    fn poisoned_error(&self) -> Error {
+        Error::Image(ImageError::new(
+            &self.data_name,
+            self.page_size * (1 + self.next_off),
+            "an earlier write failed, so this page store is incomplete",
+        ))
+    }
+
     /// Queues a run, merging it with the previous one when it continues it.
+    /// A run that is refused here leaves the writer as it was.
     fn push(&mut self, run: PageRun) -> Result<()> {
+        if self.poisoned {
+            return Err(self.poisoned_error());
+        }
         let len = run.nr_pages.checked_mul(self.page_size);
         let end = len.and_then(|l| run.vaddr.checked_add(l));
         let Some(end) = end.filter(|_| {
@@ -171,9 +172,10 @@ impl<I: Write, D: Write> PageWriter<I, D> {
             pages_off: self.next_off,
             crc: Some(crc32c(pages)),
         })?;
-        self.data
-            .write_all(pages)
-            .map_err(|e| Error::io("write", &self.data_name, e))?;
+        if let Err(e) = self.data.write_all(pages) {
+            self.poisoned = true;
+            return Err(Error::io("write", &self.data_name, e));
+        }
         self.next_off += nr_pages;
         Ok(())
     }
@@ -196,6 +198,9 @@ impl<I: Write, D: Write> PageWriter<I, D> {
             pages_off: self.next_off,
             crc: None,
         })?;
+        // Until the closure has written exactly the run, the data stream and
+        // the index disagree: only success clears this.
+        self.poisoned = true;
         let wrote =
             fill(&mut self.data, bytes).map_err(|e| Error::io("write", &self.data_name, e))?;
         if wrote != bytes {
@@ -205,6 +210,7 @@ impl<I: Write, D: Write> PageWriter<I, D> {
                 format!("{wrote} bytes were stored for a run of {bytes}"),
             )));
         }
+        self.poisoned = false;
         self.next_off += nr_pages;
         Ok(())
     }
@@ -236,8 +242,12 @@ impl<I: Write, D: Write> PageWriter<I, D> {
         self.totals
     }
 
-    /// Writes the last run and the end record; hands back both sinks.
+    /// Writes the last run and the end record; hands back both sinks. Fails
+    /// if any data write failed, so a broken store never gets an end record.
     pub fn finish(mut self) -> Result<(I, D)> {
+        if self.poisoned {
+            return Err(self.poisoned_error());
+        }
         if let Some(p) = self.pending.take() {
             self.index.write(&p)?;
         }
@@ -247,6 +257,16 @@ impl<I: Write, D: Write> PageWriter<I, D> {
             .flush()
             .map_err(|e| Error::io("write", &self.data_name, e))?;
         Ok((self.index.finish()?, self.data))
+    }
+}
+
+impl PageWriter<std::io::BufWriter<File>, File> {
+    /// Creates `pagemap-NAME.img` and `pages-NAME.img` style files in `dir`.
+    pub fn create(dir: &ImageDir, index_name: &str, data_name: &str, space: Space) -> Result<Self> {
+        let index = std::io::BufWriter::new(dir.create_file(index_name)?);
+        let data = dir.create_file(data_name)?;
+        let ps = super::dir::host_page_size();
+        PageWriter::new(index, index_name, data, data_name, Arch::host(), ps, space)
     }
 }
 

@@ -74,6 +74,22 @@ macro_rules! kinds {
                 })
             }
 
+            /// The record's kind number.
+            pub fn kind(&self) -> u16 {
+                match self {
+                    $(AnyRecord::$variant(_) => $kind,)*
+                    AnyRecord::Unknown(k) => *k,
+                }
+            }
+
+            /// Appends the payload (nothing for an unknown kind).
+            pub fn encode(&self, w: &mut Writer) {
+                match self {
+                    $(AnyRecord::$variant(r) => r.encode(w),)*
+                    AnyRecord::Unknown(_) => {}
+                }
+            }
+
             /// The record's name.
             pub fn name(&self) -> &'static str {
                 match self {
@@ -110,6 +126,11 @@ kinds! {
     PipeData = 14, "pipe-data", MAX_RECORD, super::files::PipeData;
     PagemapHead = 15, "pagemap-head", 16 << 10, super::pagemap::PagemapHead;
     PageRun = 16, "page-run", 1 << 10, super::pagemap::PageRun;
+}
+
+/// Every known kind number, in order.
+pub fn known_kinds() -> impl Iterator<Item = u16> {
+    (1..=u16::MAX).filter(|k| is_known(*k))
 }
 
 /// Encodes `rec` to a payload (for tests and the fuzzers' seeds).

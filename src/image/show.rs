@@ -35,6 +35,17 @@ pub struct FileReport {
 }
 
 impl FileReport {
+    /// An empty report for `name`.
+    pub fn new(name: &str) -> FileReport {
+        FileReport {
+            name: name.to_string(),
+            header: None,
+            records: Vec::new(),
+            pages: None,
+            error: None,
+        }
+    }
+
     /// Page counts of a pagemap file's runs.
     pub fn page_totals(&self) -> PageTotals {
         let mut t = PageTotals::default();
@@ -60,18 +71,20 @@ pub fn run(path: &Path, json: bool, out: &mut dyn Write) -> Result<i32> {
     }
     let reports = if path.is_dir() {
         let d = ImageDir::open(path)?;
-        if !d.exists(super::dir::INVENTORY) {
-            return Err(Error::Usage(format!(
-                "{} has no {}: it is not a crest image directory",
-                path.display(),
-                super::dir::INVENTORY
-            )));
-        }
         let mut reports: Vec<FileReport> = d
             .list()?
             .iter()
             .map(|name| read_file(&path.join(name), name))
             .collect();
+        if !d.exists(super::dir::INVENTORY) {
+            let mut missing = FileReport::new(super::dir::INVENTORY);
+            missing.error = Some(ImageError::new(
+                super::dir::INVENTORY,
+                0,
+                "file is missing: not a crest image directory, or the dump did not finish",
+            ));
+            reports.insert(0, missing);
+        }
         cross_check(&d, &mut reports);
         reports
     } else {
@@ -92,13 +105,7 @@ pub fn run(path: &Path, json: bool, out: &mut dyn Write) -> Result<i32> {
 
 /// Decodes one file as far as it is sound.
 pub fn read_file(path: &Path, name: &str) -> FileReport {
-    let mut rep = FileReport {
-        name: name.to_string(),
-        header: None,
-        records: Vec::new(),
-        pages: None,
-        error: None,
-    };
+    let mut rep = FileReport::new(name);
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) => {
