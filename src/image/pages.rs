@@ -190,7 +190,7 @@ impl<I: Write, D: Write> PageWriter<I, D> {
         nr_pages: u64,
         fill: impl FnOnce(&mut D, u64) -> std::io::Result<u64>,
     ) -> Result<()> {
-        let bytes = nr_pages.checked_mul(self.page_size).unwrap_or(u64::MAX);
+        let bytes = nr_pages.saturating_mul(self.page_size);
         self.push(PageRun {
             vaddr,
             nr_pages,

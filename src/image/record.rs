@@ -58,7 +58,7 @@ macro_rules! kinds {
 
         /// Whether this crest knows `kind`.
         pub fn is_known(kind: u16) -> bool {
-            matches!(kind, $($kind)|*)
+            [$($kind),*].contains(&kind)
         }
 
         $(
