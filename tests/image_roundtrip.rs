@@ -401,3 +401,72 @@ fn the_cli_shows_an_image_and_exits_1_on_damage() {
         "{stdout}"
     );
 }
+
+#[test]
+fn whole_file_loaders_return_what_was_written_and_check_structure() {
+    use crest::image::load::{self, FilesImage, MmImage, TaskImage};
+    use crest::image::pstree::{Process, TaskState};
+    let tmp = TempDir::new("load");
+    let d = ImageDir::create(&tmp.0).unwrap();
+    sample::write_image(&d, None, 1).unwrap();
+    assert_eq!(load::load_inventory(&d).unwrap(), sample::inventory(None));
+    let tree = load::load_pstree(&d).unwrap();
+    assert_eq!(
+        tree.iter().map(|p| p.pid).collect::<Vec<_>>(),
+        [sample::ROOT, sample::STOPPED, sample::ZOMBIE]
+    );
+    let task = TaskImage::load(&d, sample::ROOT).unwrap();
+    assert_eq!(task, sample::task_image(&tree[0]));
+    assert_eq!(task.threads.len(), 2);
+    assert_eq!(MmImage::load(&d, sample::ROOT).unwrap(), sample::mm_image());
+    assert_eq!(
+        FilesImage::load(&d, sample::ROOT).unwrap(),
+        sample::files_image()
+    );
+    // Structure errors, each sound record by record.
+    let mut bad_mm = sample::mm_image();
+    bad_mm.vmas.swap(0, 1);
+    bad_mm.write(&d, 1).unwrap();
+    let e = MmImage::load(&d, 1).unwrap_err().to_string();
+    assert!(e.contains("overlaps or precedes"), "{e}");
+    let mut no_leader = sample::task_image(&tree[0]);
+    no_leader.threads.reverse();
+    no_leader.write(&d, sample::ROOT).unwrap();
+    assert!(
+        TaskImage::load(&d, sample::ROOT)
+            .unwrap_err()
+            .to_string()
+            .contains("leader")
+    );
+    let orphan = Process {
+        pid: 9,
+        ppid: 8,
+        pgid: 9,
+        sid: 9,
+        state: TaskState::Running,
+        threads: vec![9],
+    };
+    load::write_file(
+        &d,
+        dir::PSTREE,
+        FileKind::Pstree,
+        &[tree[0].clone(), orphan],
+    )
+    .unwrap();
+    assert!(
+        load::load_pstree(&d)
+            .unwrap_err()
+            .to_string()
+            .contains("before its parent")
+    );
+    fs::copy(
+        tmp.0.join(dir::mm_file(sample::ROOT)),
+        tmp.0.join(dir::files_file(7)),
+    )
+    .unwrap();
+    let e = FilesImage::load(&d, 7).unwrap_err().to_string();
+    assert!(
+        e.contains("this is a mm file, a files file was expected"),
+        "{e}"
+    );
+}

@@ -31,6 +31,7 @@ pub mod dir;
 pub mod files;
 pub mod header;
 pub mod inventory;
+pub mod load;
 pub mod mm;
 pub mod pagemap;
 pub mod pages;

@@ -15,6 +15,7 @@ use super::dir::{self, ImageDir};
 use super::files::{Fd, FdFile, FileId, PipeData};
 use super::header::{Arch, FileKind};
 use super::inventory::{CpuFeatures, ImageKind, Inventory};
+use super::load::{FilesImage, MmImage, TaskImage};
 use super::mm::Mm;
 use super::pagemap::{PageRun, PagemapHead, RunKind, Space};
 use super::pages::{PageTotals, PageWriter};
@@ -466,41 +467,55 @@ pub fn write_image(d: &ImageDir, parent: Option<&str>, generation: u8) -> Result
     Ok(info)
 }
 
-fn write_process(d: &ImageDir, p: &Process, info: &mut SampleInfo) -> Result<()> {
-    let name = dir::task_file(p.pid);
-    let mut w = d.writer(&name, FileKind::Task)?;
-    w.write(&task_misc())?;
-    w.write(&creds())?;
-    w.write(&rlimits())?;
-    w.write(&sigactions())?;
-    w.write(&itimers())?;
-    w.write(&posix_timer(p.pid))?;
-    w.write(&SharedSignals {
-        pending: vec![Siginfo::new(14, 0)],
-    })?;
-    for t in &p.threads {
-        w.write(&thread_core(Arch::host(), *t))?;
+/// The task image of a sample process.
+pub fn task_image(p: &Process) -> TaskImage {
+    TaskImage {
+        misc: task_misc(),
+        creds: creds(),
+        rlimits: rlimits(),
+        sigactions: sigactions(),
+        itimers: itimers(),
+        posix_timers: vec![posix_timer(p.pid)],
+        shared_signals: SharedSignals {
+            pending: vec![Siginfo::new(14, 0)],
+        },
+        threads: p
+            .threads
+            .iter()
+            .map(|t| thread_core(Arch::host(), *t))
+            .collect(),
     }
-    w.finish()?;
-    let mm_name = dir::mm_file(p.pid);
-    let mut w = d.writer(&mm_name, FileKind::Mm)?;
+}
+
+/// The mm image of a sample process.
+pub fn mm_image() -> MmImage {
     let vmas = vmas();
-    w.write(&mm(vmas.len() as u32))?;
-    for v in &vmas {
-        w.write(v)?;
+    MmImage {
+        mm: mm(vmas.len() as u32),
+        vmas,
     }
-    w.finish()?;
-    let files_name = dir::files_file(p.pid);
-    let mut w = d.writer(&files_name, FileKind::Files)?;
-    for f in fds() {
-        w.write(&f)?;
+}
+
+/// The files image of a sample process.
+pub fn files_image() -> FilesImage {
+    FilesImage {
+        fds: fds(),
+        pipes: vec![PipeData {
+            pipe_id: 99_001,
+            data: b"queued in the pipe\n".to_vec(),
+        }],
     }
-    w.write(&PipeData {
-        pipe_id: 99_001,
-        data: b"queued in the pipe\n".to_vec(),
-    })?;
-    w.finish()?;
-    info.files.extend([name, mm_name, files_name]);
+}
+
+fn write_process(d: &ImageDir, p: &Process, info: &mut SampleInfo) -> Result<()> {
+    task_image(p).write(d, p.pid)?;
+    mm_image().write(d, p.pid)?;
+    files_image().write(d, p.pid)?;
+    info.files.extend([
+        dir::task_file(p.pid),
+        dir::mm_file(p.pid),
+        dir::files_file(p.pid),
+    ]);
     Ok(())
 }
 
