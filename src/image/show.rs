@@ -177,6 +177,12 @@ fn read_pages(mut input: impl Read, h: &Header, name: &str) -> Result<u64, Image
 
 /// Checks every sound pagemap against its pages file: size and CRCs.
 fn cross_check(d: &ImageDir, reports: &mut [FileReport]) {
+    let parent = reports.iter().find_map(|r| {
+        r.records.iter().find_map(|(_, rec)| match rec {
+            AnyRecord::Inventory(inv) => inv.parent.clone(),
+            _ => None,
+        })
+    });
     for i in 0..reports.len() {
         if reports[i].error.is_some() {
             continue;
@@ -206,7 +212,41 @@ fn cross_check(d: &ImageDir, reports: &mut [FileReport]) {
                 reports[j].error = Some(e);
             }
         }
+        if let (Some(p), None) = (&parent, &reports[i].error) {
+            reports[i].error = check_parent(d, p, &reports[i]).err();
+        }
     }
+}
+
+/// Every run marked as in the parent must be covered by the parent's index
+/// of the same address space.
+fn check_parent(d: &ImageDir, rel: &str, rep: &FileReport) -> Result<(), ImageError> {
+    let missing = |off: u64, why: String| ImageError::new(&rep.name, off, why);
+    let pdir = d
+        .parent(rel)
+        .map_err(|e| missing(0, format!("the parent image {rel} cannot be opened: {e}")))?;
+    let idx = super::pages::PageIndex::load(&pdir, &rep.name)
+        .map_err(|e| missing(0, format!("the parent's index cannot be used: {e}")))?;
+    for (off, r) in &rep.records {
+        let AnyRecord::PageRun(run) = r else { continue };
+        if run.kind != RunKind::Parent {
+            continue;
+        }
+        let end = run.vaddr + run.nr_pages * idx.page_size;
+        let mut at = run.vaddr;
+        while at < end {
+            let Some((prun, _)) = idx.find(at) else {
+                return Err(missing(
+                    *off,
+                    format!(
+                        "page {at:#x} is marked as in the parent image {rel}, which does not have it"
+                    ),
+                ));
+            };
+            at = prun.vaddr + prun.nr_pages * idx.page_size;
+        }
+    }
+    Ok(())
 }
 
 fn check_data(

@@ -181,7 +181,10 @@ fn tree(s: &mut String, procs: &[&Process]) {
         } else {
             format!("{}└─ ", "   ".repeat(depth - 1))
         };
-        let threads: Vec<String> = p.threads.iter().map(u32::to_string).collect();
+        let mut threads: Vec<String> = p.threads.iter().map(u32::to_string).collect();
+        if threads.is_empty() {
+            threads.push("-".into());
+        }
         let _ = writeln!(
             s,
             "  {indent}{} ({}) pgid {} sid {} threads {}",
