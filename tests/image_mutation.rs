@@ -20,7 +20,7 @@ use crest::image::crc::crc32c;
 use crest::image::dir::{self, ImageDir};
 use crest::image::pages::PageIndex;
 use crest::image::sample;
-use crest::image::show::{FileReport, decode_into};
+use crest::image::show::{self, FileReport, decode_into};
 use crest::image::stream::{FRAME_LEN, RecordReader};
 
 thread_local! {
@@ -213,8 +213,8 @@ fn mutate_payloads(name: &str, good: &[u8], rng: &mut Rng, stats: &mut Stats) {
     }
 }
 
-fn sample_dir() -> (PathBuf, Vec<String>) {
-    let base = std::env::temp_dir().join(format!("crest-mutation-{}", std::process::id()));
+fn sample_dir(tag: &str) -> (PathBuf, Vec<String>) {
+    let base = std::env::temp_dir().join(format!("crest-mutation-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
     let d = ImageDir::create(&base).unwrap();
     let parent = ImageDir::create(base.join("parent")).unwrap();
@@ -228,7 +228,7 @@ fn sample_dir() -> (PathBuf, Vec<String>) {
 
 #[test]
 fn mutated_images_are_refused_without_panic_hang_or_excess_allocation() {
-    let (base, files) = sample_dir();
+    let (base, files) = sample_dir("decode");
     let dir = base.join("child");
     let inputs: Vec<(String, Vec<u8>)> = files
         .iter()
@@ -290,4 +290,58 @@ fn a_lying_length_allocates_only_what_arrives() {
         "peak {}x",
         stats.worst_ratio
     );
+}
+
+/// `crest show DIR` cross-checks files against each other (index against
+/// pages file, child against parent): damage behind valid checksums and
+/// missing files must give an error naming a file, never a panic.
+#[test]
+fn show_survives_damaged_and_missing_files_in_a_directory() {
+    let (base, files) = sample_dir("show");
+    let child = base.join("child");
+    let mut rng = Rng(0xfeed_0002);
+    let mut runs = 0;
+    for name in files
+        .iter()
+        .filter(|f| f.starts_with("pagemap-") || *f == dir::INVENTORY)
+    {
+        let path = child.join(name);
+        let good = std::fs::read(&path).unwrap();
+        for (off, len) in frames(&good, name) {
+            for pos in 0..len {
+                let mut b = good.clone();
+                b[off + FRAME_LEN + pos] ^= rng.next() as u8 | 1;
+                let end = off + FRAME_LEN + len;
+                let crc = crc32c(&b[off..end]);
+                b[end..end + 4].copy_from_slice(&crc.to_le_bytes());
+                std::fs::write(&path, &b).unwrap();
+                let mut out = Vec::new();
+                let r = catch_unwind(AssertUnwindSafe(|| {
+                    show::run(&child, pos % 2 == 0, &mut out)
+                }));
+                let r =
+                    r.unwrap_or_else(|_| panic!("show panicked: {name} payload byte {off}+{pos}"));
+                if let Err(e) = r {
+                    assert!(e.to_string().contains(".img"), "{e}");
+                }
+                runs += 1;
+            }
+        }
+        std::fs::write(&path, &good).unwrap();
+    }
+    for name in &files {
+        let path = child.join(name);
+        let good = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let mut out = Vec::new();
+        let e = show::run(&child, false, &mut out).unwrap_err().to_string();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            e.contains(".img") && text.contains("!! "),
+            "{name} missing: {e}\n{text}"
+        );
+        std::fs::write(&path, &good).unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&base);
+    assert!(runs > 300, "{runs}");
 }

@@ -46,12 +46,15 @@ pub struct PageTotals {
 }
 
 impl PageTotals {
-    fn add(&mut self, run: &PageRun) {
+    /// Counts one run.
+    pub fn add(&mut self, run: &PageRun) {
+        // Saturating: a hostile index must not overflow the counts.
         self.runs += 1;
+        let n = run.nr_pages;
         match run.kind {
-            RunKind::Present => self.present += run.nr_pages,
-            RunKind::Parent => self.parent += run.nr_pages,
-            RunKind::Zero => self.zero += run.nr_pages,
+            RunKind::Present => self.present = self.present.saturating_add(n),
+            RunKind::Parent => self.parent = self.parent.saturating_add(n),
+            RunKind::Zero => self.zero = self.zero.saturating_add(n),
         }
     }
 }
@@ -316,7 +319,7 @@ impl PageIndex {
             idx.runs.push(run);
         }
         let end = rr.end().map(|e| e.data_bytes).unwrap_or(0);
-        idx.data_bytes = page_size * (1 + idx.totals.present);
+        idx.data_bytes = page_size.saturating_mul(idx.totals.present.saturating_add(1));
         if end != idx.data_bytes {
             return Err(ImageError::new(
                 &file,

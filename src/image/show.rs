@@ -11,8 +11,8 @@ use std::io::{BufReader, Read, Write};
 use std::path::Path;
 
 use super::header::{FileKind, Header};
-use super::pagemap::{PageRun, PagemapHead, RunKind};
-use super::pages::PageTotals;
+use super::pagemap::RunKind;
+use super::pages::{PageIndex, PageTotals};
 use super::record::AnyRecord;
 use super::stream::RecordReader;
 use super::value::{Value, json_str};
@@ -51,12 +51,7 @@ impl FileReport {
         let mut t = PageTotals::default();
         for (_, r) in &self.records {
             if let AnyRecord::PageRun(run) = r {
-                t.runs += 1;
-                match run.kind {
-                    RunKind::Present => t.present += run.nr_pages,
-                    RunKind::Parent => t.parent += run.nr_pages,
-                    RunKind::Zero => t.zero += run.nr_pages,
-                }
+                t.add(run);
             }
         }
         t
@@ -76,14 +71,12 @@ pub fn run(path: &Path, json: bool, out: &mut dyn Write) -> Result<i32> {
             .iter()
             .map(|name| read_file(&path.join(name), name))
             .collect();
-        if !d.exists(super::dir::INVENTORY) {
-            let mut missing = FileReport::new(super::dir::INVENTORY);
-            missing.error = Some(ImageError::new(
-                super::dir::INVENTORY,
-                0,
-                "file is missing: not a crest image directory, or the dump did not finish",
-            ));
-            reports.insert(0, missing);
+        for (name, why) in missing_files(&reports) {
+            let mut missing = FileReport::new(&name);
+            let problem =
+                format!("file is missing: {why} (the dump did not finish, or it was lost)");
+            missing.error = Some(ImageError::new(&name, 0, problem));
+            reports.push(missing);
         }
         cross_check(&d, &mut reports);
         reports
@@ -101,6 +94,55 @@ pub fn run(path: &Path, json: bool, out: &mut dyn Write) -> Result<i32> {
         Some(e) => Err(Error::Image(e)),
         None => Ok(0),
     }
+}
+
+/// Files the sound records say must exist but are not in `reports`.
+fn missing_files(reports: &[FileReport]) -> Vec<(String, String)> {
+    use super::dir::{self as names, INVENTORY, PSTREE};
+    let records = || {
+        reports
+            .iter()
+            .flat_map(|r| r.records.iter().map(|(_, rec)| rec))
+    };
+    let mut need: Vec<(String, String)> = vec![(INVENTORY.into(), "every image has one".into())];
+    let full = records().any(
+        |r| matches!(r, AnyRecord::Inventory(i) if i.kind == super::inventory::ImageKind::Dump),
+    );
+    if full {
+        need.push((PSTREE.into(), "a full dump has one".into()));
+    }
+    for r in records() {
+        match r {
+            AnyRecord::Process(p) if full && !p.threads.is_empty() => {
+                let why = format!("process {} needs it", p.pid);
+                for n in [
+                    names::task_file(p.pid),
+                    names::mm_file(p.pid),
+                    names::files_file(p.pid),
+                ] {
+                    need.push((n, why.clone()));
+                }
+                need.push((names::pagemap_file(p.pid), why));
+            }
+            AnyRecord::Vma(v) => {
+                if let super::vma::Backing::AnonShared { shmid } = v.backing {
+                    let why = format!("the shared mapping at {:#x} needs it", v.start);
+                    need.push((names::shmem_pagemap_file(shmid), why));
+                }
+            }
+            AnyRecord::PagemapHead(h) => {
+                need.push((h.pages_file.clone(), "its page index needs it".into()));
+            }
+            _ => {}
+        }
+    }
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (n, why) in need {
+        if !reports.iter().any(|r| r.name == n) && !out.iter().any(|(m, _)| *m == n) {
+            out.push((n, why));
+        }
+    }
+    out
 }
 
 /// Decodes one file as far as it is sound.
@@ -175,7 +217,8 @@ fn read_pages(mut input: impl Read, h: &Header, name: &str) -> Result<u64, Image
     Ok(total / ps)
 }
 
-/// Checks every sound pagemap against its pages file: size and CRCs.
+/// Checks every sound pagemap against itself, its pages file (size and
+/// CRCs) and, for an incremental image, its parent's index.
 fn cross_check(d: &ImageDir, reports: &mut [FileReport]) {
     let parent = reports.iter().find_map(|r| {
         r.records.iter().find_map(|(_, rec)| match rec {
@@ -184,116 +227,80 @@ fn cross_check(d: &ImageDir, reports: &mut [FileReport]) {
         })
     });
     for i in 0..reports.len() {
-        if reports[i].error.is_some() {
+        let is_pagemap = reports[i]
+            .header
+            .is_some_and(|h| h.kind == FileKind::Pagemap);
+        if reports[i].error.is_some() || !is_pagemap {
             continue;
         }
-        let Some(head) = reports[i].records.iter().find_map(|(_, r)| match r {
-            AnyRecord::PagemapHead(h) => Some(h.clone()),
-            _ => None,
-        }) else {
-            continue;
-        };
-        let Some(h) = reports[i].header else { continue };
-        let runs: Vec<PageRun> = reports[i]
-            .records
-            .iter()
-            .filter_map(|(_, r)| match r {
-                AnyRecord::PageRun(run) => Some(*run),
-                _ => None,
-            })
-            .collect();
-        let err = check_data(d, &head, h.page_size as u64, &runs).err();
-        if let Some(e) = err {
-            let j = reports
-                .iter()
-                .position(|r| r.name == head.pages_file)
-                .unwrap_or(i);
-            if reports[j].error.is_none() {
-                reports[j].error = Some(e);
+        let name = reports[i].name.clone();
+        let result = PageIndex::load(d, &name).and_then(|idx| {
+            check_crcs(d, &idx)?;
+            match &parent {
+                Some(rel) => Ok(check_parent(d, rel, &name, &idx)?),
+                None => Ok(()),
             }
-        }
-        if let (Some(p), None) = (&parent, &reports[i].error) {
-            reports[i].error = check_parent(d, p, &reports[i]).err();
+        });
+        let Err(e) = result else { continue };
+        let e = match e {
+            Error::Image(e) => e,
+            other => ImageError::new(&name, 0, other.to_string()),
+        };
+        let j = reports.iter().position(|r| r.name == e.file).unwrap_or(i);
+        if reports[j].error.is_none() {
+            reports[j].error = Some(e);
         }
     }
 }
 
 /// Every run marked as in the parent must be covered by the parent's index
 /// of the same address space.
-fn check_parent(d: &ImageDir, rel: &str, rep: &FileReport) -> Result<(), ImageError> {
-    let missing = |off: u64, why: String| ImageError::new(&rep.name, off, why);
+fn check_parent(d: &ImageDir, rel: &str, name: &str, idx: &PageIndex) -> Result<(), ImageError> {
+    let broken = |why: String| ImageError::new(name, 0, why);
     let pdir = d
         .parent(rel)
-        .map_err(|e| missing(0, format!("the parent image {rel} cannot be opened: {e}")))?;
-    let idx = super::pages::PageIndex::load(&pdir, &rep.name)
-        .map_err(|e| missing(0, format!("the parent's index cannot be used: {e}")))?;
-    for (off, r) in &rep.records {
-        let AnyRecord::PageRun(run) = r else { continue };
-        if run.kind != RunKind::Parent {
-            continue;
-        }
+        .map_err(|e| broken(format!("the parent image {rel} cannot be opened: {e}")))?;
+    let pidx = PageIndex::load(&pdir, name)
+        .map_err(|e| broken(format!("the parent's index cannot be used: {e}")))?;
+    for run in idx.runs.iter().filter(|r| r.kind == RunKind::Parent) {
+        // Runs were checked not to wrap when the index was read.
         let end = run.vaddr + run.nr_pages * idx.page_size;
         let mut at = run.vaddr;
         while at < end {
-            let Some((prun, _)) = idx.find(at) else {
-                return Err(missing(
-                    *off,
-                    format!(
-                        "page {at:#x} is marked as in the parent image {rel}, which does not have it"
-                    ),
-                ));
+            let Some((prun, _)) = pidx.find(at) else {
+                return Err(broken(format!(
+                    "page {at:#x} is marked as in the parent image {rel}, which does not have it"
+                )));
             };
-            at = prun.vaddr + prun.nr_pages * idx.page_size;
+            at = prun.vaddr + prun.nr_pages * pidx.page_size;
         }
     }
     Ok(())
 }
 
-fn check_data(
-    d: &ImageDir,
-    head: &PagemapHead,
-    ps: u64,
-    runs: &[PageRun],
-) -> Result<(), ImageError> {
-    let name = &head.pages_file;
-    let file = d
-        .open_file(name)
-        .map_err(|e| ImageError::new(name, 0, format!("cannot open the pages file: {e}")))?;
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let present: u64 = runs
-        .iter()
-        .filter(|r| r.kind == RunKind::Present)
-        .map(|r| r.nr_pages)
-        .sum();
-    let want = ps * (1 + present);
-    if len != want {
-        return Err(ImageError::new(
-            name,
-            len.min(want),
-            format!("pages file is {len} bytes, its index needs {want}"),
-        ));
-    }
-    let mut buf = Vec::new();
-    for run in runs.iter().filter(|r| r.kind == RunKind::Present) {
+/// Reads every stored run that has a CRC, a page at a time, and checks it.
+fn check_crcs(d: &ImageDir, idx: &PageIndex) -> Result<()> {
+    let name = &idx.head.pages_file;
+    let file = d.open_file(name)?;
+    let mut buf = vec![0u8; idx.page_size as usize];
+    for run in idx.runs.iter().filter(|r| r.kind == RunKind::Present) {
         let Some(crc) = run.crc else { continue };
         let mut c = super::crc::Crc32c::default();
-        let mut off = ps * (1 + run.pages_off);
-        for _ in 0..run.nr_pages {
-            buf.resize(ps as usize, 0);
+        for k in 0..run.nr_pages {
+            let off = idx.data_offset(run, k);
             std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, off)
                 .map_err(|e| ImageError::new(name, off, format!("cannot read page data: {e}")))?;
             c.update(&buf);
-            off += ps;
         }
         if c.finish() != crc {
-            return Err(ImageError::new(
+            return Err(Error::Image(ImageError::new(
                 name,
-                ps * (1 + run.pages_off),
+                idx.data_offset(run, 0),
                 format!(
                     "page data of the run at {:#x} fails its checksum",
                     run.vaddr
                 ),
-            ));
+            )));
         }
     }
     Ok(())

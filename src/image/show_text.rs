@@ -236,7 +236,7 @@ fn pagemap_totals(s: &mut String, rep: &FileReport) {
         head.pages_file,
         t.runs,
         t.present,
-        size(t.present * ps),
+        size(t.present.saturating_mul(ps)),
         t.parent,
         t.zero
     );
@@ -258,10 +258,10 @@ pub fn summary(reports: &[FileReport]) -> Value {
         }
         let t = rep.page_totals();
         let ps = rep.header.map_or(4096, |h| h.page_size as u64);
-        present += t.present;
-        parent += t.parent;
-        zero += t.zero;
-        bytes += t.present * ps;
+        present = present.saturating_add(t.present);
+        parent = parent.saturating_add(t.parent);
+        zero = zero.saturating_add(t.zero);
+        bytes = bytes.saturating_add(t.present.saturating_mul(ps));
     }
     Value::Obj(vec![
         ("processes", Value::U(procs)),
