@@ -15,7 +15,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let info = sample::write_image(&d, None, 1)?;
     for name in &info.files {
         let bytes = fs::read(tmp.join(name))?;
-        let target = if name.starts_with("pagemap-") { vec!["file", "pagemap"] } else { vec!["file"] };
+        let target = if name.starts_with("pagemap-") {
+            vec!["file", "pagemap"]
+        } else {
+            vec!["file"]
+        };
         for t in target.into_iter().chain(["header"]) {
             fs::create_dir_all(root.join(t))?;
             fs::write(root.join(t).join(name), &bytes)?;
