@@ -467,3 +467,84 @@ pub fn locate<'a>(chain: &'a [PageIndex], vaddr: u64) -> Result<Located<'a>, Str
         "page {vaddr:#x} is marked as in a parent image, but the chain has no more parents"
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index(runs: &[(u64, u64, RunKind)]) -> PageIndex {
+        let mut idx = PageIndex {
+            head: PagemapHead {
+                space: Space::Process(1),
+                pages_file: "p".into(),
+            },
+            page_size: 4096,
+            runs: Vec::new(),
+            data_bytes: 0,
+            totals: PageTotals::default(),
+        };
+        for &(vaddr, nr_pages, kind) in runs {
+            let pages_off = if kind == RunKind::Present {
+                idx.totals.present
+            } else {
+                0
+            };
+            let run = PageRun {
+                vaddr,
+                nr_pages,
+                kind,
+                pages_off,
+                crc: None,
+            };
+            idx.check_next(&run).unwrap();
+            idx.totals.add(&run);
+            idx.runs.push(run);
+        }
+        idx
+    }
+
+    #[test]
+    fn find_and_locate_follow_runs_and_parents() {
+        use RunKind::*;
+        let child = index(&[(0x1000, 2, Parent), (0x3000, 1, Present), (0x8000, 1, Zero)]);
+        let parent = index(&[(0x1000, 1, Present), (0x2000, 1, Parent)]);
+        let grand = index(&[(0x0, 4, Present)]);
+        let chain = [child, parent, grand];
+        assert_eq!(
+            chain[0].find(0x1fff).map(|(r, p)| (r.vaddr, p)),
+            Some((0x1000, 0))
+        );
+        assert_eq!(
+            chain[0].find(0x2000).map(|(r, p)| (r.vaddr, p)),
+            Some((0x1000, 1))
+        );
+        assert!(chain[0].find(0x4000).is_none() && chain[0].find(0).is_none());
+        let level = |v| match locate(&chain, v).unwrap() {
+            Located::Stored { level, page, .. } => (level as i64, page),
+            Located::Zero => (-1, 0),
+            Located::Absent => (-2, 0),
+        };
+        assert_eq!(level(0x1000), (1, 0));
+        assert_eq!(level(0x2000), (2, 2));
+        assert_eq!(level(0x3000), (0, 0));
+        assert_eq!(level(0x8000), (-1, 0));
+        assert_eq!(level(0x9000), (-2, 0));
+        assert!(locate(&chain[..2], 0x2000).is_err());
+    }
+
+    #[test]
+    fn overlapping_and_misplaced_runs_are_refused() {
+        let idx = index(&[(0x1000, 2, RunKind::Present)]);
+        let run = |vaddr, kind, pages_off| PageRun {
+            vaddr,
+            nr_pages: 1,
+            kind,
+            pages_off,
+            crc: None,
+        };
+        assert!(idx.check_next(&run(0x2000, RunKind::Zero, 0)).is_err());
+        assert!(idx.check_next(&run(0x3000, RunKind::Present, 1)).is_err());
+        assert!(idx.check_next(&run(0x3000, RunKind::Present, 2)).is_ok());
+        assert!(idx.check_next(&run(0x3800, RunKind::Zero, 0)).is_err());
+    }
+}

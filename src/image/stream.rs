@@ -375,3 +375,66 @@ fn read_frame(
     frame[0] = first[0];
     read_full(input, &mut frame[1..], file, at + 1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::header::{Arch, FileKind};
+    use crate::image::rlimits::{Rlimit, Rlimits};
+
+    fn file_of(n: usize) -> (Vec<u8>, Vec<usize>) {
+        let mut w = RecordWriter::new(
+            Vec::new(),
+            "t",
+            Header::new(FileKind::Task, Arch::X86_64, 4096),
+        )
+        .unwrap();
+        let mut offsets = Vec::new();
+        for i in 0..n {
+            offsets.push(w.offset() as usize);
+            let limits = vec![Rlimit {
+                cur: i as u64,
+                max: 100,
+            }];
+            w.write(&Rlimits { limits }).unwrap();
+        }
+        offsets.push(w.offset() as usize);
+        (w.finish().unwrap(), offsets)
+    }
+
+    #[test]
+    fn a_record_removed_cleanly_is_noticed_by_the_end_record() {
+        let (bytes, offs) = file_of(3);
+        let mut cut = bytes[..offs[1]].to_vec();
+        cut.extend_from_slice(&bytes[offs[2]..]);
+        let mut rr = RecordReader::new(&cut[..], "t").unwrap();
+        assert!(rr.next_raw().unwrap().is_some());
+        assert!(rr.next_raw().unwrap().is_some());
+        let e = rr.next_raw().unwrap_err();
+        assert_eq!(e.offset, (offs[3] - (offs[2] - offs[1])) as u64);
+        assert!(e.problem.contains("counts 3 records but 2"), "{e}");
+    }
+
+    #[test]
+    fn lengths_over_the_kind_limit_are_refused_before_reading() {
+        let (mut bytes, offs) = file_of(1);
+        // rlimits are limited to 4 KiB.
+        bytes[offs[0] + 4..offs[0] + 8].copy_from_slice(&5000u32.to_le_bytes());
+        let mut rr = RecordReader::new(&bytes[..], "t").unwrap();
+        let e = rr.next_raw().unwrap_err();
+        assert_eq!(e.offset, offs[0] as u64 + 4);
+        assert!(e.problem.contains("limit is 4096"), "{e}");
+    }
+
+    #[test]
+    fn a_record_over_its_limit_is_not_written() {
+        let mut w = RecordWriter::new(
+            Vec::new(),
+            "t",
+            Header::new(FileKind::Task, Arch::X86_64, 4096),
+        )
+        .unwrap();
+        let limits = vec![Rlimit::default(); 300];
+        assert!(w.write(&Rlimits { limits }).is_err());
+    }
+}
