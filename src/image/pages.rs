@@ -186,7 +186,9 @@ impl<I: Write, D: Write> PageWriter<I, D> {
     /// Stores `nr_pages` at `vaddr` whose bytes `fill` writes to the data
     /// stream itself (e.g. splicing from a pipe to the file's fd); `fill`
     /// returns how many bytes it wrote, which must be exactly the pages. No
-    /// CRC is recorded, since crest never sees the bytes.
+    /// CRC is recorded, since crest never sees the bytes. When `fill` writes
+    /// to the fd under `D`, `D` must not buffer (a plain `File`, as
+    /// [`PageWriter::create`] gives), or earlier bytes would land after it.
     pub fn add_pages_with(
         &mut self,
         vaddr: u64,

@@ -61,13 +61,13 @@ pub enum Backing {
         /// Identity to validate at restore.
         id: FileId,
     },
-    /// [vdso].
+    /// The `[vdso]` mapping.
     Vdso,
-    /// [vvar].
+    /// The `[vvar]` mapping.
     Vvar,
-    /// [vvar_vclock].
+    /// The `[vvar_vclock]` mapping.
     VvarVclock,
-    /// [vsyscall].
+    /// The `[vsyscall]` mapping.
     Vsyscall,
 }
 
