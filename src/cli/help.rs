@@ -29,6 +29,17 @@ pub const COMMANDS: &[Command] = &[
                   required feature works, 1 when one does not, 2 for an unknown feature name.",
     },
     Command {
+        name: "show",
+        usage: "crest show DIR|FILE [--json]",
+        summary: "print an image directory or one image file",
+        details: "Decodes every record of an image for a person (the process tree, threads,\n\
+                  VMAs as a table, fds, page totals) or, with --json, for a program. In a\n\
+                  directory the page data is checked against its index and checksums.\n\
+                  A damaged image is printed as far as it is sound, then the file, the\n\
+                  offset and the damage are named. Exit status: 0 when every file is\n\
+                  sound, 1 when one is damaged.",
+    },
+    Command {
         name: "help",
         usage: "crest help [COMMAND]",
         summary: "show help for crest or one command",

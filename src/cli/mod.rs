@@ -71,6 +71,16 @@ fn run(args: &Args) -> Result<i32> {
             };
             crate::check::run(&opts, &mut std::io::stdout().lock())
         }
+        "show" => {
+            let path = match args.positional.as_slice() {
+                [one] => std::path::Path::new(one),
+                [] => return Err(Error::Usage("show needs an image directory or file".into())),
+                [_, extra, ..] => {
+                    return Err(Error::Usage(format!("unexpected argument `{extra}`")));
+                }
+            };
+            crate::image::show::run(path, args.json, &mut std::io::stdout().lock())
+        }
         other => Err(Error::Usage(format!("unknown command `{other}`"))),
     }
 }

@@ -1,0 +1,6 @@
+#![no_main]
+//! Fuzz target `record_posix_timer`: see fuzz/src/lib.rs.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    crest_fuzz::payload(9, data);
+});

@@ -1,0 +1,262 @@
+//! File records (files-PID.img): one record per open file descriptor, and
+//! one pipe-data record per pipe holding what was buffered in it.
+//!
+//! A file is identified at dump time by (dev, ino, size, mtime, mode) so a
+//! restore can refuse a file that changed since, instead of reopening a
+//! different file at a stale offset. Directories are regular records whose
+//! mode says S_IFDIR. A pipe's two ends share a pipe id (its inode number);
+//! its data is stored once, in a pipe-data record, whichever end is dumped.
+//!
+//! ```text
+//!  file id:    u64 dev | u64 ino | u64 size | i64 mtime_ns | u32 mode        (36 bytes)
+//!  fd:         i32 fd | u32 fd_flags (FD_CLOEXEC) | u8 kind, then by kind:
+//!     1 reg:   path | u32 open_flags | u64 pos | file id
+//!     2 pipe:  u64 pipe_id | u32 open_flags
+//!     3 chr:   path | u32 open_flags | u64 rdev | u64 pos
+//!  pipe-data:  u64 pipe_id | bytes data
+//! ```
+//!
+//! An fd kind a newer crest added decodes as [`FdFile::Unknown`]; `crest show`
+//! prints it and a restore refuses it by name.
+
+use super::codec::{Reader, Writer};
+use super::record::Record;
+use super::value::Value;
+use super::{ImageError, MAX_RECORD, PATH_MAX};
+
+/// What identifies a file's content at dump time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileId {
+    /// st_dev.
+    pub dev: u64,
+    /// st_ino.
+    pub ino: u64,
+    /// st_size.
+    pub size: u64,
+    /// st_mtime in nanoseconds.
+    pub mtime_ns: i64,
+    /// st_mode (type and permissions).
+    pub mode: u32,
+}
+
+impl FileId {
+    /// Appends the 36 bytes.
+    pub fn encode(&self, w: &mut Writer) {
+        w.u64(self.dev);
+        w.u64(self.ino);
+        w.u64(self.size);
+        w.i64(self.mtime_ns);
+        w.u32(self.mode);
+    }
+    /// Reads the 36 bytes.
+    pub fn decode(r: &mut Reader) -> Result<FileId, ImageError> {
+        Ok(FileId {
+            dev: r.u64()?,
+            ino: r.u64()?,
+            size: r.u64()?,
+            mtime_ns: r.i64()?,
+            mode: r.u32()?,
+        })
+    }
+    /// For `crest show`.
+    pub fn to_value(&self) -> Value {
+        Value::Obj(vec![
+            ("dev", Value::Hex(self.dev)),
+            ("ino", Value::U(self.ino)),
+            ("size", Value::U(self.size)),
+            ("mtime_ns", Value::I(self.mtime_ns)),
+            ("mode", Value::Str(format!("{:o}", self.mode))),
+        ])
+    }
+}
+
+/// What an fd refers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FdFile {
+    /// A regular file or directory.
+    Reg {
+        /// The path at dump time.
+        path: Vec<u8>,
+        /// O_* flags (O_APPEND, O_RDWR...).
+        flags: u32,
+        /// The file position.
+        pos: u64,
+        /// Identity to validate at restore.
+        id: FileId,
+    },
+    /// One end of a pipe.
+    Pipe {
+        /// The pipe's inode number, shared by both ends.
+        pipe_id: u64,
+        /// O_* flags (which end, O_NONBLOCK).
+        flags: u32,
+    },
+    /// A character device (/dev/null, a tty...).
+    Chr {
+        /// The path at dump time.
+        path: Vec<u8>,
+        /// O_* flags.
+        flags: u32,
+        /// The device number.
+        rdev: u64,
+        /// The file position.
+        pos: u64,
+    },
+    /// A kind a newer crest wrote.
+    Unknown(u8),
+}
+
+/// One file descriptor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fd {
+    /// The fd number.
+    pub fd: i32,
+    /// FD_CLOEXEC.
+    pub fd_flags: u32,
+    /// What it refers to.
+    pub file: FdFile,
+}
+
+impl Record for Fd {
+    const KIND: u16 = 13;
+    const NAME: &'static str = "fd";
+
+    fn encode(&self, w: &mut Writer) {
+        w.i32(self.fd);
+        w.u32(self.fd_flags);
+        match &self.file {
+            FdFile::Reg {
+                path,
+                flags,
+                pos,
+                id,
+            } => {
+                w.u8(1);
+                w.bytes(path);
+                w.u32(*flags);
+                w.u64(*pos);
+                id.encode(w);
+            }
+            FdFile::Pipe { pipe_id, flags } => {
+                w.u8(2);
+                w.u64(*pipe_id);
+                w.u32(*flags);
+            }
+            FdFile::Chr {
+                path,
+                flags,
+                rdev,
+                pos,
+            } => {
+                w.u8(3);
+                w.bytes(path);
+                w.u32(*flags);
+                w.u64(*rdev);
+                w.u64(*pos);
+            }
+            FdFile::Unknown(k) => w.u8(*k),
+        }
+    }
+
+    fn decode(r: &mut Reader) -> Result<Self, ImageError> {
+        let fd = r.i32()?;
+        if fd < 0 {
+            return Err(r.error(format!("fd number {fd} is negative")));
+        }
+        let fd_flags = r.u32()?;
+        let file = match r.u8()? {
+            1 => FdFile::Reg {
+                path: r.bytes("path", PATH_MAX as usize)?,
+                flags: r.u32()?,
+                pos: r.u64()?,
+                id: FileId::decode(r)?,
+            },
+            2 => FdFile::Pipe {
+                pipe_id: r.u64()?,
+                flags: r.u32()?,
+            },
+            3 => FdFile::Chr {
+                path: r.bytes("path", PATH_MAX as usize)?,
+                flags: r.u32()?,
+                rdev: r.u64()?,
+                pos: r.u64()?,
+            },
+            k => FdFile::Unknown(k),
+        };
+        Ok(Fd { fd, fd_flags, file })
+    }
+
+    fn to_value(&self) -> Value {
+        let mut v = vec![
+            ("fd", Value::I(self.fd as i64)),
+            ("fd_flags", Value::Hex(self.fd_flags as u64)),
+        ];
+        match &self.file {
+            FdFile::Reg {
+                path,
+                flags,
+                pos,
+                id,
+            } => v.extend([
+                ("kind", Value::Str("reg".into())),
+                ("path", Value::path(path)),
+                ("flags", Value::Hex(*flags as u64)),
+                ("pos", Value::U(*pos)),
+                ("id", id.to_value()),
+            ]),
+            FdFile::Pipe { pipe_id, flags } => v.extend([
+                ("kind", Value::Str("pipe".into())),
+                ("pipe_id", Value::U(*pipe_id)),
+                ("flags", Value::Hex(*flags as u64)),
+            ]),
+            FdFile::Chr {
+                path,
+                flags,
+                rdev,
+                pos,
+            } => v.extend([
+                ("kind", Value::Str("chr".into())),
+                ("path", Value::path(path)),
+                ("flags", Value::Hex(*flags as u64)),
+                ("rdev", Value::Hex(*rdev)),
+                ("pos", Value::U(*pos)),
+            ]),
+            FdFile::Unknown(k) => v.push(("kind", Value::Str(format!("unknown-{k}")))),
+        }
+        Value::Obj(v)
+    }
+}
+
+/// The bytes buffered in a pipe at dump time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipeData {
+    /// The pipe's inode number.
+    pub pipe_id: u64,
+    /// The buffered bytes, in read order.
+    pub data: Vec<u8>,
+}
+
+impl Record for PipeData {
+    const KIND: u16 = 14;
+    const NAME: &'static str = "pipe-data";
+
+    fn encode(&self, w: &mut Writer) {
+        w.u64(self.pipe_id);
+        w.bytes(&self.data);
+    }
+
+    fn decode(r: &mut Reader) -> Result<Self, ImageError> {
+        Ok(PipeData {
+            pipe_id: r.u64()?,
+            data: r.bytes("pipe data", MAX_RECORD as usize)?,
+        })
+    }
+
+    fn to_value(&self) -> Value {
+        Value::Obj(vec![
+            ("pipe_id", Value::U(self.pipe_id)),
+            ("size", Value::U(self.data.len() as u64)),
+            ("data", Value::Bytes(self.data.clone())),
+        ])
+    }
+}
