@@ -1,6 +1,28 @@
-//! `crest check`: the kernel feature table (being written).
+//! `crest check`: can this kernel checkpoint and restore?
+//!
+//! Every facility dump, restore, pre-dump, page-server and lazy restore rely
+//! on is probed by a small real experiment (seize a forked child, scan a
+//! uffd-protected region, clone3 with a chosen pid...), never guessed from
+//! the kernel version. The table lives in [`table`], the experiments in
+//! [`ptrace`], [`memory`], [`tracking`], [`task`] and [`net`], the output in
+//! [`report`]. Nothing is left behind: children are killed and reaped (and
+//! die with crest through PR_SET_PDEATHSIG), memory is anonymous or memfd,
+//! and no sysctl is written.
 
-use crate::error::Result;
+mod child;
+mod memory;
+mod net;
+mod probe;
+mod ptrace;
+mod report;
+mod table;
+mod task;
+mod tracking;
+
+use crate::error::{Error, Result};
+
+pub use probe::Status;
+pub use table::{Category, FEATURES, Feature};
 
 /// What `crest check` was asked for.
 #[derive(Debug, Default, Clone)]
@@ -13,7 +35,144 @@ pub struct CheckOptions {
     pub json: bool,
 }
 
-/// Runs the probes and prints the table; returns the exit status.
-pub fn run(_opts: &CheckOptions, _out: &mut dyn std::io::Write) -> Result<i32> {
-    Ok(1)
+/// One probed feature.
+#[derive(Debug)]
+pub struct Row {
+    /// The feature.
+    pub feature: &'static Feature,
+    /// Its verdict.
+    pub status: Status,
+    /// What was measured (ok) or why not (missing, error).
+    pub text: String,
+}
+
+/// Which dirty-page tracker incremental dumps will use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirtyTracking {
+    /// clear_refs + pagemap bit 55.
+    SoftDirty,
+    /// userfaultfd WP_ASYNC + PAGEMAP_SCAN.
+    UffdWp,
+    /// Neither works: every pre-dump copies all memory.
+    None,
+    /// The features that decide it were not probed.
+    NotProbed,
+}
+
+/// The outcome of a check.
+#[derive(Debug)]
+pub struct Report {
+    /// The probed features, in table order.
+    pub rows: Vec<Row>,
+    /// The dirty-tracking verdict.
+    pub dirty: DirtyTracking,
+    /// Required features that failed (alternatives taken into account).
+    pub failed_required: Vec<&'static str>,
+    /// Recommended and optional features that are not ok.
+    pub unavailable: Vec<&'static str>,
+    /// Whether only some features were asked for.
+    pub filtered: bool,
+}
+
+/// Runs the probes and prints the table; returns the exit status: 0 when
+/// every probed required feature is ok, 1 otherwise.
+pub fn run(opts: &CheckOptions, out: &mut dyn std::io::Write) -> Result<i32> {
+    let selected = select(opts)?;
+    let report = probe_all(&selected, !opts.features.is_empty());
+    let text = if opts.json {
+        report::json(&report)
+    } else {
+        report::text(&report)
+    };
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::io("write", "standard output", e))?;
+    Ok(if report.failed_required.is_empty() {
+        0
+    } else {
+        1
+    })
+}
+
+/// The features to probe: the named ones, or required + recommended (+
+/// optional with --all).
+pub fn select(opts: &CheckOptions) -> Result<Vec<&'static Feature>> {
+    if opts.features.is_empty() {
+        let max = if opts.all {
+            Category::Optional
+        } else {
+            Category::Recommended
+        };
+        return Ok(FEATURES.iter().filter(|f| f.category <= max).collect());
+    }
+    let mut out: Vec<&'static Feature> = Vec::new();
+    for name in &opts.features {
+        let f = table::find(name).ok_or_else(|| {
+            Error::Usage(format!(
+                "unknown feature `{name}`; valid names: {}",
+                table::names()
+            ))
+        })?;
+        if !out.iter().any(|g| std::ptr::eq(*g, f)) {
+            out.push(f);
+        }
+    }
+    Ok(out)
+}
+
+/// Probes `features` one after the other and judges the result.
+pub fn probe_all(features: &[&'static Feature], filtered: bool) -> Report {
+    let rows: Vec<Row> = features
+        .iter()
+        .map(|&f| {
+            crate::debug!("check: probing {}", f.name);
+            let (status, text) = match (f.probe)() {
+                Ok(detail) => (Status::Ok, detail),
+                Err(fail) => (fail.status, fail.reason),
+            };
+            crate::debug!("check: {} is {}: {text}", f.name, status.as_str());
+            Row {
+                feature: f,
+                status,
+                text,
+            }
+        })
+        .collect();
+    let ok = |name: &str| {
+        rows.iter()
+            .any(|r| r.feature.name == name && r.status == Status::Ok)
+    };
+    let group_ok = |g: Option<&str>| {
+        g.is_some()
+            && rows
+                .iter()
+                .any(|r| r.feature.any_of == g && r.status == Status::Ok)
+    };
+    let bad = rows.iter().filter(|r| r.status != Status::Ok);
+    let failed_required = bad
+        .clone()
+        .filter(|r| r.feature.category == Category::Required && !group_ok(r.feature.any_of))
+        .map(|r| r.feature.name)
+        .collect();
+    let unavailable = bad
+        .filter(|r| r.feature.category != Category::Required || group_ok(r.feature.any_of))
+        .map(|r| r.feature.name)
+        .collect();
+    let probed = |name: &str| rows.iter().any(|r| r.feature.name == name);
+    let dirty = if ok("mem_dirty_track") {
+        DirtyTracking::SoftDirty
+    } else if ok("uffd_wp_async") {
+        DirtyTracking::UffdWp
+    } else if probed("mem_dirty_track") && probed("uffd_wp_async") {
+        DirtyTracking::None
+    } else {
+        DirtyTracking::NotProbed
+    };
+    Report {
+        rows,
+        dirty,
+        failed_required,
+        unavailable,
+        filtered,
+    }
 }
