@@ -84,7 +84,7 @@ const FPU: Feature = feature!(
     Required,
     None,
     DUMP_RESTORE,
-    "always on arm64 (NT_PRFPREG)",
+    "every arm64 kernel (NT_PRFPREG regset)",
     ptrace::fpu_size
 );
 
