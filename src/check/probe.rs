@@ -68,6 +68,9 @@ impl Fail {
                 Fail::missing(reason)
             }
             Errno::ENOENT => Fail::missing(reason),
+            Errno::EPERM | Errno::EACCES => Fail::error(format!(
+                "{reason}; run crest as root (or with the capability named)"
+            )),
             _ => Fail::error(reason),
         }
     }
@@ -122,9 +125,7 @@ mod tests {
         assert_eq!(Fail::from_errno("x", Errno::ENOTTY).status, Status::Missing);
         assert_eq!(Fail::from_errno("x", Errno::EPERM).status, Status::Error);
         let f = Fail::from_errno("PTRACE_SEIZE", Errno::EPERM);
-        assert_eq!(
-            f.reason,
-            "PTRACE_SEIZE failed with EPERM (Operation not permitted)"
-        );
+        let want = "PTRACE_SEIZE failed with EPERM (Operation not permitted); run crest as root";
+        assert!(f.reason.starts_with(want), "{}", f.reason);
     }
 }

@@ -8,10 +8,9 @@
 use std::sync::OnceLock;
 
 use crate::sys::Errno;
-use crate::sys::process::{
-    self, SI_QUEUE, SIGSTOP, SIGUSR1, SIGUSR2, SigInfo, kill, rt_sigqueueinfo, rt_tgsigqueueinfo,
-};
+use crate::sys::process::{self, SIGSTOP, SIGUSR1, SIGUSR2, kill};
 use crate::sys::ptrace::{self as pt, RseqConfiguration};
+use crate::sys::signal::{self, SI_QUEUE, SigInfo, rt_sigqueueinfo, rt_tgsigqueueinfo};
 
 use super::child::{Tracee, stopped};
 use super::probe::{Fail, ProbeResult, SysExt, expect};
@@ -34,7 +33,7 @@ fn sigbit(sig: i32) -> u64 {
 
 /// Setup for a child whose mask blocks SIGUSR1 and SIGUSR2: returns 0 or the errno.
 fn block_usr() -> u8 {
-    match process::rt_sigprocmask_setmask(sigbit(SIGUSR1) | sigbit(SIGUSR2)) {
+    match signal::rt_sigprocmask_setmask(sigbit(SIGUSR1) | sigbit(SIGUSR2)) {
         Ok(()) => 0,
         Err(e) => e.into_raw() as u8,
     }

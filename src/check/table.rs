@@ -176,7 +176,7 @@ pub static FEATURES: &[Feature] = &[
         Required,
         Some("pid"),
         RESTORE,
-        "Linux 3.3, CONFIG_CHECKPOINT_RESTORE; sysctl kernel.ns_last_pid writable by root",
+        "Linux 3.3, CONFIG_CHECKPOINT_RESTORE; writing kernel.ns_last_pid needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE",
         task::ns_last_pid
     ),
     feature!(

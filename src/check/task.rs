@@ -7,8 +7,6 @@
 //! crest itself is left as it was. Nothing here writes a sysctl: ns_last_pid
 //! is only opened for writing, never written.
 
-use std::fs::OpenOptions;
-use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd};
 
 use crate::proc::stat;
@@ -139,17 +137,64 @@ pub fn pid_max() -> ProbeResult {
     Ok(format!("{}", read_sysctl("/proc/sys/kernel/pid_max")?))
 }
 
-/// /proc/sys/kernel/ns_last_pid opens for writing (it is not written).
+/// Writing ns_last_pid makes the next fork get the following pid. Done in a
+/// fresh pid namespace (a child unshares one; its first child is that
+/// namespace's init and does the experiment), so the host's value is never
+/// touched.
 pub fn ns_last_pid() -> ProbeResult {
-    const PATH: &str = "/proc/sys/kernel/ns_last_pid";
-    let mut f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(PATH)
-        .ctx("open(ns_last_pid, O_RDWR)")?;
-    let mut s = String::new();
-    f.read_to_string(&mut s).ctx("read(ns_last_pid)")?;
-    Ok(format!("writable (not written), last pid {}", s.trim()))
+    const LAST: &[u8] = b"100";
+    const WANT: i32 = 101;
+    let mut child = Child::fork(|| {
+        if let Err(e) = p::unshare(p::CLONE_NEWPID) {
+            return e.into_raw();
+        }
+        run_in_child(|| {
+            let f = match fd::openat(c"/proc/sys/kernel/ns_last_pid", fd::O_WRONLY) {
+                Ok(f) => f,
+                Err(e) => return e.into_raw(),
+            };
+            if let Err(e) = fd::write(f.as_fd(), LAST) {
+                return e.into_raw();
+            }
+            run_in_child(|| if p::getpid() == WANT { 0 } else { 255 })
+        })
+    })?;
+    child_verdict(child.wait_exit()?, "write(/proc/sys/kernel/ns_last_pid)")?;
+    Ok(format!(
+        "next pid was {WANT} after writing {} (in a new pid namespace)",
+        WANT - 1
+    ))
+}
+
+/// From inside a probe child: forks a grandchild that runs `body`, waits for
+/// it and returns its exit code (or an errno). The grandchild dies with its
+/// parent (PR_SET_PDEATHSIG), so a killed probe child takes it along.
+/// The init of a new pid namespace sees parent pid 0 (its parent is outside);
+/// it never blocks on anything but its own short-lived child, so it cannot
+/// linger even if it lost that race.
+fn run_in_child(body: impl FnOnce() -> i32) -> i32 {
+    let parent = p::getpid();
+    match p::fork() {
+        Err(e) => e.into_raw(),
+        Ok(0) => {
+            if p::prctl(p::PR_SET_PDEATHSIG, p::SIGKILL as u64, 0, 0, 0).is_err() {
+                p::exit_group(127);
+            }
+            let ppid = p::getppid();
+            if ppid != parent && ppid != 0 {
+                p::exit_group(127);
+            }
+            p::exit_group(body())
+        }
+        Ok(pid) => loop {
+            match p::wait4(pid, p::__WALL) {
+                Err(Errno::EINTR) => {}
+                Err(e) => return e.into_raw(),
+                Ok((_, status)) if status & 0x7f == 0 => return (status >> 8) & 0xff,
+                Ok(_) => return 254,
+            }
+        },
+    }
 }
 
 /// clone3 with set_tid creates a child with the pid asked for.

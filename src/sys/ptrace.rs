@@ -7,7 +7,7 @@
 
 use syscalls::{Sysno, syscall};
 
-use super::process::SigInfo;
+use super::signal::SigInfo;
 use super::{Pid, SysResult};
 
 /// `PTRACE_DETACH`.
