@@ -125,12 +125,13 @@ pub fn probe_all(features: &[&'static Feature], filtered: bool) -> Report {
     let rows: Vec<Row> = features
         .iter()
         .map(|&f| {
-            crate::debug!("check: probing {}", f.name);
+            let start = std::time::Instant::now();
             let (status, text) = match (f.probe)() {
                 Ok(detail) => (Status::Ok, detail),
                 Err(fail) => (fail.status, fail.reason),
             };
-            crate::debug!("check: {} is {}: {text}", f.name, status.as_str());
+            let us = start.elapsed().as_micros();
+            crate::debug!("check: {} is {} ({us} us): {text}", f.name, status.as_str());
             Row {
                 feature: f,
                 status,
@@ -174,5 +175,81 @@ pub fn probe_all(features: &[&'static Feature], filtered: bool) -> Report {
         failed_required,
         unavailable,
         filtered,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::probe::{Fail, ProbeResult};
+    use super::*;
+
+    fn good() -> ProbeResult {
+        Ok("fine".into())
+    }
+    fn absent() -> ProbeResult {
+        Err(Fail::missing("not here".into()))
+    }
+
+    const fn feat(
+        name: &'static str,
+        category: Category,
+        any_of: Option<&'static str>,
+        ok: bool,
+    ) -> Feature {
+        Feature {
+            name,
+            category,
+            any_of,
+            needed_by: &["dump"],
+            provided_by: "test",
+            probe: if ok { good } else { absent },
+        }
+    }
+
+    static ALT_BAD: Feature = feat("alt_bad", Category::Required, Some("g"), false);
+    static ALT_OK: Feature = feat("alt_ok", Category::Required, Some("g"), true);
+    static REQ_BAD: Feature = feat("req_bad", Category::Required, None, false);
+    static REC_BAD: Feature = feat("mem_dirty_track", Category::Recommended, None, false);
+    static REC_OK: Feature = feat("uffd_wp_async", Category::Recommended, None, true);
+
+    #[test]
+    fn alternatives_satisfy_a_requirement_and_failures_are_sorted() {
+        let r = probe_all(&[&ALT_BAD, &ALT_OK, &REC_BAD, &REC_OK], false);
+        assert!(r.failed_required.is_empty());
+        assert_eq!(r.unavailable, ["alt_bad", "mem_dirty_track"]);
+        assert_eq!(r.dirty, DirtyTracking::UffdWp);
+        assert!(report::verdict(&r).starts_with("READY"));
+
+        let r = probe_all(&[&ALT_BAD, &REQ_BAD, &REC_BAD], true);
+        assert_eq!(r.failed_required, ["alt_bad", "req_bad"]);
+        assert_eq!(r.dirty, DirtyTracking::NotProbed);
+        assert!(report::verdict(&r).starts_with("NOT READY"));
+    }
+
+    #[test]
+    fn selection_defaults_all_and_unknown_names() {
+        let default = select(&CheckOptions::default()).expect("default");
+        assert!(default.iter().all(|f| f.category != Category::Optional));
+        let all = select(&CheckOptions {
+            all: true,
+            ..Default::default()
+        })
+        .expect("all");
+        assert_eq!(all.len(), FEATURES.len());
+        let named = CheckOptions {
+            features: vec!["uffd".into(), "uffd".into()],
+            ..Default::default()
+        };
+        assert_eq!(select(&named).expect("named").len(), 1);
+        let bad = CheckOptions {
+            features: vec!["nope".into()],
+            ..Default::default()
+        };
+        match select(&bad) {
+            Err(Error::Usage(m)) => {
+                assert!(m.contains("nope") && m.contains("uffd_wp_async"), "{m}")
+            }
+            other => panic!("expected a usage error, got {other:?}"),
+        }
     }
 }

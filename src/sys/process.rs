@@ -116,6 +116,12 @@ pub fn pause() {
     let _ = unsafe { syscall!(Sysno::ppoll, 0, 0, 0, 0, 8) };
 }
 
+/// sched_yield(2).
+pub fn sched_yield() {
+    // SAFETY: no arguments.
+    let _ = unsafe { syscall!(Sysno::sched_yield) };
+}
+
 /// nanosleep(2), interrupted sleeps are not resumed.
 pub fn nanosleep(d: Duration) {
     let ts = [d.as_secs() as i64, i64::from(d.subsec_nanos())];
