@@ -3,11 +3,12 @@
 //! Every facility dump, restore, pre-dump, page-server and lazy restore rely
 //! on is probed by a small real experiment (seize a forked child, scan a
 //! uffd-protected region, clone3 with a chosen pid...), never guessed from
-//! the kernel version. The table lives in [`table`], the experiments in
-//! [`ptrace`], [`memory`], [`tracking`], [`task`] and [`net`], the output in
-//! [`report`]. Nothing is left behind: children are killed and reaped (and
+//! the kernel version. The table lives in `table`, the experiments in
+//! `ptrace`, `memory`, `tracking`, `task` and `net`, the output in
+//! `report`. Nothing is left behind: children are killed and reaped (and
 //! die with crest through PR_SET_PDEATHSIG), memory is anonymous or memfd,
-//! and no sysctl is written.
+//! and no sysctl of the host changes (ns_last_pid is written only inside a
+//! throwaway pid namespace).
 
 mod child;
 mod memory;

@@ -4,8 +4,8 @@
 //!
 //! Experiments that change a task's own state (PR_SET_MM_MAP, unshare,
 //! PR_TIMER_CREATE_RESTORE_IDS) run in a forked child that then exits, so
-//! crest itself is left as it was. Nothing here writes a sysctl: ns_last_pid
-//! is only opened for writing, never written.
+//! crest itself is left as it was. No sysctl of the host is written:
+//! ns_last_pid is written inside a pid namespace created for the probe.
 
 use std::os::fd::{AsFd, AsRawFd};
 
