@@ -114,7 +114,15 @@ pub fn pagemap_scan() -> ProbeResult {
 /// uffd-wp async + PAGEMAP_SCAN: the writes after a scan, and nothing else.
 pub fn uffd_wp_async() -> ProbeResult {
     let (fd, _) = open_uffd()?;
-    u::uffdio_api(fd.as_fd(), u::UFFD_FEATURE_WP_ASYNC).ctx("UFFDIO_API(UFFD_FEATURE_WP_ASYNC)")?;
+    let (features, _) = u::uffdio_api(fd.as_fd(), u::UFFD_FEATURE_WP_ASYNC)
+        .ctx("UFFDIO_API(UFFD_FEATURE_WP_ASYNC)")?;
+    // Without WP_ASYNC a write to a protected page would block this thread
+    // on a fault nobody reads: never register WP unless the kernel said yes.
+    if features & u::UFFD_FEATURE_WP_ASYNC == 0 {
+        return Err(Fail::missing(
+            "UFFDIO_API does not list UFFD_FEATURE_WP_ASYNC".into(),
+        ));
+    }
     let map = probe_region(8)?;
     let ps = mm::page_size();
     for i in 0..8 {
