@@ -174,6 +174,7 @@ fn probes_agree_with_the_kernel_config() {
         ("prctl_mm_map", &["CONFIG_CHECKPOINT_RESTORE"]),
         ("ns_last_pid", &["CONFIG_CHECKPOINT_RESTORE"]),
         ("memfd", &["CONFIG_MEMFD_CREATE"]),
+        ("sock_diag", &["CONFIG_UNIX_DIAG", "CONFIG_INET_DIAG"]),
         ("process_vm_readv", &["CONFIG_CROSS_MEMORY_ATTACH"]),
         ("get_rseq_conf", &["CONFIG_RSEQ"]),
         (
@@ -491,6 +492,19 @@ fn sysctls() -> Vec<Option<String>> {
         .collect()
 }
 
+/// Loopback TCP connections in TIME_WAIT (state 06 in /proc/net/tcp).
+fn loopback_time_wait() -> BTreeSet<String> {
+    let tcp = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    tcp.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w.len() > 3 && w[3] == "06" && w[1].starts_with("0100007F"))
+                .then(|| format!("{} {}", w[1], w[2]))
+        })
+        .collect()
+}
+
 /// This test process adopts orphans (PR_SET_CHILD_SUBREAPER), so anything
 /// crest leaks would show up as our child after crest exits.
 fn become_subreaper() {
@@ -504,6 +518,7 @@ fn check_leaves_no_process_file_or_sysctl_change_behind() {
     let _g = lock();
     become_subreaper();
     let me = std::process::id();
+    let time_wait = loopback_time_wait();
     let before = (
         children_of(me),
         dir_names("/tmp"),
@@ -518,6 +533,14 @@ fn check_leaves_no_process_file_or_sysctl_change_behind() {
     assert_eq!(dir_names("/tmp"), before.1, "/tmp changed");
     assert_eq!(dir_names("/dev/shm"), before.2, "/dev/shm changed");
     assert_eq!(sysctls(), before.3, "a sysctl changed");
+    let new: Vec<String> = loopback_time_wait()
+        .difference(&time_wait)
+        .cloned()
+        .collect();
+    assert!(
+        new.is_empty(),
+        "loopback connections left in TIME_WAIT: {new:?}"
+    );
 }
 
 #[test]

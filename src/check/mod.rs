@@ -11,6 +11,7 @@
 //! throwaway pid namespace).
 
 mod child;
+mod diag;
 mod memory;
 mod net;
 mod probe;

@@ -11,15 +11,22 @@ use crate::sys::net::{self as n, SOL_TCP};
 
 use super::probe::{Fail, ProbeResult, SysExt, expect};
 
-fn connected() -> Result<(TcpStream, TcpStream), Fail> {
+/// A loopback TCP connection (client, server) whose server side resets on
+/// close instead of lingering.
+pub(super) fn connected() -> Result<(TcpStream, TcpStream), Fail> {
     let listener = TcpListener::bind("127.0.0.1:0").ctx("bind(127.0.0.1)")?;
     let addr = listener.local_addr().ctx("getsockname")?;
     let client = TcpStream::connect(addr).ctx("connect(loopback)")?;
     let (server, _) = listener.accept().ctx("accept")?;
-    // linger {on, 0}: close sends a reset instead of waiting in TIME_WAIT.
-    let linger = [1i32.to_ne_bytes(), 0i32.to_ne_bytes()].concat();
-    n::setsockopt(server.as_fd(), n::SOL_SOCKET, n::SO_LINGER, &linger).ctx("SO_LINGER")?;
+    no_linger(&server)?;
     Ok((client, server))
+}
+
+/// linger {on, 0}: close sends a reset instead of waiting in TIME_WAIT, so
+/// a probe leaves no connection state behind in the kernel.
+pub(super) fn no_linger(s: &TcpStream) -> Result<(), Fail> {
+    let linger = [1i32.to_ne_bytes(), 0i32.to_ne_bytes()].concat();
+    n::setsockopt(s.as_fd(), n::SOL_SOCKET, n::SO_LINGER, &linger).ctx("setsockopt(SO_LINGER)")
 }
 
 /// TCP_REPAIR on, then the window and the send queue sequence read back.

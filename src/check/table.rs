@@ -8,7 +8,7 @@
 //! `any_of` group are alternatives: one of them is enough.
 
 use super::probe::ProbeResult;
-use super::{memory, net, ptrace, task, tracking};
+use super::{diag, memory, net, ptrace, task, tracking};
 
 /// How much crest depends on a feature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -178,6 +178,14 @@ pub static FEATURES: &[Feature] = &[
         RESTORE,
         "Linux 3.3, CONFIG_CHECKPOINT_RESTORE; writing kernel.ns_last_pid needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE",
         task::ns_last_pid
+    ),
+    feature!(
+        "sock_diag",
+        Recommended,
+        None,
+        DUMP,
+        "Linux 3.3, CONFIG_UNIX_DIAG and CONFIG_INET_DIAG (modules or built in)",
+        diag::sock_diag
     ),
     feature!(
         "mem_dirty_track",

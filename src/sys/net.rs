@@ -62,3 +62,27 @@ pub fn getsockopt(fd: BorrowedFd<'_>, level: i32, name: i32, buf: &mut [u8]) -> 
     }?;
     Ok(len as usize)
 }
+
+/// `AF_NETLINK`.
+pub const AF_NETLINK: i32 = 16;
+/// `NETLINK_SOCK_DIAG`.
+pub const NETLINK_SOCK_DIAG: i32 = 4;
+/// `SOCK_DGRAM`.
+const SOCK_DGRAM: i32 = 2;
+/// `SOCK_CLOEXEC`.
+const SOCK_CLOEXEC: i32 = 0o2000000;
+
+/// socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, `protocol`). Messages
+/// written to it go to the kernel (the default destination).
+pub fn netlink_socket(protocol: i32) -> SysResult<std::os::fd::OwnedFd> {
+    // SAFETY: no pointers are passed.
+    let fd = unsafe {
+        syscall!(
+            Sysno::socket,
+            AF_NETLINK,
+            SOCK_DGRAM | SOCK_CLOEXEC,
+            protocol
+        )
+    }?;
+    Ok(super::fd::own(fd))
+}
