@@ -559,25 +559,32 @@ fn an_interrupted_check_leaves_no_process_behind() {
         c.kill().expect("kill crest");
         c.wait().expect("reap crest");
         // Orphans are reparented to us; PDEATHSIG must have killed them.
-        // Reap them (they are our children now) and insist none was alive.
+        // Kill and reap whatever is there (they are our children now, and a
+        // live one would keep cargo's output pipe open), then insist that
+        // none was still alive.
         std::thread::sleep(Duration::from_millis(20));
         let leftover: Vec<u32> = children_of(me).difference(&before).copied().collect();
-        for pid in &leftover {
-            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            // SAFETY: reaping a child of this process.
-            unsafe { libc::waitpid(*pid as i32, std::ptr::null_mut(), libc::WNOHANG) };
-            let state = state
+        let mut alive = Vec::new();
+        for &pid in &leftover {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if !stat
                 .rsplit(')')
                 .next()
                 .unwrap_or("")
                 .trim_start()
-                .chars()
-                .next();
-            assert_eq!(
-                state,
-                Some('Z'),
-                "pid {pid} still running after crest died ({delay_us} us)"
-            );
+                .starts_with('Z')
+            {
+                alive.push(pid);
+            }
+            // SAFETY: signalling and reaping a child of this process.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+                libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
+            }
         }
+        assert!(
+            alive.is_empty(),
+            "{alive:?} still running after crest died ({delay_us} us)"
+        );
     }
 }
