@@ -251,12 +251,12 @@ fn pagemap_scan_and_uffd_wp_async_agree_with_direct_syscalls() {
             0,
             8u64,
         ];
-        let scan = libc::ioctl(pm, 0xC060_6610, arg.as_mut_ptr()) == 1 && regions[0] == a;
+        let scan = libc::ioctl(pm, 0xC060_6610u32 as _, arg.as_mut_ptr()) == 1 && regions[0] == a;
         libc::close(pm);
         libc::munmap(page, 4096);
         let uffd = libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK) as i32;
         let mut api = [0xAAu64, 1 << 15, 0];
-        let wp = uffd >= 0 && libc::ioctl(uffd, 0xC018_AA3F, api.as_mut_ptr()) == 0;
+        let wp = uffd >= 0 && libc::ioctl(uffd, 0xC018_AA3Fu32 as _, api.as_mut_ptr()) == 0;
         libc::close(uffd);
         (scan, wp)
     };
