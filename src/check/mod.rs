@@ -124,59 +124,61 @@ pub fn select(opts: &CheckOptions) -> Result<Vec<&'static Feature>> {
 
 /// Probes `features` one after the other and judges the result.
 pub fn probe_all(features: &[&'static Feature], filtered: bool) -> Report {
-    let rows: Vec<Row> = features
-        .iter()
-        .map(|&f| {
-            let start = std::time::Instant::now();
-            let (status, text) = match (f.probe)() {
-                Ok(detail) => (Status::Ok, detail),
-                Err(fail) => (fail.status, fail.reason),
-            };
-            let us = start.elapsed().as_micros();
-            crate::debug!("check: {} is {} ({us} us): {text}", f.name, status.as_str());
-            Row {
-                feature: f,
-                status,
-                text,
-            }
-        })
-        .collect();
-    let ok = |name: &str| {
-        rows.iter()
-            .any(|r| r.feature.name == name && r.status == Status::Ok)
-    };
+    let rows: Vec<Row> = features.iter().map(|&f| probe_one(f)).collect();
     let group_ok = |g: Option<&str>| {
         g.is_some()
             && rows
                 .iter()
                 .any(|r| r.feature.any_of == g && r.status == Status::Ok)
     };
-    let bad = rows.iter().filter(|r| r.status != Status::Ok);
-    let failed_required = bad
-        .clone()
-        .filter(|r| r.feature.category == Category::Required && !group_ok(r.feature.any_of))
-        .map(|r| r.feature.name)
-        .collect();
-    let unavailable = bad
-        .filter(|r| r.feature.category != Category::Required || group_ok(r.feature.any_of))
-        .map(|r| r.feature.name)
-        .collect();
-    let probed = |name: &str| rows.iter().any(|r| r.feature.name == name);
-    let dirty = if ok("mem_dirty_track") {
-        DirtyTracking::SoftDirty
-    } else if ok("uffd_wp_async") {
-        DirtyTracking::UffdWp
-    } else if probed("mem_dirty_track") && probed("uffd_wp_async") {
-        DirtyTracking::None
-    } else {
-        DirtyTracking::NotProbed
-    };
+    let (mut failed_required, mut unavailable) = (Vec::new(), Vec::new());
+    for r in rows.iter().filter(|r| r.status != Status::Ok) {
+        let f = r.feature;
+        if f.category == Category::Required && !group_ok(f.any_of) {
+            failed_required.push(f.name);
+        } else {
+            unavailable.push(f.name);
+        }
+    }
+    let dirty = dirty_tracking(&rows);
     Report {
         rows,
         dirty,
         failed_required,
         unavailable,
         filtered,
+    }
+}
+
+fn probe_one(f: &'static Feature) -> Row {
+    let start = std::time::Instant::now();
+    let (status, text) = match (f.probe)() {
+        Ok(detail) => (Status::Ok, detail),
+        Err(fail) => (fail.status, fail.reason),
+    };
+    let us = start.elapsed().as_micros();
+    crate::debug!("check: {} is {} ({us} us): {text}", f.name, status.as_str());
+    Row {
+        feature: f,
+        status,
+        text,
+    }
+}
+
+/// Soft-dirty is preferred where it works: it covers every kind of mapping
+/// and leaves nothing in the target, while uffd-wp needs a userfaultfd
+/// registered inside the target's mm.
+fn dirty_tracking(rows: &[Row]) -> DirtyTracking {
+    let status = |name: &str| {
+        rows.iter()
+            .find(|r| r.feature.name == name)
+            .map(|r| r.status)
+    };
+    match (status("mem_dirty_track"), status("uffd_wp_async")) {
+        (Some(Status::Ok), _) => DirtyTracking::SoftDirty,
+        (_, Some(Status::Ok)) => DirtyTracking::UffdWp,
+        (Some(_), Some(_)) => DirtyTracking::None,
+        _ => DirtyTracking::NotProbed,
     }
 }
 
