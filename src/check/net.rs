@@ -7,6 +7,7 @@
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 
+use crate::sys::Errno;
 use crate::sys::net::{self as n, SOL_TCP};
 
 use super::probe::{Fail, ProbeResult, SysExt, expect};
@@ -16,7 +17,15 @@ use super::probe::{Fail, ProbeResult, SysExt, expect};
 pub(super) fn connected() -> Result<(TcpStream, TcpStream), Fail> {
     let listener = TcpListener::bind("127.0.0.1:0").ctx("bind(127.0.0.1)")?;
     let addr = listener.local_addr().ctx("getsockname")?;
-    let client = TcpStream::connect(addr).ctx("connect(loopback)")?;
+    let client = TcpStream::connect(addr).map_err(|e| {
+        if e.raw_os_error() == Some(Errno::ENETUNREACH.into_raw()) {
+            Fail::error(
+                "connect(127.0.0.1) failed with ENETUNREACH: the loopback interface is down".into(),
+            )
+        } else {
+            Fail::from_io("connect(127.0.0.1)", &e)
+        }
+    })?;
     let (server, _) = listener.accept().ctx("accept")?;
     no_linger(&server)?;
     Ok((client, server))

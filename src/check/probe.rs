@@ -74,6 +74,14 @@ impl Fail {
             _ => Fail::error(reason),
         }
     }
+
+    /// Classifies a failed std I/O call like [`Fail::from_errno`].
+    pub fn from_io(call: &str, e: &std::io::Error) -> Fail {
+        match e.raw_os_error() {
+            Some(n) => Fail::from_errno(call, Errno::new(n)),
+            None => Fail::error(format!("{call} failed: {e}")),
+        }
+    }
 }
 
 /// `EPERM (Operation not permitted)`.
@@ -98,10 +106,7 @@ impl<T> SysExt<T> for SysResult<T> {
 
 impl<T> SysExt<T> for std::io::Result<T> {
     fn ctx(self, call: &str) -> Result<T, Fail> {
-        self.map_err(|e| match e.raw_os_error() {
-            Some(n) => Fail::from_errno(call, Errno::new(n)),
-            None => Fail::error(format!("{call} failed: {e}")),
-        })
+        self.map_err(|e| Fail::from_io(call, &e))
     }
 }
 

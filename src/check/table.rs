@@ -105,7 +105,7 @@ pub static FEATURES: &[Feature] = &[
     feature!("ns_last_pid", Required, Some("pid"), RESTORE,
         "Linux 3.3, CONFIG_CHECKPOINT_RESTORE; writing kernel.ns_last_pid needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE", task::ns_last_pid),
     feature!("sock_diag", Recommended, None, DUMP,
-        "Linux 3.3, CONFIG_UNIX_DIAG and CONFIG_INET_DIAG (modules or built in)", diag::sock_diag),
+        "Linux 3.3, CONFIG_UNIX_DIAG, CONFIG_INET_DIAG (built in, or modules unix_diag and tcp_diag loaded)", diag::sock_diag),
     feature!("mem_dirty_track", Recommended, None, TRACKING,
         "CONFIG_MEM_SOFT_DIRTY (x86_64, ppc64, s390, riscv; not arm64)", memory::mem_dirty_track),
     feature!("pagemap_scan", Recommended, None, TRACKING,
