@@ -92,8 +92,13 @@ pub fn text(r: &Report) -> String {
         let f = row.feature;
         let detail = match row.status {
             Status::Ok => row.text.clone(),
-            _ => format!("{}; comes with {}", row.text, f.provided_by),
+            _ => format!("{}; comes with {}", row.text.trim_end(), f.provided_by),
         };
+        // One feature, one line, whatever a kernel message contains.
+        let detail: String = detail
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
         let _ = writeln!(
             s,
             "{:<w_name$}  {:<11}  {:<7}  {:<w_need$}  {detail}",
@@ -176,5 +181,81 @@ mod tests {
         assert_eq!(quote("l1\nl2\t\r"), "\"l1\\nl2\\t\\r\"");
         assert_eq!(quote("\u{1}\u{1f}"), "\"\\u0001\\u001f\"");
         assert_eq!(quote("é [vvar]"), "\"é [vvar]\"");
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::super::probe::ProbeResult;
+    use super::super::{Category, Feature, Row};
+    use super::*;
+
+    fn nothing() -> ProbeResult {
+        Ok(String::new())
+    }
+
+    static SHORT: Feature = Feature {
+        name: "a",
+        category: Category::Required,
+        any_of: None,
+        needed_by: &["dump"],
+        provided_by: "Linux 1.0",
+        probe: nothing,
+    };
+    static LONG: Feature = Feature {
+        name: "a_much_longer_name",
+        category: Category::Optional,
+        any_of: None,
+        needed_by: &["dump", "restore", "lazy-pages"],
+        provided_by: "CONFIG_\"QUOTED\"",
+        probe: nothing,
+    };
+
+    fn report() -> Report {
+        let row = |feature, status, text: &str| Row {
+            feature,
+            status,
+            text: text.into(),
+        };
+        Report {
+            rows: vec![
+                row(&SHORT, Status::Ok, "measured"),
+                row(&LONG, Status::Missing, "EINVAL \"x\"\n"),
+            ],
+            dirty: DirtyTracking::UffdWp,
+            failed_required: vec![],
+            unavailable: vec!["a_much_longer_name"],
+            filtered: false,
+        }
+    }
+
+    #[test]
+    fn text_columns_line_up() {
+        let t = text(&report());
+        let lines: Vec<&str> = t.lines().take(3).collect();
+        for col in ["CATEGORY", "STATUS", "NEEDED BY", "DETAIL"] {
+            let at = lines[0].find(col).expect("header column");
+            assert!(
+                lines[1..]
+                    .iter()
+                    .all(|l| l.as_bytes()[at - 1] == b' ' && l.as_bytes()[at] != b' '),
+                "{col}:\n{t}"
+            );
+        }
+        assert!(
+            lines[2].ends_with("EINVAL \"x\"; comes with CONFIG_\"QUOTED\""),
+            "{t}"
+        );
+        assert!(t.contains("will use uffd-wp + PAGEMAP_SCAN"));
+    }
+
+    #[test]
+    fn json_escapes_details_and_reasons() {
+        let j = json(&report());
+        assert!(j.contains(r#""reason": "EINVAL \"x\"\n""#), "{j}");
+        assert!(j.contains(r#""provided_by": "CONFIG_\"QUOTED\"""#), "{j}");
+        assert!(j.contains(r#""dirty_tracking": "uffd-wp""#));
+        assert!(j.contains(r#""needed_by": ["dump", "restore", "lazy-pages"]"#));
+        assert!(!j.contains('\t'));
     }
 }
