@@ -74,6 +74,8 @@ pub const RESTORER_STACK_SIZE: usize = 16384;
 pub const RESTORER_MAX_UNMAP: usize = 64;
 /// [`RestorerArgs::failed`] when no step failed.
 pub const NO_FAILURE: u32 = u32::MAX;
+/// [`RestorerArgs::failed`] when unregistering rseq failed.
+pub const FAILED_RSEQ: u32 = u32::MAX - 1;
 /// [`RestorerArgs::flags`]: finish with rt_sigreturn through
 /// [`RestorerArgs::frame`] instead of trapping.
 pub const RESTORE_SIGRETURN: u32 = 1;
@@ -88,15 +90,18 @@ pub struct MemRange {
     pub len: u64,
 }
 
-/// The restorer's args area. Its steps so far: clear the address space of
-/// everything but the restorer (crest's own code, heap and stacks) so the
-/// dumped mappings can go back in their places, then either trap or, with
-/// [`RESTORE_SIGRETURN`], return through `frame` into the task's registers.
+/// The restorer's args area. Its steps so far: unregister the rseq area
+/// the task inherited (the kernel writes into it on every preemption, and
+/// it is about to be unmapped: a write into a hole is a SIGSEGV), clear the
+/// address space of everything but the restorer (crest's own code, heap
+/// and stacks) so the dumped mappings can go back in their places, then
+/// either trap or, with [`RESTORE_SIGRETURN`], return through `frame` into
+/// the task's registers.
 ///
 /// ```text
-///   0      4          8        12      16                   1040
-///   | ret  | nr_unmap | failed | flags | unmap[0] .. [63]   | frame
-///                                      (16 B each)          (RtSigframe)
+///   0      4          8        12      16          24         28         32                  1056
+///   | ret  | nr_unmap | failed | flags | rseq_addr | rseq_len | rseq_sig | unmap[0] .. [63]  | frame
+///                                                                         (16 B each)         (RtSigframe)
 /// ```
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +115,12 @@ pub struct RestorerArgs {
     pub failed: u32,
     /// [`RESTORE_SIGRETURN`] or 0.
     pub flags: u32,
+    /// The task's registered rseq area, 0 when it has none.
+    pub rseq_addr: u64,
+    /// The length it was registered with.
+    pub rseq_len: u32,
+    /// The signature it was registered with.
+    pub rseq_sig: u32,
     /// The ranges to unmap, in order; none may cover the restorer itself.
     pub unmap: [MemRange; RESTORER_MAX_UNMAP],
     /// The frame rt_sigreturn returns through, built by

@@ -3,7 +3,8 @@
 //! dumped mapping overlaps, since it replaces the whole address space,
 //! crest's own code included.
 //!
-//! This stage has the first and the last step: unmap the ranges crest lists
+//! This stage has the first and the last step: drop the inherited rseq
+//! registration, unmap the ranges crest lists
 //! (its own code, heap, stacks, the vdso...) so only the restorer remains,
 //! then trap, or rt_sigreturn into the registers and signal mask of the
 //! task. Mapping the dumped VMAs, filling pages, credentials and threads
@@ -47,7 +48,7 @@ mod proto;
 mod rt;
 
 use core::ptr::{read_volatile, write_volatile};
-use proto::{NO_FAILURE, RESTORE_SIGRETURN, RESTORER_MAX_UNMAP, RestorerArgs};
+use proto::{FAILED_RSEQ, NO_FAILURE, RESTORE_SIGRETURN, RESTORER_MAX_UNMAP, RestorerArgs};
 use sigframe::RtSigframe;
 
 blob_head!(
@@ -63,9 +64,22 @@ extern "C" fn restorer_main(args: *mut u8) {
     let a = args.cast::<RestorerArgs>();
     // SAFETY: args is the blob's own args area (the crate's Safety note),
     // large enough and aligned for RestorerArgs (assertion in proto.rs).
-    let n = unsafe { read_volatile(&raw const (*a).nr_unmap) } as usize;
+    let (n, rseq_addr, rseq_len, rseq_sig) = unsafe {
+        (
+            read_volatile(&raw const (*a).nr_unmap) as usize,
+            read_volatile(&raw const (*a).rseq_addr),
+            read_volatile(&raw const (*a).rseq_len),
+            read_volatile(&raw const (*a).rseq_sig),
+        )
+    };
     let (mut ret, mut failed) = (0, NO_FAILURE);
-    for i in 0..n.min(RESTORER_MAX_UNMAP) {
+    if rseq_addr != 0 {
+        ret = rt::rseq_unregister(rseq_addr, rseq_len, rseq_sig);
+        if ret < 0 {
+            failed = FAILED_RSEQ;
+        }
+    }
+    for i in (0..n.min(RESTORER_MAX_UNMAP)).take_while(|_| ret == 0) {
         // SAFETY: i < RESTORER_MAX_UNMAP, inside the area.
         let r = unsafe { read_volatile(&raw const (*a).unmap[i]) };
         // SAFETY: crest lists only ranges outside the restorer (Safety note).

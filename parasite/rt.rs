@@ -120,6 +120,14 @@ pub fn gettid() -> i32 {
     unsafe { syscall0(nr::SYS_gettid) as i32 }
 }
 
+/// `rseq(addr, len, RSEQ_FLAG_UNREGISTER, sig)`: 0 or -errno.
+pub fn rseq_unregister(addr: u64, len: u32, sig: u32) -> i32 {
+    const RSEQ_FLAG_UNREGISTER: usize = 1;
+    let (addr, len, sig) = (addr as usize, len as usize, sig as usize);
+    // SAFETY: unregistering only makes the kernel stop writing to the area.
+    unsafe { crate::syscall::syscall4(nr::SYS_rseq, addr, len, RSEQ_FLAG_UNREGISTER, sig) as i32 }
+}
+
 /// `munmap(addr, len)`: 0 or -errno.
 ///
 /// # Safety

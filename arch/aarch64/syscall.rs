@@ -158,4 +158,6 @@ pub mod nr {
     pub const SYS_gettid: usize = 178;
     /// `exit_group(2)`.
     pub const SYS_exit_group: usize = 94;
+    /// `rseq(2)`.
+    pub const SYS_rseq: usize = 293;
 }

@@ -161,4 +161,6 @@ pub mod nr {
     pub const SYS_gettid: usize = 186;
     /// `exit_group(2)`.
     pub const SYS_exit_group: usize = 231;
+    /// `rseq(2)`.
+    pub const SYS_rseq: usize = 334;
 }

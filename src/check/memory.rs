@@ -104,7 +104,10 @@ pub fn vmsplice() -> ProbeResult {
 /// The special mappings a restorer must move together.
 pub fn vdso_layout() -> ProbeResult {
     let buf = std::fs::read("/proc/self/maps").ctx("read(/proc/self/maps)")?;
-    let special: Vec<_> = maps::entries(&buf)
+    let maps =
+        maps::parse(&buf).map_err(|e| Fail::error(format!("/proc/self/maps: {}", e.problem)))?;
+    let special: Vec<_> = maps
+        .into_iter()
         .filter(|e| matches!(e.path, b"[vvar]" | b"[vvar_vclock]" | b"[vdso]"))
         .collect();
     let Some(vdso) = special.iter().find(|e| e.path == b"[vdso]") else {

@@ -99,8 +99,8 @@ pub fn prctl_mm_map() -> ProbeResult {
         format!("the kernel's struct prctl_mm_map is {size} bytes, crest's {want}")
     })?;
     let buf = std::fs::read("/proc/self/stat").ctx("read(/proc/self/stat)")?;
-    let l = stat::parse_mm_layout(&buf)
-        .ok_or_else(|| Fail::error("/proc/self/stat has fewer than 51 fields".into()))?;
+    let l =
+        stat::parse(&buf).map_err(|e| Fail::error(format!("/proc/self/stat: {}", e.problem)))?;
     let mut map = p::PrctlMmMap {
         start_code: l.start_code,
         end_code: l.end_code,

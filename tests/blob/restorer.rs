@@ -1,6 +1,6 @@
 //! The restorer: unmap everything but itself, then trap or rt_sigreturn.
 
-use crate::harness::{End, Loaded, TraceFlag, run_in_child};
+use crate::harness::{End, Loaded, TraceFlag, own_rseq, run_in_child};
 use crest::blob::proto::{self, MemRange, RestorerArgs};
 use crest::blob::regs::UserRegs;
 use crest::blob::sigframe::RtSigframe;
@@ -44,6 +44,9 @@ fn all_but(loaded: &Loaded) -> Vec<MemRange> {
 /// Fills the args area: unmap `unmap`, then trap or, with a frame,
 /// sigreturn through it. Returns the area for reading the results.
 fn set_args(loaded: &Loaded, unmap: &[MemRange], frame: Option<RtSigframe>) -> *mut RestorerArgs {
+    // The child inherits this thread's rseq area, which is about to be
+    // unmapped: the restorer must unregister it first.
+    let (rseq_addr, rseq_len, rseq_sig) = own_rseq();
     let mut args = RestorerArgs {
         ret: proto::RET_PENDING,
         nr_unmap: unmap.len() as u32,
@@ -53,6 +56,9 @@ fn set_args(loaded: &Loaded, unmap: &[MemRange], frame: Option<RtSigframe>) -> *
         } else {
             0
         },
+        rseq_addr,
+        rseq_len,
+        rseq_sig,
         unmap: [MemRange::default(); proto::RESTORER_MAX_UNMAP],
         frame: frame.unwrap_or_else(|| RtSigframe::new(&UserRegs::default(), 0)),
     };
@@ -212,4 +218,23 @@ fn sigreturn_loads_every_register_and_the_mask() {
         expect.pstate = got.pstate;
     }
     assert_eq!(*got, expect);
+}
+
+#[test]
+fn refuses_to_unmap_when_rseq_cannot_be_unregistered() {
+    let (addr, _, sig) = own_rseq();
+    if addr == 0 {
+        // musl registers no rseq: there is nothing a wrong signature could
+        // fail to unregister, and the success path is covered above.
+        return;
+    }
+    let loaded = Loaded::new(blob::restorer());
+    let area = set_args(&loaded, &all_but(&loaded), None);
+    // SAFETY: the area set_args returned; the child does not exist yet.
+    unsafe { (*area).rseq_sig = sig ^ 1 };
+    let (_, end) = run_in_child(&loaded, None);
+    assert_eq!(end, End::Signal(libc::SIGTRAP));
+    // The kernel refuses a mismatched signature with EPERM, and nothing
+    // was unmapped: the trap still ran from an intact process.
+    assert_eq!(results(area), (-libc::EPERM, proto::FAILED_RSEQ));
 }
