@@ -148,25 +148,11 @@ pub fn json(r: &Report) -> String {
     s
 }
 
-/// A JSON string literal for `s`: quotes, backslashes and control
-/// characters escaped, everything else (UTF-8 included) as is.
+/// A JSON string literal for `s` (the image printer's escaping, shared so
+/// both JSON outputs escape alike).
 pub fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    crate::image::value::json_str(&mut out, s);
     out
 }
 
