@@ -39,7 +39,12 @@ pub fn build_inventory(root_pid: u32, options: &[String]) -> Result<Inventory> {
 pub fn cpu_features() -> Result<CpuFeatures> {
     let raw = crate::proc::read("self", "auxv")?;
     let pairs = auxv::parse(&raw).map_err(|e| e.in_file("/proc/self/auxv"))?;
-    let find = |kind| pairs.iter().find(|(k, _)| *k == kind).map_or(0, |(_, v)| *v);
+    let find = |kind| {
+        pairs
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map_or(0, |(_, v)| *v)
+    };
     let (xsave_mask, xsave_size) = xsave_features();
     Ok(CpuFeatures {
         xsave_mask,

@@ -1,7 +1,8 @@
 //! Per-process settings read from outside: the process record
 //! (`/proc/PID/stat` and `/proc/PID/task`), task-misc (`/proc/PID/status`,
 //! `comm`, `personality`, the `cwd` and `root` links), credentials (status),
-//! resource limits (prlimit64 with no new value, which only reads), POSIX
+//! resource limits (prlimit64 with no new value, which only reads, or
+//! `/proc/PID/limits` where prlimit64 is not allowed), POSIX
 //! timers (`/proc/PID/timers`), per-thread signal masks (each thread's
 //! status) and oom_score_adj.
 //!
@@ -13,13 +14,13 @@
 
 use super::mm::readlink;
 use super::{parsed, read_proc};
-use crate::error::{Error, Result};
+use crate::error::{Errno, Error, Result};
 use crate::image::creds::Creds;
 use crate::image::pstree::{Process, TaskState};
 use crate::image::rlimits::{Rlimit, Rlimits};
 use crate::image::task::TaskMisc;
 use crate::image::timers::PosixTimer;
-use crate::proc::{stat, status, timers};
+use crate::proc::{limits, stat, status, timers};
 use crate::sys::rlimit::{RLIM_NLIMITS, prlimit64_get};
 
 /// What /proc tells about one thread.
@@ -138,23 +139,31 @@ pub fn collect_creds(st: &status::Status) -> Creds {
     }
 }
 
-/// Every RLIMIT_* of `pid`, indexed by resource number.
+/// Every RLIMIT_* of `pid`, indexed by resource number: from prlimit64, or
+/// from /proc/PID/limits when the kernel refuses prlimit64 (EPERM: the
+/// target has other ids and crest lacks CAP_SYS_RESOURCE).
 pub fn collect_rlimits(pid: u32) -> Result<Rlimits> {
-    let limits = (0..RLIM_NLIMITS)
-        .map(|r| {
-            let (cur, max) = prlimit64_get(pid as i32, r).map_err(|errno| {
-                super::gone_or(
-                    pid,
-                    Error::sys(
-                        "prlimit64",
-                        format!("reading limit {r} of pid {pid}"),
-                        errno,
-                    ),
-                )
-            })?;
-            Ok(Rlimit { cur, max })
-        })
-        .collect::<Result<_>>()?;
+    let mut limits = Vec::with_capacity(RLIM_NLIMITS as usize);
+    for r in 0..RLIM_NLIMITS {
+        match prlimit64_get(pid as i32, r) {
+            Ok((cur, max)) => limits.push(Rlimit { cur, max }),
+            Err(Errno::EPERM) => return rlimits_from_proc(pid),
+            Err(errno) => {
+                let context = format!("reading limit {r} of pid {pid}");
+                return Err(super::gone_or(pid, Error::sys("prlimit64", context, errno)));
+            }
+        }
+    }
+    Ok(Rlimits { limits })
+}
+
+fn rlimits_from_proc(pid: u32) -> Result<Rlimits> {
+    let text = read_proc(pid, "limits")?;
+    let pairs = parsed(pid, "limits", limits::parse(&text))?;
+    let limits = pairs
+        .into_iter()
+        .map(|(cur, max)| Rlimit { cur, max })
+        .collect();
     Ok(Rlimits { limits })
 }
 

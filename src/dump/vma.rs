@@ -92,9 +92,13 @@ fn collect_vma(pid: u32, e: &SmapsEntry<'_>) -> Result<Vma> {
     })
 }
 
-/// Refuses the mappings no restore could rebuild, naming them.
+/// Refuses the mappings no restore could rebuild, naming them. The kernel's
+/// special mappings are exempt: [vvar] is VM_IO|VM_PFNMAP, and restore
+/// moves the kernel's own instead of copying them.
 fn refuse_unsupported(pid: u32, e: &SmapsEntry<'_>) -> Result<()> {
-    let why = if e.vm_flags & VM_HUGETLB != 0 {
+    let why = if e.map.is_special() {
+        return Ok(());
+    } else if e.vm_flags & VM_HUGETLB != 0 {
         "a hugetlbfs mapping"
     } else if e.vm_flags & (VM_IO | VM_PFNMAP) != 0 {
         "device memory (VM_IO/VM_PFNMAP)"

@@ -1,5 +1,5 @@
 //! Parsers for the /proc files that describe a process: maps, smaps, status,
-//! stat, fdinfo, pagemap, auxv and timers.
+//! stat, fdinfo, pagemap, auxv, timers and limits.
 //!
 //! Each parser works over a byte slice read in one go (so a test can feed it a
 //! real sample) and splits lines with memchr without allocating per line.
@@ -8,6 +8,7 @@
 
 pub mod auxv;
 pub mod fdinfo;
+pub mod limits;
 pub mod maps;
 pub mod pagemap;
 pub mod smaps;
