@@ -517,3 +517,389 @@ fn collects_the_mm_record() {
     );
     assert!(mm.env.0 >= mm.arg.1 && mm.start_stack > mm.env.0 - (64 << 20));
 }
+
+fn fd_of(s: &ProcessState, fd: i32) -> &FdFile {
+    &s.files
+        .fds
+        .iter()
+        .find(|f| f.fd == fd)
+        .unwrap_or_else(|| panic!("fd {fd} not collected"))
+        .file
+}
+
+fn cloexec(s: &ProcessState, fd: i32) -> bool {
+    s.files.fds.iter().any(|f| f.fd == fd && f.fd_flags == 1)
+}
+
+/// The inode of the victim's fd, through a copy of it (pidfd_getfd).
+fn victim_fd_ino(v: &Victim, fd: i32) -> u64 {
+    let pidfd = crest::sys::process::pidfd_open(v.pid).expect("pidfd_open");
+    let copy = crest::sys::process::pidfd_getfd(pidfd.as_fd(), fd).expect("pidfd_getfd");
+    File::from(copy).metadata().expect("fstat").ino()
+}
+
+#[test]
+fn collects_regular_files_directories_devices_and_pipes() {
+    let f = full_victim();
+    let s = collect(&f.v);
+    let mut numbers: Vec<i32> = s.files.fds.iter().map(|f| f.fd).collect();
+    let mut want = vec![0, 1, 2, f.reg_fd, f.dir_fd, f.null_fd, f.pipe[0], f.pipe[1]];
+    want.extend([REPORT_FD, GO_FD]);
+    want.sort();
+    numbers.sort();
+    assert_eq!(numbers, want);
+    let null = std::fs::metadata("/dev/null").unwrap();
+    for fd in [0, 1, 2, f.null_fd] {
+        let FdFile::Chr {
+            path, rdev, flags, ..
+        } = fd_of(&s, fd)
+        else {
+            panic!("fd {fd} is not a character device: {:?}", fd_of(&s, fd));
+        };
+        assert_eq!((path.as_slice(), *rdev), (&b"/dev/null"[..], null.rdev()));
+        let mode = if fd == f.null_fd {
+            libc::O_WRONLY
+        } else {
+            libc::O_RDWR
+        };
+        assert_eq!(*flags as i32 & libc::O_ACCMODE, mode, "fd {fd}");
+        assert_eq!(cloexec(&s, fd), fd == f.null_fd, "FD_CLOEXEC of fd {fd}");
+    }
+    let FdFile::Reg {
+        path,
+        flags,
+        pos,
+        id,
+    } = fd_of(&s, f.reg_fd)
+    else {
+        panic!("the regular file fd");
+    };
+    assert_eq!(path.as_slice(), f.regular.as_os_str().as_bytes());
+    assert_eq!(
+        *flags as i32 & (libc::O_ACCMODE | libc::O_APPEND),
+        libc::O_RDWR | libc::O_APPEND
+    );
+    assert_eq!(*pos, 3);
+    assert_eq!(*id, id_of(&std::fs::metadata(&f.regular).unwrap()));
+    let FdFile::Reg {
+        path, id, flags, ..
+    } = fd_of(&s, f.dir_fd)
+    else {
+        panic!("the directory fd");
+    };
+    assert_eq!(path.as_slice(), f.tmp.0.as_os_str().as_bytes());
+    assert_eq!(*id, id_of(&std::fs::metadata(&f.tmp.0).unwrap()));
+    assert_ne!(*flags as i32 & libc::O_DIRECTORY, 0);
+    let ino = victim_fd_ino(&f.v, f.pipe[0]);
+    for (fd, mode) in [(f.pipe[0], libc::O_RDONLY), (f.pipe[1], libc::O_WRONLY)] {
+        let FdFile::Pipe { pipe_id, flags } = fd_of(&s, fd) else {
+            panic!("fd {fd} is not a pipe");
+        };
+        assert_eq!(*pipe_id, ino);
+        assert_eq!(
+            *flags as i32 & (libc::O_ACCMODE | libc::O_NONBLOCK),
+            mode | libc::O_NONBLOCK
+        );
+    }
+    assert!(s.files.pipes.is_empty(), "pipe data is the parasite step's");
+}
+
+/// The capability sets of this process (the victim inherited them).
+fn own_caps() -> (u64, u64, u64, u64, u64) {
+    #[repr(C)]
+    struct Header(u32, i32);
+    let mut data = [[0u32; 3]; 2];
+    let mut h = Header(0x2008_0522, 0); // _LINUX_CAPABILITY_VERSION_3
+    // SAFETY: capget writes two struct __user_cap_data_struct into `data`.
+    let rc = unsafe { libc::syscall(libc::SYS_capget, &mut h as *mut Header, data.as_mut_ptr()) };
+    assert_eq!(rc, 0);
+    let join = |i: usize| u64::from(data[0][i]) | u64::from(data[1][i]) << 32;
+    let (mut bnd, mut amb) = (0u64, 0u64);
+    for cap in 0..64 {
+        // SAFETY: prctl queries with integer arguments.
+        let (b, a) = unsafe {
+            let a = libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_IS_SET, cap, 0, 0);
+            (libc::prctl(libc::PR_CAPBSET_READ, cap, 0, 0, 0), a)
+        };
+        bnd |= u64::from(b == 1) << cap;
+        amb |= u64::from(a == 1) << cap;
+    }
+    (join(2), join(0), join(1), bnd, amb)
+}
+
+#[test]
+fn collects_task_settings_credentials_limits_signals_and_timers() {
+    let f = full_victim();
+    let s = collect(&f.v);
+    let pid = f.v.upid();
+    assert_eq!((s.process.pid, s.process.ppid), (pid, std::process::id()));
+    assert_eq!(
+        (s.process.pgid, s.process.sid),
+        (pid, pid),
+        "the victim called setsid"
+    );
+    assert_eq!(
+        (s.process.state, s.process.threads.clone()),
+        (TaskState::Running, vec![pid])
+    );
+    let m = &s.task.misc;
+    assert_eq!(m.comm, b"victim-x");
+    assert_eq!(
+        (m.umask, m.personality, m.thp_disable),
+        (0o027, 0x0040000, true)
+    );
+    assert_eq!(
+        (m.cwd.as_slice(), m.root.as_slice()),
+        (f.tmp.0.as_os_str().as_bytes(), &b"/"[..])
+    );
+    let c = &s.task.creds;
+    let (mut r, mut e, mut su) = (0, 0, 0);
+    // SAFETY: getresuid writes three uids.
+    assert_eq!(unsafe { libc::getresuid(&mut r, &mut e, &mut su) }, 0);
+    assert_eq!(c.uids, [r, e, su, e]);
+    assert_eq!(
+        (c.gids, c.groups.clone()),
+        ([11, 12, 13, 12], vec![7, 8, 9])
+    );
+    let caps = (
+        c.cap_inheritable,
+        c.cap_permitted,
+        c.cap_effective,
+        c.cap_bounding,
+        c.cap_ambient,
+    );
+    assert_eq!(caps, own_caps());
+    assert!(c.no_new_privs);
+    check_limits(&s, f.nofile_max);
+    assert_eq!(s.shared_pending, 1 << (libc::SIGUSR1 - 1));
+    let blocked = 1u64 << (libc::SIGUSR1 - 1) | 1 << (libc::SIGUSR2 - 1);
+    assert_eq!(s.threads.len(), 1);
+    assert_eq!((s.threads[0].tid, s.threads[0].blocked), (pid, blocked));
+    assert_eq!(s.threads[0].comm, b"victim-x");
+    let t = &s.task.posix_timers;
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert_eq!(
+        (t[0].id, t[0].clock_id, t[0].sigev_signo),
+        (f.timer, libc::CLOCK_MONOTONIC, libc::SIGUSR2)
+    );
+    assert_eq!(
+        (t[0].sigev_notify, t[0].notify_tid, t[0].sigev_value),
+        (libc::SIGEV_SIGNAL, pid, 0x5eed)
+    );
+    assert_eq!(s.oom_score_adj, 123);
+}
+
+/// RLIMIT_NOFILE as the victim set it; every other limit as inherited.
+fn check_limits(s: &ProcessState, nofile_max: u64) {
+    let l = &s.task.rlimits.limits;
+    assert_eq!(l.len(), 16);
+    for (r, got) in l.iter().enumerate() {
+        let mut want = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes one struct rlimit.
+        assert_eq!(unsafe { libc::getrlimit(r as _, &mut want) }, 0);
+        if r == libc::RLIMIT_NOFILE as usize {
+            (want.rlim_cur, want.rlim_max) = (200, nofile_max);
+        }
+        assert_eq!(
+            (got.cur, got.max),
+            (want.rlim_cur, want.rlim_max),
+            "limit {r}"
+        );
+    }
+}
+
+/// A victim holding one fd made by `make` (raw libc); returns it and the fd.
+fn victim_with(make: fn() -> i32) -> (Victim, i32) {
+    let (v, w) = Victim::spawn(|| {
+        let fd = make();
+        if fd < 0 {
+            Err(line!())
+        } else {
+            Ok([fd as u64])
+        }
+    });
+    (v, w[0] as i32)
+}
+
+fn refusal(v: &Victim) -> String {
+    match dump::collect_process(v.upid()) {
+        Ok(_) => panic!(
+            "pid {} was collected despite an unsupported resource",
+            v.pid
+        ),
+        Err(e) => {
+            assert!(matches!(e, crest::Error::Unsupported(_)), "{e:?}");
+            e.to_string()
+        }
+    }
+}
+
+#[test]
+fn refuses_unsupported_fds_by_number_and_kind_and_leaves_the_victim_running() {
+    // SAFETY (each maker): a raw syscall in the victim.
+    let makers: [(fn() -> i32, &str); 4] = [
+        (|| unsafe { libc::eventfd(5, 0) }, "an eventfd"),
+        (|| unsafe { libc::epoll_create1(0) }, "an epoll instance"),
+        (
+            || unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, 0) },
+            "a timerfd",
+        ),
+        (
+            || {
+                let mut sv = [0; 2];
+                // SAFETY: socketpair writes two fds into `sv`.
+                let rc = unsafe {
+                    libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr())
+                };
+                // The victim keeps one end, so only one fd is a socket.
+                // SAFETY: closing the victim's own fd.
+                if rc < 0 {
+                    rc
+                } else {
+                    unsafe { libc::close(sv[1]) };
+                    sv[0]
+                }
+            },
+            "a socket",
+        ),
+    ];
+    for (make, kind) in makers {
+        let (mut v, fd) = victim_with(make);
+        let msg = refusal(&v);
+        let want = format!("fd {fd} of pid {} is {kind}", v.pid);
+        assert!(msg.contains(&want), "`{msg}` lacks `{want}`");
+        assert!(v.ping(), "the victim stopped answering after the refusal");
+        assert!(
+            Path::new(&format!("/proc/{}/fd/{fd}", v.pid)).exists(),
+            "its fd is still open"
+        );
+    }
+}
+
+#[test]
+fn refuses_a_deleted_file_fd_or_mapping_by_path() {
+    let tmp = TempDir::new("deleted");
+    let path = tmp.file("gone", b"data");
+    let c = cstr(&path);
+    let (mut v, w) = Victim::spawn(|| {
+        // SAFETY: raw syscalls in the victim on its own fd.
+        unsafe {
+            let fd = ok!(libc::open(c.as_ptr(), libc::O_RDONLY));
+            ok!(libc::unlink(c.as_ptr()));
+            Ok([fd as u64])
+        }
+    });
+    let msg = refusal(&v);
+    let want = format!(
+        "fd {} of pid {} is the deleted file `{}",
+        w[0],
+        v.pid,
+        path.display()
+    );
+    assert!(msg.contains(&want), "`{msg}` lacks `{want}`");
+    assert!(v.ping());
+    let path = tmp.file("mapped-gone", &vec![1; page() as usize]);
+    let c = cstr(&path);
+    let (mut v, w) = Victim::spawn(|| {
+        // SAFETY: raw syscalls in the victim on its own fd and memory.
+        unsafe {
+            let fd = ok!(libc::open(c.as_ptr(), libc::O_RDONLY));
+            let len = page() as usize;
+            let addr = ok!(libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                fd,
+                0
+            ));
+            libc::close(fd);
+            ok!(libc::unlink(c.as_ptr()));
+            Ok([addr as u64])
+        }
+    });
+    let msg = refusal(&v);
+    let want = format!(
+        "mapping {:#x}-{:#x} `{} (deleted)` of pid {}",
+        w[0],
+        w[0] + page(),
+        path.display(),
+        v.pid
+    );
+    assert!(
+        msg.contains(&want) && msg.contains("deleted file"),
+        "`{msg}` lacks `{want}`"
+    );
+    assert!(v.ping());
+}
+
+#[test]
+fn a_process_that_is_gone_or_a_zombie_is_a_clear_error() {
+    // SAFETY: the child exits at once.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: leaving the forked child.
+        unsafe { libc::_exit(3) };
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let stat = format!("/proc/{pid}/stat");
+    while !std::fs::read_to_string(&stat).is_ok_and(|s| s.contains(") Z ")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the child never became a zombie"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let p = dump::task::collect_pstree(pid as u32).expect("a zombie's process record");
+    assert_eq!(p.state, TaskState::Zombie { exit_code: 3 << 8 });
+    assert!(p.threads.is_empty());
+    let msg = dump::collect_process(pid as u32).unwrap_err().to_string();
+    assert!(msg.contains(&format!("pid {pid} is a zombie")), "{msg}");
+    let mut status = 0;
+    // SAFETY: reaping our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert_eq!(status, 3 << 8, "the wait status the record announced");
+    let msg = dump::collect_process(pid as u32).unwrap_err().to_string();
+    assert!(
+        msg.contains(&format!("pid {pid}")) && msg.contains("does not exist or exited"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_stopped_process_is_recorded_as_stopped_and_limits_come_from_prlimit() {
+    let (v, w) = Victim::spawn(|| {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: raw syscalls changing the victim's own limit.
+        unsafe {
+            ok!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim));
+            lim.rlim_cur = 200;
+            ok!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim));
+        }
+        Ok([lim.rlim_max])
+    });
+    // Same ids as this process: prlimit64 is allowed, no /proc fallback.
+    check_limits(&collect(&v), w[0]);
+    // SAFETY: signals to our own child.
+    unsafe { libc::kill(v.pid, libc::SIGSTOP) };
+    let stat = format!("/proc/{}/stat", v.pid);
+    while !std::fs::read_to_string(&stat).unwrap().contains(") T ") {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let p = dump::task::collect_pstree(v.upid()).unwrap();
+    assert_eq!(
+        p.state,
+        TaskState::Stopped {
+            signal: libc::SIGSTOP as u32
+        }
+    );
+    assert_eq!(p.threads, [v.upid()]);
+    // SAFETY: as above.
+    unsafe { libc::kill(v.pid, libc::SIGCONT) };
+}
