@@ -7,356 +7,26 @@
 //! The victim is forked from a multithreaded test process, so its code is
 //! raw libc calls only: no allocation, no locks.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
 use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::Path;
 
 use crest::dump::{self, ProcessState};
 use crest::image::files::{FdFile, FileId};
 use crest::image::pstree::TaskState;
 use crest::image::vma::{Backing, VMA_DONTDUMP, VMA_DONTFORK, VMA_HUGEPAGE, VMA_LOCKED, Vma};
 
-/// The fds the victim keeps for talking to the test.
-const REPORT_FD: i32 = 100;
-const GO_FD: i32 = 101;
+#[macro_use]
+#[path = "dump_collect/victim.rs"]
+mod victim;
+#[path = "dump_collect/full.rs"]
+mod full;
 
-fn page() -> u64 {
-    // SAFETY: sysconf has no memory effects.
-    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as u64 }
-}
-
-/// A directory removed with everything in it when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let p =
-            std::env::temp_dir().join(format!("crest-collect-{}-{tag}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("create temp dir");
-        TempDir(p.canonicalize().expect("canonical temp dir"))
-    }
-    fn file(&self, name: &str, content: &[u8]) -> PathBuf {
-        let p = self.0.join(name);
-        std::fs::write(&p, content).expect("write temp file");
-        p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn cstr(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes()).expect("path without NUL")
-}
-
-/// A forked child, killed and reaped when dropped.
-struct Victim {
-    pid: i32,
-    report: File,
-    go: File,
-}
-
-impl Victim {
-    /// Forks a child that runs `setup` (raw libc only), reports its N words
-    /// (or the failing line) and then answers pings until killed.
-    fn spawn<const N: usize>(setup: impl FnOnce() -> Result<[u64; N], u32>) -> (Victim, [u64; N]) {
-        let (report_r, report_w) = pipe();
-        let (go_r, go_w) = pipe();
-        // SAFETY: the child only makes raw libc calls and ends in _exit.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0, "fork failed");
-        if pid == 0 {
-            child_main(report_w.as_raw_fd(), go_r.as_raw_fd(), setup);
-        }
-        drop((report_w, go_r));
-        let mut v = Victim {
-            pid,
-            report: File::from(report_r),
-            go: File::from(go_w),
-        };
-        let mut buf = vec![0u8; 8 * (N + 1)];
-        v.report
-            .read_exact(&mut buf)
-            .expect("the victim died during its setup");
-        let words: Vec<u64> = buf
-            .chunks_exact(8)
-            .map(|c| u64::from_ne_bytes(c.try_into().unwrap()))
-            .collect();
-        assert_eq!(
-            words[0], 0,
-            "the victim's setup failed at line {}",
-            words[0]
-        );
-        (v, words[1..].try_into().unwrap())
-    }
-
-    fn upid(&self) -> u32 {
-        self.pid as u32
-    }
-
-    /// Whether the victim still answers.
-    fn ping(&mut self) -> bool {
-        let mut b = [0u8];
-        self.go.write_all(b"p").is_ok() && self.report.read_exact(&mut b).is_ok() && b[0] == b'P'
-    }
-}
-
-impl Drop for Victim {
-    fn drop(&mut self) {
-        // SAFETY: plain syscalls on our own child.
-        unsafe {
-            libc::kill(self.pid, libc::SIGKILL);
-            libc::waitpid(self.pid, std::ptr::null_mut(), 0);
-        }
-    }
-}
-
-fn pipe() -> (OwnedFd, OwnedFd) {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two fds into `fds`.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    // SAFETY: both fds were just created and are owned by nobody else.
-    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
-}
-
-/// The child: keep only the two pipes (at fixed numbers) and /dev/null on
-/// 0-2, run the setup, report, then answer each `p` with `P`.
-fn child_main<const N: usize>(
-    report: i32,
-    go: i32,
-    setup: impl FnOnce() -> Result<[u64; N], u32>,
-) -> ! {
-    // SAFETY: raw syscalls in a freshly forked child; buffers are on its stack.
-    unsafe {
-        libc::dup2(report, REPORT_FD);
-        libc::dup2(go, GO_FD);
-        libc::syscall(libc::SYS_close_range, 3, REPORT_FD - 1, 0);
-        libc::syscall(libc::SYS_close_range, GO_FD + 1, u32::MAX, 0);
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        for fd in 0..3 {
-            libc::dup2(null, fd);
-        }
-        libc::close(null);
-        let mut out = [0u64; 64];
-        match setup() {
-            Ok(words) => out[1..=N].copy_from_slice(&words),
-            Err(line) => out[0] = u64::from(line.max(1)),
-        }
-        libc::write(REPORT_FD, out.as_ptr().cast(), 8 * (N + 1));
-        loop {
-            let mut b = 0u8;
-            let n = libc::read(GO_FD, (&mut b as *mut u8).cast(), 1);
-            if n == 0 || (n < 0 && *libc::__errno_location() != libc::EINTR) {
-                libc::_exit(0);
-            }
-            if b == b'p' {
-                libc::write(REPORT_FD, b"P".as_ptr().cast(), 1);
-            }
-        }
-    }
-}
-
-/// Fails the setup with the caller's line when a libc call returned -1.
-macro_rules! ok {
-    ($e:expr) => {{
-        let r = $e;
-        if r as i64 == -1 {
-            return Err(line!());
-        }
-        r
-    }};
-}
-
-/// What the full victim reports.
-struct Full {
-    v: Victim,
-    tmp: TempDir,
-    mapped: PathBuf,
-    regular: PathBuf,
-    base: u64,
-    reg_fd: i32,
-    dir_fd: i32,
-    null_fd: i32,
-    pipe: [i32; 2],
-    timer: i32,
-    nofile_max: u64,
-    brk: u64,
-}
-
-/// Slots of the full victim's address layout, in pages from its base.
-const ANON: u64 = 1;
-const SHARED: u64 = 6;
-const FILE_PRIVATE: u64 = 9;
-const FILE_SHARED: u64 = 11;
-const DONTFORK: u64 = 14;
-const DONTDUMP: u64 = 16;
-const HUGEPAGE: u64 = 18;
-const LOCKED: u64 = 21;
-const GUARDED: u64 = 25;
-
-/// A victim with every kind of state the collectors take.
-fn full_victim() -> Full {
-    let tmp = TempDir::new("full");
-    let mapped = tmp.file("mapped", &vec![0x5a; 3 * page() as usize]);
-    let regular = tmp.file("regular", b"0123456789");
-    let (c_mapped, c_regular, c_tmp) = (cstr(&mapped), cstr(&regular), cstr(&tmp.0));
-    let (v, w) = Victim::spawn(|| {
-        // SAFETY: raw libc calls on memory and fds the child owns.
-        unsafe { full_setup(&c_mapped, &c_regular, &c_tmp) }
-    });
-    Full {
-        v,
-        tmp,
-        mapped,
-        regular,
-        base: w[0],
-        reg_fd: w[1] as i32,
-        dir_fd: w[2] as i32,
-        null_fd: w[3] as i32,
-        pipe: [w[4] as i32, w[5] as i32],
-        timer: w[6] as i32,
-        nofile_max: w[7],
-        brk: w[8],
-    }
-}
-
-/// Maps `pages` at slot `at` of `base`.
-unsafe fn map_at(base: u64, at: u64, pages: u64, prot: i32, flags: i32, fd: i32, off: i64) -> i64 {
-    let p = page();
-    let flags = flags | libc::MAP_FIXED;
-    // SAFETY: MAP_FIXED inside the child's own reservation.
-    let r = unsafe {
-        libc::mmap(
-            (base + at * p) as *mut _,
-            (pages * p) as usize,
-            prot,
-            flags,
-            fd,
-            off,
-        )
-    };
-    if r == libc::MAP_FAILED { -1 } else { r as i64 }
-}
-
-/// # Safety
-/// Runs in the forked child only.
-unsafe fn full_setup(mapped: &CStr, regular: &CStr, tmp: &CStr) -> Result<[u64; 9], u32> {
-    use libc::*;
-    let p = page();
-    let (rw, anon) = (PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS);
-    // SAFETY (whole body): syscalls on the child's own memory, fds and state.
-    unsafe {
-        let base = ok!(mmap(
-            std::ptr::null_mut(),
-            40 * p as usize,
-            PROT_READ,
-            anon,
-            -1,
-            0
-        )) as u64;
-        let one = |at, pages, prot, flags, fd, off| map_at(base, at, pages, prot, flags, fd, off);
-        let a = ok!(one(ANON, 4, rw, anon, -1, 0));
-        *(a as *mut u8) = 1;
-        ok!(one(SHARED, 2, rw, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
-        let fd = ok!(open(mapped.as_ptr(), O_RDWR));
-        ok!(one(FILE_PRIVATE, 1, rw, MAP_PRIVATE, fd, p as i64));
-        ok!(one(FILE_SHARED, 2, PROT_READ, MAP_SHARED, fd, 0));
-        close(fd);
-        for (at, pages, advice) in [
-            (DONTFORK, 1, MADV_DONTFORK),
-            (DONTDUMP, 1, MADV_DONTDUMP),
-            (HUGEPAGE, 2, MADV_HUGEPAGE),
-        ] {
-            let addr = ok!(one(at, pages, rw, anon, -1, 0));
-            ok!(madvise(addr as *mut _, (pages * p) as usize, advice));
-        }
-        let locked = ok!(one(LOCKED, 1, rw, anon, -1, 0));
-        ok!(mlock(locked as *const _, p as usize));
-        let guarded = ok!(one(GUARDED, 3, rw, anon, -1, 0));
-        ok!(mprotect(guarded as *mut _, p as usize, PROT_NONE));
-        let (nofile_max, timer) = task_setup(tmp)?;
-        let reg = ok!(open(regular.as_ptr(), O_RDWR | O_APPEND));
-        ok!(lseek(reg, 3, SEEK_SET));
-        let dir = ok!(open(tmp.as_ptr(), O_RDONLY | O_DIRECTORY));
-        let null = ok!(open(c"/dev/null".as_ptr(), O_WRONLY | O_CLOEXEC));
-        let mut fds = [0; 2];
-        ok!(pipe2(fds.as_mut_ptr(), O_NONBLOCK));
-        let brk = sbrk(0) as u64;
-        Ok([
-            base,
-            reg as u64,
-            dir as u64,
-            null as u64,
-            fds[0] as u64,
-            fds[1] as u64,
-            timer,
-            nofile_max,
-            brk,
-        ])
-    }
-}
-
-/// Credentials, limits, names, signals and a timer; returns (the NOFILE
-/// hard limit, the timer id).
-///
-/// # Safety
-/// Runs in the forked child only.
-unsafe fn task_setup(tmp: &CStr) -> Result<(u64, u64), u32> {
-    use libc::*;
-    // SAFETY (whole body): syscalls changing only the child's own state.
-    unsafe {
-        umask(0o027);
-        ok!(chdir(tmp.as_ptr()));
-        ok!(prctl(PR_SET_NAME, c"victim-x".as_ptr()));
-        let mut lim = rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        ok!(getrlimit(RLIMIT_NOFILE, &mut lim));
-        lim.rlim_cur = 200;
-        ok!(setrlimit(RLIMIT_NOFILE, &lim));
-        ok!(setgroups(3, [7, 8, 9].as_ptr()));
-        ok!(setresgid(11, 12, 13));
-        ok!(personality(0x0040000)); // ADDR_NO_RANDOMIZE
-        ok!(prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0));
-        ok!(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
-        let oom = ok!(open(c"/proc/self/oom_score_adj".as_ptr(), O_WRONLY));
-        ok!(write(oom, b"123".as_ptr().cast(), 3));
-        close(oom);
-        ok!(setsid());
-        let mut set: sigset_t = std::mem::zeroed();
-        sigemptyset(&mut set);
-        sigaddset(&mut set, SIGUSR1);
-        sigaddset(&mut set, SIGUSR2);
-        ok!(sigprocmask(SIG_BLOCK, &set, std::ptr::null_mut()));
-        ok!(kill(getpid(), SIGUSR1));
-        let mut sev: sigevent = std::mem::zeroed();
-        sev.sigev_notify = SIGEV_SIGNAL;
-        sev.sigev_signo = SIGUSR2;
-        sev.sigev_value = sigval {
-            sival_ptr: 0x5eed as *mut _,
-        };
-        let mut id: i32 = -1;
-        ok!(syscall(
-            SYS_timer_create,
-            CLOCK_MONOTONIC,
-            &mut sev as *mut sigevent,
-            &mut id as *mut i32
-        ));
-        Ok((lim.rlim_max, id as u64))
-    }
-}
+use full::*;
+use victim::*;
 
 fn collect(v: &Victim) -> ProcessState {
     dump::collect_process(v.upid()).unwrap_or_else(|e| panic!("collecting pid {}: {e}", v.pid))
@@ -737,34 +407,45 @@ fn refusal(v: &Victim) -> String {
     }
 }
 
+/// Makes the fd a victim holds, in the victim.
+type Maker = fn() -> i32;
+
+fn make_eventfd() -> i32 {
+    // SAFETY: a raw syscall in the victim.
+    unsafe { libc::eventfd(5, 0) }
+}
+
+fn make_epoll() -> i32 {
+    // SAFETY: a raw syscall in the victim.
+    unsafe { libc::epoll_create1(0) }
+}
+
+fn make_timerfd() -> i32 {
+    // SAFETY: a raw syscall in the victim.
+    unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, 0) }
+}
+
+/// One end of a socket pair: the victim keeps only it, so exactly one fd
+/// is a socket.
+fn make_socket() -> i32 {
+    let mut sv = [0; 2];
+    // SAFETY: socketpair writes two fds into `sv`; closing the victim's own fd.
+    unsafe {
+        if libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr()) < 0 {
+            return -1;
+        }
+        libc::close(sv[1]);
+    }
+    sv[0]
+}
+
 #[test]
 fn refuses_unsupported_fds_by_number_and_kind_and_leaves_the_victim_running() {
-    // SAFETY (each maker): a raw syscall in the victim.
-    let makers: [(fn() -> i32, &str); 4] = [
-        (|| unsafe { libc::eventfd(5, 0) }, "an eventfd"),
-        (|| unsafe { libc::epoll_create1(0) }, "an epoll instance"),
-        (
-            || unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, 0) },
-            "a timerfd",
-        ),
-        (
-            || {
-                let mut sv = [0; 2];
-                // SAFETY: socketpair writes two fds into `sv`.
-                let rc = unsafe {
-                    libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr())
-                };
-                // The victim keeps one end, so only one fd is a socket.
-                // SAFETY: closing the victim's own fd.
-                if rc < 0 {
-                    rc
-                } else {
-                    unsafe { libc::close(sv[1]) };
-                    sv[0]
-                }
-            },
-            "a socket",
-        ),
+    let makers: [(Maker, &str); 4] = [
+        (make_eventfd, "an eventfd"),
+        (make_epoll, "an epoll instance"),
+        (make_timerfd, "a timerfd"),
+        (make_socket, "a socket"),
     ];
     for (make, kind) in makers {
         let (mut v, fd) = victim_with(make);
@@ -902,4 +583,85 @@ fn a_stopped_process_is_recorded_as_stopped_and_limits_come_from_prlimit() {
     assert_eq!(p.threads, [v.upid()]);
     // SAFETY: as above.
     unsafe { libc::kill(v.pid, libc::SIGCONT) };
+}
+
+/// The page stores the page step will write, empty here, so the image is
+/// complete for `crest show`.
+fn write_empty_page_stores(d: &crest::image::ImageDir, s: &ProcessState) {
+    use crest::image::dir::{pagemap_file, pages_file, shmem_pagemap_file, shmem_pages_file};
+    use crest::image::pagemap::Space;
+    use crest::image::pages::PageWriter;
+    let pid = s.process.pid;
+    let mut spaces = vec![(pagemap_file(pid), pages_file(pid), Space::Process(pid))];
+    for v in &s.mm.vmas {
+        if let Backing::AnonShared { shmid } = v.backing {
+            spaces.push((
+                shmem_pagemap_file(shmid),
+                shmem_pages_file(shmid),
+                Space::Shmem(shmid),
+            ));
+        }
+    }
+    for (index, data, space) in spaces {
+        PageWriter::create(d, &index, &data, space)
+            .unwrap()
+            .finish()
+            .unwrap();
+    }
+}
+
+#[test]
+fn written_metadata_loads_back_and_crest_show_displays_it() {
+    use crest::image::load::{FilesImage, MmImage, load_inventory, load_pstree};
+    let f = full_victim();
+    let s = collect(&f.v);
+    let dir = f.tmp.0.join("img");
+    let d = crest::image::ImageDir::create(&dir).unwrap();
+    let options = ["dump", "-t", &f.v.pid.to_string(), "-D", "img"].map(String::from);
+    dump::write_metadata(&d, &s, &options).unwrap();
+    assert_eq!(MmImage::load(&d, f.v.upid()).unwrap(), s.mm);
+    assert_eq!(FilesImage::load(&d, f.v.upid()).unwrap(), s.files);
+    assert_eq!(load_pstree(&d).unwrap(), std::slice::from_ref(&s.process));
+    let inv = load_inventory(&d).unwrap();
+    // SAFETY: uname fills one struct utsname.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::uname(&mut uts) }, 0);
+    // SAFETY: uname NUL-terminates release.
+    let release = unsafe { CStr::from_ptr(uts.release.as_ptr()) };
+    assert_eq!(inv.kernel_release.as_bytes(), release.to_bytes());
+    assert_eq!(
+        (inv.root_pid, inv.options.as_slice()),
+        (f.v.upid(), &options[..])
+    );
+    #[cfg(target_arch = "x86_64")]
+    assert_eq!(
+        inv.cpu.xsave_size,
+        std::arch::x86_64::__cpuid_count(0xd, 0).ebx
+    );
+    write_empty_page_stores(&d, &s);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crest"))
+        .args(["show", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "crest show failed: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let base = format!("{:#018x}", f.base + FILE_PRIVATE * page());
+    for needle in [
+        &base,
+        f.mapped.to_str().unwrap(),
+        f.regular.to_str().unwrap(),
+        "victim-x",
+        "[vdso]",
+        "pipe id=",
+    ] {
+        assert!(
+            text.contains(needle),
+            "crest show lacks `{needle}`:\n{text}"
+        );
+    }
 }
