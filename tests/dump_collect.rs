@@ -543,11 +543,58 @@ fn a_process_that_is_gone_or_a_zombie_is_a_clear_error() {
     // SAFETY: reaping our own child.
     assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
     assert_eq!(status, 3 << 8, "the wait status the record announced");
-    let msg = dump::collect_process(pid as u32).unwrap_err().to_string();
-    assert!(
-        msg.contains(&format!("pid {pid}")) && msg.contains("does not exist or exited"),
-        "{msg}"
+    let pid = pid as u32;
+    let errors = [
+        dump::collect_process(pid).map(drop),
+        dump::vma::collect_vmas(pid).map(drop),
+        dump::mm::collect_mm(pid, &[]).map(drop),
+        dump::files::collect_files(pid).map(drop),
+        dump::task::collect_rlimits(pid).map(drop),
+        dump::task::collect_posix_timers(pid).map(drop),
+    ];
+    for e in errors {
+        let msg = e.expect_err("collected a process that is gone").to_string();
+        let gone = msg.contains(&format!("pid {pid}")) && msg.contains("does not exist or exited");
+        assert!(gone, "{msg}");
+    }
+}
+
+#[test]
+fn collects_every_thread_with_its_name_and_blocked_mask() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let worker = std::thread::Builder::new()
+        .name("collect-probe".into())
+        .spawn(move || {
+            // SAFETY: blocks SIGUSR2 in this thread only; gettid has no effects.
+            let tid = unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGUSR2);
+                libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+                libc::gettid()
+            };
+            tx.send(tid as u32).unwrap();
+            let _ = stop_rx.recv();
+        })
+        .unwrap();
+    let tid = rx.recv().unwrap();
+    let me = std::process::id();
+    let p = dump::task::collect_pstree(me).unwrap();
+    assert_eq!(p.threads[0], me, "the leader comes first");
+    assert!(p.threads.contains(&tid), "{tid} in {:?}", p.threads);
+    let threads = dump::task::collect_threads(me, &p.threads).unwrap();
+    let t = threads.iter().find(|t| t.tid == tid).expect("the worker");
+    assert_eq!(t.comm, b"collect-probe");
+    assert_ne!(t.blocked & 1 << (libc::SIGUSR2 - 1), 0);
+    let leader = threads.iter().find(|t| t.tid == me).expect("the leader");
+    assert_eq!(
+        leader.blocked & 1 << (libc::SIGUSR2 - 1),
+        0,
+        "the mask is per thread"
     );
+    stop_tx.send(()).unwrap();
+    worker.join().unwrap();
 }
 
 #[test]

@@ -59,44 +59,54 @@ pub fn collect_fd(pid: u32, fd: i32) -> Result<Fd> {
     let text = read_proc(pid, &format!("fdinfo/{fd}"))?;
     let info = parsed(pid, &format!("fdinfo/{fd}"), fdinfo::parse(&text))?;
     let meta = std::fs::metadata(&link).map_err(|e| gone_or(pid, Error::io("stat", &link, e)))?;
-    let flags = info.flags & !O_CLOEXEC;
     let fd_flags = if info.flags & O_CLOEXEC != 0 {
         FD_CLOEXEC
     } else {
         0
     };
+    let file = classify(target, &meta, info.flags & !O_CLOEXEC, info.pos)
+        .map_err(|kind| refusal(pid, fd, &kind))?;
+    Ok(Fd { fd, fd_flags, file })
+}
+
+/// What the fd refers to, from its link target and stat; `Err` names the
+/// kind crest does not dump.
+fn classify(
+    target: Vec<u8>,
+    meta: &std::fs::Metadata,
+    flags: u32,
+    pos: u64,
+) -> Result<FdFile, String> {
     let ft = meta.file_type();
-    let file = if target.starts_with(b"pipe:[") && ft.is_fifo() {
-        FdFile::Pipe {
+    let path_like = target.starts_with(b"/");
+    if target.starts_with(b"pipe:[") && ft.is_fifo() {
+        return Ok(FdFile::Pipe {
             pipe_id: meta.ino(),
             flags,
-        }
-    } else if (ft.is_file() || ft.is_dir()) && target.starts_with(b"/") {
+        });
+    }
+    if (ft.is_file() || ft.is_dir()) && path_like {
         if target.ends_with(b" (deleted)") && meta.nlink() == 0 {
-            return Err(refusal(
-                pid,
-                fd,
-                &format!("the deleted file `{}`", lossy(&target)),
-            ));
+            return Err(format!("the deleted file `{}`", lossy(&target)));
         }
-        let (pos, id) = (info.pos, file_id(&meta));
-        FdFile::Reg {
+        let id = file_id(meta);
+        return Ok(FdFile::Reg {
             path: target,
             flags,
             pos,
             id,
-        }
-    } else if ft.is_char_device() && target.starts_with(b"/") {
-        FdFile::Chr {
+        });
+    }
+    if ft.is_char_device() && path_like {
+        let rdev = meta.rdev();
+        return Ok(FdFile::Chr {
             path: target,
             flags,
-            rdev: meta.rdev(),
-            pos: info.pos,
-        }
-    } else {
-        return Err(refusal(pid, fd, &kind_name(&target, &meta)));
-    };
-    Ok(Fd { fd, fd_flags, file })
+            rdev,
+            pos,
+        });
+    }
+    Err(kind_name(&target, meta))
 }
 
 fn refusal(pid: u32, fd: i32, kind: &str) -> Error {

@@ -28,7 +28,7 @@ use crate::sys::rlimit::{RLIM_NLIMITS, prlimit64_get};
 pub struct ThreadInfo {
     /// The thread id.
     pub tid: u32,
-    /// Its name (status Name).
+    /// Its name (`/proc/PID/task/TID/comm`).
     pub comm: Vec<u8>,
     /// SigBlk: its blocked mask.
     pub blocked: u64,
@@ -190,13 +190,19 @@ pub fn collect_posix_timers(pid: u32) -> Result<Vec<PosixTimer>> {
 pub fn collect_threads(pid: u32, tids: &[u32]) -> Result<Vec<ThreadInfo>> {
     let mut out = Vec::with_capacity(tids.len());
     for &tid in tids {
-        let Ok(text) = read_proc(pid, &format!("task/{tid}/status")) else {
+        let (Ok(text), Ok(mut comm)) = (
+            read_proc(pid, &format!("task/{tid}/status")),
+            read_proc(pid, &format!("task/{tid}/comm")),
+        ) else {
             continue;
         };
         let st = parsed(pid, &format!("task/{tid}/status"), status::parse(&text))?;
+        if comm.last() == Some(&b'\n') {
+            comm.pop();
+        }
         out.push(ThreadInfo {
             tid,
-            comm: st.name,
+            comm,
             blocked: st.sig_blocked,
             pending: st.sig_pending,
         });

@@ -120,11 +120,13 @@ fn unsupported_vma(pid: u32, m: &MapsEntry<'_>, why: &str) -> Error {
 }
 
 /// Shared memory the kernel backs with a shmem inode: shared /dev/zero or
-/// MAP_SHARED|MAP_ANONYMOUS, SysV shm, memfd.
+/// MAP_SHARED|MAP_ANONYMOUS (`[anon_shmem:NAME]` once named with
+/// PR_SET_VMA_ANON_NAME), SysV shm, memfd.
 fn is_shmem(m: &MapsEntry<'_>) -> bool {
     m.shared
         && m.inode != 0
         && (m.path == b"/dev/zero (deleted)"
+            || m.path.starts_with(b"[anon_shmem:")
             || m.path.starts_with(b"/SYSV")
             || m.path.starts_with(b"/memfd:"))
 }
