@@ -712,3 +712,17 @@ fn written_metadata_loads_back_and_crest_show_displays_it() {
         );
     }
 }
+
+#[test]
+fn refuses_a_seccomp_filter_and_leaves_the_victim_running() {
+    let (mut v, _) = Victim::spawn(|| {
+        // SAFETY: prctl with integer arguments in the victim.
+        ok!(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) });
+        crest::sys::process::seccomp_allow_all().map_err(|_| line!())?;
+        Ok([0u64])
+    });
+    let msg = refusal(&v);
+    let want = format!("pid {} runs under seccomp (mode 2)", v.pid);
+    assert!(msg.contains(&want), "`{msg}` lacks `{want}`");
+    assert!(v.ping());
+}

@@ -74,17 +74,7 @@ pub fn collect_process(pid: u32) -> Result<ProcessState> {
     let mm = mm::collect_mm(pid, &vmas)?;
     let files = files::collect_files(pid)?;
     let status = task::status(pid)?;
-    task::refuse_seccomp(pid, &status)?;
-    let task = TaskImage {
-        misc: task::collect_misc(pid, &status)?,
-        creds: task::collect_creds(&status),
-        rlimits: task::collect_rlimits(pid)?,
-        sigactions: Default::default(),
-        itimers: Default::default(),
-        posix_timers: task::collect_posix_timers(pid)?,
-        shared_signals: Default::default(),
-        threads: Vec::new(),
-    };
+    let task = collect_task(pid, &status)?;
     Ok(ProcessState {
         threads: task::collect_threads(pid, &process.threads)?,
         process,
@@ -96,6 +86,21 @@ pub fn collect_process(pid: u32) -> Result<ProcessState> {
         },
         shared_pending: status.shared_pending,
         oom_score_adj: task::collect_oom_score_adj(pid)?,
+    })
+}
+
+/// task-PID.img's records as far as /proc shows them (see [`ProcessState::task`]).
+fn collect_task(pid: u32, status: &crate::proc::status::Status) -> Result<TaskImage> {
+    task::refuse_seccomp(pid, status)?;
+    Ok(TaskImage {
+        misc: task::collect_misc(pid, status)?,
+        creds: task::collect_creds(status),
+        rlimits: task::collect_rlimits(pid)?,
+        sigactions: Default::default(),
+        itimers: Default::default(),
+        posix_timers: task::collect_posix_timers(pid)?,
+        shared_signals: Default::default(),
+        threads: Vec::new(),
     })
 }
 

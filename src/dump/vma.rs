@@ -53,18 +53,6 @@ fn collect_vma(pid: u32, e: &SmapsEntry<'_>) -> Result<Vma> {
     let m = &e.map;
     refuse_unsupported(pid, e)?;
     let backing = backing(pid, m)?;
-    let anon = matches!(backing, Backing::AnonPrivate | Backing::AnonShared { .. });
-    let mut flags = if m.shared {
-        libc::MAP_SHARED
-    } else {
-        libc::MAP_PRIVATE
-    } as u32;
-    if anon {
-        flags |= libc::MAP_ANONYMOUS as u32;
-    }
-    if e.vm_flags & VM_GROWSDOWN != 0 {
-        flags |= libc::MAP_GROWSDOWN as u32;
-    }
     let prot = [(m.read, 1), (m.write, 2), (m.exec, 4)]
         .iter()
         .filter(|(on, _)| *on)
@@ -78,7 +66,7 @@ fn collect_vma(pid: u32, e: &SmapsEntry<'_>) -> Result<Vma> {
         end: m.end,
         pgoff: m.offset / crate::sys::mm::page_size() as u64,
         prot,
-        flags,
+        flags: map_flags(e, &backing),
         advice: ADVICE
             .iter()
             .filter(|(vm, _)| e.vm_flags & vm != 0)
@@ -90,6 +78,21 @@ fn collect_vma(pid: u32, e: &SmapsEntry<'_>) -> Result<Vma> {
             m.path.to_vec()
         },
     })
+}
+
+/// The MAP_* flags an mmap re-creating the mapping would take.
+fn map_flags(e: &SmapsEntry<'_>, backing: &Backing) -> u32 {
+    let mut flags = match e.map.shared {
+        true => libc::MAP_SHARED,
+        false => libc::MAP_PRIVATE,
+    };
+    if matches!(backing, Backing::AnonPrivate | Backing::AnonShared { .. }) {
+        flags |= libc::MAP_ANONYMOUS;
+    }
+    if e.vm_flags & VM_GROWSDOWN != 0 {
+        flags |= libc::MAP_GROWSDOWN;
+    }
+    flags as u32
 }
 
 /// Refuses the mappings no restore could rebuild, naming them. The kernel's
