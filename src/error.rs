@@ -49,6 +49,9 @@ pub enum Error {
         /// What was wrong.
         problem: String,
     },
+    /// The process holds something crest cannot checkpoint yet; the message
+    /// names it (fd number and kind, mapping, pid) and says so.
+    Unsupported(String),
 }
 
 impl Error {
@@ -113,6 +116,7 @@ impl fmt::Display for Error {
                 f,
                 "cannot parse {path} line {line}: {problem}; this kernel's format is not one crest knows, please report it"
             ),
+            Error::Unsupported(msg) => f.write_str(msg),
         }
     }
 }

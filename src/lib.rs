@@ -9,6 +9,7 @@
 pub mod blob;
 pub mod check;
 pub mod cli;
+pub mod dump;
 pub mod error;
 pub mod image;
 pub mod log;

@@ -1,17 +1,20 @@
 //! Parsers for the /proc files that describe a process: maps, smaps, status,
-//! stat, fdinfo and pagemap.
+//! stat, fdinfo, pagemap, auxv, timers and limits.
 //!
 //! Each parser works over a byte slice read in one go (so a test can feed it a
 //! real sample) and splits lines with memchr without allocating per line.
 //! Reading is separate ([`read`]) so the same parser serves a live process and
 //! a unit test.
 
+pub mod auxv;
 pub mod fdinfo;
+pub mod limits;
 pub mod maps;
 pub mod pagemap;
 pub mod smaps;
 pub mod stat;
 pub mod status;
+pub mod timers;
 
 use crate::error::{Error, Result};
 

@@ -63,6 +63,9 @@ pub struct Status {
     pub no_new_privs: bool,
     /// `Seccomp`: 0 off, 1 strict, 2 filter.
     pub seccomp: u32,
+    /// `THP_enabled`: false after PR_SET_THP_DISABLE; `None` on kernels
+    /// before 5.0, which do not show it.
+    pub thp_enabled: Option<bool>,
 }
 
 /// Parses a whole status file.
@@ -114,6 +117,7 @@ fn apply(s: &mut Status, key: &[u8], value: &[u8]) -> Option<()> {
         b"CapAmb" => s.cap_ambient = hex(first()?)?,
         b"NoNewPrivs" => s.no_new_privs = udec(first()?)? != 0,
         b"Seccomp" => s.seccomp = u32::try_from(udec(first()?)?).ok()?,
+        b"THP_enabled" => s.thp_enabled = Some(udec(first()?)? != 0),
         _ => {}
     }
     Some(())
@@ -143,7 +147,7 @@ Threads:\t3\nSigQ:\t0/96364\nSigPnd:\t0000000000000100\nShdPnd:\t000000000000400
 SigBlk:\t0000000000010000\nSigIgn:\t0000000000001000\nSigCgt:\t0000000180000000\n\
 CapInh:\t0000000000000000\nCapPrm:\t000001fffeffffff\nCapEff:\t000001fffeffffff\n\
 CapBnd:\t000001fffeffffff\nCapAmb:\t0000000000000400\nNoNewPrivs:\t1\nSeccomp:\t2\n\
-Cpus_allowed_list:\t0-1\n";
+THP_enabled:\t0\nCpus_allowed_list:\t0-1\n";
 
     #[test]
     fn parses_a_real_sample() {
@@ -164,6 +168,7 @@ Cpus_allowed_list:\t0-1\n";
         assert_eq!(s.cap_ambient, 1 << 10);
         assert!(s.no_new_privs);
         assert_eq!(s.seccomp, 2);
+        assert_eq!(s.thp_enabled, Some(false));
     }
 
     #[test]

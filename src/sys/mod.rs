@@ -26,6 +26,7 @@ pub mod mm;
 pub mod net;
 pub mod process;
 pub mod ptrace;
+pub mod rlimit;
 pub mod signal;
 pub mod uffd;
 
