@@ -1,0 +1,194 @@
+//! PID 1 of the qemu lanes' initramfs (see tests/vm/README.md).
+//!
+//! The kernel runs it from a cpio newc initramfs with nothing else around: no
+//! shell, no busybox, no libraries. It mounts the pseudo file systems a test
+//! needs (proc, sysfs, devtmpfs, tmpfs), then runs every entry of /vm/plan in
+//! order with a deadline each, and prints machine-readable markers on the
+//! console so the host can tell which program passed:
+//!
+//! ```text
+//! @@CREST-VM BEGIN <name>
+//! @@CREST-VM END <name> exit=<code>|signal=<n>|timeout secs=<wall time>
+//! @@CREST-VM DONE
+//! ```
+//!
+//! Being PID 1 it also reaps every orphan at once (tests wait for /proc/PID
+//! of a killed victim to vanish, zombies included) and, after each program,
+//! kills whatever that program left behind, so one test binary cannot leak
+//! into the next. Finally it powers the machine off; qemu runs with
+//! `-no-reboot`, so even a crash of this program (kernel panic, `panic=-1`)
+//! ends qemu instead of hanging the lane.
+//!
+//! It is built by `rustc` alone (no cargo, no crates) for the lane's musl
+//! target; the few libc calls std lacks (mount, waitpid, kill, reboot) are
+//! declared here and resolved by the static musl libc that std links anyway.
+//!
+//! Plan format, one tab-separated record a line:
+//! `env KEY VALUE`, `cwd DIR`, or `run NAME TIMEOUT_SECS PATH [ARG]...`.
+
+use std::ffi::{CString, c_char, c_int, c_ulong, c_void};
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+// Kernel constants, named as in include/uapi/linux/{mount,reboot,wait}.h.
+const MS_NOSUID: c_ulong = 2;
+const MS_NODEV: c_ulong = 4;
+const MS_NOEXEC: c_ulong = 8;
+const WNOHANG: c_int = 1;
+const SIGKILL: c_int = 9;
+const LINUX_REBOOT_CMD_POWER_OFF: c_int = 0x4321_fedc;
+
+unsafe extern "C" {
+    fn mount(
+        src: *const c_char,
+        target: *const c_char,
+        fstype: *const c_char,
+        flags: c_ulong,
+        data: *const c_void,
+    ) -> c_int;
+    fn waitpid(pid: c_int, status: *mut c_int, options: c_int) -> c_int;
+    safe fn kill(pid: c_int, sig: c_int) -> c_int;
+    safe fn reboot(cmd: c_int) -> c_int;
+    safe fn sync();
+}
+
+fn say(line: &str) {
+    // A leading newline keeps the marker at the start of a line even when the
+    // program before it ended without one.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "\n{line}");
+    let _ = out.flush();
+}
+
+fn mount_fs(fstype: &str, target: &str, flags: c_ulong, data: &str) {
+    let _ = std::fs::create_dir_all(target);
+    let c = |s: &str| CString::new(s).unwrap_or_default();
+    let (src, dir, ty, opts) = (c(fstype), c(target), c(fstype), c(data));
+    // SAFETY: every pointer is a NUL-terminated CString alive for the call.
+    let rc = unsafe {
+        mount(
+            src.as_ptr(),
+            dir.as_ptr(),
+            ty.as_ptr(),
+            flags,
+            opts.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        say(&format!("@@CREST-VM NOTE mount {fstype} on {target} failed: {err}"));
+    }
+}
+
+/// One `waitpid` without blocking: `Some((pid, status))` when a child ended.
+fn reap_one() -> Option<(c_int, c_int)> {
+    let mut status: c_int = 0;
+    // SAFETY: status is a valid, writable c_int for the duration of the call.
+    let pid = unsafe { waitpid(-1, &mut status, WNOHANG) };
+    (pid > 0).then_some((pid, status))
+}
+
+/// Kills everything but PID 1 and reaps it, so the next program starts clean.
+fn kill_all_and_reap() {
+    kill(-1, SIGKILL);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        while reap_one().is_some() {}
+        let mut status: c_int = 0;
+        // SAFETY: as in reap_one; an error (ECHILD) means nothing is left.
+        if unsafe { waitpid(-1, &mut status, WNOHANG) } < 0 || Instant::now() > deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn describe(status: c_int) -> String {
+    if status & 0x7f == 0 {
+        format!("exit={}", (status >> 8) & 0xff)
+    } else {
+        format!("signal={}", status & 0x7f)
+    }
+}
+
+struct Run<'a> {
+    name: &'a str,
+    timeout: Duration,
+    argv: Vec<&'a str>,
+}
+
+fn run(job: &Run, env: &[(String, String)], cwd: &str) {
+    say(&format!("@@CREST-VM BEGIN {}", job.name));
+    let start = Instant::now();
+    let mut cmd = Command::new(job.argv[0]);
+    cmd.args(&job.argv[1..])
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .current_dir(cwd)
+        .process_group(0);
+    let outcome = match cmd.spawn() {
+        Err(e) => format!("exit=127 spawn-error=\"{e}\""),
+        Ok(child) => wait_for(child.id() as c_int, start + job.timeout),
+    };
+    kill_all_and_reap();
+    let secs = start.elapsed().as_secs_f64();
+    say(&format!("@@CREST-VM END {} {outcome} secs={secs:.2}", job.name));
+}
+
+/// Waits for `pid`, reaping orphans meanwhile; kills its group at `deadline`.
+fn wait_for(pid: c_int, deadline: Instant) -> String {
+    loop {
+        while let Some((done, status)) = reap_one() {
+            if done == pid {
+                return describe(status);
+            }
+        }
+        if Instant::now() > deadline {
+            kill(-pid, SIGKILL);
+            kill(pid, SIGKILL);
+            return "timeout".to_string();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn main() {
+    mount_fs("proc", "/proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "");
+    mount_fs("sysfs", "/sys", MS_NOSUID | MS_NODEV | MS_NOEXEC, "");
+    mount_fs("devtmpfs", "/dev", MS_NOSUID, "mode=0755");
+    mount_fs("devpts", "/dev/pts", MS_NOSUID | MS_NOEXEC, "gid=5,mode=620");
+    mount_fs("tmpfs", "/dev/shm", MS_NOSUID | MS_NODEV, "mode=1777");
+    mount_fs("tmpfs", "/tmp", MS_NOSUID | MS_NODEV, "mode=1777");
+    mount_fs("cgroup2", "/sys/fs/cgroup", MS_NOSUID | MS_NODEV | MS_NOEXEC, "");
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    say(&format!(
+        "@@CREST-VM KERNEL {} {} cpus={}",
+        release.trim(),
+        std::env::consts::ARCH,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    ));
+
+    let plan = std::fs::read_to_string("/vm/plan").unwrap_or_default();
+    let mut env = Vec::new();
+    let mut cwd = "/".to_string();
+    for line in plan.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        match f.as_slice() {
+            ["env", k, v] => env.push((k.to_string(), v.to_string())),
+            ["cwd", dir] => cwd = dir.to_string(),
+            ["run", name, secs, argv @ ..] if !argv.is_empty() => {
+                let timeout = Duration::from_secs(secs.parse().unwrap_or(300));
+                run(&Run { name, timeout, argv: argv.to_vec() }, &env, &cwd);
+            }
+            [""] => {}
+            _ => say(&format!("@@CREST-VM NOTE bad plan line: {line:?}")),
+        }
+    }
+    say("@@CREST-VM DONE");
+    sync();
+    reboot(LINUX_REBOOT_CMD_POWER_OFF);
+    // Only reached if power-off failed: exiting PID 1 panics the kernel, and
+    // with panic=-1 and qemu's -no-reboot that still ends the VM.
+}
