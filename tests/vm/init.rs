@@ -78,7 +78,9 @@ fn mount_fs(fstype: &str, target: &str, flags: c_ulong, data: &str) {
     };
     if rc != 0 {
         let err = std::io::Error::last_os_error();
-        say(&format!("@@CREST-VM NOTE mount {fstype} on {target} failed: {err}"));
+        say(&format!(
+            "@@CREST-VM NOTE mount {fstype} on {target} failed: {err}"
+        ));
     }
 }
 
@@ -86,7 +88,7 @@ fn mount_fs(fstype: &str, target: &str, flags: c_ulong, data: &str) {
 fn reap_one() -> Option<(c_int, c_int)> {
     let mut status: c_int = 0;
     // SAFETY: status is a valid, writable c_int for the duration of the call.
-    let pid = unsafe { waitpid(-1, &mut status, WNOHANG) };
+    let pid = unsafe { waitpid(-1, &raw mut status, WNOHANG) };
     (pid > 0).then_some((pid, status))
 }
 
@@ -98,7 +100,7 @@ fn kill_all_and_reap() {
         while reap_one().is_some() {}
         let mut status: c_int = 0;
         // SAFETY: as in reap_one; an error (ECHILD) means nothing is left.
-        if unsafe { waitpid(-1, &mut status, WNOHANG) } < 0 || Instant::now() > deadline {
+        if unsafe { waitpid(-1, &raw mut status, WNOHANG) } < 0 || Instant::now() > deadline {
             return;
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -106,7 +108,8 @@ fn kill_all_and_reap() {
 }
 
 fn describe(status: c_int) -> String {
-    if status & 0x7f == 0 {
+    // WIFEXITED: no signal number in the low 7 bits.
+    if status.trailing_zeros() >= 7 {
         format!("exit={}", (status >> 8) & 0xff)
     } else {
         format!("signal={}", status & 0x7f)
@@ -130,11 +133,18 @@ fn run(job: &Run, env: &[(String, String)], cwd: &str) {
         .process_group(0);
     let outcome = match cmd.spawn() {
         Err(e) => format!("exit=127 spawn-error=\"{e}\""),
-        Ok(child) => wait_for(child.id() as c_int, start + job.timeout),
+        // A pid always fits pid_t; 0 would only make the wait time out.
+        Ok(child) => wait_for(
+            c_int::try_from(child.id()).unwrap_or(0),
+            start + job.timeout,
+        ),
     };
     kill_all_and_reap();
     let secs = start.elapsed().as_secs_f64();
-    say(&format!("@@CREST-VM END {} {outcome} secs={secs:.2}", job.name));
+    say(&format!(
+        "@@CREST-VM END {} {outcome} secs={secs:.2}",
+        job.name
+    ));
 }
 
 /// Waits for `pid`, reaping orphans meanwhile; kills its group at `deadline`.
@@ -158,16 +168,26 @@ fn main() {
     mount_fs("proc", "/proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "");
     mount_fs("sysfs", "/sys", MS_NOSUID | MS_NODEV | MS_NOEXEC, "");
     mount_fs("devtmpfs", "/dev", MS_NOSUID, "mode=0755");
-    mount_fs("devpts", "/dev/pts", MS_NOSUID | MS_NOEXEC, "gid=5,mode=620");
+    mount_fs(
+        "devpts",
+        "/dev/pts",
+        MS_NOSUID | MS_NOEXEC,
+        "gid=5,mode=620",
+    );
     mount_fs("tmpfs", "/dev/shm", MS_NOSUID | MS_NODEV, "mode=1777");
     mount_fs("tmpfs", "/tmp", MS_NOSUID | MS_NODEV, "mode=1777");
-    mount_fs("cgroup2", "/sys/fs/cgroup", MS_NOSUID | MS_NODEV | MS_NOEXEC, "");
+    mount_fs(
+        "cgroup2",
+        "/sys/fs/cgroup",
+        MS_NOSUID | MS_NODEV | MS_NOEXEC,
+        "",
+    );
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     say(&format!(
         "@@CREST-VM KERNEL {} {} cpus={}",
         release.trim(),
         std::env::consts::ARCH,
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
     ));
 
     let plan = std::fs::read_to_string("/vm/plan").unwrap_or_default();
@@ -180,7 +200,15 @@ fn main() {
             ["cwd", dir] => cwd = dir.to_string(),
             ["run", name, secs, argv @ ..] if !argv.is_empty() => {
                 let timeout = Duration::from_secs(secs.parse().unwrap_or(300));
-                run(&Run { name, timeout, argv: argv.to_vec() }, &env, &cwd);
+                run(
+                    &Run {
+                        name,
+                        timeout,
+                        argv: argv.to_vec(),
+                    },
+                    &env,
+                    &cwd,
+                );
             }
             [""] => {}
             _ => say(&format!("@@CREST-VM NOTE bad plan line: {line:?}")),

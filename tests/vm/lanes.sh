@@ -22,6 +22,7 @@ TEST_TIMEOUT=${CREST_VM_TEST_TIMEOUT:-240} # seconds, each program in the VM
 CHECK_MUST_PASS=${CREST_VM_CHECK_MUST_PASS:-0}
 MIRROR=${CREST_VM_MIRROR:-http://deb.debian.org}
 ALL_LANES=(debian61-x86_64 debian612-arm64 debian612-x86_64)
+declare -A APT_UPDATED=()
 
 log() { printf '=== vm: %s\n' "$*" >&2; }
 die() { printf 'vm: error: %s\n' "$*" >&2; exit 1; }
@@ -90,10 +91,12 @@ fetch_kernel() {
 	if [ -s "$dir/vmlinuz" ] && [ "${CREST_VM_REFRESH:-0}" != 1 ]; then
 		return
 	fi
-	[ -f "$CACHE/apt-$arch/.updated" ] && [ "${CREST_VM_REFRESH:-0}" != 1 ] || {
+	# Fresh lists once per run: the mirror drops superseded kernel packages.
+	if [ -z "${APT_UPDATED[$arch]:-}" ]; then
 		log "apt-get update ($arch, private state in $CACHE/apt-$arch)"
-		apt_setup "$arch" && touch "$CACHE/apt-$arch/.updated"
-	}
+		apt_setup "$arch"
+		APT_UPDATED[$arch]=1
+	fi
 	mapfile -t o < <(apt_opts "$arch")
 	local meta=linux-image-$arch pkg
 	[ "$rel" = - ] || meta=$meta/$rel
@@ -175,12 +178,14 @@ boot() {
 	fi
 	q+=(-m 2G -smp 2 -nographic -no-reboot -nic none -kernel "$kernel" -initrd "$img")
 	log "$lane: boot $(cat "$CACHE/kernels/$lane/package") (timeout ${LANE_TIMEOUT}s)"
+	local t=$SECONDS rc
 	set +e
 	timeout -k 5 "$LANE_TIMEOUT" "${q[@]}" </dev/null >"$console" 2>&1
-	local rc=$?
+	rc=$?
 	set -e
 	tr -d '\r' <"$console" >"$console.txt"
 	echo "$rc" >"$OUT/$lane/qemu.rc"
+	log "$lane: qemu ran $((SECONDS - t))s (exit status $rc)"
 }
 
 # Reads the console log; prints the lane summary; returns 1 when the lane fails.
