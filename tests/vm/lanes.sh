@@ -252,7 +252,7 @@ main() {
 	for a in "${@:-all}"; do
 		case $a in
 		all) lanes+=("${ALL_LANES[@]}") ;;
-		-h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+		-h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 		*) lane_info "$a" >/dev/null && lanes+=("$a") ;;
 		esac
 	done
