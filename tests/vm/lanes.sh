@@ -142,9 +142,13 @@ make_initramfs() {
 	install -m 755 "$OUT/init-$triple" "$root/init"
 	# The source tree too (about 200 KB): tests may read files relative to
 	# CARGO_MANIFEST_DIR at run time (docs/CLI.md, samples).
-	(cd "$REPO" && git ls-files -z --cached --others --exclude-standard |
-		while IFS= read -r -d '' f; do [ -f "$f" ] && printf '%s\0' "$f"; done |
-		cpio --null -pdm --quiet "$root$REPO") || die "copying the source tree into the initramfs failed"
+	if git -C "$REPO" rev-parse --git-dir >/dev/null 2>&1; then
+		(cd "$REPO" && git ls-files -z --cached --others --exclude-standard |
+			while IFS= read -r -d '' f; do [ -f "$f" ] && printf '%s\0' "$f"; done |
+			cpio --null -pdm --quiet "$root$REPO") || die "copying the source tree into the initramfs failed"
+	else
+		log "$REPO is not a git checkout: the initramfs gets no source files"
+	fi
 	local extra=${CREST_VM_TEST_ARGS:-}
 	{
 		printf 'env\t%s\t%s\n' PATH /usr/bin:/bin HOME /root TMPDIR /tmp RUST_BACKTRACE 1 \
@@ -226,7 +230,11 @@ report_one() {
 		'index($0,e){exit} on{print} index($0,b){on=1}' "$log")
 	if [ "$name" = check ]; then
 		echo "  check: ${end:-did not end}"
-		printf '%s\n' "$body" | sed '/^$/d; s/^/    | /'
+		if [ -n "${body//[$'\n ']/}" ]; then
+			printf '%s\n' "$body" | sed '/^$/d; s/^/    | /'
+		else
+			echo "    | (no output)"
+		fi
 		case $end in
 		exit=0*) return 0 ;;
 		exit=1\ *) [ "$CHECK_MUST_PASS" = 1 ] && return 1 || return 0 ;;
