@@ -24,7 +24,9 @@
 //! declared here and resolved by the static musl libc that std links anyway.
 //!
 //! Plan format, one tab-separated record a line:
-//! `env KEY VALUE`, `cwd DIR`, or `run NAME TIMEOUT_SECS PATH [ARG]...`.
+//! `env KEY VALUE`, `cwd DIR`, `tmpfs DIR` (mount one there) or
+//! `run NAME TIMEOUT_SECS PATH [ARG]...`. /tmp is a plan entry, not a fixed
+//! mount, because a checkout under /tmp puts the binaries there.
 
 use std::ffi::{CString, c_char, c_int, c_ulong, c_void};
 use std::io::Write;
@@ -132,7 +134,7 @@ fn run(job: &Run, env: &[(String, String)], cwd: &str) {
         .current_dir(cwd)
         .process_group(0);
     let outcome = match cmd.spawn() {
-        Err(e) => format!("exit=127 spawn-error=\"{e}\""),
+        Err(e) => format!("exit=127 spawn-error=\"{}: {e}\"", job.argv[0]),
         // A pid always fits pid_t; 0 would only make the wait time out.
         Ok(child) => wait_for(
             c_int::try_from(child.id()).unwrap_or(0),
@@ -175,7 +177,6 @@ fn main() {
         "gid=5,mode=620",
     );
     mount_fs("tmpfs", "/dev/shm", MS_NOSUID | MS_NODEV, "mode=1777");
-    mount_fs("tmpfs", "/tmp", MS_NOSUID | MS_NODEV, "mode=1777");
     mount_fs(
         "cgroup2",
         "/sys/fs/cgroup",
@@ -198,6 +199,7 @@ fn main() {
         match f.as_slice() {
             ["env", k, v] => env.push((k.to_string(), v.to_string())),
             ["cwd", dir] => cwd = dir.to_string(),
+            ["tmpfs", dir] => mount_fs("tmpfs", dir, MS_NOSUID | MS_NODEV, "mode=1777"),
             ["run", name, secs, argv @ ..] if !argv.is_empty() => {
                 let timeout = Duration::from_secs(secs.parse().unwrap_or(300));
                 run(

@@ -154,6 +154,9 @@ make_initramfs() {
 		printf 'env\t%s\t%s\n' PATH /usr/bin:/bin HOME /root TMPDIR /tmp RUST_BACKTRACE 1 \
 			CARGO_MANIFEST_DIR "$REPO" CREST_VM_LANE "$lane"
 		printf 'cwd\t%s\n' "$REPO"
+		# A tmpfs on /tmp would hide a checkout under /tmp; the initramfs's
+		# own /tmp (in the tmpfs root) serves then.
+		case $REPO/ in /tmp/*) ;; *) printf 'tmpfs\t/tmp\n' ;; esac
 		while IFS=$'\t' read -r name path; do
 			mkdir -p "$root$(dirname "$path")"
 			cp "$path" "$root$path"
