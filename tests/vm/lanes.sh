@@ -112,22 +112,29 @@ fetch_kernel() {
 }
 
 # Builds crest and the test binaries for one target; writes $OUT/<triple>.list
-# with lines "name<TAB>path" (crest first). Integration tests find crest through
-# env!("CARGO_BIN_EXE_crest"), an absolute path under target/, so the
-# initramfs keeps every binary at its host path.
+# with lines "role<TAB>name<TAB>path" (crest first). Integration tests find
+# crest through env!("CARGO_BIN_EXE_crest"), an absolute path under target/,
+# so the initramfs keeps every binary at its host path.
 build_target() {
 	local triple=$1 list=$OUT/$1.list json=$OUT/$1.json
 	log "build $triple (cargo build/test --release --no-run)"
 	(cd "$REPO" && cargo build --release --target "$triple" -q) || die "cargo build for $triple failed"
 	(cd "$REPO" && cargo test --release --target "$triple" --no-run --message-format=json -q) >"$json" ||
 		die "cargo test --no-run for $triple failed"
+	# Roles: "crest" (runs `check --all`), "test" (a libtest binary, run),
+	# "bin" (another [[bin]], e.g. a test victim found through
+	# CARGO_BIN_EXE_<name>: copied, not run). Examples are left out.
 	jq -r 'select(.reason=="compiler-artifact" and .executable != null)
-		| [if .profile.test then
-			(if (.target.kind|index("lib")) then "lib" elif (.target.kind|index("bin"))
-			then "bin-" + .target.name else "test-" + .target.name end)
-		   else "crest-bin" end, .executable] | @tsv' "$json" | sort -u >"$list.tmp"
-	grep -aq '^crest-bin	' "$list.tmp" || die "no crest binary in the $triple build"
-	{ grep '^crest-bin	' "$list.tmp"; grep -v '^crest-bin	' "$list.tmp"; } >"$list"
+		| .target as $t
+		| if .profile.test then
+			["test", (if ($t.kind|index("lib")) then "lib"
+				elif ($t.kind|index("bin")) then "bin-" + $t.name
+				else "test-" + $t.name end), .executable]
+		  elif ($t.kind|index("bin")) then
+			[(if $t.name == "crest" then "crest" else "bin" end), $t.name, .executable]
+		  else empty end | @tsv' "$json" | sort -u >"$list.tmp"
+	[ "$(grep -c '^crest	' "$list.tmp")" = 1 ] || die "no single crest binary in the $triple build"
+	{ grep '^crest	' "$list.tmp"; grep -v '^crest	' "$list.tmp"; } >"$list"
 	rm -f "$list.tmp"
 	rustc --edition 2024 -O --target "$triple" -C strip=symbols \
 		$([ "$triple" = aarch64-unknown-linux-musl ] && echo -C linker=rust-lld) \
@@ -135,7 +142,7 @@ build_target() {
 }
 
 make_initramfs() {
-	local lane=$1 triple=$2 root=$OUT/$1/root name path
+	local lane=$1 triple=$2 root=$OUT/$1/root role name path
 	rm -rf "$root" && mkdir -p "$root"/{proc,sys,dev,tmp,root,vm,bin,usr/bin} "$root$REPO"
 	mknod -m 600 "$root/dev/console" c 5 1
 	mknod -m 666 "$root/dev/null" c 1 3
@@ -157,12 +164,12 @@ make_initramfs() {
 		# A tmpfs on /tmp would hide a checkout under /tmp; the initramfs's
 		# own /tmp (in the tmpfs root) serves then.
 		case $REPO/ in /tmp/*) ;; *) printf 'tmpfs\t/tmp\n' ;; esac
-		while IFS=$'\t' read -r name path; do
+		while IFS=$'\t' read -r role name path; do
 			mkdir -p "$root$(dirname "$path")"
 			cp "$path" "$root$path"
-			if [ "$name" = crest-bin ]; then
+			if [ "$role" = crest ]; then
 				printf 'run\tcheck\t%s\t%s\tcheck\t--all\n' "$TEST_TIMEOUT" "$path"
-			else
+			elif [ "$role" = test ]; then
 				# shellcheck disable=SC2086 # extra args split on purpose
 				printf 'run\t%s\t%s\t%s\t--test-threads=1%s\n' "$name" "$TEST_TIMEOUT" "$path" \
 					"$(for a in $extra; do printf '\t%s' "$a"; done)"
