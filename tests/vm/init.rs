@@ -23,24 +23,37 @@
 //! target; the few libc calls std lacks (mount, waitpid, kill, reboot) are
 //! declared here and resolved by the static musl libc that std links anyway.
 //!
-//! Plan format, one tab-separated record a line:
-//! `env KEY VALUE`, `cwd DIR`, `tmpfs DIR` (mount one there) or
+//! It also brings the loopback interface up and loads the kernel modules the
+//! plan names (the socket-diag ones are modules in Debian kernels and there is
+//! no modprobe here to autoload them), so the VM looks like an ordinary system.
+//!
+//! Plan format, one tab-separated record a line, run in order:
+//! `env KEY VALUE`, `cwd DIR`, `tmpfs DIR` (mount one there), `insmod FILE`,
+//! `prep TIMEOUT_SECS PATH [ARG]...` (run quietly, note only a failure) or
 //! `run NAME TIMEOUT_SECS PATH [ARG]...`. /tmp is a plan entry, not a fixed
 //! mount, because a checkout under /tmp puts the binaries there.
 
 use std::ffi::{CString, c_char, c_int, c_ulong, c_void};
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-// Kernel constants, named as in include/uapi/linux/{mount,reboot,wait}.h.
+// Kernel constants, named as in include/uapi/linux/{mount,reboot,wait,
+// sockios,if}.h.
 const MS_NOSUID: c_ulong = 2;
 const MS_NODEV: c_ulong = 4;
 const MS_NOEXEC: c_ulong = 8;
 const WNOHANG: c_int = 1;
 const SIGKILL: c_int = 9;
 const LINUX_REBOOT_CMD_POWER_OFF: c_int = 0x4321_fedc;
+const SIOCGIFFLAGS: c_int = 0x8913;
+const SIOCSIFFLAGS: c_int = 0x8914;
+const IFF_UP: u16 = 0x1;
+/// `struct ifreq`: a 16-byte name, then a union whose `short` flags we use.
+const IFREQ_SIZE: usize = 40;
+const IFNAMSIZ: usize = 16;
 
 unsafe extern "C" {
     fn mount(
@@ -51,6 +64,8 @@ unsafe extern "C" {
         data: *const c_void,
     ) -> c_int;
     fn waitpid(pid: c_int, status: *mut c_int, options: c_int) -> c_int;
+    fn init_module(image: *const c_void, len: c_ulong, params: *const c_char) -> c_int;
+    fn ioctl(fd: c_int, request: c_int, ...) -> c_int;
     safe fn kill(pid: c_int, sig: c_int) -> c_int;
     safe fn reboot(cmd: c_int) -> c_int;
     safe fn sync();
@@ -118,35 +133,70 @@ fn describe(status: c_int) -> String {
     }
 }
 
-struct Run<'a> {
-    name: &'a str,
-    timeout: Duration,
-    argv: Vec<&'a str>,
+/// What a program runs with: the plan's environment and working directory.
+struct Ctx {
+    env: Vec<(String, String)>,
+    cwd: String,
 }
 
-fn run(job: &Run, env: &[(String, String)], cwd: &str) {
-    say(&format!("@@CREST-VM BEGIN {}", job.name));
+/// Runs `argv` to its end or `timeout`, then clears up whatever it left;
+/// returns its outcome as the END marker shows it.
+fn run(argv: &[&str], timeout: Duration, ctx: &Ctx) -> String {
     let start = Instant::now();
-    let mut cmd = Command::new(job.argv[0]);
-    cmd.args(&job.argv[1..])
+    let mut cmd = Command::new(argv[0]);
+    cmd.args(&argv[1..])
         .env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .current_dir(cwd)
+        .envs(ctx.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&ctx.cwd)
         .process_group(0);
     let outcome = match cmd.spawn() {
-        Err(e) => format!("exit=127 spawn-error=\"{}: {e}\"", job.argv[0]),
+        Err(e) => format!("exit=127 spawn-error=\"{}: {e}\"", argv[0]),
         // A pid always fits pid_t; 0 would only make the wait time out.
-        Ok(child) => wait_for(
-            c_int::try_from(child.id()).unwrap_or(0),
-            start + job.timeout,
-        ),
+        Ok(child) => wait_for(c_int::try_from(child.id()).unwrap_or(0), start + timeout),
     };
     kill_all_and_reap();
+    outcome
+}
+
+fn run_marked(name: &str, argv: &[&str], timeout: Duration, ctx: &Ctx) {
+    say(&format!("@@CREST-VM BEGIN {name}"));
+    let start = Instant::now();
+    let outcome = run(argv, timeout, ctx);
     let secs = start.elapsed().as_secs_f64();
-    say(&format!(
-        "@@CREST-VM END {} {outcome} secs={secs:.2}",
-        job.name
-    ));
+    say(&format!("@@CREST-VM END {name} {outcome} secs={secs:.2}"));
+}
+
+/// Loads one kernel module from an (uncompressed) .ko file.
+fn insmod(path: &str) {
+    let image = match std::fs::read(path) {
+        Ok(image) => image,
+        Err(e) => return say(&format!("@@CREST-VM NOTE insmod {path}: {e}")),
+    };
+    // SAFETY: image is a live buffer of image.len() bytes and the parameter
+    // string is a NUL-terminated literal; the kernel copies both.
+    let rc = unsafe { init_module(image.as_ptr().cast(), image.len() as c_ulong, c"".as_ptr()) };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        say(&format!("@@CREST-VM NOTE insmod {path}: {err}"));
+    }
+}
+
+/// Sets `IFF_UP` on `lo`: the kernel creates it down, an init normally raises it.
+fn loopback_up() -> std::io::Result<()> {
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    let mut ifr = [0u8; IFREQ_SIZE];
+    ifr[..2].copy_from_slice(b"lo");
+    // SAFETY: ifr is a writable, zeroed struct ifreq of the kernel's size.
+    if unsafe { ioctl(sock.as_raw_fd(), SIOCGIFFLAGS, ifr.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let flags = u16::from_ne_bytes([ifr[IFNAMSIZ], ifr[IFNAMSIZ + 1]]) | IFF_UP;
+    ifr[IFNAMSIZ..IFNAMSIZ + 2].copy_from_slice(&flags.to_ne_bytes());
+    // SAFETY: as above; the kernel only reads the name and the flags.
+    if unsafe { ioctl(sock.as_raw_fd(), SIOCSIFFLAGS, ifr.as_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Waits for `pid`, reaping orphans meanwhile; kills its group at `deadline`.
@@ -183,6 +233,9 @@ fn main() {
         MS_NOSUID | MS_NODEV | MS_NOEXEC,
         "",
     );
+    if let Err(e) = loopback_up() {
+        say(&format!("@@CREST-VM NOTE bringing lo up failed: {e}"));
+    }
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     say(&format!(
         "@@CREST-VM KERNEL {} {} cpus={}",
@@ -192,25 +245,26 @@ fn main() {
     ));
 
     let plan = std::fs::read_to_string("/vm/plan").unwrap_or_default();
-    let mut env = Vec::new();
-    let mut cwd = "/".to_string();
+    let mut ctx = Ctx {
+        env: Vec::new(),
+        cwd: "/".to_string(),
+    };
+    let secs = |s: &str| Duration::from_secs(s.parse().unwrap_or(300));
     for line in plan.lines() {
         let f: Vec<&str> = line.split('\t').collect();
         match f.as_slice() {
-            ["env", k, v] => env.push((k.to_string(), v.to_string())),
-            ["cwd", dir] => cwd = dir.to_string(),
+            ["env", k, v] => ctx.env.push((k.to_string(), v.to_string())),
+            ["cwd", dir] => ctx.cwd = dir.to_string(),
             ["tmpfs", dir] => mount_fs("tmpfs", dir, MS_NOSUID | MS_NODEV, "mode=1777"),
-            ["run", name, secs, argv @ ..] if !argv.is_empty() => {
-                let timeout = Duration::from_secs(secs.parse().unwrap_or(300));
-                run(
-                    &Run {
-                        name,
-                        timeout,
-                        argv: argv.to_vec(),
-                    },
-                    &env,
-                    &cwd,
-                );
+            ["insmod", path] => insmod(path),
+            ["prep", t, argv @ ..] if !argv.is_empty() => {
+                let outcome = run(argv, secs(t), &ctx);
+                if !outcome.starts_with("exit=0") {
+                    say(&format!("@@CREST-VM NOTE {argv:?}: {outcome}"));
+                }
+            }
+            ["run", name, t, argv @ ..] if !argv.is_empty() => {
+                run_marked(name, argv, secs(t), &ctx);
             }
             [""] => {}
             _ => say(&format!("@@CREST-VM NOTE bad plan line: {line:?}")),

@@ -21,6 +21,10 @@ LANE_TIMEOUT=${CREST_VM_TIMEOUT:-600}      # seconds, whole VM, hard
 TEST_TIMEOUT=${CREST_VM_TEST_TIMEOUT:-240} # seconds, each program in the VM
 CHECK_MUST_PASS=${CREST_VM_CHECK_MUST_PASS:-0}
 MIRROR=${CREST_VM_MIRROR:-http://deb.debian.org}
+# Socket-diag modules (=m in Debian): sock_diag lookups autoload them on a
+# normal system, but nothing can autoload here. Dependencies first.
+MODULES=${CREST_VM_MODULES:-inet_diag tcp_diag udp_diag raw_diag unix_diag netlink_diag af_packet_diag}
+LAYOUT=2 # of $CACHE/kernels/<lane>; a change makes cached kernels refetch
 ALL_LANES=(debian61-x86_64 debian612-arm64 debian612-x86_64)
 declare -A APT_UPDATED=()
 
@@ -45,6 +49,7 @@ install_tools() {
 	command -v cpio >/dev/null || need+=(cpio)
 	command -v jq >/dev/null || need+=(jq)
 	command -v timeout >/dev/null || need+=(coreutils)
+	command -v xz >/dev/null || need+=(xz-utils)
 	if [ ${#need[@]} -gt 0 ]; then
 		log "apt-get install ${need[*]}"
 		apt-get update -qq
@@ -84,30 +89,68 @@ apt_setup() {
 	apt-get "${o[@]}" -qq update || die "apt-get update for $arch failed (mirror $MIRROR)"
 }
 
-# Puts the lane's kernel in $CACHE/kernels/<lane>/vmlinuz, unless it is
-# already there (CREST_VM_REFRESH=1 fetches the newest again).
+apt_update_once() {
+	# Fresh lists once per run: the mirror drops superseded packages.
+	if [ -z "${APT_UPDATED[$1]:-}" ]; then
+		log "apt-get update ($1, private state in $CACHE/apt-$1)"
+		apt_setup "$1"
+		APT_UPDATED[$1]=1
+	fi
+}
+
+# Puts the lane's kernel in $CACHE/kernels/<lane>/: vmlinuz, config-<release>
+# (Debian kernels have no /proc/config.gz) and the $MODULES it has as modules
+# (uncompressed, list in load order in modules/list). Reused while present;
+# CREST_VM_REFRESH=1 fetches the newest again.
 fetch_kernel() {
-	local lane=$1 arch=$2 rel=$3 dir=$CACHE/kernels/$1
-	if [ -s "$dir/vmlinuz" ] && [ "${CREST_VM_REFRESH:-0}" != 1 ]; then
+	local lane=$1 arch=$2 rel=$3 dir=$CACHE/kernels/$1 m f
+	if [ "$(cat "$dir/layout" 2>/dev/null)" = "$LAYOUT $MODULES" ] &&
+		[ "${CREST_VM_REFRESH:-0}" != 1 ]; then
 		return
 	fi
-	# Fresh lists once per run: the mirror drops superseded kernel packages.
-	if [ -z "${APT_UPDATED[$arch]:-}" ]; then
-		log "apt-get update ($arch, private state in $CACHE/apt-$arch)"
-		apt_setup "$arch"
-		APT_UPDATED[$arch]=1
-	fi
+	apt_update_once "$arch"
 	mapfile -t o < <(apt_opts "$arch")
-	local meta=linux-image-$arch pkg
+	local meta=linux-image-$arch pkg pats=('./boot/vmlinuz-*' './boot/config-*')
 	[ "$rel" = - ] || meta=$meta/$rel
 	pkg=$(apt-cache "${o[@]}" depends "$meta" | awk '/Depends: linux-image-/ {print $2; exit}')
 	[ -n "$pkg" ] || die "cannot resolve the kernel package behind $meta"
 	log "$lane: apt-get download $pkg"
-	rm -rf "$dir" && mkdir -p "$dir/x"
+	rm -rf "$dir" && mkdir -p "$dir/x" "$dir/modules"
 	(cd "$dir" && apt-get "${o[@]}" -qq download "$pkg") || die "apt-get download $pkg failed"
-	dpkg-deb --fsys-tarfile "$dir"/*.deb | tar -C "$dir/x" -x --wildcards './boot/vmlinuz-*'
-	mv "$dir"/x/boot/vmlinuz-* "$dir/vmlinuz"
+	for m in $MODULES; do pats+=("./lib/modules/*/$m.ko*"); done
+	# tar exits 2 for a module that is built in (no file): vmlinuz decides.
+	dpkg-deb --fsys-tarfile "$dir"/*.deb | tar -C "$dir/x" -x --wildcards "${pats[@]}" 2>/dev/null || true
+	mv "$dir"/x/boot/vmlinuz-* "$dir/vmlinuz" || die "no vmlinuz in $pkg"
+	mv "$dir"/x/boot/config-* "$dir/" || die "no config in $pkg"
+	for m in $MODULES; do
+		f=$(find "$dir/x" -name "$m.ko*" | head -n1)
+		[ -n "$f" ] || continue
+		case $f in
+		*.xz) xz -dc "$f" >"$dir/modules/$m.ko" ;;
+		*) mv "$f" "$dir/modules/$m.ko" ;;
+		esac
+		echo "$m" >>"$dir/modules/list"
+	done
+	touch "$dir/modules/list"
 	echo "$pkg" >"$dir/package"
+	rm -rf "$dir/x" "$dir"/*.deb
+	echo "$LAYOUT $MODULES" >"$dir/layout"
+}
+
+# busybox-static of the lane's architecture, for the programs tests spawn
+# (sleep, sh, cat...); cached in $CACHE/busybox-<arch>/busybox.
+fetch_busybox() {
+	local arch=$1 dir=$CACHE/busybox-$1
+	if [ -s "$dir/busybox" ] && [ "${CREST_VM_REFRESH:-0}" != 1 ]; then
+		return
+	fi
+	apt_update_once "$arch"
+	mapfile -t o < <(apt_opts "$arch")
+	log "apt-get download busybox-static ($arch)"
+	rm -rf "$dir" && mkdir -p "$dir/x"
+	(cd "$dir" && apt-get "${o[@]}" -qq download busybox-static) || die "apt-get download busybox-static failed"
+	dpkg-deb -x "$dir"/*.deb "$dir/x"
+	mv "$dir/x/bin/busybox" "$dir/busybox" || die "no bin/busybox in busybox-static"
 	rm -rf "$dir/x" "$dir"/*.deb
 }
 
@@ -142,11 +185,18 @@ build_target() {
 }
 
 make_initramfs() {
-	local lane=$1 triple=$2 root=$OUT/$1/root role name path
+	local lane=$1 triple=$2 arch=$3 root=$OUT/$1/root role name path
 	rm -rf "$root" && mkdir -p "$root"/{proc,sys,dev,tmp,root,vm,bin,usr/bin} "$root$REPO"
 	mknod -m 600 "$root/dev/console" c 5 1
 	mknod -m 666 "$root/dev/null" c 1 3
 	install -m 755 "$OUT/init-$triple" "$root/init"
+	install -m 755 "$CACHE/busybox-$arch/busybox" "$root/bin/busybox"
+	local kdir=$CACHE/kernels/$lane
+	mkdir -p "$root/boot" "$root/vm/modules"
+	# /boot/config-<release>, where Debian keeps it: these kernels have no
+	# /proc/config.gz.
+	cp "$kdir"/config-* "$root/boot/"
+	cp "$kdir"/modules/*.ko "$root/vm/modules/" 2>/dev/null || true
 	# The source tree too (about 200 KB): tests may read files relative to
 	# CARGO_MANIFEST_DIR at run time (docs/CLI.md, samples).
 	if git -C "$REPO" rev-parse --git-dir >/dev/null 2>&1; then
@@ -161,6 +211,8 @@ make_initramfs() {
 		printf 'env\t%s\t%s\n' PATH /usr/bin:/bin HOME /root TMPDIR /tmp RUST_BACKTRACE 1 \
 			CARGO_MANIFEST_DIR "$REPO" CREST_VM_LANE "$lane"
 		printf 'cwd\t%s\n' "$REPO"
+		while read -r m; do printf 'insmod\t/vm/modules/%s.ko\n' "$m"; done <"$kdir/modules/list"
+		printf 'prep\t30\t/bin/busybox\t--install\t-s\t/bin\n'
 		# A tmpfs on /tmp would hide a checkout under /tmp; the initramfs's
 		# own /tmp (in the tmpfs root) serves then.
 		case $REPO/ in /tmp/*) ;; *) printf 'tmpfs\t/tmp\n' ;; esac
@@ -290,8 +342,9 @@ main() {
 			t=$SECONDS
 		fi
 		fetch_kernel "$lane" "$arch" "$rel"
+		fetch_busybox "$arch"
 		mkdir -p "$OUT/$lane"
-		make_initramfs "$lane" "$triple"
+		make_initramfs "$lane" "$triple" "$arch"
 		boot "$lane" "$arch" "$CACHE/kernels/$lane/vmlinuz"
 		if report "$lane"; then verdict[$lane]=pass; else verdict[$lane]=FAIL failed=1; fi
 		took[$lane]=$((SECONDS - t))
