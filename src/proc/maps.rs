@@ -130,7 +130,7 @@ fn split_pair(field: &[u8], sep: u8, num: fn(&[u8]) -> Option<u64>) -> Option<(u
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const SAMPLE: &[u8] = b"\
@@ -167,9 +167,32 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
         assert_eq!(v[7].len(), 0x2000);
     }
 
+    /// Reads a /proc file of this process into a buffer allocated
+    /// beforehand: growing a buffer between reads changes the very mappings
+    /// being listed, and the lines then overlap.
+    pub(crate) fn read_self_once(file: &str) -> Vec<u8> {
+        use std::io::Read;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut f = std::fs::File::open(format!("/proc/self/{file}")).unwrap();
+        let mut len = 0;
+        loop {
+            let n = f.read(&mut buf[len..]).unwrap();
+            if n == 0 {
+                break;
+            }
+            len += n;
+            assert!(
+                len < buf.len(),
+                "/proc/self/{file} is larger than the buffer"
+            );
+        }
+        buf.truncate(len);
+        buf
+    }
+
     #[test]
     fn parses_this_process() {
-        let text = std::fs::read("/proc/self/maps").unwrap();
+        let text = read_self_once("maps");
         let v = parse(&text).unwrap();
         assert!(v.windows(2).all(|w| w[0].end <= w[1].start));
         let here = parses_this_process as fn() as usize as u64;

@@ -46,6 +46,10 @@ impl ParseError {
 }
 
 /// Reads `/proc/<pid>/<file>` (pid may be `self` or `<pid>/task/<tid>`) whole.
+///
+/// The listing is consistent only while the task's address space holds
+/// still: seize the target first, and never read this process's own maps
+/// through a buffer that grows between reads.
 pub fn read(pid: &str, file: &str) -> Result<Vec<u8>> {
     let path = format!("/proc/{pid}/{file}");
     std::fs::read(&path).map_err(|e| Error::io("read", path, e))

@@ -99,23 +99,18 @@ mod tests {
 
     #[test]
     fn a_touched_page_is_present_and_an_untouched_one_is_not() {
-        // A fresh heap buffer: the kernel populates pages on first write only.
-        let page = 4096;
-        let mut buf = vec![0u8; 64 * page];
-        let base = (buf.as_ptr() as u64).next_multiple_of(page as u64);
-        let first = (base - buf.as_ptr() as u64) as usize;
-        buf[first + 3 * page] = 1;
-        std::hint::black_box(&buf);
+        // A fresh anonymous mapping: the kernel populates a page on first
+        // write only (malloc could hand back memory it already touched).
+        let page = crate::sys::mm::page_size();
+        let map = crate::sys::mm::Mapping::anonymous(8 * page).unwrap();
+        map.write_byte(3 * page, 1);
         let mut f = std::fs::File::open("/proc/self/pagemap").unwrap();
-        f.seek(SeekFrom::Start(offset_of(base, page as u64)))
+        f.seek(SeekFrom::Start(offset_of(map.addr() as u64, page as u64)))
             .unwrap();
         let mut raw = [0u8; 8 * 8];
         f.read_exact(&mut raw).unwrap();
         let e: Vec<_> = entries(&raw).collect();
-        assert!(e[3].present());
-        assert!(
-            !e[6].populated(),
-            "calloc'd memory above the mmap threshold starts unpopulated"
-        );
+        assert!(e[3].present() && e[3].exclusive());
+        assert!(!e[6].populated());
     }
 }

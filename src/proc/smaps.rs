@@ -172,7 +172,7 @@ VmFlags: rd wr sh mr mw me ms dc dd hg
 
     #[test]
     fn agrees_with_maps_for_this_process() {
-        let smaps = std::fs::read("/proc/self/smaps").unwrap();
+        let smaps = crate::proc::maps::tests::read_self_once("smaps");
         let v = parse(&smaps).unwrap();
         assert!(
             v.iter()
