@@ -11,6 +11,7 @@ pub mod check;
 pub mod cli;
 pub mod error;
 pub mod image;
+pub mod infect;
 pub mod log;
 pub mod proc;
 pub mod sys;

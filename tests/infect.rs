@@ -1,0 +1,317 @@
+//! Seizing, remote system calls and the parasite, against real victims
+//! (tests/infect/victim.rs). Ground truth comes from outside crest: the
+//! victim's own counters and self-check in a shared page, /proc/PID/maps,
+//! /proc/PID/fd, /proc/PID/status, /proc/PID/syscall, the registers read
+//! with a plain PTRACE_GETREGSET, and the parent's wait status.
+
+#[path = "infect/victim.rs"]
+mod victim;
+
+use std::time::Duration;
+
+use crest::blob::proto::{CMD_ABORT, GetPid};
+use crest::infect::{InjectStep, Parasite, Release, seize};
+use crest::sys::ptrace::ptrace_getregs;
+use victim::{COUNTER, DONE, FAILURES, Mode, RESULT, SLEPT_NS, THREAD0, THREADS, VALUE, Victim};
+
+const SEC: Duration = Duration::from_secs(3);
+
+fn maps(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap()
+}
+
+fn fds(pid: i32) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Seizes, injects, asks the parasite who it is, cures, releases; checks
+/// registers, maps and fds around it. Returns the seized stop signal.
+fn infect_once(pid: i32) -> Option<i32> {
+    let (maps0, fds0) = (maps(pid), fds(pid));
+    let seized = seize(pid).expect("seize");
+    let stop = seized.stop_signal();
+    let regs0: Vec<_> = seized
+        .threads()
+        .iter()
+        .map(|&t| ptrace_getregs(t).unwrap())
+        .collect();
+    let mut p = Parasite::inject(&seized).expect("inject");
+    assert!(
+        maps(pid).contains("/memfd:crest"),
+        "the blob is mapped in the victim"
+    );
+    assert_eq!(fds(pid), fds0, "the memfd's fd is closed in the victim");
+    assert_eq!(p.getpid().expect("CMD_GETPID"), GetPid { pid, tid: pid });
+    p.cure().expect("cure");
+    let regs1: Vec<_> = seized
+        .threads()
+        .iter()
+        .map(|&t| ptrace_getregs(t).unwrap())
+        .collect();
+    assert_eq!(regs0, regs1, "registers of every thread as before");
+    seized.release(Release::Resume).expect("release");
+    assert_eq!(maps(pid), maps0, "maps as before");
+    assert_eq!(fds(pid), fds0, "fds as before");
+    stop
+}
+
+#[test]
+fn injection_alone_leaves_a_busy_victim_unaware() {
+    let v = Victim::spawn(Mode::Busy);
+    assert!(v.progresses(COUNTER, SEC));
+    assert_eq!(infect_once(v.pid), None);
+    assert!(
+        v.progresses(COUNTER, SEC),
+        "the victim runs on after release"
+    );
+    assert_eq!(v.get(FAILURES), 0, "the victim's self-check passes");
+    assert_ne!(v.state(), 'T', "not stopped");
+}
+
+#[test]
+fn victim_in_nanosleep_completes_its_sleep() {
+    let v = Victim::spawn(Mode::Nanosleep(Duration::from_millis(700)));
+    v.wait_in_syscall(libc::SYS_nanosleep);
+    infect_once(v.pid);
+    v.wait_for(DONE, 1);
+    assert_eq!(v.get(RESULT), 0, "nanosleep returned 0, not -EINTR");
+    let slept = Duration::from_nanos(v.get(SLEPT_NS));
+    assert!(slept >= Duration::from_millis(700), "slept only {slept:?}");
+    assert!(slept < Duration::from_millis(700) + SEC, "slept {slept:?}");
+    assert!(v.progresses(COUNTER, SEC));
+    assert_eq!(v.get(FAILURES), 0);
+}
+
+#[test]
+fn victim_blocked_in_read_gets_the_data_written_later() {
+    let (r, w) = crest::sys::fd::pipe2(crest::sys::fd::O_CLOEXEC).unwrap();
+    let v = Victim::spawn(Mode::ReadPipe(r));
+    v.wait_in_syscall(libc::SYS_read);
+    infect_once(v.pid);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(v.get(DONE), 0, "read must still block after the cure");
+    let value = 0x1122_3344_5566_7788u64;
+    crest::sys::fd::write(std::os::fd::AsFd::as_fd(&w), &value.to_ne_bytes()).unwrap();
+    v.wait_for(DONE, 1);
+    assert_eq!(v.get(RESULT), 8, "read returned the 8 bytes");
+    assert_eq!(v.get(VALUE), value);
+    assert!(v.progresses(COUNTER, SEC));
+}
+
+#[test]
+fn stopped_victim_stays_stopped_and_its_parent_sees_nothing() {
+    let v = Victim::spawn(Mode::Busy);
+    let mut status = 0;
+    // SAFETY: plain signal and wait on our own child.
+    unsafe {
+        libc::kill(v.pid, libc::SIGSTOP);
+        assert_eq!(libc::waitpid(v.pid, &mut status, libc::WUNTRACED), v.pid);
+    }
+    assert!(libc::WIFSTOPPED(status));
+    assert_eq!(v.state(), 'T');
+    let count = v.get(COUNTER);
+    assert_eq!(infect_once(v.pid), Some(libc::SIGSTOP));
+    assert_eq!(v.state(), 'T', "still stopped after release");
+    assert_eq!(v.get(COUNTER), count, "never ran in between");
+    assert!(
+        !v.progresses(COUNTER, Duration::from_millis(200)),
+        "a stopped victim does not count"
+    );
+    let flags = libc::WNOHANG | libc::WUNTRACED | libc::WCONTINUED;
+    // SAFETY: as above.
+    let r = unsafe { libc::waitpid(v.pid, &mut status, flags) };
+    assert_eq!(r, 0, "no new wait event");
+    // SAFETY: as above.
+    unsafe { libc::kill(v.pid, libc::SIGCONT) };
+    assert!(v.progresses(COUNTER, SEC), "continues on SIGCONT");
+    assert_eq!(v.get(FAILURES), 0);
+}
+
+#[test]
+fn all_threads_of_a_threaded_victim_are_seized_and_continue() {
+    let v = Victim::spawn(Mode::Threads(3));
+    v.wait_for(THREADS, 3);
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", v.pid))
+        .unwrap()
+        .count();
+    assert_eq!(tasks, 4);
+    {
+        let seized = seize(v.pid).unwrap();
+        assert_eq!(seized.threads().len(), 4);
+        assert_eq!(seized.threads()[0], v.pid, "the leader first");
+        let c = v.get(THREAD0);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(v.get(THREAD0), c, "a seized thread does not run");
+    }
+    infect_once(v.pid);
+    for i in 0..3 {
+        assert!(v.progresses(THREAD0 + i, SEC), "thread {i} continues");
+    }
+    assert!(v.progresses(COUNTER, SEC));
+    assert_eq!(v.get(FAILURES), 0);
+}
+
+fn seize_error(pid: i32) -> String {
+    seize(pid).expect_err("seize must refuse").to_string()
+}
+
+#[test]
+fn refuses_a_pid_that_does_not_exist() {
+    // SAFETY: the child exits at once; we reap it, so its pid is free.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: exit without running the harness's atexit handlers.
+        unsafe { libc::_exit(0) };
+    }
+    // SAFETY: reaping our own child.
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+    assert!(seize_error(pid).contains("no such process"));
+    assert!(seize_error(-5).contains("not a valid pid"));
+}
+
+#[test]
+fn refuses_a_zombie() {
+    // SAFETY: as above, but the child stays unreaped for a while.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: as above.
+        unsafe { libc::_exit(0) };
+    }
+    while victim::state_of(pid) != 'Z' {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(seize_error(pid).contains("zombie"));
+    let mut status = 0;
+    // SAFETY: reaping our own child; its exit status proves it was unharmed.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+}
+
+#[test]
+fn refuses_an_already_traced_task_and_leaves_it_alone() {
+    let v = Victim::spawn(Mode::Busy);
+    crest::sys::ptrace::ptrace_seize(v.pid, 0).unwrap();
+    // SAFETY: gettid has no arguments.
+    let me = unsafe { libc::gettid() };
+    let err = seize_error(v.pid);
+    assert!(
+        err.contains(&format!("already traced by pid {me}")),
+        "{err}"
+    );
+    // A seized, running tracee must stop before it can be detached.
+    crest::sys::ptrace::ptrace_interrupt(v.pid).unwrap();
+    crest::sys::process::wait4(v.pid, crest::sys::process::__WALL).unwrap();
+    crest::sys::ptrace::ptrace_detach(v.pid).unwrap();
+    assert!(v.progresses(COUNTER, SEC));
+}
+
+#[test]
+fn refuses_crest_itself_and_its_ancestors() {
+    let me = crest::sys::process::getpid();
+    assert!(seize_error(me).contains("crest itself"));
+    let parent = crest::sys::process::getppid();
+    assert!(seize_error(parent).contains("an ancestor of crest"));
+    assert!(seize_error(2).contains("kernel thread"));
+}
+
+/// Injection stopped after every step: the error comes back, the cure
+/// leaves registers, maps and fds as they were.
+#[test]
+fn a_failed_injection_is_cured_at_every_step() {
+    let v = Victim::spawn(Mode::Busy);
+    let (maps0, fds0) = (maps(v.pid), fds(v.pid));
+    for step in [
+        InjectStep::MemfdCreated,
+        InjectStep::Mapped,
+        InjectStep::FdClosed,
+    ] {
+        let seized = seize(v.pid).unwrap();
+        let regs0 = ptrace_getregs(v.pid).unwrap();
+        let err = Parasite::inject_failing_after(&seized, step).expect_err("the hook fails");
+        assert!(err.to_string().contains("test hook"), "{err}");
+        assert_eq!(ptrace_getregs(v.pid).unwrap(), regs0, "after {step:?}");
+        assert_eq!(
+            (maps(v.pid), fds(v.pid)),
+            (maps0.clone(), fds0.clone()),
+            "after {step:?}"
+        );
+        drop(seized);
+        assert!(v.progresses(COUNTER, SEC), "after {step:?}");
+    }
+    assert_eq!(v.get(FAILURES), 0);
+}
+
+/// A command the parasite refuses, and one that crashes it (SIGILL from
+/// its panic handler): both are errors, and the cure still restores all.
+#[test]
+fn a_refused_or_crashing_command_is_cured() {
+    let v = Victim::spawn(Mode::Busy);
+    let (maps0, fds0) = (maps(v.pid), fds(v.pid));
+    let seized = seize(v.pid).unwrap();
+    let regs0 = ptrace_getregs(v.pid).unwrap();
+    let mut p = Parasite::inject(&seized).unwrap();
+    let err = p
+        .command(0xdead, &[], 0)
+        .expect_err("unknown command")
+        .to_string();
+    assert!(err.contains("EINVAL"), "{err}");
+    assert_eq!(p.getpid().unwrap().pid, v.pid, "the parasite still works");
+    let err = p.command(CMD_ABORT, &[], 0).expect_err("crash").to_string();
+    assert!(err.contains(&format!("signal {}", libc::SIGILL)), "{err}");
+    p.cure().expect("cure after a crash");
+    assert_eq!(ptrace_getregs(v.pid).unwrap(), regs0);
+    seized.release(Release::Resume).unwrap();
+    assert_eq!((maps(v.pid), fds(v.pid)), (maps0, fds0));
+    assert!(v.progresses(COUNTER, SEC));
+    assert_eq!(v.get(FAILURES), 0);
+}
+
+#[test]
+fn a_dropped_parasite_and_seize_cure_and_release() {
+    let v = Victim::spawn(Mode::Busy);
+    let maps0 = maps(v.pid);
+    {
+        let seized = seize(v.pid).unwrap();
+        let _p = Parasite::inject(&seized).unwrap();
+        assert_ne!(maps(v.pid), maps0);
+    }
+    assert_eq!(maps(v.pid), maps0);
+    assert!(v.progresses(COUNTER, SEC));
+}
+
+#[test]
+fn release_kill_ends_the_victim() {
+    let mut v = Victim::spawn(Mode::Threads(2));
+    v.wait_for(THREADS, 2);
+    seize(v.pid).unwrap().release(Release::Kill).unwrap();
+    let mut status = 0;
+    // SAFETY: reaping our own child.
+    assert_eq!(unsafe { libc::waitpid(v.pid, &mut status, 0) }, v.pid);
+    v.mark_reaped();
+    assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL);
+}
+
+#[test]
+fn remote_syscall_returns_the_targets_answer() {
+    let v = Victim::spawn(Mode::Busy);
+    let seized = seize(v.pid).unwrap();
+    let mut r = crest::infect::Remote::new(&seized, v.pid).unwrap();
+    assert_eq!(
+        r.syscall(libc::SYS_getpid as u64, [0; 6]).unwrap(),
+        i64::from(v.pid)
+    );
+    assert_eq!(
+        r.syscall(libc::SYS_close as u64, [9999, 0, 0, 0, 0, 0])
+            .unwrap(),
+        -i64::from(libc::EBADF)
+    );
+    r.restore().unwrap();
+    drop(r);
+    seized.release(Release::Resume).unwrap();
+    assert!(v.progresses(COUNTER, SEC));
+}
