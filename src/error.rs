@@ -49,6 +49,15 @@ pub enum Error {
         /// What was wrong.
         problem: String,
     },
+    /// The target process cannot be seized or infected, or misbehaved
+    /// while crest worked in it (a fault in the parasite, a thread that
+    /// died, state that did not come back as saved).
+    Target {
+        /// The target's pid (or the thread's).
+        pid: i32,
+        /// What is wrong, and what to do about it where there is a fix.
+        problem: String,
+    },
 }
 
 impl Error {
@@ -113,6 +122,7 @@ impl fmt::Display for Error {
                 f,
                 "cannot parse {path} line {line}: {problem}; this kernel's format is not one crest knows, please report it"
             ),
+            Error::Target { pid, problem } => write!(f, "pid {pid}: {problem}"),
         }
     }
 }

@@ -12,12 +12,30 @@ use std::time::Duration;
 use crest::blob::proto::{CMD_ABORT, GetPid};
 use crest::infect::{InjectStep, Parasite, Release, seize};
 use crest::sys::ptrace::ptrace_getregs;
-use victim::{COUNTER, DONE, FAILURES, Mode, RESULT, SLEPT_NS, THREAD0, THREADS, VALUE, Victim};
+use victim::{
+    COUNTER, DONE, FAILURES, Mode, RESULT, SIGNALS, SLEPT_NS, THREAD0, THREADS, VALUE, Victim,
+};
 
 const SEC: Duration = Duration::from_secs(3);
 
 fn maps(pid: i32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap()
+}
+
+/// The blocked mask of every thread, from /proc (independent of ptrace).
+fn sigblk(pid: i32) -> Vec<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    let mut v: Vec<String> = tasks
+        .map(|t| {
+            let s = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap();
+            s.lines()
+                .find(|l| l.starts_with("SigBlk"))
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    v.sort();
+    v
 }
 
 fn fds(pid: i32) -> Vec<String> {
@@ -32,7 +50,7 @@ fn fds(pid: i32) -> Vec<String> {
 /// Seizes, injects, asks the parasite who it is, cures, releases; checks
 /// registers, maps and fds around it. Returns the seized stop signal.
 fn infect_once(pid: i32) -> Option<i32> {
-    let (maps0, fds0) = (maps(pid), fds(pid));
+    let (maps0, fds0, blk0) = (maps(pid), fds(pid), sigblk(pid));
     let seized = seize(pid).expect("seize");
     let stop = seized.stop_signal();
     let regs0: Vec<_> = seized
@@ -57,6 +75,7 @@ fn infect_once(pid: i32) -> Option<i32> {
     seized.release(Release::Resume).expect("release");
     assert_eq!(maps(pid), maps0, "maps as before");
     assert_eq!(fds(pid), fds0, "fds as before");
+    assert_eq!(sigblk(pid), blk0, "blocked signals as before");
     stop
 }
 
@@ -314,4 +333,51 @@ fn remote_syscall_returns_the_targets_answer() {
     drop(r);
     seized.release(Release::Resume).unwrap();
     assert!(v.progresses(COUNTER, SEC));
+}
+
+/// A signal sent while the parasite is in the target stays pending
+/// (crest blocks all signals in the thread it runs) and reaches the
+/// victim's handler exactly once after the cure.
+#[test]
+fn a_signal_sent_during_injection_is_delivered_after_cure() {
+    let v = Victim::spawn(Mode::Busy);
+    let seized = seize(v.pid).unwrap();
+    let mut p = Parasite::inject(&seized).unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(v.pid, libc::SIGUSR1) };
+    assert_eq!(
+        p.getpid().unwrap().pid,
+        v.pid,
+        "the parasite is not disturbed"
+    );
+    p.cure().unwrap();
+    assert_eq!(v.get(SIGNALS), 0, "not delivered while seized");
+    seized.release(Release::Resume).unwrap();
+    v.wait_for(SIGNALS, 1);
+    assert!(v.progresses(COUNTER, SEC));
+    assert_eq!(v.get(SIGNALS), 1, "delivered once");
+    assert_eq!(v.get(FAILURES), 0);
+}
+
+/// SIGSTOP (which cannot be blocked) sent while the parasite works: the
+/// command still completes, and the victim ends up stopped after release,
+/// as the signal asked, then runs on SIGCONT.
+#[test]
+fn a_sigstop_during_injection_leaves_the_victim_stopped() {
+    let v = Victim::spawn(Mode::Busy);
+    let seized = seize(v.pid).unwrap();
+    assert_eq!(seized.stop_signal(), None);
+    let mut p = Parasite::inject(&seized).unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(v.pid, libc::SIGSTOP) };
+    assert_eq!(p.getpid().unwrap().pid, v.pid);
+    p.cure().unwrap();
+    assert_eq!(seized.stop_signal(), Some(libc::SIGSTOP));
+    seized.release(Release::Resume).unwrap();
+    assert_eq!(v.state(), 'T');
+    assert!(!v.progresses(COUNTER, Duration::from_millis(200)));
+    // SAFETY: as above.
+    unsafe { libc::kill(v.pid, libc::SIGCONT) };
+    assert!(v.progresses(COUNTER, SEC));
+    assert_eq!(v.get(FAILURES), 0);
 }

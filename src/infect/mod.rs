@@ -32,3 +32,14 @@ pub use parasite::{InjectStep, Parasite};
 pub use remote::Remote;
 pub use seize::{Release, Seized, seize};
 pub use stop::Stop;
+
+use crate::error::Error;
+use crate::sys::Pid;
+
+/// An [`Error::Target`] about `pid`.
+pub(crate) fn target_error(pid: Pid, problem: impl Into<String>) -> Error {
+    Error::Target {
+        pid,
+        problem: problem.into(),
+    }
+}

@@ -34,6 +34,7 @@ use syscalls::Sysno;
 
 use super::remote::{NAME_OFFSET, Remote};
 use super::seize::Seized;
+use super::target_error;
 use crate::blob::proto::{CMD_FINI, CMD_GETPID, GetPid, PAYLOAD_OFFSET, PAYLOAD_SIZE, RET_PENDING};
 use crate::blob::{self, Blob};
 use crate::error::{Error, Result};
@@ -119,9 +120,10 @@ impl<'a> Parasite<'a> {
             cured: false,
         };
         let hook = |step| match fail {
-            Some(f) if f == step => Err(Error::Usage(format!(
-                "test hook: injection stopped after {step:?}"
-            ))),
+            Some(f) if f == step => Err(target_error(
+                pid,
+                format!("test hook: injection stopped after {step:?}"),
+            )),
             _ => Ok(()),
         };
         p.create_memfd()?;
@@ -190,9 +192,12 @@ impl<'a> Parasite<'a> {
     pub fn command(&mut self, cmd: u32, payload: &[u8], reply_len: usize) -> Result<Vec<u8>> {
         let pid = self.remote.tid();
         if self.base == 0 || payload.len() > PAYLOAD_SIZE || reply_len > PAYLOAD_SIZE {
-            return Err(Error::Usage(format!(
-                "pid {pid}: parasite command {cmd} cannot be sent"
-            )));
+            return Err(target_error(
+                pid,
+                format!(
+                    "parasite command {cmd} cannot be sent (no parasite, or payload too large)"
+                ),
+            ));
         }
         let args = self.blob.args_offset as u64;
         let mut hdr = [0u8; PAYLOAD_OFFSET];
@@ -222,9 +227,10 @@ impl<'a> Parasite<'a> {
         debug!("pid {pid}: parasite command {cmd} returned {ret}");
         match ret {
             0 => Ok(reply),
-            RET_PENDING => Err(Error::Usage(format!(
-                "pid {pid}: the parasite trapped without running command {cmd}"
-            ))),
+            RET_PENDING => Err(target_error(
+                pid,
+                format!("the parasite trapped without running command {cmd}"),
+            )),
             e => Err(Error::sys(
                 "parasite command",
                 format!("pid {pid}: command {cmd}"),
@@ -239,7 +245,10 @@ impl<'a> Parasite<'a> {
                 file,
                 format!("memfd of the parasite in pid {}", self.remote.tid()),
             ),
-            None => Err(Error::Usage("the parasite's memfd is gone".into())),
+            None => Err(target_error(
+                self.remote.tid(),
+                "the parasite's memfd is gone",
+            )),
         }
     }
 
@@ -302,15 +311,17 @@ impl<'a> Parasite<'a> {
         let pid = self.remote.tid();
         let after = snapshot(pid)?;
         if after.maps != self.before.maps {
-            return Err(Error::Usage(format!(
-                "pid {pid}: /proc/{pid}/maps differs after the cure"
-            )));
+            return Err(target_error(
+                pid,
+                format!("/proc/{pid}/maps differs after the cure"),
+            ));
         }
         if after.fds != self.before.fds {
             let (b, a) = (&self.before.fds, &after.fds);
-            return Err(Error::Usage(format!(
-                "pid {pid}: fds {b:?} became {a:?} after the cure"
-            )));
+            return Err(target_error(
+                pid,
+                format!("fds {b:?} became {a:?} after the cure"),
+            ));
         }
         Ok(())
     }

@@ -17,9 +17,10 @@
 //!
 //! Signals: with all of them blocked, one that arrives while the thread
 //! runs crest's code stays pending and is delivered after the cure, as if
-//! crest had not been there. SIGSTOP cannot be blocked: its group stop is
-//! noted on the [`Seized`] (so release leaves the process stopped) and the
-//! thread is continued. A fault (SIGSEGV, SIGILL...) is an error; the
+//! crest had not been there. SIGSTOP cannot be blocked: it is delivered
+//! (PTRACE_CONT with the signal) so the group stop it asks for begins, that
+//! stop is noted on the [`Seized`] (so release leaves the process stopped),
+//! and the thread is continued with crest's code. A fault (SIGSEGV, SIGILL...) is an error; the
 //! thread stays in its signal-delivery stop and the cure suppresses it.
 //!
 //! Interrupted system calls: the saved registers are put back untouched,
@@ -36,6 +37,7 @@ use std::os::unix::fs::FileExt;
 
 use super::seize::Seized;
 use super::stop::{Stop, is_stop_signal, wait_stop};
+use super::target_error;
 use crate::blob::infect::{IP_AFTER_SYSCALL_TRAP, SYSCALL_TRAP};
 use crate::blob::regs::UserRegs;
 use crate::error::{Error, Result};
@@ -81,9 +83,10 @@ fn code_address(pid: Pid) -> Result<u64> {
     };
     match vdso.or_else(text_vma) {
         Some(m) => Ok(m.start),
-        None => Err(Error::Usage(format!(
-            "pid {pid} has no vdso and no private executable mapping for crest's code"
-        ))),
+        None => Err(target_error(
+            pid,
+            "has no vdso and no private executable mapping for crest's code",
+        )),
     }
 }
 
@@ -93,9 +96,7 @@ impl<'a> Remote<'a> {
     pub fn new(seized: &'a Seized, tid: Pid) -> Result<Remote<'a>> {
         let pid = seized.pid();
         if !seized.threads().contains(&tid) {
-            return Err(Error::Usage(format!(
-                "thread {tid} is not a seized thread of pid {pid}"
-            )));
+            return Err(target_error(pid, format!("thread {tid} is not seized")));
         }
         let code_addr = code_address(pid)?;
         let path = format!("/proc/{pid}/mem");
@@ -189,11 +190,13 @@ impl<'a> Remote<'a> {
     }
 
     pub(crate) fn stray_trap(&self, ip: u64, what: &str) -> Error {
-        Error::Usage(format!(
-            "pid {} (thread {}): {what} stopped on a trap at {ip:#x}, not on crest's; the target's code changed under crest",
+        target_error(
             self.seized.pid(),
-            self.tid
-        ))
+            format!(
+                "thread {}: {what} stopped on a trap at {ip:#x}, not on crest's; the target's code changed under crest",
+                self.tid
+            ),
+        )
     }
 
     /// Sets `regs`, continues the thread and waits for its SIGTRAP stop;
@@ -202,8 +205,10 @@ impl<'a> Remote<'a> {
         let tid = self.tid;
         leave_syscall(&mut regs);
         pt::ptrace_setregs(tid, &regs).map_err(|e| sys("PTRACE_SETREGSET", tid, what, e))?;
+        let mut deliver = 0;
         loop {
-            pt::ptrace_cont(tid, 0).map_err(|e| sys("PTRACE_CONT", tid, what, e))?;
+            pt::ptrace_cont(tid, deliver).map_err(|e| sys("PTRACE_CONT", tid, what, e))?;
+            deliver = 0;
             self.running = true;
             let stop = wait_stop(tid)?;
             self.running = false;
@@ -216,18 +221,23 @@ impl<'a> Remote<'a> {
                 }
                 Stop::Event(sig) if is_stop_signal(sig) => self.seized.note_stop(sig),
                 Stop::Event(_) => debug!("thread {tid}: spurious event stop while {what}"),
+                // SIGSTOP cannot be blocked: let it start the group stop it
+                // asks for (reported next as an event stop), then go on.
+                Stop::Signal(sig) if is_stop_signal(sig) => deliver = sig,
                 Stop::Signal(sig) => {
                     let ip = pt::ptrace_getregs(tid).map(|r| r.ip()).unwrap_or(0);
-                    return Err(Error::Usage(format!(
-                        "pid {} (thread {tid}): signal {sig} at {ip:#x} while {what}; the target is cured and left as it was",
-                        self.seized.pid()
-                    )));
+                    return Err(target_error(
+                        self.seized.pid(),
+                        format!(
+                            "thread {tid}: signal {sig} at {ip:#x} while {what}; crest cures the target and leaves it as it was"
+                        ),
+                    ));
                 }
                 Stop::Exited(_) | Stop::Killed(_) => {
-                    return Err(Error::Usage(format!(
-                        "pid {} (thread {tid}) ended ({stop:?}) while {what}",
-                        self.seized.pid()
-                    )));
+                    return Err(target_error(
+                        self.seized.pid(),
+                        format!("thread {tid} ended ({stop:?}) while {what}"),
+                    ));
                 }
             }
         }
@@ -271,10 +281,10 @@ impl<'a> Remote<'a> {
             .read_exact_at(&mut code, self.code_addr)
             .map_err(|e| Error::io("read", path, e))?;
         if regs != self.saved_regs || mask != self.saved_sigmask || code != self.saved_code {
-            return Err(Error::Usage(format!(
-                "pid {} (thread {tid}): registers, signal mask or code bytes differ after the cure",
-                self.seized.pid()
-            )));
+            return Err(target_error(
+                self.seized.pid(),
+                format!("thread {tid}: registers, signal mask or code bytes differ after the cure"),
+            ));
         }
         debug!(
             "pid {}: thread {tid} restored and verified",

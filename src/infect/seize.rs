@@ -222,7 +222,7 @@ fn comm(pid: Pid) -> String {
 }
 
 fn refuse(pid: Pid, why: String) -> Error {
-    Error::Usage(format!("cannot seize pid {pid}: {why}"))
+    super::target_error(pid, format!("cannot be seized: {why}"))
 }
 
 /// Refuses targets crest must not or cannot trace.

@@ -7,6 +7,7 @@
 //! ```text
 //!   slot 0 main counter   1 ready   2 self-check failures   3 blocking call's result
 //!        4 nanosleep ns   5 value read from the pipe   6 blocking call done
+//!        7 SIGUSR1 handler runs
 //!        8..16 per-thread counters   16 threads started
 //! ```
 //!
@@ -15,6 +16,7 @@
 //! the fork (glibc resets its allocator locks in the child).
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub const COUNTER: usize = 0;
@@ -24,6 +26,7 @@ pub const RESULT: usize = 3;
 pub const SLEPT_NS: usize = 4;
 pub const VALUE: usize = 5;
 pub const DONE: usize = 6;
+pub const SIGNALS: usize = 7;
 pub const THREAD0: usize = 8;
 pub const THREADS: usize = 16;
 
@@ -82,8 +85,31 @@ fn count_forever(page: *mut u64, slot: usize) -> ! {
             bump(page, FAILURES);
         }
         bump(page, slot);
-        // SAFETY: sched_yield has no arguments; it keeps parallel tests moving.
-        unsafe { libc::sched_yield() };
+        // Mostly user-space work (so a seize often lands outside any system
+        // call), with a yield now and then to keep parallel tests moving.
+        if get(page, slot) % 64 == 0 {
+            // SAFETY: sched_yield has no arguments.
+            unsafe { libc::sched_yield() };
+        }
+    }
+}
+
+/// The page, for the signal handler (the child is its only user).
+static PAGE: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn on_usr1(_: i32) {
+    bump(PAGE.load(Ordering::Relaxed) as *mut u64, SIGNALS);
+}
+
+fn install_handler(page: *mut u64) {
+    PAGE.store(page as usize, Ordering::Relaxed);
+    // SAFETY: a zeroed sigaction is valid; the handler only touches the
+    // shared page through volatile accesses (async-signal-safe).
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_usr1 as *const () as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
     }
 }
 
@@ -94,6 +120,7 @@ fn now() -> Instant {
 fn child(page: *mut u64, mode: Mode) -> ! {
     // SAFETY: plain prctl: the victim dies with the test thread that forked it.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    install_handler(page);
     match mode {
         Mode::Busy => {}
         Mode::Nanosleep(d) => {
