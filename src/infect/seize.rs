@@ -21,6 +21,7 @@ use std::cell::Cell;
 use std::marker::PhantomData;
 
 use super::stop::{Stop, is_stop_signal, wait_stop};
+use super::target::{check_target, is_parent_of, refuse};
 use crate::error::{Error, Result};
 use crate::sys::process::{self, SIGKILL};
 use crate::sys::ptrace::{self as pt, PTRACE_O_SUSPEND_SECCOMP};
@@ -181,10 +182,6 @@ impl Drop for Seized {
     }
 }
 
-fn is_parent_of(pid: Pid) -> bool {
-    read_status(pid).is_ok_and(|s| s.ppid == process::getpid())
-}
-
 /// PTRACE_DETACH one thread; a thread that is running (a failed command left
 /// it so) or listening is interrupted and waited for first.
 fn detach(tid: Pid) -> Result<()> {
@@ -208,78 +205,6 @@ fn detach(tid: Pid) -> Result<()> {
     }
     pt::ptrace_detach(tid)
         .map_err(|e| Error::sys("PTRACE_DETACH", format!("releasing thread {tid}"), e))
-}
-
-fn read_status(pid: Pid) -> Result<crate::proc::status::Status> {
-    let text = crate::proc::read(&pid.to_string(), "status")?;
-    crate::proc::status::parse(&text).map_err(|e| e.in_file(&format!("/proc/{pid}/status")))
-}
-
-fn comm(pid: Pid) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .map(|s| s.trim_end().to_string())
-        .unwrap_or_else(|_| "?".into())
-}
-
-fn refuse(pid: Pid, why: String) -> Error {
-    super::target_error(pid, format!("cannot be seized: {why}"))
-}
-
-/// Refuses targets crest must not or cannot trace.
-fn check_target(pid: Pid) -> Result<()> {
-    if pid <= 0 {
-        return Err(refuse(pid, "not a valid pid".into()));
-    }
-    let text = std::fs::read(format!("/proc/{pid}/status")).map_err(|_| {
-        refuse(
-            pid,
-            "no such process (no /proc entry); check the pid with ps".into(),
-        )
-    })?;
-    let st =
-        crate::proc::status::parse(&text).map_err(|e| e.in_file(&format!("/proc/{pid}/status")))?;
-    if st.tgid != pid {
-        return Err(refuse(
-            pid,
-            format!("it is a thread of pid {}; give the process id", st.tgid),
-        ));
-    }
-    if memchr::memmem::find(&text, b"\nKthread:\t1").is_some() || pid == 2 || st.ppid == 2 {
-        return Err(refuse(pid, "it is a kernel thread".into()));
-    }
-    if matches!(st.state, b'Z' | b'X') {
-        return Err(refuse(
-            pid,
-            "it is a zombie (exited, not yet reaped by its parent)".into(),
-        ));
-    }
-    if st.tracer_pid != 0 {
-        let (t, name) = (st.tracer_pid, comm(st.tracer_pid));
-        return Err(refuse(
-            pid,
-            format!("it is already traced by pid {t} ({name}); detach that debugger first"),
-        ));
-    }
-    check_not_ancestor(pid)
-}
-
-fn check_not_ancestor(pid: Pid) -> Result<()> {
-    let mut p = process::getpid();
-    for _ in 0..4096 {
-        if p == pid {
-            let what = if p == process::getpid() {
-                "crest itself"
-            } else {
-                "an ancestor of crest"
-            };
-            return Err(refuse(pid, format!("it is {what}, which would deadlock")));
-        }
-        match read_status(p) {
-            Ok(s) if s.ppid > 0 => p = s.ppid,
-            _ => break,
-        }
-    }
-    Ok(())
 }
 
 fn list_tasks(pid: Pid) -> Result<Vec<Pid>> {
