@@ -381,3 +381,44 @@ fn a_sigstop_during_injection_leaves_the_victim_stopped() {
     assert!(v.progresses(COUNTER, SEC));
     assert_eq!(v.get(FAILURES), 0);
 }
+
+/// A seccomp filter that kills the victim on memfd_create: crest's
+/// remote memfd_create still works (PTRACE_O_SUSPEND_SECCOMP), and the
+/// filter is in force again after release.
+#[test]
+fn a_seccomp_filter_does_not_stop_the_injection() {
+    let v = Victim::spawn(Mode::Seccomp);
+    let status = || std::fs::read_to_string(format!("/proc/{}/status", v.pid)).unwrap();
+    assert!(
+        status().contains("Seccomp:\t2"),
+        "the victim runs under a filter"
+    );
+    infect_once(v.pid);
+    assert!(
+        v.progresses(COUNTER, SEC),
+        "the victim survived memfd_create"
+    );
+    assert!(
+        status().contains("Seccomp:\t2"),
+        "the filter is still there"
+    );
+}
+
+/// A victim that keeps creating and ending threads: threads that appear
+/// or exit while crest seizes are handled, and the victim runs on.
+#[test]
+fn threads_that_come_and_go_during_the_seize() {
+    let v = Victim::spawn(Mode::ThreadChurn);
+    v.wait_for(THREADS, 10);
+    for _ in 0..5 {
+        let seized = seize(v.pid).unwrap();
+        assert_eq!(seized.threads()[0], v.pid);
+        let mut p = Parasite::inject(&seized).unwrap();
+        assert_eq!(p.getpid().unwrap().pid, v.pid);
+        p.cure().unwrap();
+        seized.release(Release::Resume).unwrap();
+        assert!(v.progresses(THREADS, SEC), "threads keep coming");
+    }
+    assert!(v.progresses(COUNTER, SEC));
+    assert_eq!(v.get(FAILURES), 0);
+}

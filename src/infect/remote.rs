@@ -166,7 +166,8 @@ impl<'a> Remote<'a> {
         let mut regs = self.saved_regs;
         regs.set_ip(self.code_addr);
         regs.set_syscall(nr, args);
-        let what = format!("running system call {nr}");
+        let name = syscalls::Sysno::new(nr as usize).map_or("?", |s| s.name());
+        let what = format!("running system call {nr} ({name})");
         let after = self.run(regs, &what)?;
         if after.ip() != self.code_addr + IP_AFTER_SYSCALL_TRAP {
             return Err(self.stray_trap(after.ip(), &what));

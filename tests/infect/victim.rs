@@ -40,6 +40,12 @@ pub enum Mode {
     ReadPipe(OwnedFd),
     /// Starts this many threads that count in their own slots, then counts.
     Threads(usize),
+    /// Installs a seccomp filter that kills the process on memfd_create
+    /// (the first call of an injection), then counts.
+    Seccomp,
+    /// A thread starts short-lived threads in a loop (slot THREADS counts
+    /// them) while the main thread counts.
+    ThreadChurn,
 }
 
 pub struct Victim {
@@ -113,6 +119,52 @@ fn install_handler(page: *mut u64) {
     }
 }
 
+/// seccomp(SECCOMP_MODE_FILTER): memfd_create kills the process, every
+/// other call is allowed.
+fn install_seccomp() {
+    let filter = [
+        // BPF_LD | BPF_W | BPF_ABS: load seccomp_data.nr (offset 0).
+        libc::sock_filter {
+            code: 0x20,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        // BPF_JMP | BPF_JEQ | BPF_K: memfd_create? fall through : skip one.
+        libc::sock_filter {
+            code: 0x15,
+            jt: 0,
+            jf: 1,
+            k: libc::SYS_memfd_create as u32,
+        },
+        // BPF_RET | BPF_K: SECCOMP_RET_KILL_PROCESS.
+        libc::sock_filter {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: 0x8000_0000,
+        },
+        // BPF_RET | BPF_K: SECCOMP_RET_ALLOW.
+        libc::sock_filter {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: 0x7fff_0000,
+        },
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr().cast_mut(),
+    };
+    // SAFETY: prog points to the filter, alive across the call (the kernel
+    // copies it); no_new_privs first, as seccomp requires without privileges.
+    let r = unsafe {
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+        libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog)
+    };
+    assert_eq!(r, 0, "seccomp filter");
+}
+
 fn now() -> Instant {
     Instant::now()
 }
@@ -157,6 +209,16 @@ fn child(page: *mut u64, mode: Mode) -> ! {
                 std::thread::spawn(move || count_forever(p as *mut u64, THREAD0 + i));
             }
             set(page, THREADS, n as u64);
+        }
+        Mode::Seccomp => install_seccomp(),
+        Mode::ThreadChurn => {
+            let p = page as usize;
+            std::thread::spawn(move || {
+                loop {
+                    std::thread::spawn(|| ()).join().unwrap();
+                    bump(p as *mut u64, THREADS);
+                }
+            });
         }
     }
     set(page, READY, 1);
