@@ -155,6 +155,12 @@ fn stopped_victim_stays_stopped_and_its_parent_sees_nothing() {
 fn all_threads_of_a_threaded_victim_are_seized_and_continue() {
     let v = Victim::spawn(Mode::Threads(3));
     v.wait_for(THREADS, 3);
+    // Each thread counts once its start-up (stack, malloc arena) is over,
+    // so the victim's maps no longer change by themselves.
+    for i in 0..3 {
+        v.wait_for(THREAD0 + i, 1);
+    }
+    v.wait_for(COUNTER, 1);
     let tasks = std::fs::read_dir(format!("/proc/{}/task", v.pid))
         .unwrap()
         .count();

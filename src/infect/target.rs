@@ -2,7 +2,7 @@
 //! ptrace request: a clear refusal is better than an EPERM or a deadlock.
 //!
 //! Refused: a pid with no /proc entry, a thread id instead of a process
-//! id, a kernel thread (`Kthread: 1` in status, or a child of kthreadd),
+//! id, a kernel thread (`Kthread: 1` in status, or no address space),
 //! a zombie (nothing left to dump; its parent must reap it), a process
 //! that already has a tracer (ptrace allows one; the message names it),
 //! and crest itself or any of its ancestors (stopping them would stop
@@ -47,14 +47,21 @@ pub(crate) fn check_target(pid: Pid) -> Result<()> {
             format!("it is a thread of pid {}; give the process id", st.tgid),
         ));
     }
-    if memchr::memmem::find(&text, b"\nKthread:\t1").is_some() || pid == 2 || st.ppid == 2 {
-        return Err(refuse(pid, "it is a kernel thread".into()));
+    if matches!(st.state, b'Z' | b'X') && st.threads > 1 {
+        return Err(refuse(
+            pid,
+            "its main thread exited while other threads run, which crest does not support yet"
+                .into(),
+        ));
     }
     if matches!(st.state, b'Z' | b'X') {
         return Err(refuse(
             pid,
             "it is a zombie (exited, not yet reaped by its parent)".into(),
         ));
+    }
+    if is_kernel_thread(pid, &text) {
+        return Err(refuse(pid, "it is a kernel thread".into()));
     }
     if st.tracer_pid != 0 {
         let (t, name) = (st.tracer_pid, comm(st.tracer_pid));
@@ -64,6 +71,15 @@ pub(crate) fn check_target(pid: Pid) -> Result<()> {
         ));
     }
     check_not_ancestor(pid)
+}
+
+/// `Kthread: 1` in status (Linux 6.5+); before that, a live task without
+/// an address space (empty maps) is a kernel thread.
+fn is_kernel_thread(pid: Pid, status: &[u8]) -> bool {
+    if memchr::memmem::find(status, b"\nKthread:").is_some() {
+        return memchr::memmem::find(status, b"\nKthread:\t1").is_some();
+    }
+    std::fs::read(format!("/proc/{pid}/maps")).is_ok_and(|m| m.is_empty())
 }
 
 fn check_not_ancestor(pid: Pid) -> Result<()> {
