@@ -122,33 +122,54 @@ fn victim_blocked_in_read_gets_the_data_written_later() {
     assert!(v.progresses(COUNTER, SEC));
 }
 
-#[test]
-fn stopped_victim_stays_stopped_and_its_parent_sees_nothing() {
-    let v = Victim::spawn(Mode::Busy);
+/// Stops `v` with `sig` as its parent would see it, infects and releases
+/// it; it must stay stopped with no thread running, its parent must get no
+/// new wait event, and SIGCONT must wake every thread.
+fn stopped_victim_case(v: &Victim, sig: i32, threads: usize) {
     let mut status = 0;
     // SAFETY: plain signal and wait on our own child.
     unsafe {
-        libc::kill(v.pid, libc::SIGSTOP);
+        libc::kill(v.pid, sig);
         assert_eq!(libc::waitpid(v.pid, &mut status, libc::WUNTRACED), v.pid);
     }
-    assert!(libc::WIFSTOPPED(status));
+    assert!(libc::WIFSTOPPED(status) && libc::WSTOPSIG(status) == sig);
     assert_eq!(v.state(), 'T');
-    let count = v.get(COUNTER);
-    assert_eq!(infect_once(v.pid), Some(libc::SIGSTOP));
+    let slots: Vec<usize> = std::iter::once(COUNTER)
+        .chain((0..threads).map(|i| THREAD0 + i))
+        .collect();
+    let counts: Vec<u64> = slots.iter().map(|&s| v.get(s)).collect();
+    assert_eq!(infect_once(v.pid), Some(sig));
     assert_eq!(v.state(), 'T', "still stopped after release");
-    assert_eq!(v.get(COUNTER), count, "never ran in between");
-    assert!(
-        !v.progresses(COUNTER, Duration::from_millis(200)),
-        "a stopped victim does not count"
-    );
+    std::thread::sleep(Duration::from_millis(200));
+    let now: Vec<u64> = slots.iter().map(|&s| v.get(s)).collect();
+    assert_eq!(now, counts, "no thread ran");
     let flags = libc::WNOHANG | libc::WUNTRACED | libc::WCONTINUED;
     // SAFETY: as above.
     let r = unsafe { libc::waitpid(v.pid, &mut status, flags) };
     assert_eq!(r, 0, "no new wait event");
     // SAFETY: as above.
     unsafe { libc::kill(v.pid, libc::SIGCONT) };
-    assert!(v.progresses(COUNTER, SEC), "continues on SIGCONT");
+    for s in slots {
+        assert!(v.progresses(s, SEC), "slot {s} continues on SIGCONT");
+    }
     assert_eq!(v.get(FAILURES), 0);
+}
+
+#[test]
+fn stopped_victim_stays_stopped_and_its_parent_sees_nothing() {
+    let v = Victim::spawn(Mode::Busy);
+    stopped_victim_case(&v, libc::SIGSTOP, 0);
+}
+
+#[test]
+fn tstp_stopped_threaded_victim_stays_stopped() {
+    let v = Victim::spawn(Mode::Threads(2));
+    v.wait_for(THREADS, 2);
+    for i in 0..2 {
+        v.wait_for(THREAD0 + i, 1);
+    }
+    v.wait_for(COUNTER, 1);
+    stopped_victim_case(&v, libc::SIGTSTP, 2);
 }
 
 #[test]
