@@ -31,6 +31,11 @@
 //! original call when the thread resumes. On aarch64 the kernel rewinds pc
 //! before the stop, so the saved registers already point at the `svc`;
 //! a restart_syscall-style restart becomes a plain restart of the call.
+//!
+//! rseq: resuming a thread at crest's code is, for the kernel, a return to
+//! user space like any other; if the thread was inside an rseq critical
+//! section it is aborted exactly as a signal would abort it (glibc
+//! registers rseq but runs no critical sections).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
