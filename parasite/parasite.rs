@@ -46,7 +46,7 @@ mod proto;
 mod rt;
 
 use core::ptr::{read_volatile, write_volatile};
-use proto::{CMD_FINI, CMD_GETPID, CmdHeader, EINVAL, GetPid, PAYLOAD_OFFSET};
+use proto::{CMD_ABORT, CMD_FINI, CMD_GETPID, CmdHeader, EINVAL, GetPid, PAYLOAD_OFFSET};
 
 blob_head!(
     parasite_main,
@@ -86,6 +86,7 @@ fn dispatch(cmd: u32, payload: *mut u8) -> i32 {
         }
         // Nothing to undo yet: trap mode sets nothing up in the task.
         CMD_FINI => 0,
+        CMD_ABORT => panic!(),
         _ => -EINVAL,
     }
 }

@@ -32,6 +32,9 @@ pub const PARASITE_STACK_SIZE: usize = 16384;
 pub const CMD_GETPID: u32 = 1;
 /// Command: the last one before cure; the parasite undoes what it set up.
 pub const CMD_FINI: u32 = 2;
+/// Command: crash on purpose through the panic handler (SIGILL), so tests
+/// can prove crest cures a parasite that failed inside the target.
+pub const CMD_ABORT: u32 = 3;
 
 /// What crest stores in [`CmdHeader::ret`] before it starts a command: a
 /// value no command returns, so a blob that never reached its dispatcher is

@@ -52,6 +52,15 @@ pub enum Error {
     /// The process holds something crest cannot checkpoint yet; the message
     /// names it (fd number and kind, mapping, pid) and says so.
     Unsupported(String),
+    /// The target process cannot be seized or infected, or misbehaved
+    /// while crest worked in it (a fault in the parasite, a thread that
+    /// died, state that did not come back as saved).
+    Target {
+        /// The target's pid (or the thread's).
+        pid: i32,
+        /// What is wrong, and what to do about it where there is a fix.
+        problem: String,
+    },
 }
 
 impl Error {
@@ -117,6 +126,7 @@ impl fmt::Display for Error {
                 "cannot parse {path} line {line}: {problem}; this kernel's format is not one crest knows, please report it"
             ),
             Error::Unsupported(msg) => f.write_str(msg),
+            Error::Target { pid, problem } => write!(f, "pid {pid}: {problem}"),
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod dump;
 pub mod error;
 pub mod image;
+pub mod infect;
 pub mod log;
 pub mod proc;
 pub mod sys;

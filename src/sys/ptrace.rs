@@ -175,3 +175,42 @@ pub fn ptrace_get_rseq_configuration(pid: Pid) -> SysResult<RseqConfiguration> {
     )?;
     Ok(conf)
 }
+
+/// PTRACE_GETREGSET of NT_PRSTATUS into the typed register struct; fails
+/// with EIO if the kernel's regset is not exactly [`UserRegs`] in size.
+///
+/// [`UserRegs`]: crate::blob::regs::UserRegs
+pub fn ptrace_getregs(pid: Pid) -> SysResult<crate::blob::regs::UserRegs> {
+    use crate::blob::regs::{USER_REGS_SIZE, UserRegs};
+    let mut regs = UserRegs::default();
+    let mut iov = [&raw mut regs as u64, USER_REGS_SIZE as u64];
+    // SAFETY: the iovec covers exactly `regs` (USER_REGS_SIZE bytes, checked
+    // at compile time in regs.rs); UserRegs is plain u64 fields, so any
+    // bytes the kernel writes form a valid value.
+    unsafe {
+        syscall!(
+            Sysno::ptrace,
+            PTRACE_GETREGSET,
+            pid,
+            u64::from(NT_PRSTATUS),
+            iov.as_mut_ptr()
+        )
+    }?;
+    if iov[1] as usize != USER_REGS_SIZE {
+        return Err(super::Errno::EIO);
+    }
+    Ok(regs)
+}
+
+/// PTRACE_SETREGSET of NT_PRSTATUS from the typed register struct.
+pub fn ptrace_setregs(pid: Pid, regs: &crate::blob::regs::UserRegs) -> SysResult<()> {
+    use crate::blob::regs::USER_REGS_SIZE;
+    let iov = [regs as *const _ as u64, USER_REGS_SIZE as u64];
+    ptrace(
+        PTRACE_SETREGSET,
+        pid,
+        u64::from(NT_PRSTATUS),
+        iov.as_ptr() as u64,
+    )
+    .map(drop)
+}
