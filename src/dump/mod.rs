@@ -18,9 +18,11 @@
 //!  uname, CPUID/XGETBV, AT_HWCAP               ──► inventory::build_inventory          ──► inventory.img
 //! ```
 
+pub mod core;
 pub mod files;
 pub mod inventory;
 pub mod mm;
+pub mod signals;
 pub mod task;
 pub mod vma;
 

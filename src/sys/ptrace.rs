@@ -214,3 +214,24 @@ pub fn ptrace_setregs(pid: Pid, regs: &crate::blob::regs::UserRegs) -> SysResult
     )
     .map(drop)
 }
+
+/// `NT_ARM_TLS`: aarch64 tpidr_el0 (and tpidr2_el0 where SME exists).
+pub const NT_ARM_TLS: u32 = 0x401;
+/// `NT_ARM_SYSTEM_CALL`: aarch64 syscall number of the current system call.
+pub const NT_ARM_SYSTEM_CALL: u32 = 0x404;
+
+/// PTRACE_GETREGSET of note type `nt` into a fresh buffer sized by the
+/// kernel: starts at `hint` bytes and doubles (up to `max`) while the kernel
+/// fills the whole buffer, which may mean the regset was cut short.
+pub fn ptrace_getregset_vec(pid: Pid, nt: u32, hint: usize, max: usize) -> SysResult<Vec<u8>> {
+    let mut size = hint.max(8);
+    loop {
+        let mut buf = vec![0u8; size];
+        let got = ptrace_getregset(pid, nt, &mut buf)?;
+        if got < size || size >= max {
+            buf.truncate(got);
+            return Ok(buf);
+        }
+        size = (size * 2).min(max);
+    }
+}

@@ -1,0 +1,272 @@
+//! Thread cores: the CPU and signal state of each seized, stopped thread,
+//! read with ptrace (PTRACE_GETREGSET, PTRACE_GETSIGMASK,
+//! PTRACE_GET_RSEQ_CONFIGURATION, PTRACE_PEEKSIGINFO) into the image's
+//! thread-core records.
+//!
+//! Registers stay the kernel's regset bytes (NT_PRSTATUS; NT_X86_XSTATE or
+//! NT_PRFPREG), because restore hands them back in the same layout. The
+//! XSAVE area's size comes from the kernel (the returned iov_len) and its
+//! feature mask (XCR0 as the kernel exposes it to user space) travels inside
+//! those bytes, in the FXSAVE area's `sw_reserved` words; [`xsave_features`]
+//! reads it so restore can refuse a CPU that lacks a saved feature.
+//!
+//! # A thread stopped inside a system call
+//!
+//! PTRACE_INTERRUPT stops a thread on its way back to user space. If it was
+//! blocked in a system call, the call has been cut short with one of the
+//! kernel-internal restart codes in the return register, and the kernel
+//! decides what to do with it only when the thread resumes:
+//!
+//! - x86_64: the stop happens before the restart logic runs. `rax` holds
+//!   -ERESTARTSYS / -ERESTARTNOINTR / -ERESTARTNOHAND / -ERESTART_RESTARTBLOCK,
+//!   `orig_rax` the system call number (-1 when the thread was not in a
+//!   system call; it is how the kernel knows that a restart applies at all),
+//!   `rip` points after the 2-byte `syscall` instruction. A restored thread
+//!   is a new task whose `orig_rax` the kernel ignores (rt_sigreturn sets it
+//!   to -1), so crest applies the restart itself and stores the registers
+//!   ready to run: for the first three codes `rax = orig_rax` and `rip -= 2`
+//!   (the call is issued again with its original arguments, which are still
+//!   in rdi, rsi, rdx, r10, r8, r9); for -ERESTART_RESTARTBLOCK (nanosleep,
+//!   poll with a timeout...) the kernel's restart block with the remaining
+//!   time does not survive a restore, so the call returns -EINTR (the kernel
+//!   already wrote the remaining time where the call asked for it). In both
+//!   cases `orig_rax` is stored as -1: nothing is left to restart. Any other
+//!   value (a finished call's result) is kept as it is.
+//! - aarch64: the kernel rewrites the registers for a restart *before* the
+//!   stop (x0 = orig_x0, pc -= 4 back onto the `svc`, x8 still the number),
+//!   so the registers are already ready to run and crest stores them as read.
+
+use super::ProcessState;
+use super::signals::{check_against_proc, collect_shared_pending, collect_thread_pending};
+use crate::error::{Error, Result};
+use crate::image::header::Arch;
+use crate::image::thread::{AltStack, Regset, Rseq, ThreadCore};
+use crate::infect::Seized;
+use crate::sys::Pid;
+use crate::sys::ptrace::{self as pt, NT_PRSTATUS};
+
+/// The largest FP/SIMD regset crest accepts (AMX tile data is about 11 KiB).
+const MAX_FPREGS: usize = 1 << 20;
+
+/// The FXSAVE area's `sw_reserved` words (Linux's `_fpx_sw_bytes`) start
+/// at byte 464: magic1, extended_size, xfeatures, xstate_size.
+const SW_RESERVED: usize = 464;
+/// `FP_XSTATE_MAGIC1`: sw_reserved describes an XSAVE area.
+pub const FP_XSTATE_MAGIC1: u32 = 0x4650_5853;
+
+/// The kernel-internal restart codes a cut-short system call returns.
+const ERESTARTSYS: i64 = 512;
+const ERESTARTNOINTR: i64 = 513;
+const ERESTARTNOHAND: i64 = 514;
+const ERESTART_RESTARTBLOCK: i64 = 516;
+const EINTR: i64 = 4;
+
+/// user_regs_struct word indices (x86_64).
+const RAX: usize = 10;
+const ORIG_RAX: usize = 15;
+const RIP: usize = 16;
+#[cfg(target_arch = "x86_64")]
+const FS_BASE: usize = 21;
+/// The length of x86_64's `syscall` instruction.
+const SYSCALL_INSN: u64 = 2;
+
+/// The core of every seized thread, the leader first.
+pub fn collect_cores(seized: &Seized) -> Result<Vec<ThreadCore>> {
+    seized
+        .threads()
+        .iter()
+        .map(|&tid| collect_thread_core(tid))
+        .collect()
+}
+
+/// Puts the thread cores and the process-wide pending signals of `seized`
+/// into `state` (task-PID.img's thread-core and shared-signals records).
+pub fn fill_cores(state: &mut ProcessState, seized: &Seized) -> Result<()> {
+    let cores = collect_cores(seized)?;
+    for core in &cores {
+        if let Some(t) = state.threads.iter().find(|t| t.tid == core.tid) {
+            let what = format!("thread {}", core.tid);
+            check_against_proc(&what, &core.pending, t.pending);
+        }
+    }
+    let shared = collect_shared_pending(seized.pid())?;
+    let what = format!("pid {}", seized.pid());
+    check_against_proc(&what, &shared.pending, state.shared_pending);
+    state.task.threads = cores;
+    state.task.shared_signals = shared;
+    Ok(())
+}
+
+/// Everything ptrace tells about one seized, stopped thread. The fields
+/// only the parasite can see (sigaltstack, clear_tid) stay at their
+/// defaults.
+pub fn collect_thread_core(tid: Pid) -> Result<ThreadCore> {
+    let arch = Arch::host();
+    let mut gpregs = get_regset(tid, NT_PRSTATUS, gpregs_size(), "general registers")?;
+    if gpregs.len() != gpregs_size() {
+        return Err(size_error(tid, "NT_PRSTATUS", gpregs.len()));
+    }
+    if arch == Arch::X86_64 {
+        resolve_syscall_restart(&mut gpregs);
+    }
+    let (fpregs, extra_regsets, tls) = collect_fp_tls(tid, &gpregs)?;
+    let sigmask = pt::ptrace_getsigmask(tid)
+        .map_err(|e| Error::sys("PTRACE_GETSIGMASK", format!("thread {tid}"), e))?;
+    Ok(ThreadCore {
+        tid: tid as u32,
+        arch,
+        gpregs,
+        fpregs,
+        extra_regsets,
+        tls,
+        sigmask,
+        pending: collect_thread_pending(tid)?,
+        altstack: AltStack::default(),
+        rseq: collect_rseq(tid)?,
+        clear_tid: 0,
+        comm: thread_comm(tid)?,
+    })
+}
+
+/// The NT_PRSTATUS size of the architecture crest runs on.
+fn gpregs_size() -> usize {
+    use crate::image::thread::{AARCH64_GPREGS, X86_64_GPREGS};
+    if cfg!(target_arch = "aarch64") {
+        AARCH64_GPREGS
+    } else {
+        X86_64_GPREGS
+    }
+}
+
+fn get_regset(tid: Pid, nt: u32, size: usize, what: &str) -> Result<Vec<u8>> {
+    pt::ptrace_getregset_vec(tid, nt, size, MAX_FPREGS).map_err(|e| Error::Sys {
+        call: "PTRACE_GETREGSET",
+        context: format!("reading the {what} (note {nt:#x}) of thread {tid}"),
+        errno: e,
+        hint: "the thread must be seized and stopped by crest",
+    })
+}
+
+fn size_error(tid: Pid, what: &str, len: usize) -> Error {
+    crate::infect::target_error(
+        tid,
+        format!("the kernel returned {len} bytes of {what}, which is not this architecture's layout"),
+    )
+}
+
+/// The FP/SIMD state, the extra regsets and the thread pointer.
+#[cfg(target_arch = "x86_64")]
+fn collect_fp_tls(tid: Pid, gpregs: &[u8]) -> Result<(Vec<u8>, Vec<Regset>, u64)> {
+    use crate::image::thread::X86_64_FXSAVE;
+    let fp = get_regset(tid, pt::NT_X86_XSTATE, 4096, "XSAVE area")?;
+    if fp.len() < X86_64_FXSAVE {
+        return Err(size_error(tid, "NT_X86_XSTATE", fp.len()));
+    }
+    Ok((fp, Vec::new(), word(gpregs, FS_BASE)))
+}
+
+/// The FP/SIMD state, the extra regsets and the thread pointer.
+#[cfg(target_arch = "aarch64")]
+fn collect_fp_tls(tid: Pid, _gpregs: &[u8]) -> Result<(Vec<u8>, Vec<Regset>, u64)> {
+    use crate::image::thread::AARCH64_FPREGS;
+    let fp = get_regset(tid, pt::NT_PRFPREG, AARCH64_FPREGS, "FP/SIMD registers")?;
+    if fp.len() != AARCH64_FPREGS {
+        return Err(size_error(tid, "NT_PRFPREG", fp.len()));
+    }
+    // tpidr_el0 first; kernels with SME add tpidr2_el0 after it.
+    let tls = get_regset(tid, pt::NT_ARM_TLS, 16, "TLS register")?;
+    if tls.len() < 8 {
+        return Err(size_error(tid, "NT_ARM_TLS", tls.len()));
+    }
+    let tp = word(&tls, 0);
+    let extra = vec![Regset {
+        note: pt::NT_ARM_TLS,
+        data: tls,
+    }];
+    Ok((fp, extra, tp))
+}
+
+/// The 64-bit word `i` of a register block (little-endian on both arches).
+fn word(regs: &[u8], i: usize) -> u64 {
+    let mut a = [0u8; 8];
+    if let Some(b) = regs.get(i * 8..i * 8 + 8) {
+        a.copy_from_slice(b);
+    }
+    u64::from_le_bytes(a)
+}
+
+fn set_word(regs: &mut [u8], i: usize, v: u64) {
+    if let Some(b) = regs.get_mut(i * 8..i * 8 + 8) {
+        b.copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// Applies x86_64's system call restart to a stopped thread's
+/// user_regs_struct (see the module documentation); returns whether the
+/// thread was cut short in a system call.
+pub fn resolve_syscall_restart(regs: &mut [u8]) -> bool {
+    let (nr, ret) = (word(regs, ORIG_RAX) as i64, word(regs, RAX) as i64);
+    if nr < 0 {
+        return false;
+    }
+    match -ret {
+        ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => {
+            set_word(regs, RAX, nr as u64);
+            set_word(regs, RIP, word(regs, RIP).wrapping_sub(SYSCALL_INSN));
+        }
+        ERESTART_RESTARTBLOCK => set_word(regs, RAX, (-EINTR) as u64),
+        _ => return false,
+    }
+    set_word(regs, ORIG_RAX, u64::MAX);
+    true
+}
+
+/// The XSAVE feature mask (XCR0 as the kernel exposes it) recorded in an
+/// x86_64 NT_X86_XSTATE area, or None if the area has no XSAVE header.
+pub fn xsave_features(fpregs: &[u8]) -> Option<u64> {
+    let magic = fpregs.get(SW_RESERVED..SW_RESERVED + 4)?;
+    if u32::from_le_bytes([magic[0], magic[1], magic[2], magic[3]]) != FP_XSTATE_MAGIC1 {
+        return None;
+    }
+    Some(word(fpregs, (SW_RESERVED + 8) / 8))
+}
+
+/// The thread's rseq registration. Kernels without
+/// PTRACE_GET_RSEQ_CONFIGURATION (before 5.13) have no way to say, and
+/// report EIO: recorded as none.
+fn collect_rseq(tid: Pid) -> Result<Rseq> {
+    let conf = match pt::ptrace_get_rseq_configuration(tid) {
+        Ok(c) => c,
+        Err(crate::sys::Errno::EIO) => return Ok(Rseq::default()),
+        Err(e) => {
+            return Err(Error::sys(
+                "PTRACE_GET_RSEQ_CONFIGURATION",
+                format!("thread {tid}"),
+                e,
+            ));
+        }
+    };
+    // rseq(2) accepts no flags at registration, so the kernel reports 0;
+    // anything else is a registration the image cannot describe.
+    if conf.flags != 0 {
+        return Err(Error::Unsupported(format!(
+            "thread {tid} registered rseq with flags {:#x}, which crest cannot restore",
+            conf.flags
+        )));
+    }
+    Ok(Rseq {
+        addr: conf.rseq_abi_pointer,
+        len: conf.rseq_abi_size,
+        sig: conf.signature,
+    })
+}
+
+/// /proc/TID/comm without its newline (a tid is a valid /proc entry even
+/// though it is not listed).
+fn thread_comm(tid: Pid) -> Result<Vec<u8>> {
+    let mut comm = super::read_proc(tid as u32, "comm")?;
+    if comm.last() == Some(&b'\n') {
+        comm.pop();
+    }
+    Ok(comm)
+}
