@@ -7,8 +7,10 @@
 //! NT_PRFPREG), because restore hands them back in the same layout. The
 //! XSAVE area's size comes from the kernel (the returned iov_len) and its
 //! feature mask (XCR0 as the kernel exposes it to user space) travels inside
-//! those bytes, in the FXSAVE area's `sw_reserved` words; [`xsave_features`]
-//! reads it so restore can refuse a CPU that lacks a saved feature.
+//! those bytes, in the FXSAVE area's `sw_reserved` words (the image's
+//! thread-core has no separate field for it); [`xsave_features`] reads it so
+//! restore can refuse a CPU that lacks a saved feature, and it must be a
+//! subset of the inventory's `xsave_mask`.
 //!
 //! # A thread stopped inside a system call
 //!
@@ -48,11 +50,10 @@ use crate::sys::ptrace::{self as pt, NT_PRSTATUS};
 /// The largest FP/SIMD regset crest accepts (AMX tile data is about 11 KiB).
 const MAX_FPREGS: usize = 1 << 20;
 
-/// The FXSAVE area's `sw_reserved` words (Linux's `_fpx_sw_bytes`) start
-/// at byte 464: magic1, extended_size, xfeatures, xstate_size.
+/// The FXSAVE area's `sw_reserved` bytes start at byte 464.
 const SW_RESERVED: usize = 464;
-/// `FP_XSTATE_MAGIC1`: sw_reserved describes an XSAVE area.
-pub const FP_XSTATE_MAGIC1: u32 = 0x4650_5853;
+/// `XFEATURE_MASK_FPSSE`: x87 and SSE state, present in every XCR0.
+const XFEATURE_MASK_FPSSE: u64 = 0b11;
 
 /// The kernel-internal restart codes a cut-short system call returns.
 const ERESTARTSYS: i64 = 512;
@@ -150,7 +151,9 @@ fn get_regset(tid: Pid, nt: u32, size: usize, what: &str) -> Result<Vec<u8>> {
 fn size_error(tid: Pid, what: &str, len: usize) -> Error {
     crate::infect::target_error(
         tid,
-        format!("the kernel returned {len} bytes of {what}, which is not this architecture's layout"),
+        format!(
+            "the kernel returned {len} bytes of {what}, which is not this architecture's layout"
+        ),
     )
 }
 
@@ -221,14 +224,16 @@ pub fn resolve_syscall_restart(regs: &mut [u8]) -> bool {
     true
 }
 
-/// The XSAVE feature mask (XCR0 as the kernel exposes it) recorded in an
-/// x86_64 NT_X86_XSTATE area, or None if the area has no XSAVE header.
+/// The XSAVE feature mask (XCR0 as the kernel exposes it to user space)
+/// recorded in an x86_64 NT_X86_XSTATE area, or None if the area has none.
+///
+/// For ptrace the kernel fills the FXSAVE area's `sw_reserved` bytes with
+/// its `xstate_fx_sw_bytes`, whose first word is the user feature mask
+/// (`USER_XSTATE_XCR0_WORD`, the offset debuggers read XCR0 from). The
+/// x87 and SSE bits are always in it, which tells an area without one.
 pub fn xsave_features(fpregs: &[u8]) -> Option<u64> {
-    let magic = fpregs.get(SW_RESERVED..SW_RESERVED + 4)?;
-    if u32::from_le_bytes([magic[0], magic[1], magic[2], magic[3]]) != FP_XSTATE_MAGIC1 {
-        return None;
-    }
-    Some(word(fpregs, (SW_RESERVED + 8) / 8))
+    let mask = word(fpregs.get(..SW_RESERVED + 8)?, SW_RESERVED / 8);
+    (mask & XFEATURE_MASK_FPSSE == XFEATURE_MASK_FPSSE).then_some(mask)
 }
 
 /// The thread's rseq registration. Kernels without
