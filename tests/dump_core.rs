@@ -225,10 +225,8 @@ fn send_signals(pid: i32) -> (Vec<[u64; 4]>, Vec<[u64; 4]>) {
         th.push([SIG_THREAD_RT as u64, SI_QUEUE as u64, value, u64::from(me)]);
     }
     // SAFETY: plain tgkill to our own child.
-    assert_eq!(
-        unsafe { libc::syscall(libc::SYS_tgkill, pid, pid, libc::SIGUSR2) },
-        0
-    );
+    let r = unsafe { libc::syscall(libc::SYS_tgkill, pid, pid, libc::SIGUSR2) };
+    assert_eq!(r, 0);
     th.push([libc::SIGUSR2 as u64, SI_TKILL as u64, 0, u64::from(me)]);
     for (sig, value) in [
         (SIG_SHARED_RT, 0xbbbb_0001u64),
@@ -410,10 +408,8 @@ fn thread_blocked_in_read_is_recorded_to_restart_the_call() {
     // The kernel restarts the call by itself in the released victim.
     let val = 0x1234_5678_9abc_def0u64;
     // SAFETY: writes 8 bytes from val.
-    assert_eq!(
-        unsafe { libc::write(fds[1], (&val as *const u64).cast(), 8) },
-        8
-    );
+    let n = unsafe { libc::write(fds[1], (&val as *const u64).cast(), 8) };
+    assert_eq!(n, 8);
     v.wait_for(DONE, 1);
     assert_eq!((v.get(RESULT), v.get(VALUE)), (8, val));
     // SAFETY: our fds.
