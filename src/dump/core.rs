@@ -10,7 +10,10 @@
 //! those bytes, in the FXSAVE area's `sw_reserved` words (the image's
 //! thread-core has no separate field for it); [`xsave_features`] reads it so
 //! restore can refuse a CPU that lacks a saved feature, and it must be a
-//! subset of the inventory's `xsave_mask`.
+//! subset of the inventory's `xsave_mask`. On aarch64 NT_PRFPREG holds the
+//! V registers; a thread with live SVE state also gets its NT_ARM_SVE regset
+//! in `extra_regsets`, after NT_ARM_TLS (pointer-authentication keys are not
+//! collected yet).
 //!
 //! # A thread stopped inside a system call
 //!
@@ -54,6 +57,10 @@ const MAX_FPREGS: usize = 1 << 20;
 const SW_RESERVED: usize = 464;
 /// `XFEATURE_MASK_FPSSE`: x87 and SSE state, present in every XCR0.
 const XFEATURE_MASK_FPSSE: u64 = 0b11;
+
+/// `SVE_PT_REGS_SVE`: the SVE regset holds Z/P/FFR, not only FP/SIMD.
+#[cfg(target_arch = "aarch64")]
+const SVE_PT_REGS_SVE: u8 = 1;
 
 /// The kernel-internal restart codes a cut-short system call returns.
 const ERESTARTSYS: i64 = 512;
@@ -161,7 +168,20 @@ fn size_error(tid: Pid, what: &str, len: usize) -> Error {
 #[cfg(target_arch = "x86_64")]
 fn collect_fp_tls(tid: Pid, gpregs: &[u8]) -> Result<(Vec<u8>, Vec<Regset>, u64)> {
     use crate::image::thread::X86_64_FXSAVE;
-    let fp = get_regset(tid, pt::NT_X86_XSTATE, 4096, "XSAVE area")?;
+    // A CPU without XSAVE has only the legacy FXSAVE area (NT_PRFPREG), which
+    // is the first 512 bytes of an XSAVE area.
+    let fp = match pt::ptrace_getregset_vec(tid, pt::NT_X86_XSTATE, 4096, MAX_FPREGS) {
+        Err(crate::sys::Errno::ENODEV | crate::sys::Errno::EINVAL) => {
+            get_regset(tid, pt::NT_PRFPREG, X86_64_FXSAVE, "FXSAVE area")?
+        }
+        r => r.map_err(|e| {
+            Error::sys(
+                "PTRACE_GETREGSET",
+                format!("reading the XSAVE area of thread {tid}"),
+                e,
+            )
+        })?,
+    };
     if fp.len() < X86_64_FXSAVE {
         return Err(size_error(tid, "NT_X86_XSTATE", fp.len()));
     }
@@ -182,11 +202,51 @@ fn collect_fp_tls(tid: Pid, _gpregs: &[u8]) -> Result<(Vec<u8>, Vec<Regset>, u64
         return Err(size_error(tid, "NT_ARM_TLS", tls.len()));
     }
     let tp = word(&tls, 0);
-    let extra = vec![Regset {
+    let mut extra = vec![Regset {
         note: pt::NT_ARM_TLS,
         data: tls,
     }];
+    extra.extend(collect_sve(tid)?);
     Ok((fp, extra, tp))
+}
+
+/// A thread's live SVE state (NT_ARM_SVE), None when the CPU has no SVE or
+/// the thread's state is only FP/SIMD (then NT_PRFPREG holds all of it).
+/// The regset starts with `struct user_sve_header`: u32 size, u32
+/// max_size, u16 vl, u16 max_vl, u16 flags (bit 0: SVE_PT_REGS_SVE).
+#[cfg(target_arch = "aarch64")]
+fn collect_sve(tid: Pid) -> Result<Option<Regset>> {
+    let mut head = [0u8; 16];
+    match pt::ptrace_getregset(tid, pt::NT_ARM_SVE, &mut head) {
+        Err(crate::sys::Errno::EINVAL | crate::sys::Errno::ENODEV) => return Ok(None),
+        r => r.map_err(|e| {
+            Error::sys(
+                "PTRACE_GETREGSET",
+                format!("reading the SVE header of thread {tid}"),
+                e,
+            )
+        })?,
+    };
+    let size = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    if head[12] & SVE_PT_REGS_SVE == 0 {
+        return Ok(None);
+    }
+    if !(16..=MAX_FPREGS).contains(&size) {
+        return Err(size_error(tid, "NT_ARM_SVE", size));
+    }
+    let mut data = vec![0u8; size];
+    let got = pt::ptrace_getregset(tid, pt::NT_ARM_SVE, &mut data).map_err(|e| {
+        Error::sys(
+            "PTRACE_GETREGSET",
+            format!("reading the SVE state of thread {tid}"),
+            e,
+        )
+    })?;
+    data.truncate(got);
+    Ok(Some(Regset {
+        note: pt::NT_ARM_SVE,
+        data,
+    }))
 }
 
 /// The 64-bit word `i` of a register block (little-endian on both arches).
