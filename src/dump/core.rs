@@ -88,7 +88,14 @@ pub fn collect_cores(seized: &Seized) -> Result<Vec<ThreadCore>> {
 }
 
 /// Puts the thread cores and the process-wide pending signals of `seized`
-/// into `state` (task-PID.img's thread-core and shared-signals records).
+/// into `state` (task-PID.img's thread-core and shared-signals records),
+/// warning about signals /proc saw pending (`state.threads`,
+/// `state.shared_pending`) that have no siginfo to dump.
+///
+/// Call it while no `Remote` or `Parasite` holds a thread: they plant their
+/// own registers and mask, which would be recorded instead of the thread's.
+/// Nothing here changes the target (the syscall-restart rewrite applies to
+/// the recorded copy only).
 pub fn fill_cores(state: &mut ProcessState, seized: &Seized) -> Result<()> {
     let cores = collect_cores(seized)?;
     for core in &cores {
