@@ -287,11 +287,71 @@ fn pending_signals_are_peeked_whole_and_still_delivered_after_release() {
     assert_eq!(received, all);
 }
 
+fn block_all_child(page: *mut u64) -> ! {
+    victim::set_mask(!0);
+    set(page, READY, 1);
+    victim::spin()
+}
+
+/// More signals than one PTRACE_PEEKSIGINFO batch, on both queues.
+#[test]
+fn long_queues_are_read_in_batches_in_order() {
+    const N: u64 = 100;
+    let v = Victim::spawn(block_all_child);
+    let me = std::process::id();
+    for value in 0..N {
+        let sig = 42 + (value % 3) as i32;
+        let info = queued(sig, me, value);
+        // SAFETY: the kernel reads one 128-byte siginfo.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_rt_tgsigqueueinfo,
+                v.pid,
+                v.pid,
+                sig,
+                info.as_ptr(),
+            )
+        };
+        assert_eq!(r, 0);
+        // SAFETY: as above.
+        let r = unsafe { libc::syscall(libc::SYS_rt_sigqueueinfo, v.pid, sig, info.as_ptr()) };
+        assert_eq!(r, 0);
+    }
+    let seized = seize(v.pid).expect("seize");
+    let core = collect_thread_core(v.pid).expect("core");
+    let shared = collect_shared_pending(v.pid).expect("shared");
+    seized.release(Release::Resume).expect("release");
+    let want: Vec<[u64; 4]> = (0..N)
+        .map(|value| [42 + value % 3, SI_QUEUE as u64, value, u64::from(me)])
+        .collect();
+    let got: Vec<_> = core.pending.iter().map(fields).collect();
+    assert_eq!(got, want, "thread queue");
+    let got: Vec<_> = shared.pending.iter().map(fields).collect();
+    assert_eq!(got, want, "shared queue");
+    assert_roundtrip(&core);
+    assert_roundtrip_shared(&shared);
+}
+
 // ---- threads: masks, rseq, TLS, names ----
 
 #[test]
 fn each_thread_has_its_own_mask_rseq_tls_and_name() {
     let v = Victim::spawn(threads::child);
+    // A signal for thread 1 alone, blocked there only: it stays pending in
+    // thread 1's queue.
+    let t1 = threads::Report::read(&v, 1).tid as i32;
+    let info = queued(libc::SIGUSR2, std::process::id(), 0xcccc_0001);
+    // SAFETY: the kernel reads one 128-byte siginfo.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_rt_tgsigqueueinfo,
+            v.pid,
+            t1,
+            libc::SIGUSR2,
+            info.as_ptr(),
+        )
+    };
+    assert_eq!(r, 0);
     let mut state = crest::dump::collect_process(v.pid as u32).expect("collect_process");
     let seized = seize(v.pid).expect("seize");
     fill_cores(&mut state, &seized).expect("fill_cores");
@@ -315,7 +375,17 @@ fn each_thread_has_its_own_mask_rseq_tls_and_name() {
         );
         assert!(core.rseq.len >= 32, "thread {i} rseq len {}", core.rseq.len);
         assert_eq!(core.comm, threads::name(i).as_bytes(), "thread {i} name");
-        assert!(core.pending.is_empty());
+        let pending: Vec<[u64; 4]> = core.pending.iter().map(fields).collect();
+        if i == 1 {
+            let me = u64::from(std::process::id());
+            let want = [libc::SIGUSR2 as u64, SI_QUEUE as u64, 0xcccc_0001, me];
+            assert_eq!(pending, [want], "thread 1's own queue");
+        } else {
+            assert!(
+                pending.is_empty(),
+                "thread {i} has nothing pending: {pending:?}"
+            );
+        }
         addrs.push(core.rseq.addr);
         assert_roundtrip(core);
     }
@@ -324,6 +394,16 @@ fn each_thread_has_its_own_mask_rseq_tls_and_name() {
     assert_eq!(addrs.len(), threads::N, "rseq areas differ per thread");
     assert!(state.task.shared_signals.pending.is_empty());
     assert_roundtrip_shared(&state.task.shared_signals);
+    let status = std::fs::read_to_string(format!("/proc/{}/task/{t1}/status", v.pid)).unwrap();
+    let pnd = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigPnd:"))
+        .unwrap();
+    assert_eq!(
+        u64::from_str_radix(pnd.trim(), 16).unwrap(),
+        bit(libc::SIGUSR2),
+        "still pending"
+    );
     // Still running, all of them.
     let before = threads::counters(&v);
     std::thread::sleep(Duration::from_millis(50));
