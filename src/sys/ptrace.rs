@@ -217,8 +217,6 @@ pub fn ptrace_setregs(pid: Pid, regs: &crate::blob::regs::UserRegs) -> SysResult
 
 /// `NT_ARM_TLS`: aarch64 tpidr_el0 (and tpidr2_el0 where SME exists).
 pub const NT_ARM_TLS: u32 = 0x401;
-/// `NT_ARM_SYSTEM_CALL`: aarch64 syscall number of the current system call.
-pub const NT_ARM_SYSTEM_CALL: u32 = 0x404;
 /// `NT_ARM_SVE`: aarch64 SVE state (struct user_sve_header, then the data).
 pub const NT_ARM_SVE: u32 = 0x405;
 
