@@ -21,6 +21,7 @@
 pub mod files;
 pub mod inventory;
 pub mod mm;
+pub mod pages;
 pub mod task;
 pub mod vma;
 
