@@ -11,7 +11,6 @@
 //! dump + cure + resume; the page dump alone is printed too.
 
 #[path = "../tests/dump_pages/victim.rs"]
-#[allow(dead_code)]
 mod victim;
 
 use std::path::Path;
