@@ -146,6 +146,18 @@ fn dump_pages_stores_exactly_the_private_pages_with_their_bytes() {
     check_region(&pages, v.get(NONE), NONE_PAGES, |p| {
         Expect::Pattern(R_NONE, p)
     });
+    // THP maps the huge zero page on a read when it may (sysfs), else
+    // the read maps the small one for that page only.
+    let thp = |f: &str| std::fs::read_to_string(format!("/sys/kernel/mm/transparent_hugepage/{f}"));
+    let huge_zero = !thp("enabled").unwrap_or_default().contains("[never]")
+        && thp("use_zero_page").unwrap_or_default().trim() == "1";
+    check_region(&pages, v.get(HUGE), pmd_size() / page_size(), |p| {
+        if p == 0 || huge_zero {
+            Expect::Zero
+        } else {
+            Expect::Absent
+        }
+    });
     let stored = pages.values().filter(|p| p.is_some()).count() as u64;
     assert_eq!(stats.stored, stored);
     assert_eq!(stats.zero, pages.len() as u64 - stored);
@@ -163,7 +175,7 @@ fn dump_pages_stores_exactly_the_private_pages_with_their_bytes() {
 
 #[test]
 fn dump_pages_twice_gives_the_same_pages() {
-    let (_keep, file) = backing_file("twice");
+    let (_keep, file) = backing_file("twice-file");
     let v = Victim::spawn(Mode::Patterns(file.as_raw_fd()));
     drop(file);
     let (a, b) = (scratch("twice-a"), scratch("twice-b"));
@@ -241,6 +253,41 @@ fn dump_pages_streams_256_mib_in_small_rss() {
         std::os::unix::fs::FileExt::read_exact_at(&data, &mut w, idx.data_offset(run, i)).unwrap();
         assert_eq!(u64::from_ne_bytes(w), p, "first word of page {p}");
     }
+    assert_eq!(v.get(FAILURES), 0);
+    std::fs::remove_dir_all(&path).unwrap();
+}
+
+#[test]
+fn dump_pages_failing_midway_closes_its_pipe_and_leaves_the_victim_intact() {
+    let (_keep, file) = backing_file("fail-file");
+    let v = Victim::spawn(Mode::Patterns(file.as_raw_fd()));
+    drop(file);
+    let (maps0, fds0) = (maps(v.pid), fds(v.pid));
+    let path = scratch("fail");
+    let dir = ImageDir::create(&path).unwrap();
+    let seized = seize(v.pid).expect("seize");
+    let mut vmas = collect_vmas(v.pid as u32).expect("collect vmas");
+    // Claim the PROT_NONE region is readable: the parasite's vmsplice of
+    // it fails (EFAULT) after the pages before it went through the pipe.
+    let none = vmas.iter_mut().find(|m| m.start == v.get(NONE)).unwrap();
+    none.prot = 1;
+    let mut p = Parasite::inject(&seized).expect("inject");
+    let err = dump_pages(&seized, &mut p, &vmas, &dir).expect_err("the dump fails");
+    assert!(
+        err.to_string().contains("14") || err.to_string().contains("fault"),
+        "{err}"
+    );
+    p.cure()
+        .expect("cure: fds and maps as before the injection");
+    seized.release(Release::Resume).expect("release");
+    assert_eq!(maps(v.pid), maps0);
+    assert_eq!(fds(v.pid), fds0);
+    assert!(
+        PageIndex::load(&dir, &pagemap_file(v.pid as u32)).is_err(),
+        "a failed dump leaves no complete page index"
+    );
+    let checks = v.get(CHECKS);
+    v.wait_for(CHECKS, checks + 3, Duration::from_secs(10));
     assert_eq!(v.get(FAILURES), 0);
     std::fs::remove_dir_all(&path).unwrap();
 }

@@ -316,7 +316,19 @@ impl Dumper<'_, '_> {
         };
         args.iov[..self.iov.len()].copy_from_slice(&self.iov);
         let payload = encode_vmsplice(&args);
-        let reply = self.parasite.command(CMD_VMSPLICE, &payload, 16)?;
+        let first = self.iov[0].start;
+        let reply = match self.parasite.command(CMD_VMSPLICE, &payload, 16) {
+            Err(Error::Sys { errno, .. }) => {
+                let ctx = format!(
+                    "pid {}: moving {} pages from {first:#x} on into the page pipe, run by \
+                     the parasite; a mapping the task cannot read, or that changed since \
+                     the VMAs were collected",
+                    self.pid, self.iov_pages
+                );
+                return Err(Error::sys("vmsplice", ctx, errno));
+            }
+            r => r?,
+        };
         let done = u64::from_ne_bytes(reply[8..16].try_into().unwrap_or([0; 8]));
         let want = self.iov_pages * self.page_size;
         if done != want {

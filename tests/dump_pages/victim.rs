@@ -5,7 +5,9 @@
 //!
 //! ```text
 //!   slot 0 ready   1 self-check failures   2 self-checks done
-//!        3 anon    4 file    5 read-only    6 PROT_NONE    7 big   (addresses)
+//!        3 anon    4 file    5 read-only    6 PROT_NONE    7 big
+//!        8 huge (a PMD-aligned, MADV_HUGEPAGE range only read: THP maps
+//!          the huge zero page there)                          (addresses)
 //! ```
 //!
 //! The anon region's page `p` is, by `p % 8`: 7 never touched, 6 only read
@@ -28,6 +30,8 @@ pub const FILE: usize = 4;
 pub const RO: usize = 5;
 pub const NONE: usize = 6;
 pub const BIG: usize = 7;
+/// A PMD-aligned range advised MADV_HUGEPAGE and only read.
+pub const HUGE: usize = 8;
 
 pub const ANON_PAGES: u64 = 1024;
 pub const FILE_PAGES: u64 = 16;
@@ -189,9 +193,36 @@ fn setup_patterns(page: *mut u64, fd: RawFd) {
             libc::PROT_NONE,
         );
     }
-    for (slot, v) in [(ANON, anon), (FILE, file), (RO, ro), (NONE, none)] {
+    let huge = map_huge_read();
+    for (slot, v) in [
+        (ANON, anon),
+        (FILE, file),
+        (RO, ro),
+        (NONE, none),
+        (HUGE, huge),
+    ] {
         set(page, slot, v);
     }
+}
+
+/// Bytes one PMD maps: page_size / 8 pages.
+pub fn pmd_size() -> u64 {
+    page_size() * (page_size() / 8)
+}
+
+/// Maps two PMDs, advises huge pages, reads the first byte of the aligned
+/// PMD inside; returns that PMD's address.
+fn map_huge_read() -> u64 {
+    let len = (2 * pmd_size()) as usize;
+    // SAFETY: a fresh mapping at a kernel-chosen address.
+    let p = unsafe { libc::mmap(std::ptr::null_mut(), len, RW, ANON_PRIV, -1, 0) };
+    assert_ne!(p, libc::MAP_FAILED);
+    // SAFETY: the range just mapped.
+    unsafe { libc::madvise(p, len, libc::MADV_HUGEPAGE) };
+    let aligned = (p as u64).next_multiple_of(pmd_size());
+    // SAFETY: aligned lies inside the mapping (less than a PMD above p).
+    let _ = unsafe { (aligned as *const u8).read_volatile() };
+    aligned
 }
 
 fn check_patterns(page: *mut u64) -> bool {
