@@ -9,6 +9,7 @@
 //! reads PFNs). Sizes: 64 MiB, 512 MiB, 2 GiB; medians of RUNS runs after a
 //! warm-up of each. The timed dump is seize + inject + collect VMAs + page
 //! dump + cure + resume; the page dump alone is printed too.
+//! `CREST_BENCH_MIB=64,512` picks other sizes.
 
 #[path = "../tests/dump_pages/victim.rs"]
 mod victim;
@@ -94,7 +95,14 @@ fn main() {
         "ratio",
         "peak RSS"
     );
-    for mib in SIZES_MIB {
+    let sizes: Vec<u64> = match std::env::var("CREST_BENCH_MIB") {
+        Ok(list) => list
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .collect(),
+        Err(_) => SIZES_MIB.to_vec(),
+    };
+    for mib in sizes {
         let v = Victim::spawn(Mode::Big(mib << 20 >> 12));
         dd(&base, mib);
         dump(v.pid, &images);

@@ -33,9 +33,7 @@ use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 
-use crate::blob::proto::{
-    CMD_PIPE_CLOSE, CMD_PIPE_OPEN, CMD_VMSPLICE, MemRange, PipeFds, VMSPLICE_MAX_IOV, VmspliceArgs,
-};
+use crate::blob::proto::{CMD_VMSPLICE, MemRange, PipeFds, VMSPLICE_MAX_IOV, VmspliceArgs};
 use crate::error::{Error, Result};
 use crate::image::ImageDir;
 use crate::image::dir::{pagemap_file, pages_file};
@@ -44,18 +42,14 @@ use crate::image::pages::PageWriter;
 use crate::image::vma::{Backing, Vma};
 use crate::infect::{Parasite, Seized};
 use crate::proc::pagemap::{PageEntry, entries, offset_of};
-use crate::sys::process::{pidfd_getfd, pidfd_open};
-use crate::sys::splice::{SPLICE_F_MOVE, SPLICE_F_NONBLOCK, pipe_size, set_pipe_size, splice};
+use crate::sys::splice::pipe_size;
 use crate::{debug, info};
 
+mod pipe;
 mod zero;
 
 use zero::ZeroPfns;
 
-/// The pipe capacity crest asks for: one parasite command moves at most
-/// this much, so bigger means fewer round trips into the target. Its pages
-/// are the target's, only referenced: crest's memory does not grow with it.
-const PIPE_BYTES: usize = 16 << 20;
 /// Pagemap entries read per pread (64 KiB of buffer, 32 MiB of address space).
 const PAGEMAP_BATCH: usize = 8192;
 /// Runs queued before they are written, whatever the pipe holds.
@@ -126,16 +120,9 @@ pub fn dump_pages(
     dir: &ImageDir,
 ) -> Result<PageStats> {
     let pid = seized.pid() as u32;
-    let reply = parasite.command(CMD_PIPE_OPEN, &[], size_of::<PipeFds>())?;
-    let fds = PipeFds {
-        read_fd: i32::from_ne_bytes([reply[0], reply[1], reply[2], reply[3]]),
-        write_fd: i32::from_ne_bytes([reply[4], reply[5], reply[6], reply[7]]),
-    };
+    let fds = pipe::open(pid, parasite)?;
     let result = dump_through(pid, parasite, fds, vmas, dir);
-    let mut payload = Vec::with_capacity(8);
-    payload.extend_from_slice(&fds.read_fd.to_ne_bytes());
-    payload.extend_from_slice(&fds.write_fd.to_ne_bytes());
-    let closed = parasite.command(CMD_PIPE_CLOSE, &payload, 0);
+    let closed = pipe::close(parasite, fds);
     let stats = result?;
     closed?;
     info!(
@@ -152,7 +139,7 @@ fn dump_through(
     vmas: &[Vma],
     dir: &ImageDir,
 ) -> Result<PageStats> {
-    let read_end = pipe_copy(pid, fds.read_fd)?;
+    let read_end = pipe::read_end(pid, fds.read_fd)?;
     let page_size = crate::sys::mm::page_size() as u64;
     let pipe_pages = pipe_size(read_end.as_fd())
         .map_err(|e| Error::sys("fcntl", format!("F_GETPIPE_SZ of pid {pid}'s pipe"), e))?
@@ -193,19 +180,6 @@ fn dump_through(
         zero: totals.zero,
         bytes: totals.present * page_size,
     })
-}
-
-/// crest's copy of the target's pipe end, grown to [`PIPE_BYTES`] (or as
-/// much as the kernel grants).
-fn pipe_copy(pid: u32, fd: i32) -> Result<OwnedFd> {
-    let ctx = || format!("taking pid {pid}'s page pipe (its fd {fd})");
-    let pidfd = pidfd_open(pid as i32).map_err(|e| Error::sys("pidfd_open", ctx(), e))?;
-    let end = pidfd_getfd(pidfd.as_fd(), fd).map_err(|e| Error::sys("pidfd_getfd", ctx(), e))?;
-    let mut want = PIPE_BYTES;
-    while set_pipe_size(end.as_fd(), want).is_err() && want > 64 << 10 {
-        want /= 2;
-    }
-    Ok(end)
 }
 
 impl Dumper<'_, '_> {
@@ -296,8 +270,9 @@ impl Dumper<'_, '_> {
                 Run::Copy { vaddr, pages } => self.copy(vaddr, pages)?,
                 Run::Splice { vaddr, pages } => {
                     let pipe = self.read_end.as_fd();
-                    self.writer
-                        .add_pages_with(vaddr, pages, |file, bytes| drain(pipe, file, bytes))?;
+                    self.writer.add_pages_with(vaddr, pages, |file, bytes| {
+                        pipe::drain(pipe, file, bytes)
+                    })?;
                 }
             }
         }
@@ -315,7 +290,7 @@ impl Dumper<'_, '_> {
             iov: [MemRange::default(); VMSPLICE_MAX_IOV],
         };
         args.iov[..self.iov.len()].copy_from_slice(&self.iov);
-        let payload = encode_vmsplice(&args);
+        let payload = pipe::encode_vmsplice(&args);
         let first = self.iov[0].start;
         let reply = match self.parasite.command(CMD_VMSPLICE, &payload, 16) {
             Err(Error::Sys { errno, .. }) => {
@@ -360,36 +335,6 @@ impl Dumper<'_, '_> {
         }
         Ok(())
     }
-}
-
-/// The payload bytes of a [`VmspliceArgs`], in its `repr(C)` layout.
-fn encode_vmsplice(args: &VmspliceArgs) -> Vec<u8> {
-    let mut p = Vec::with_capacity(16 + 16 * args.nr_iov as usize);
-    p.extend_from_slice(&args.pipe_fd.to_ne_bytes());
-    p.extend_from_slice(&args.nr_iov.to_ne_bytes());
-    p.extend_from_slice(&args.done.to_ne_bytes());
-    for r in &args.iov[..args.nr_iov as usize] {
-        p.extend_from_slice(&r.start.to_ne_bytes());
-        p.extend_from_slice(&r.len.to_ne_bytes());
-    }
-    p
-}
-
-/// Splices `bytes` from the pipe to the pages file at its position; stops
-/// short (and the writer reports it) if the pipe runs dry.
-fn drain(pipe: std::os::fd::BorrowedFd<'_>, file: &mut File, bytes: u64) -> std::io::Result<u64> {
-    let mut moved = 0u64;
-    while moved < bytes {
-        let left = (bytes - moved) as usize;
-        match splice(pipe, file.as_fd(), left, SPLICE_F_MOVE | SPLICE_F_NONBLOCK) {
-            Ok(0) => break,
-            Ok(n) => moved += n as u64,
-            Err(e) if e == crate::sys::Errno::EINTR => {}
-            Err(e) if e == crate::sys::Errno::EAGAIN => break,
-            Err(e) => return Err(std::io::Error::from_raw_os_error(e.into_raw())),
-        }
-    }
-    Ok(moved)
 }
 
 /// What one page is for the dump, or None when it is left out.
