@@ -15,7 +15,7 @@ use std::time::Duration;
 use crest::dump::pages::{PageStats, dump_pages};
 use crest::dump::vma::collect_vmas;
 use crest::image::ImageDir;
-use crest::image::dir::pagemap_file;
+use crest::image::dir::{pagemap_file, pages_file};
 use crest::image::pagemap::RunKind;
 use crest::image::pages::PageIndex;
 use crest::infect::{Parasite, Release, seize};
@@ -166,6 +166,22 @@ fn dump_pages_stores_exactly_the_private_pages_with_their_bytes() {
         stats.zero >= ANON_PAGES / 8,
         "the read-only pages are zero runs"
     );
+    // Spliced runs carry no CRC (crest never saw the bytes); the PROT_NONE
+    // region's, copied through /proc/PID/mem, do.
+    let idx = PageIndex::load(&dir, &pagemap_file(v.pid as u32)).unwrap();
+    assert!(idx.find(v.get(ANON)).unwrap().0.crc.is_none());
+    assert!(idx.find(v.get(RO)).unwrap().0.crc.is_none());
+    assert!(idx.find(v.get(NONE)).unwrap().0.crc.is_some());
+    for name in [pagemap_file(v.pid as u32), pages_file(v.pid as u32)] {
+        let mut out = Vec::new();
+        let code = crest::image::show::run(&path.join(&name), false, &mut out).unwrap();
+        assert_eq!(
+            code,
+            0,
+            "crest show {name}: {}",
+            String::from_utf8_lossy(&out)
+        );
+    }
     // The victim runs on and its memory still checks out.
     let checks = v.get(CHECKS);
     v.wait_for(CHECKS, checks + 3, Duration::from_secs(10));
