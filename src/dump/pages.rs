@@ -139,30 +139,7 @@ fn dump_through(
     vmas: &[Vma],
     dir: &ImageDir,
 ) -> Result<PageStats> {
-    let read_end = pipe::read_end(pid, fds.read_fd)?;
-    let page_size = crate::sys::mm::page_size() as u64;
-    let pipe_pages = pipe_size(read_end.as_fd())
-        .map_err(|e| Error::sys("fcntl", format!("F_GETPIPE_SZ of pid {pid}'s pipe"), e))?
-        as u64
-        / page_size;
-    let mem_path = format!("/proc/{pid}/mem");
-    let mem = File::open(&mem_path).map_err(|e| Error::io("open", &mem_path, e))?;
-    let space = Space::Process(pid);
-    let writer = PageWriter::create(dir, &pagemap_file(pid), &pages_file(pid), space)?;
-    debug!("pid {pid}: page pipe of {pipe_pages} pages");
-    let mut d = Dumper {
-        pid,
-        parasite,
-        fds,
-        read_end,
-        pipe_pages: pipe_pages.max(1),
-        page_size,
-        writer,
-        mem,
-        queue: Vec::new(),
-        iov: Vec::new(),
-        iov_pages: 0,
-    };
+    let mut d = Dumper::new(pid, parasite, fds, dir)?;
     let zero = ZeroPfns::learn();
     let pagemap_path = format!("/proc/{pid}/pagemap");
     let pagemap = File::open(&pagemap_path).map_err(|e| Error::io("open", &pagemap_path, e))?;
@@ -178,11 +155,43 @@ fn dump_through(
     Ok(PageStats {
         stored: totals.present,
         zero: totals.zero,
-        bytes: totals.present * page_size,
+        bytes: totals.present * d.page_size,
     })
 }
 
-impl Dumper<'_, '_> {
+impl<'p, 'a> Dumper<'p, 'a> {
+    /// Takes the pipe's read end and creates the image files.
+    fn new(
+        pid: u32,
+        parasite: &'p mut Parasite<'a>,
+        fds: PipeFds,
+        dir: &ImageDir,
+    ) -> Result<Dumper<'p, 'a>> {
+        let read_end = pipe::read_end(pid, fds.read_fd)?;
+        let page_size = crate::sys::mm::page_size() as u64;
+        let pipe_bytes = pipe_size(read_end.as_fd())
+            .map_err(|e| Error::sys("fcntl", format!("F_GETPIPE_SZ of pid {pid}'s pipe"), e))?;
+        let pipe_pages = (pipe_bytes as u64 / page_size).max(1);
+        debug!("pid {pid}: page pipe of {pipe_pages} pages");
+        let mem_path = format!("/proc/{pid}/mem");
+        let mem = File::open(&mem_path).map_err(|e| Error::io("open", &mem_path, e))?;
+        let space = Space::Process(pid);
+        let writer = PageWriter::create(dir, &pagemap_file(pid), &pages_file(pid), space)?;
+        Ok(Dumper {
+            pid,
+            parasite,
+            fds,
+            read_end,
+            pipe_pages,
+            page_size,
+            writer,
+            mem,
+            queue: Vec::new(),
+            iov: Vec::new(),
+            iov_pages: 0,
+        })
+    }
+
     /// Reads the VMA's pagemap in batches and queues its runs.
     fn walk_vma(
         &mut self,
