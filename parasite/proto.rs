@@ -136,3 +136,55 @@ const _: () = {
     assert!(core::mem::size_of::<CmdHeader>() == PAYLOAD_OFFSET);
     assert!(core::mem::size_of::<GetPid>() <= PAYLOAD_SIZE);
 };
+
+// ---- page dump: commands 32..=47 ----------------------------------------
+//
+// The parasite moves the task's pages into a pipe with vmsplice, crest
+// splices the pipe into the pages file. The pipe lives in the task (only
+// the task can vmsplice its own memory): CMD_PIPE_OPEN creates it, crest
+// takes a copy of the read end with pidfd_getfd, CMD_VMSPLICE fills it,
+// CMD_PIPE_CLOSE closes both ends so the task's fd table is as before.
+
+/// Command: `pipe2(O_CLOEXEC)` in the task; replies [`PipeFds`].
+pub const CMD_PIPE_OPEN: u32 = 32;
+/// Command: vmsplice the ranges of a [`VmspliceArgs`] into its pipe.
+pub const CMD_VMSPLICE: u32 = 33;
+/// Command: close both fds of a [`PipeFds`] (the payload).
+pub const CMD_PIPE_CLOSE: u32 = 34;
+
+/// How many ranges one [`CMD_VMSPLICE`] carries (fills the payload).
+pub const VMSPLICE_MAX_IOV: usize = 250;
+
+/// The pipe CMD_PIPE_OPEN made, as the task's fd numbers.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PipeFds {
+    /// The read end.
+    pub read_fd: i32,
+    /// The write end.
+    pub write_fd: i32,
+}
+
+/// Payload of [`CMD_VMSPLICE`]. The ranges are `struct iovec`s (same
+/// layout as [`MemRange`] on 64-bit: base, length) in the task's address
+/// space; their total must fit in the pipe, which crest sized. The
+/// parasite vmsplices without blocking, so a pipe that fills up early
+/// ends the command instead of hanging the task; `done` tells crest how
+/// many bytes went in (crest treats anything short as an error).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VmspliceArgs {
+    /// The pipe's write end in the task.
+    pub pipe_fd: i32,
+    /// How many entries of `iov` are used.
+    pub nr_iov: u32,
+    /// Reply: bytes now in the pipe.
+    pub done: u64,
+    /// The ranges, page-aligned, in order.
+    pub iov: [MemRange; VMSPLICE_MAX_IOV],
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<VmspliceArgs>() <= PAYLOAD_SIZE);
+    assert!(core::mem::size_of::<PipeFds>() <= PAYLOAD_SIZE);
+};

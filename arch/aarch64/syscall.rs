@@ -160,4 +160,11 @@ pub mod nr {
     pub const SYS_exit_group: usize = 94;
     /// `rseq(2)`.
     pub const SYS_rseq: usize = 293;
+    // ---- page dump (vmsplice of the task's pages into a pipe) ----
+    /// `close(2)`.
+    pub const SYS_close: usize = 57;
+    /// `pipe2(2)`.
+    pub const SYS_pipe2: usize = 59;
+    /// `vmsplice(2)`.
+    pub const SYS_vmsplice: usize = 75;
 }

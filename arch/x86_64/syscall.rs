@@ -163,4 +163,11 @@ pub mod nr {
     pub const SYS_exit_group: usize = 231;
     /// `rseq(2)`.
     pub const SYS_rseq: usize = 334;
+    // ---- page dump (vmsplice of the task's pages into a pipe) ----
+    /// `close(2)`.
+    pub const SYS_close: usize = 3;
+    /// `pipe2(2)`.
+    pub const SYS_pipe2: usize = 293;
+    /// `vmsplice(2)`.
+    pub const SYS_vmsplice: usize = 278;
 }

@@ -22,6 +22,7 @@ pub mod core;
 pub mod files;
 pub mod inventory;
 pub mod mm;
+pub mod pages;
 pub mod signals;
 pub mod task;
 pub mod vma;

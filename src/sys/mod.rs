@@ -28,6 +28,7 @@ pub mod process;
 pub mod ptrace;
 pub mod rlimit;
 pub mod signal;
+pub mod splice;
 pub mod uffd;
 
 pub use syscalls::Errno;

@@ -1,0 +1,381 @@
+//! The page dump: a process's private memory into pagemap-PID.img and
+//! pages-PID.img, read through `/proc/PID/pagemap` and moved with
+//! vmsplice(2) and splice(2) so the data never passes through crest.
+//!
+//! ```text
+//!   /proc/PID/pagemap ──► runs of pages: present/swapped ─► data, zero PFN ─► zero
+//!   target (parasite):  vmsplice(pipe, iov[...])      one CMD_VMSPLICE per pipe-full
+//!   crest:              splice(pipe copy, pages-PID.img)   add_pages_with, per run
+//! ```
+//!
+//! Which pages: every present or swapped page of a private anonymous VMA,
+//! and of a private file VMA only its anonymous (copied-on-write) pages:
+//! page-cache pages are the file's, which restore maps again. Shared
+//! mappings are not here (shared anonymous memory goes to the shmem store,
+//! shared files keep their data), nor are the kernel's special mappings
+//! (restore takes the kernel's own vdso/vvar). A page mapped to the
+//! kernel's zero page (read, never written) is recorded as a zero run; its
+//! PFN is learnt by reading a fresh page of crest's own (PFNs are visible to
+//! CAP_SYS_ADMIN only; without it such pages are stored like any other). A
+//! page that was written and later zeroed by the program is stored: only
+//! its PFN is looked at, never its bytes. A never-touched page is not in the
+//! image at all.
+//!
+//! The pipe is created inside the target (only the target can vmsplice its
+//! own memory), crest takes a copy of its read end with pidfd_getfd and
+//! grows it with F_SETPIPE_SZ (crest's privilege, not the target's, counts),
+//! and closes both ends in the target at the end, on every path, so the
+//! target's fd table is as before. A VMA the target cannot read (PROT_NONE,
+//! write-only) cannot be vmspliced: its pages are copied through
+//! `/proc/PID/mem` (which may read them) with their CRC instead.
+
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+
+use crate::blob::proto::{CMD_VMSPLICE, MemRange, PipeFds, VMSPLICE_MAX_IOV, VmspliceArgs};
+use crate::error::{Error, Result};
+use crate::image::ImageDir;
+use crate::image::dir::{pagemap_file, pages_file};
+use crate::image::pagemap::Space;
+use crate::image::pages::PageWriter;
+use crate::image::vma::{Backing, Vma};
+use crate::infect::{Parasite, Seized};
+use crate::proc::pagemap::{PageEntry, entries, offset_of};
+use crate::sys::splice::pipe_size;
+use crate::{debug, info};
+
+mod pipe;
+mod zero;
+
+use zero::ZeroPfns;
+
+/// Pagemap entries read per pread (64 KiB of buffer, 32 MiB of address space).
+const PAGEMAP_BATCH: usize = 8192;
+/// Runs queued before they are written, whatever the pipe holds.
+const MAX_QUEUED: usize = 4096;
+/// Bytes per read of a page copy through /proc/PID/mem.
+const COPY_CHUNK: usize = 256 << 10;
+
+/// What a page dump stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PageStats {
+    /// Pages stored in the pages file.
+    pub stored: u64,
+    /// Zero pages recorded (not stored).
+    pub zero: u64,
+    /// Bytes of page data written (stored * page size).
+    pub bytes: u64,
+}
+
+/// Which pages of a VMA the dump keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// Every present or swapped page.
+    All,
+    /// Only anonymous (copied-on-write) pages: not page-cache ones.
+    AnonOnly,
+}
+
+fn keep(vma: &Vma) -> Option<Keep> {
+    match vma.backing {
+        Backing::AnonPrivate => Some(Keep::All),
+        Backing::FilePrivate { .. } => Some(Keep::AnonOnly),
+        _ => None,
+    }
+}
+
+/// One queued run, written in address order.
+#[derive(Debug, Clone, Copy)]
+enum Run {
+    /// Moved through the pipe.
+    Splice { vaddr: u64, pages: u64 },
+    /// Copied through /proc/PID/mem (the target cannot read it).
+    Copy { vaddr: u64, pages: u64 },
+    /// Zero pages.
+    Zero { vaddr: u64, pages: u64 },
+}
+
+/// The dump's state: the target's pipe, the image writer and the queue.
+struct Dumper<'p, 'a> {
+    pid: u32,
+    parasite: &'p mut Parasite<'a>,
+    fds: PipeFds,
+    read_end: OwnedFd,
+    pipe_pages: u64,
+    page_size: u64,
+    writer: PageWriter<std::io::BufWriter<File>, File>,
+    mem: File,
+    queue: Vec<Run>,
+    iov: Vec<MemRange>,
+    iov_pages: u64,
+}
+
+/// Dumps the private pages of `vmas` (the process's, in address order) of
+/// the seized process into `dir`, through its injected `parasite`.
+pub fn dump_pages(
+    seized: &Seized,
+    parasite: &mut Parasite<'_>,
+    vmas: &[Vma],
+    dir: &ImageDir,
+) -> Result<PageStats> {
+    let pid = seized.pid() as u32;
+    let fds = pipe::open(pid, parasite)?;
+    let result = dump_through(pid, parasite, fds, vmas, dir);
+    let closed = pipe::close(parasite, fds);
+    let stats = result?;
+    closed?;
+    info!(
+        "pid {pid}: {} pages stored, {} zero pages recorded",
+        stats.stored, stats.zero
+    );
+    Ok(stats)
+}
+
+fn dump_through(
+    pid: u32,
+    parasite: &mut Parasite<'_>,
+    fds: PipeFds,
+    vmas: &[Vma],
+    dir: &ImageDir,
+) -> Result<PageStats> {
+    let mut d = Dumper::new(pid, parasite, fds, dir)?;
+    let zero = ZeroPfns::learn();
+    let pagemap_path = format!("/proc/{pid}/pagemap");
+    let pagemap = File::open(&pagemap_path).map_err(|e| Error::io("open", &pagemap_path, e))?;
+    let mut buf = vec![0u8; PAGEMAP_BATCH * 8];
+    for vma in vmas {
+        if let Some(k) = keep(vma) {
+            d.walk_vma(&pagemap, &mut buf, vma, k, &zero)?;
+        }
+    }
+    d.flush()?;
+    let totals = d.writer.totals();
+    d.writer.finish()?;
+    Ok(PageStats {
+        stored: totals.present,
+        zero: totals.zero,
+        bytes: totals.present * d.page_size,
+    })
+}
+
+impl<'p, 'a> Dumper<'p, 'a> {
+    /// Takes the pipe's read end and creates the image files.
+    fn new(
+        pid: u32,
+        parasite: &'p mut Parasite<'a>,
+        fds: PipeFds,
+        dir: &ImageDir,
+    ) -> Result<Dumper<'p, 'a>> {
+        let read_end = pipe::read_end(pid, fds.read_fd)?;
+        let page_size = crate::sys::mm::page_size() as u64;
+        let pipe_bytes = pipe_size(read_end.as_fd())
+            .map_err(|e| Error::sys("fcntl", format!("F_GETPIPE_SZ of pid {pid}'s pipe"), e))?;
+        let pipe_pages = (pipe_bytes as u64 / page_size).max(1);
+        debug!("pid {pid}: page pipe of {pipe_pages} pages");
+        let mem_path = format!("/proc/{pid}/mem");
+        let mem = File::open(&mem_path).map_err(|e| Error::io("open", &mem_path, e))?;
+        let space = Space::Process(pid);
+        let writer = PageWriter::create(dir, &pagemap_file(pid), &pages_file(pid), space)?;
+        Ok(Dumper {
+            pid,
+            parasite,
+            fds,
+            read_end,
+            pipe_pages,
+            page_size,
+            writer,
+            mem,
+            queue: Vec::new(),
+            iov: Vec::new(),
+            iov_pages: 0,
+        })
+    }
+
+    /// Reads the VMA's pagemap in batches and queues its runs.
+    fn walk_vma(
+        &mut self,
+        pagemap: &File,
+        buf: &mut [u8],
+        vma: &Vma,
+        keep: Keep,
+        zero: &ZeroPfns,
+    ) -> Result<()> {
+        let readable = vma.prot & 1 != 0;
+        let mut vaddr = vma.start;
+        while vaddr < vma.end {
+            let n = ((vma.end - vaddr) / self.page_size).min(PAGEMAP_BATCH as u64) as usize;
+            let bytes = &mut buf[..n * 8];
+            let off = offset_of(vaddr, self.page_size);
+            pagemap.read_exact_at(bytes, off).map_err(|e| {
+                Error::io(
+                    "read",
+                    format!("/proc/{}/pagemap at {vaddr:#x}", self.pid),
+                    e,
+                )
+            })?;
+            let mut run: Option<(Run, u64)> = None;
+            for (i, e) in entries(bytes).enumerate() {
+                let at = vaddr + i as u64 * self.page_size;
+                let kind = classify(e, keep, zero, readable, at);
+                run = match (run, kind) {
+                    (Some((r, len)), Some(k)) if same(r, k) && start(r) + len == at => {
+                        Some((r, len + self.page_size))
+                    }
+                    (prev, k) => {
+                        if let Some((r, len)) = prev {
+                            self.queue(with_pages(r, len / self.page_size))?;
+                        }
+                        k.map(|k| (k, self.page_size))
+                    }
+                };
+            }
+            if let Some((r, len)) = run {
+                self.queue(with_pages(r, len / self.page_size))?;
+            }
+            vaddr += n as u64 * self.page_size;
+        }
+        Ok(())
+    }
+
+    /// Queues a run, splitting spliced ones to fit the pipe; writes the
+    /// queue when the pipe or the queue is full.
+    fn queue(&mut self, run: Run) -> Result<()> {
+        let Run::Splice {
+            mut vaddr,
+            mut pages,
+        } = run
+        else {
+            self.queue.push(run);
+            return self.flush_if(self.queue.len() >= MAX_QUEUED);
+        };
+        while pages > 0 {
+            let room = self.pipe_pages - self.iov_pages;
+            let take = pages.min(room);
+            let len = take * self.page_size;
+            self.queue.push(Run::Splice { vaddr, pages: take });
+            self.iov.push(MemRange { start: vaddr, len });
+            self.iov_pages += take;
+            (vaddr, pages) = (vaddr + len, pages - take);
+            let full = self.iov_pages == self.pipe_pages || self.iov.len() == VMSPLICE_MAX_IOV;
+            self.flush_if(full || self.queue.len() >= MAX_QUEUED)?;
+        }
+        Ok(())
+    }
+
+    fn flush_if(&mut self, full: bool) -> Result<()> {
+        if full { self.flush() } else { Ok(()) }
+    }
+
+    /// Fills the pipe in the target with the queued spliced runs, then
+    /// writes every queued run in order.
+    fn flush(&mut self) -> Result<()> {
+        if !self.iov.is_empty() {
+            self.vmsplice()?;
+        }
+        for run in std::mem::take(&mut self.queue) {
+            match run {
+                Run::Zero { vaddr, pages } => self.writer.add_zero(vaddr, pages)?,
+                Run::Copy { vaddr, pages } => self.copy(vaddr, pages)?,
+                Run::Splice { vaddr, pages } => {
+                    let pipe = self.read_end.as_fd();
+                    self.writer.add_pages_with(vaddr, pages, |file, bytes| {
+                        pipe::drain(pipe, file, bytes)
+                    })?;
+                }
+            }
+        }
+        self.iov.clear();
+        self.iov_pages = 0;
+        Ok(())
+    }
+
+    /// CMD_VMSPLICE of the queued ranges; all must go in.
+    fn vmsplice(&mut self) -> Result<()> {
+        let mut args = VmspliceArgs {
+            pipe_fd: self.fds.write_fd,
+            nr_iov: self.iov.len() as u32,
+            done: 0,
+            iov: [MemRange::default(); VMSPLICE_MAX_IOV],
+        };
+        args.iov[..self.iov.len()].copy_from_slice(&self.iov);
+        let payload = pipe::encode_vmsplice(&args);
+        let first = self.iov[0].start;
+        let reply = match self.parasite.command(CMD_VMSPLICE, &payload, 16) {
+            Err(Error::Sys { errno, .. }) => {
+                let ctx = format!(
+                    "pid {}: moving {} pages from {first:#x} on into the page pipe, run by \
+                     the parasite; a mapping the task cannot read, or that changed since \
+                     the VMAs were collected",
+                    self.pid, self.iov_pages
+                );
+                return Err(Error::sys("vmsplice", ctx, errno));
+            }
+            r => r?,
+        };
+        let done = u64::from_ne_bytes(reply[8..16].try_into().unwrap_or([0; 8]));
+        let want = self.iov_pages * self.page_size;
+        if done != want {
+            return Err(Error::Target {
+                pid: self.pid as i32,
+                problem: format!(
+                    "vmsplice moved {done} of {want} bytes of its memory into the page pipe; \
+                     its mappings changed during the dump or the pipe is smaller than set"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Stores pages the target cannot read by copying them from /proc/PID/mem.
+    fn copy(&mut self, vaddr: u64, pages: u64) -> Result<()> {
+        let chunk = COPY_CHUNK as u64 / self.page_size;
+        let mut buf = vec![0u8; (pages.min(chunk) * self.page_size) as usize];
+        let mut done = 0;
+        while done < pages {
+            let n = (pages - done).min(chunk);
+            let at = vaddr + done * self.page_size;
+            let b = &mut buf[..(n * self.page_size) as usize];
+            self.mem
+                .read_exact_at(b, at)
+                .map_err(|e| Error::io("read", format!("/proc/{}/mem at {at:#x}", self.pid), e))?;
+            self.writer.add_pages(at, b)?;
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+/// What one page is for the dump, or None when it is left out.
+fn classify(e: PageEntry, keep: Keep, zero: &ZeroPfns, readable: bool, at: u64) -> Option<Run> {
+    if !e.populated() || (keep == Keep::AnonOnly && e.file_or_shared()) {
+        return None;
+    }
+    let pages = 1;
+    if e.pfn().is_some_and(|pfn| zero.is_zero(pfn)) {
+        return Some(Run::Zero { vaddr: at, pages });
+    }
+    Some(if readable {
+        Run::Splice { vaddr: at, pages }
+    } else {
+        Run::Copy { vaddr: at, pages }
+    })
+}
+
+fn same(a: Run, b: Run) -> bool {
+    std::mem::discriminant(&a) == std::mem::discriminant(&b)
+}
+
+fn start(r: Run) -> u64 {
+    match r {
+        Run::Splice { vaddr, .. } | Run::Copy { vaddr, .. } | Run::Zero { vaddr, .. } => vaddr,
+    }
+}
+
+fn with_pages(r: Run, pages: u64) -> Run {
+    match r {
+        Run::Splice { vaddr, .. } => Run::Splice { vaddr, pages },
+        Run::Copy { vaddr, .. } => Run::Copy { vaddr, pages },
+        Run::Zero { vaddr, .. } => Run::Zero { vaddr, pages },
+    }
+}
