@@ -565,6 +565,18 @@ fn check_leaves_no_process_file_or_sysctl_change_behind() {
     );
 }
 
+/// Whether `pid` has exited (a zombie waiting for us, or already gone).
+fn is_zombie(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.is_empty()
+        || stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+}
+
 #[test]
 fn an_interrupted_check_leaves_no_process_behind() {
     let _g = lock();
@@ -584,18 +596,17 @@ fn an_interrupted_check_leaves_no_process_behind() {
         // Kill and reap whatever is there (they are our children now, and a
         // live one would keep cargo's output pipe open), then insist that
         // none was still alive.
-        std::thread::sleep(Duration::from_millis(20));
+        // A child killed by PDEATHSIG may take a while to die on a loaded
+        // machine: give each up to two seconds to become a zombie before
+        // calling it a survivor.
         let leftover: Vec<u32> = children_of(me).difference(&before).copied().collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
         let mut alive = Vec::new();
         for &pid in &leftover {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            if !stat
-                .rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-            {
+            while !is_zombie(pid) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if !is_zombie(pid) {
                 alive.push(pid);
             }
             // SAFETY: signalling and reaping a child of this process.

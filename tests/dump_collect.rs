@@ -583,7 +583,9 @@ fn collects_every_thread_with_its_name_and_blocked_mask() {
     let p = dump::task::collect_pstree(me).unwrap();
     assert_eq!(p.threads[0], me, "the leader comes first");
     assert!(p.threads.contains(&tid), "{tid} in {:?}", p.threads);
-    let threads = dump::task::collect_threads(me, &p.threads).unwrap();
+    // Other test threads of this process come and go; a real target is
+    // seized first. Read the two threads this test controls.
+    let threads = dump::task::collect_threads(me, &[me, tid]).unwrap();
     let t = threads.iter().find(|t| t.tid == tid).expect("the worker");
     assert_eq!(t.comm, b"collect-probe");
     assert_ne!(t.blocked & 1 << (libc::SIGUSR2 - 1), 0);
