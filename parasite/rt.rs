@@ -145,7 +145,7 @@ pub unsafe fn munmap(addr: u64, len: u64) -> i32 {
 // pointer is valid for the struct the kernel writes.
 // ---------------------------------------------------------------------------
 
-use crate::syscall::{syscall1, syscall2, syscall4};
+use crate::syscall::{syscall1, syscall2, syscall4, syscall5};
 
 /// `PR_GET_PDEATHSIG`: writes the signal to an `int *`.
 pub const PR_GET_PDEATHSIG: usize = 2;
@@ -222,11 +222,13 @@ pub fn brk_get() -> u64 {
     unsafe { syscall1(nr::SYS_brk, 0) as u64 }
 }
 
-/// `prctl(option)` for the PR_GET_* options that return their answer:
-/// the answer or -errno.
+/// `prctl(option, 0, 0, 0, 0)` for the PR_GET_* options that return
+/// their answer: the answer or -errno. Every unused argument is passed as
+/// 0: some options (PR_GET_THP_DISABLE, PR_GET_NO_NEW_PRIVS) refuse
+/// anything else with EINVAL.
 pub fn prctl_get(option: usize) -> isize {
     // SAFETY: the PR_GET_* options of this kind only read.
-    unsafe { syscall2(nr::SYS_prctl, option, 0) }
+    unsafe { syscall5(nr::SYS_prctl, option, 0, 0, 0, 0) }
 }
 
 /// `prctl(option, out)` for the PR_GET_* options that write their answer
@@ -236,8 +238,9 @@ pub fn prctl_get(option: usize) -> isize {
 /// `out` is writable for what `option` writes (an int, or a pointer for
 /// PR_GET_TID_ADDRESS).
 pub unsafe fn prctl_get_into(option: usize, out: *mut u8) -> i32 {
-    // SAFETY: these options only write *out, valid (caller).
-    unsafe { syscall2(nr::SYS_prctl, option, out as usize) as i32 }
+    // SAFETY: these options only write *out, valid (caller); the unused
+    // arguments are 0, as for prctl_get.
+    unsafe { syscall5(nr::SYS_prctl, option, out as usize, 0, 0, 0) as i32 }
 }
 
 /// `sigaltstack(NULL, out)`: 0 or -errno.

@@ -21,6 +21,7 @@
 pub mod files;
 pub mod inventory;
 pub mod mm;
+pub mod parasite_state;
 pub mod task;
 pub mod vma;
 
