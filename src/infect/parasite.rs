@@ -26,6 +26,13 @@
 //! [`Remote::restore`]), then verify against what was read before the
 //! injection: /proc/PID/maps and the /proc/PID/fd listing must be identical.
 //! Dropping a [`Parasite`] cures it, so every error path cures.
+//!
+//! Per-thread commands ([`Parasite::command_in`]) run the same mapped blob
+//! in another seized thread: a [`Remote`] of that thread saves its
+//! registers and signal mask, the blob runs there exactly as in the
+//! leader, and the thread is restored and verified before the call
+//! returns, whether the command succeeded, failed or crashed. Commands run
+//! one at a time, so every thread can share the one args area and stack.
 
 mod dump_cmds;
 
