@@ -234,3 +234,32 @@ fn refusals_and_batches_leave_the_parasite_working() {
     });
     runs_on_unaware(&v);
 }
+
+fn state_of(pid: i32) -> char {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = s.lines().find_map(|l| l.strip_prefix("State:")).unwrap();
+    line.trim().chars().next().unwrap()
+}
+
+#[test]
+fn a_stopped_victim_is_read_in_every_thread_and_stays_stopped() {
+    let v = Victim::spawn();
+    let mut status = 0;
+    v.signal(libc::SIGSTOP);
+    // SAFETY: waiting for our own child's stop.
+    let r = unsafe { libc::waitpid(v.pid, &mut status, libc::WUNTRACED) };
+    assert!(r == v.pid && libc::WIFSTOPPED(status));
+    let (state, ps) = collect(&v);
+    check_threads(&v, &ps);
+    check_misc(&v, &state, &ps);
+    assert_eq!(state_of(v.pid), 'T', "still stopped after release");
+    let counts = (v.get(COUNTER), v.get(THREAD_COUNTER));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(
+        (v.get(COUNTER), v.get(THREAD_COUNTER)),
+        counts,
+        "no thread ran"
+    );
+    v.signal(libc::SIGCONT);
+    runs_on_unaware(&v);
+}
