@@ -188,3 +188,197 @@ const _: () = {
     assert!(core::mem::size_of::<VmspliceArgs>() <= PAYLOAD_SIZE);
     assert!(core::mem::size_of::<PipeFds>() <= PAYLOAD_SIZE);
 };
+
+// ---------------------------------------------------------------------------
+// Dump commands: state only the task can see (command numbers 16..=31).
+//
+// Each reply struct has the kernel's own layout for what the syscall writes,
+// so the parasite hands the kernel a pointer into the payload and copies
+// nothing: rt_sigaction's `struct sigaction` (64-bit fields on both
+// arches), getitimer's `struct itimerval`, timer_gettime's
+// `struct itimerspec`, sigaltstack's `stack_t`.
+// ---------------------------------------------------------------------------
+
+/// Command: every signal's action, as rt_sigaction reports it
+/// ([`SigactionsReply`]). Run in any thread: actions are per process.
+pub const CMD_DUMP_SIGACTIONS: u32 = 16;
+/// Command: the three interval timers ([`ItimersReply`]).
+pub const CMD_DUMP_ITIMERS: u32 = 17;
+/// Command: the time left, period and overrun of the POSIX timers whose
+/// ids crest passes in ([`PosixTimersArgs`]).
+pub const CMD_DUMP_POSIX_TIMERS: u32 = 18;
+/// Command: umask, personality, the prctl flags and the exact brk
+/// ([`MiscReply`]).
+pub const CMD_DUMP_MISC: u32 = 19;
+/// Command: the calling thread's sigaltstack, clear_child_tid address and
+/// tid ([`ThreadReply`]); crest runs it in every thread.
+pub const CMD_DUMP_THREAD: u32 = 20;
+
+/// Signals 1..=`NSIG` (the kernel's `_NSIG` on x86_64 and aarch64).
+pub const NSIG: usize = 64;
+/// `SIGKILL`: its action cannot be queried or changed (same number on
+/// both arches).
+pub const SIGKILL: usize = 9;
+/// `SIGSTOP`: likewise.
+pub const SIGSTOP: usize = 19;
+
+/// The kernel's `struct sigaction` as rt_sigaction reads it back.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KSigaction {
+    /// sa_handler: an address, SIG_DFL (0) or SIG_IGN (1).
+    pub handler: u64,
+    /// sa_flags.
+    pub flags: u64,
+    /// sa_restorer.
+    pub restorer: u64,
+    /// sa_mask (8 bytes: the size crest passes as `sigsetsize`).
+    pub mask: u64,
+}
+
+/// Reply of [`CMD_DUMP_SIGACTIONS`]: `actions[signo - 1]`; the entries of
+/// SIGKILL and SIGSTOP stay zero (SIG_DFL).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SigactionsReply {
+    /// One action per signal.
+    pub actions: [KSigaction; NSIG],
+}
+
+/// The kernel's `struct timeval` (64-bit fields).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timeval {
+    /// Seconds.
+    pub sec: i64,
+    /// Microseconds.
+    pub usec: i64,
+}
+
+/// The kernel's `struct itimerval`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Itimerval {
+    /// The period.
+    pub interval: Timeval,
+    /// Time left until the next expiry.
+    pub value: Timeval,
+}
+
+/// Reply of [`CMD_DUMP_ITIMERS`]: ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ItimersReply {
+    /// Indexed by the ITIMER_* number.
+    pub timers: [Itimerval; 3],
+}
+
+/// The kernel's `struct timespec` (64-bit fields).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timespec {
+    /// Seconds.
+    pub sec: i64,
+    /// Nanoseconds.
+    pub nsec: i64,
+}
+
+/// One POSIX timer: crest writes `id`, the parasite the rest. `interval`
+/// and `value` are in the order of `struct itimerspec`, which
+/// timer_gettime writes in place.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PosixTimerValue {
+    /// The kernel's timer id (as in /proc/PID/timers).
+    pub id: i32,
+    /// timer_getoverrun(id).
+    pub overrun: i32,
+    /// The period.
+    pub interval: Timespec,
+    /// Time left until the next expiry, zero if disarmed.
+    pub value: Timespec,
+}
+
+/// How many timers one [`CMD_DUMP_POSIX_TIMERS`] handles; crest sends more
+/// in several commands.
+pub const MAX_POSIX_TIMERS: usize = 64;
+
+/// Payload of [`CMD_DUMP_POSIX_TIMERS`], answered in place.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PosixTimersArgs {
+    /// How many entries of `timers` crest filled in.
+    pub nr: u32,
+    /// Index of the timer whose query failed (the command's errno is that
+    /// failure), or [`NO_FAILURE`].
+    pub failed: u32,
+    /// The timers.
+    pub timers: [PosixTimerValue; MAX_POSIX_TIMERS],
+}
+
+/// Reply of [`CMD_DUMP_MISC`]. The int-sized prctl answers are kept as the
+/// kernel gives them; PR_GET_PDEATHSIG and PR_GET_CHILD_SUBREAPER write
+/// theirs through a pointer into this struct.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MiscReply {
+    /// The file creation mask.
+    pub umask: u32,
+    /// personality(0xffffffff).
+    pub personality: u32,
+    /// PR_GET_DUMPABLE.
+    pub dumpable: i32,
+    /// PR_GET_SECUREBITS.
+    pub securebits: i32,
+    /// PR_GET_PDEATHSIG.
+    pub pdeath_signal: i32,
+    /// PR_GET_CHILD_SUBREAPER.
+    pub child_subreaper: i32,
+    /// PR_GET_THP_DISABLE.
+    pub thp_disable: i32,
+    /// PR_GET_NO_NEW_PRIVS.
+    pub no_new_privs: i32,
+    /// brk(0): the exact program break.
+    pub brk: u64,
+}
+
+/// The kernel's `stack_t`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StackT {
+    /// ss_sp.
+    pub sp: u64,
+    /// ss_flags (SS_DISABLE, SS_AUTODISARM; SS_ONSTACK never, as the
+    /// parasite runs on its own stack).
+    pub flags: i32,
+    /// Padding of the C struct.
+    pub pad: i32,
+    /// ss_size.
+    pub size: u64,
+}
+
+/// Reply of [`CMD_DUMP_THREAD`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ThreadReply {
+    /// gettid() of the thread that ran the command.
+    pub tid: i32,
+    /// Padding.
+    pub pad: i32,
+    /// sigaltstack(NULL, &altstack).
+    pub altstack: StackT,
+    /// PR_GET_TID_ADDRESS: the clear_child_tid address.
+    pub clear_tid: u64,
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<SigactionsReply>() <= PAYLOAD_SIZE);
+    assert!(core::mem::size_of::<ItimersReply>() <= PAYLOAD_SIZE);
+    assert!(core::mem::size_of::<PosixTimersArgs>() <= PAYLOAD_SIZE);
+    assert!(core::mem::size_of::<MiscReply>() <= PAYLOAD_SIZE);
+    assert!(core::mem::size_of::<ThreadReply>() <= PAYLOAD_SIZE);
+    assert!(core::mem::size_of::<KSigaction>() == 32);
+    assert!(core::mem::size_of::<Itimerval>() == 32);
+    assert!(core::mem::size_of::<PosixTimerValue>() == 40);
+    assert!(core::mem::size_of::<StackT>() == 24);
+};

@@ -167,4 +167,24 @@ pub mod nr {
     pub const SYS_pipe2: usize = 59;
     /// `vmsplice(2)`.
     pub const SYS_vmsplice: usize = 75;
+
+    // The parasite-state commands (parasite.rs, CMD_DUMP_*).
+    /// `personality(2)`.
+    pub const SYS_personality: usize = 92;
+    /// `getitimer(2)`.
+    pub const SYS_getitimer: usize = 102;
+    /// `timer_gettime(2)`.
+    pub const SYS_timer_gettime: usize = 108;
+    /// `timer_getoverrun(2)`.
+    pub const SYS_timer_getoverrun: usize = 109;
+    /// `sigaltstack(2)`.
+    pub const SYS_sigaltstack: usize = 132;
+    /// `rt_sigaction(2)`.
+    pub const SYS_rt_sigaction: usize = 134;
+    /// `umask(2)`.
+    pub const SYS_umask: usize = 166;
+    /// `prctl(2)`.
+    pub const SYS_prctl: usize = 167;
+    /// `brk(2)`.
+    pub const SYS_brk: usize = 214;
 }

@@ -170,4 +170,24 @@ pub mod nr {
     pub const SYS_pipe2: usize = 293;
     /// `vmsplice(2)`.
     pub const SYS_vmsplice: usize = 278;
+
+    // The parasite-state commands (parasite.rs, CMD_DUMP_*).
+    /// `brk(2)`.
+    pub const SYS_brk: usize = 12;
+    /// `rt_sigaction(2)`.
+    pub const SYS_rt_sigaction: usize = 13;
+    /// `getitimer(2)`.
+    pub const SYS_getitimer: usize = 36;
+    /// `umask(2)`.
+    pub const SYS_umask: usize = 95;
+    /// `sigaltstack(2)`.
+    pub const SYS_sigaltstack: usize = 131;
+    /// `personality(2)`.
+    pub const SYS_personality: usize = 135;
+    /// `prctl(2)`.
+    pub const SYS_prctl: usize = 157;
+    /// `timer_gettime(2)`.
+    pub const SYS_timer_gettime: usize = 224;
+    /// `timer_getoverrun(2)`.
+    pub const SYS_timer_getoverrun: usize = 225;
 }

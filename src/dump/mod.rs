@@ -23,6 +23,7 @@ pub mod files;
 pub mod inventory;
 pub mod mm;
 pub mod pages;
+pub mod parasite_state;
 pub mod signals;
 pub mod task;
 pub mod vma;

@@ -26,6 +26,15 @@
 //! [`Remote::restore`]), then verify against what was read before the
 //! injection: /proc/PID/maps and the /proc/PID/fd listing must be identical.
 //! Dropping a [`Parasite`] cures it, so every error path cures.
+//!
+//! Per-thread commands ([`Parasite::command_in`]) run the same mapped blob
+//! in another seized thread: a [`Remote`] of that thread saves its
+//! registers and signal mask, the blob runs there exactly as in the
+//! leader, and the thread is restored and verified before the call
+//! returns, whether the command succeeded, failed or crashed. Commands run
+//! one at a time, so every thread can share the one args area and stack.
+
+mod dump_cmds;
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -78,6 +87,7 @@ fn snapshot(pid: Pid) -> Result<Snapshot> {
 /// The parasite loaded into a seized process.
 #[derive(Debug)]
 pub struct Parasite<'a> {
+    seized: &'a Seized,
     remote: Remote<'a>,
     blob: Blob,
     before: Snapshot,
@@ -110,6 +120,7 @@ impl<'a> Parasite<'a> {
         let before = snapshot(pid)?;
         let blob = blob::parasite();
         let mut p = Parasite {
+            seized,
             remote: Remote::new(seized, pid)?,
             blob,
             before,
@@ -186,70 +197,71 @@ impl<'a> Parasite<'a> {
         self.base
     }
 
-    /// Runs command `cmd` with `payload`; on success returns the payload
-    /// area as the parasite left it (`reply_len` bytes). A negative answer
-    /// from the parasite is an error naming the command and errno.
+    /// Runs command `cmd` with `payload` in the leader thread; on success
+    /// returns the payload area as the parasite left it (`reply_len`
+    /// bytes). A negative answer from the parasite is an error naming the
+    /// command and errno.
     pub fn command(&mut self, cmd: u32, payload: &[u8], reply_len: usize) -> Result<Vec<u8>> {
-        let pid = self.remote.tid();
-        if self.base == 0 || payload.len() > PAYLOAD_SIZE || reply_len > PAYLOAD_SIZE {
-            return Err(target_error(
-                pid,
-                format!(
-                    "parasite command {cmd} cannot be sent (no parasite, or payload too large)"
-                ),
-            ));
+        // Field by field: the channel borrows what the remote does not.
+        let ctx = Channel {
+            pid: self.seized.pid(),
+            blob: &self.blob,
+            memfd: self.memfd.as_ref(),
+            base: self.base,
+        };
+        ctx.run(&mut self.remote, cmd, payload, reply_len)
+    }
+
+    /// Runs command `cmd` like [`command`](Self::command), but in thread
+    /// `tid` of the seized process. The thread's registers and signal mask
+    /// are saved before and restored (and verified) after, whatever the
+    /// command did, as the leader's are by the cure. Threads run the blob
+    /// one at a time, so they share its args area and stack.
+    pub fn command_in(
+        &mut self,
+        tid: Pid,
+        cmd: u32,
+        payload: &[u8],
+        reply_len: usize,
+    ) -> Result<Vec<u8>> {
+        if tid == self.remote.tid() {
+            return self.command(cmd, payload, reply_len);
         }
-        let args = self.blob.args_offset as u64;
-        let mut hdr = [0u8; PAYLOAD_OFFSET];
-        hdr[..4].copy_from_slice(&cmd.to_ne_bytes());
-        hdr[4..].copy_from_slice(&RET_PENDING.to_ne_bytes());
-        self.args_io(|f, path| {
-            f.write_all_at(&hdr, args)
-                .map_err(|e| Error::io("write", &path, e))?;
-            f.write_all_at(payload, args + PAYLOAD_OFFSET as u64)
-                .map_err(|e| Error::io("write", &path, e))
-        })?;
-        let mut regs = *self.remote.saved_regs();
-        regs.set_ip(self.base + self.blob.entry as u64);
-        let what = format!("running parasite command {cmd}");
-        let after = self.remote.run(regs, &what)?;
-        if after.ip() != self.base + self.blob.trap_ip() as u64 {
-            return Err(self.remote.stray_trap(after.ip(), &what));
-        }
-        let mut reply = vec![0u8; reply_len];
-        self.args_io(|f, path| {
-            f.read_exact_at(&mut hdr, args)
-                .map_err(|e| Error::io("read", &path, e))?;
-            f.read_exact_at(&mut reply, args + PAYLOAD_OFFSET as u64)
-                .map_err(|e| Error::io("read", &path, e))
-        })?;
-        let ret = i32::from_ne_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
-        debug!("pid {pid}: parasite command {cmd} returned {ret}");
-        match ret {
-            0 => Ok(reply),
-            RET_PENDING => Err(target_error(
-                pid,
-                format!("the parasite trapped without running command {cmd}"),
-            )),
-            e => Err(Error::sys(
-                "parasite command",
-                format!("pid {pid}: command {cmd}"),
-                Errno::new(-e),
-            )),
+        let mut remote = Remote::new(self.seized, tid)?;
+        let ctx = self.channel();
+        let reply = ctx.run(&mut remote, cmd, payload, reply_len);
+        match (reply, remote.restore()) {
+            (Ok(reply), Ok(())) => Ok(reply),
+            (Ok(_), Err(e)) => Err(e),
+            (Err(e), restored) => {
+                if let Err(r) = restored {
+                    warn!("thread {tid}: restoring after command {cmd} failed: {r}");
+                }
+                Err(e)
+            }
         }
     }
 
-    fn args_io(&self, f: impl FnOnce(&File, String) -> Result<()>) -> Result<()> {
-        match &self.memfd {
-            Some(file) => f(
-                file,
-                format!("memfd of the parasite in pid {}", self.remote.tid()),
-            ),
-            None => Err(target_error(
-                self.remote.tid(),
-                "the parasite's memfd is gone",
-            )),
+    fn channel(&self) -> Channel<'_> {
+        Channel {
+            pid: self.seized.pid(),
+            blob: &self.blob,
+            memfd: self.memfd.as_ref(),
+            base: self.base,
         }
+    }
+
+    /// The payload area as the last command left it: what a failed
+    /// command recorded about its failure.
+    fn read_payload(&self, len: usize) -> Result<Vec<u8>> {
+        let ctx = self.channel();
+        let mut reply = vec![0u8; len.min(PAYLOAD_SIZE)];
+        let off = (self.blob.args_offset + PAYLOAD_OFFSET) as u64;
+        ctx.io(|f, path| {
+            f.read_exact_at(&mut reply, off)
+                .map_err(|e| Error::io("read", &path, e))
+        })?;
+        Ok(reply)
     }
 
     /// CMD_GETPID: the pid and tid as the parasite sees them inside.
@@ -324,6 +336,84 @@ impl<'a> Parasite<'a> {
             ));
         }
         Ok(())
+    }
+}
+
+/// What running a command needs besides the thread: the blob's layout,
+/// crest's descriptor of its memfd and where it is mapped. Borrowed from
+/// a [`Parasite`] so a command can run in its leader's [`Remote`] or in
+/// another thread's.
+struct Channel<'p> {
+    pid: Pid,
+    blob: &'p Blob,
+    memfd: Option<&'p File>,
+    base: u64,
+}
+
+impl Channel<'_> {
+    /// Writes the header and payload, starts the blob in `remote`'s thread,
+    /// waits for its trap and reads the reply.
+    fn run(
+        &self,
+        remote: &mut Remote,
+        cmd: u32,
+        payload: &[u8],
+        reply_len: usize,
+    ) -> Result<Vec<u8>> {
+        let tid = remote.tid();
+        if self.base == 0 || payload.len() > PAYLOAD_SIZE || reply_len > PAYLOAD_SIZE {
+            return Err(target_error(
+                self.pid,
+                format!(
+                    "parasite command {cmd} cannot be sent (no parasite, or payload too large)"
+                ),
+            ));
+        }
+        let args = self.blob.args_offset as u64;
+        let mut hdr = [0u8; PAYLOAD_OFFSET];
+        hdr[..4].copy_from_slice(&cmd.to_ne_bytes());
+        hdr[4..].copy_from_slice(&RET_PENDING.to_ne_bytes());
+        self.io(|f, path| {
+            f.write_all_at(&hdr, args)
+                .map_err(|e| Error::io("write", &path, e))?;
+            f.write_all_at(payload, args + PAYLOAD_OFFSET as u64)
+                .map_err(|e| Error::io("write", &path, e))
+        })?;
+        let mut regs = *remote.saved_regs();
+        regs.set_ip(self.base + self.blob.entry as u64);
+        let what = format!("running parasite command {cmd}");
+        let after = remote.run(regs, &what)?;
+        if after.ip() != self.base + self.blob.trap_ip() as u64 {
+            return Err(remote.stray_trap(after.ip(), &what));
+        }
+        let mut reply = vec![0u8; reply_len];
+        self.io(|f, path| {
+            f.read_exact_at(&mut hdr, args)
+                .map_err(|e| Error::io("read", &path, e))?;
+            f.read_exact_at(&mut reply, args + PAYLOAD_OFFSET as u64)
+                .map_err(|e| Error::io("read", &path, e))
+        })?;
+        let ret = i32::from_ne_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
+        debug!("thread {tid}: parasite command {cmd} returned {ret}");
+        match ret {
+            0 => Ok(reply),
+            RET_PENDING => Err(target_error(
+                self.pid,
+                format!("thread {tid}: the parasite trapped without running command {cmd}"),
+            )),
+            e => Err(Error::sys(
+                "parasite command",
+                format!("pid {} (thread {tid}): command {cmd}", self.pid),
+                Errno::new(-e),
+            )),
+        }
+    }
+
+    fn io(&self, f: impl FnOnce(&File, String) -> Result<()>) -> Result<()> {
+        match self.memfd {
+            Some(file) => f(file, format!("memfd of the parasite in pid {}", self.pid)),
+            None => Err(target_error(self.pid, "the parasite's memfd is gone")),
+        }
     }
 }
 
