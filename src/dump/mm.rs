@@ -19,10 +19,14 @@ use crate::proc::{auxv, stat};
 pub fn collect_mm(pid: u32, vmas: &[Vma]) -> Result<Mm> {
     let text = read_proc(pid, "stat")?;
     let st = parsed(pid, "stat", stat::parse(&text))?;
+    // The heap may be split into several VMAs (different protections or
+    // flags, as musl's allocator leaves it); the last one ends at the brk.
     let heap_end = vmas
         .iter()
-        .find(|v| v.name == b"[heap]")
-        .map_or(st.start_brk, |v| v.end);
+        .filter(|v| v.name == b"[heap]")
+        .map(|v| v.end)
+        .max()
+        .unwrap_or(st.start_brk);
     let raw_auxv = read_proc(pid, "auxv")?;
     let (exe, exe_id) = collect_exe(pid)?;
     Ok(Mm {

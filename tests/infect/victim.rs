@@ -245,6 +245,13 @@ impl Victim {
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0);
         if pid == 0 {
+            // A group of its own whose parent (this test) sits in another
+            // group of the same session: the group is then not orphaned,
+            // so SIGTSTP stops it even where the test runs as a child of
+            // init (the qemu lanes), whose children's groups count as
+            // orphaned and have job-control stops discarded.
+            // SAFETY: setpgid on the calling process.
+            unsafe { libc::setpgid(0, 0) };
             child(page, mode);
         }
         let v = Victim {
