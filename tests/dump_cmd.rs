@@ -96,8 +96,19 @@ fn dump_leave_running_writes_a_full_image_and_the_victim_runs_on() {
     assert!(show.status.success(), "show: {text}{}", stderr(&show));
     let tid = v.get(THREAD_TID);
     assert!(
-        text.contains(&format!("threads {} {tid}", v.pid)),
+        text.contains(&format!("threads {},{tid}", v.pid)),
         "both threads listed: {text}"
+    );
+    let main_core = text
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("thread {} ", v.pid)))
+        .expect("the main thread's core");
+    // SIGUSR2 (bit 11) is blocked and pending in the main thread.
+    assert!(main_core.contains("sigmask=0x800"), "{main_core}");
+    assert!(main_core.contains("pending=1"), "{main_core}");
+    assert!(
+        text.contains(&format!("thread {tid} ")),
+        "the second thread's core"
     );
     assert!(
         text.contains(&format!("0x{:016x}", v.get(REGION))),
