@@ -84,7 +84,7 @@ fn assert_region_pages(dir: &Path, v: &Victim) {
 #[test]
 fn dump_leave_running_writes_a_full_image_and_the_victim_runs_on() {
     let dir = scratch("r");
-    let v = Victim::spawn(&dir, false);
+    let v = Victim::spawn(&dir, Extra::None);
     let img = dir.join("img");
     let out = dump(v.pid, &img, &["-R"]);
     assert!(out.status.success(), "dump -R failed: {}", stderr(&out));
@@ -126,7 +126,7 @@ fn dump_leave_running_writes_a_full_image_and_the_victim_runs_on() {
 #[test]
 fn dump_without_leave_running_kills_the_victim() {
     let dir = scratch("kill");
-    let mut v = Victim::spawn(&dir, false);
+    let mut v = Victim::spawn(&dir, Extra::None);
     let img = dir.join("img");
     let out = dump(v.pid, &img, &[]);
     assert!(out.status.success(), "dump failed: {}", stderr(&out));
@@ -153,7 +153,7 @@ fn dump_without_leave_running_kills_the_victim() {
 #[test]
 fn dump_leave_running_keeps_a_stopped_victim_stopped() {
     let dir = scratch("stopped");
-    let v = Victim::spawn(&dir, false);
+    let v = Victim::spawn(&dir, Extra::None);
     // SAFETY: our own child.
     unsafe { libc::kill(v.pid, libc::SIGSTOP) };
     let start = Instant::now();
@@ -195,20 +195,52 @@ fn dump_of_a_missing_pid_fails_naming_it() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn dump_refuses_an_eventfd_and_leaves_the_victim_unharmed() {
-    let dir = scratch("eventfd");
-    let v = Victim::spawn(&dir, true);
+/// A victim holding `extra` is refused before it is touched, with one
+/// sentence naming the fd and `kind`, and runs on unharmed.
+fn refused(name: &str, extra: Extra, kind: &str) {
+    let dir = scratch(name);
+    let v = Victim::spawn(&dir, extra);
     let img = dir.join("img");
     let out = dump(v.pid, &img, &[]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains(&format!("fd {EVENT_FD}")), "{err}");
-    assert!(err.contains("eventfd"), "{err}");
+    assert!(err.contains(&format!("fd {EXTRA_FD}")), "{err}");
+    assert!(err.contains(kind), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one sentence: {err}");
     assert!(v.runs(), "the victim still runs");
     assert_eq!(tracer(v.pid), "0");
     assert!(!img.join("inventory.img").exists());
+    assert_eq!(v.self_check(), 0, "failed self-check bits");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn dump_refuses_an_eventfd_and_leaves_the_victim_unharmed() {
+    refused("eventfd", Extra::Eventfd, "eventfd");
+}
+
+#[test]
+fn dump_refuses_a_pipe_whose_data_it_cannot_take() {
+    refused("pipe", Extra::Pipe, "pipe");
+}
+
+#[test]
+fn dump_log_goes_into_the_images_dir_and_an_image_is_never_overwritten() {
+    let dir = scratch("log");
+    let v = Victim::spawn(&dir, Extra::None);
+    let img = dir.join("img");
+    let out = dump(v.pid, &img, &["-R", "-o", "dump.log", "-v4"]);
+    assert!(out.status.success(), "dump failed: {}", stderr(&out));
+    let log = std::fs::read_to_string(img.join("dump.log")).expect("the log in DIR");
+    assert!(
+        log.contains(&format!("pid {}: injecting the parasite", v.pid)),
+        "{log}"
+    );
+    let before = std::fs::read(img.join("inventory.img")).unwrap();
+    let again = dump(v.pid, &img, &["-R"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("already"), "{}", stderr(&again));
+    assert_eq!(std::fs::read(img.join("inventory.img")).unwrap(), before);
     assert_eq!(v.self_check(), 0, "failed self-check bits");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -55,10 +55,14 @@ pub fn run(opts: &DumpOptions) -> Result<()> {
     refuse_unsupported(&pre)?;
     let d = ImageDir::create(&opts.dir)?;
     if d.exists(dir::INVENTORY) {
-        return Err(Error::Usage(format!(
-            "{} already holds an image (inventory.img); give an empty directory or remove that image first",
-            opts.dir.display()
-        )));
+        return Err(Error::io(
+            "write a new image over",
+            opts.dir.join(dir::INVENTORY),
+            std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "an image is already there; give an empty directory or remove that image first",
+            ),
+        ));
     }
     info!("pid {pid}: seizing every thread");
     let seized = seize(pid)?;

@@ -6,7 +6,7 @@
 //! still as it set it and reports in RESULT and FAILED.
 //!
 //! The report area is a MAP_SHARED page of a regular file (crest does not
-//! dump shared anonymous memory yet and refuses it). The child runs after a
+//! dump shared anonymous memory yet and refuses it), kept after the test. The child runs after a
 //! fork from the threaded test harness, so it keeps to raw libc calls.
 //!
 //! ```text
@@ -39,7 +39,16 @@ pub const PAGES: u64 = 64;
 /// Where the victim keeps its fds.
 pub const FILE_FD: i32 = 10;
 pub const NULL_FD: i32 = 11;
-pub const EVENT_FD: i32 = 12;
+pub const EXTRA_FD: i32 = 12;
+
+/// An fd kind crest must refuse, held at EXTRA_FD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extra {
+    None,
+    Eventfd,
+    /// The read end of a pipe holding a few bytes.
+    Pipe,
+}
 /// The regular file's position.
 pub const FILE_POS: i64 = 5;
 const SIG_TIMER: i32 = 40;
@@ -223,7 +232,7 @@ macro_rules! need {
     };
 }
 
-fn setup_fds(file: &CString, eventfd: bool) -> bool {
+fn setup_fds(file: &CString, extra: Extra) -> bool {
     // SAFETY: raw fd syscalls on paths the parent prepared before the fork.
     unsafe {
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
@@ -236,11 +245,20 @@ fn setup_fds(file: &CString, eventfd: bool) -> bool {
         let n = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
         let ok = ok && n >= 0 && libc::dup3(n, NULL_FD, libc::O_CLOEXEC) == NULL_FD;
         let ok = ok && libc::close(n) == 0;
-        if !eventfd {
-            return ok;
-        }
-        let e = libc::eventfd(0, 0);
-        ok && e >= 0 && libc::dup2(e, EVENT_FD) == EVENT_FD && libc::close(e) == 0
+        let e = match extra {
+            Extra::None => return ok,
+            Extra::Eventfd => libc::eventfd(0, 0),
+            Extra::Pipe => {
+                let mut p = [-1; 2];
+                let made = libc::pipe(p.as_mut_ptr()) == 0;
+                let wrote = made && libc::write(p[1], b"data".as_ptr().cast(), 4) == 4;
+                if !wrote || libc::close(p[1]) != 0 {
+                    return false;
+                }
+                p[0]
+            }
+        };
+        ok && e >= 0 && libc::dup2(e, EXTRA_FD) == EXTRA_FD && libc::close(e) == 0
     }
 }
 
@@ -304,11 +322,11 @@ fn setup_timers() -> bool {
     }
 }
 
-fn child(area: usize, file: &CString, eventfd: bool) -> ! {
+fn child(area: usize, file: &CString, extra: Extra) -> ! {
     AREA_PTR.store(area, Ordering::Relaxed);
     // SAFETY: the victim dies with the test thread that forked it.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-    need!(setup_fds(file, eventfd));
+    need!(setup_fds(file, extra));
     need!(setup_region());
     need!(sigaction(
         libc::SIGUSR1,
@@ -358,8 +376,16 @@ pub struct Victim {
 
 impl Victim {
     /// Forks a victim whose report page and regular file live in `dir`.
-    pub fn spawn(dir: &Path, eventfd: bool) -> Victim {
-        let report = dir.join("report");
+    pub fn spawn(dir: &Path, extra: Extra) -> Victim {
+        // Every victim inherits every report mapping the harness has at its
+        // fork, other tests' too: a report file deleted while a victim maps
+        // it would make that victim's dump refuse a deleted file's mapping.
+        // So report files stay (4 KiB each) in one directory per test run.
+        let reports =
+            std::env::temp_dir().join(format!("crest-dump-cmd-reports-{}", std::process::id()));
+        std::fs::create_dir_all(&reports).unwrap();
+        let name = dir.file_name().unwrap();
+        let report = reports.join(name);
         let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -387,7 +413,7 @@ impl Victim {
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "fork");
         if pid == 0 {
-            child(area as usize, &cpath, eventfd);
+            child(area as usize, &cpath, extra);
         }
         let v = Victim {
             pid,
