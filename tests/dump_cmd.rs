@@ -258,3 +258,49 @@ fn dump_usage_errors_exit_2() {
     }
     assert!(!Path::new("/tmp/crest-never").exists());
 }
+
+/// /proc/PID/maps and the fd table, to compare before and after a dump.
+fn maps_and_fds(pid: i32) -> (String, Vec<String>) {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let target = std::fs::read_link(e.path()).unwrap();
+            format!("{} {}", e.file_name().to_string_lossy(), target.display())
+        })
+        .collect();
+    fds.sort();
+    (maps, fds)
+}
+
+#[test]
+fn dump_failing_at_every_step_leaves_the_victim_intact_and_no_inventory() {
+    let dir = scratch("faults");
+    let v = Victim::spawn(&dir, Extra::None);
+    let before = maps_and_fds(v.pid);
+    for step in crest::dump::run::FAULT_STEPS {
+        let img = dir.join(format!("img-{step}"));
+        let pid = v.pid.to_string();
+        let out = Command::new(env!("CARGO_BIN_EXE_crest"))
+            .args(["dump", "-t", &pid, "-D", img.to_str().unwrap()])
+            .env("CREST_FAULT", step)
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{step}: {err}");
+        assert!(err.contains(&format!("`{step}`")), "{step}: {err}");
+        assert!(!img.join("inventory.img").exists(), "{step}");
+        assert_eq!(tracer(v.pid), "0", "{step}");
+        assert!(v.runs(), "{step}: the victim runs");
+        assert_eq!(
+            maps_and_fds(v.pid),
+            before,
+            "{step}: maps and fds as before"
+        );
+        let show = crest(&["show", img.to_str().unwrap()]);
+        assert_eq!(show.status.code(), Some(1), "{step}: an incomplete image");
+    }
+    assert_eq!(v.self_check(), 0, "failed self-check bits");
+    let _ = std::fs::remove_dir_all(&dir);
+}

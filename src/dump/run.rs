@@ -14,6 +14,11 @@
 //! is cured, the target is detached as it was (a stopped task stays
 //! stopped), and the error is returned; the files already written are left
 //! without an inventory.
+//!
+//! Fault injection (as CRIU's CRIU_FAULT): with `CREST_FAULT=STEP` in the
+//! environment the dump fails on purpose right after STEP (one of
+//! [`FAULT_STEPS`]), so tests can prove that the target survives a failure
+//! at every step.
 
 use std::path::PathBuf;
 
@@ -33,6 +38,29 @@ use crate::{info, warn};
 
 /// How long crest waits for a killed target to be gone.
 const KILL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The steps after which `CREST_FAULT` can make the dump fail.
+pub const FAULT_STEPS: &[&str] = &[
+    "seize",
+    "collect",
+    "cores",
+    "inject",
+    "parasite-state",
+    "pages",
+    "cure",
+    "metadata",
+];
+
+/// Fails with a clear error if `CREST_FAULT` names `step`.
+fn fault_point(pid: Pid, step: &'static str) -> Result<()> {
+    match std::env::var_os("CREST_FAULT") {
+        Some(v) if v == step => Err(Error::Target {
+            pid,
+            problem: format!("failing after step `{step}` as CREST_FAULT asks (fault injection)"),
+        }),
+        _ => Ok(()),
+    }
+}
 
 /// What `crest dump` was asked to do.
 #[derive(Debug, Clone)]
@@ -120,8 +148,10 @@ fn refuse_unsupported(state: &ProcessState) -> Result<()> {
 fn dump_seized(seized: &Seized, d: &ImageDir, opts: &DumpOptions) -> Result<()> {
     let pid = seized.pid();
     info!("pid {pid}: collecting /proc state of the seized process");
+    fault_point(pid, "seize")?;
     let mut state = collect_process(pid_u32(pid)?)?;
     refuse_unsupported(&state)?;
+    fault_point(pid, "collect")?;
     state.process.state = match seized.stop_signal() {
         Some(sig) => TaskState::Stopped { signal: sig as u32 },
         None => TaskState::Running,
@@ -131,6 +161,7 @@ fn dump_seized(seized: &Seized, d: &ImageDir, opts: &DumpOptions) -> Result<()> 
         seized.threads().len()
     );
     super::core::fill_cores(&mut state, seized)?;
+    fault_point(pid, "cores")?;
     info!("pid {pid}: injecting the parasite");
     let mut parasite = Parasite::inject(seized)?;
     let inside = dump_inside(seized, &mut parasite, &mut state, d);
@@ -138,6 +169,7 @@ fn dump_seized(seized: &Seized, d: &ImageDir, opts: &DumpOptions) -> Result<()> 
     let cured = parasite.cure();
     inside?;
     cured?;
+    fault_point(pid, "cure")?;
     write_image(d, &state, &opts.command_line)
 }
 
@@ -149,13 +181,15 @@ fn dump_inside(
     d: &ImageDir,
 ) -> Result<()> {
     let pid = seized.pid();
+    fault_point(pid, "inject")?;
     info!("pid {pid}: collecting what only the process can tell");
     let ids: Vec<i32> = state.task.posix_timers.iter().map(|t| t.id).collect();
     let ps = collect_parasite_state(parasite, seized, &ids)?;
     apply_parasite_state(state, &ps)?;
+    fault_point(pid, "parasite-state")?;
     info!("pid {pid}: dumping memory pages");
     super::pages::dump_pages(seized, parasite, &state.mm.vmas, d)?;
-    Ok(())
+    fault_point(pid, "pages")
 }
 
 /// The metadata files, inventory.img last so that it marks a complete image.
@@ -172,6 +206,7 @@ fn write_image(d: &ImageDir, state: &ProcessState, command_line: &[String]) -> R
     state.task.write(d, pid)?;
     state.mm.write(d, pid)?;
     state.files.write(d, pid)?;
+    fault_point(pid as Pid, "metadata")?;
     write_file(d, dir::INVENTORY, FileKind::Inventory, &[inv])
 }
 
