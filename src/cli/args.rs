@@ -77,6 +77,27 @@ pub const OPTIONS: &[OptSpec] = &[
         commands: &["check", "show"],
         help: "print one JSON object instead of text",
     },
+    OptSpec {
+        long: "tree",
+        short: Some('t'),
+        value: Some("PID"),
+        commands: &["dump"],
+        help: "dump the process PID with all its threads",
+    },
+    OptSpec {
+        long: "images-dir",
+        short: Some('D'),
+        value: Some("DIR"),
+        commands: &["dump"],
+        help: "write the image to DIR (created 0700 if missing)",
+    },
+    OptSpec {
+        long: "leave-running",
+        short: Some('R'),
+        value: None,
+        commands: &["dump"],
+        help: "resume the process after the dump instead of killing it",
+    },
 ];
 
 /// What the command line asked for.
@@ -100,11 +121,27 @@ pub struct Args {
     pub json: bool,
     /// `--feature NAME`, in order.
     pub features: Vec<String>,
+    /// `-t PID` / `--tree PID`, as given.
+    pub tree: Option<String>,
+    /// `-D DIR` / `--images-dir DIR`.
+    pub images_dir: Option<PathBuf>,
+    /// `-R` / `--leave-running`.
+    pub leave_running: bool,
+    /// The whole command line, as given (the inventory records it).
+    pub argv: Vec<String>,
+    /// The long names of the options given, short or long.
+    used: Vec<&'static str>,
 }
 
 /// Parses `argv` (without the program name).
 pub fn parse(argv: &[OsString]) -> Result<Args> {
-    let mut args = Args::default();
+    let mut args = Args {
+        argv: argv
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+        ..Args::default()
+    };
     let mut it = argv.iter().map(|a| a.to_string_lossy().into_owned());
     let mut only_positional = false;
     while let Some(arg) = it.next() {
@@ -131,7 +168,7 @@ pub fn parse(argv: &[OsString]) -> Result<Args> {
             parse_short(&mut args, &arg[1..], &mut it)?;
         }
     }
-    check_commands(&args, argv)?;
+    check_commands(&args)?;
     Ok(args)
 }
 
@@ -192,6 +229,7 @@ fn take_value(
 
 fn apply(args: &mut Args, spec: &OptSpec, value: Option<String>) -> Result<()> {
     let value = value.unwrap_or_default();
+    args.used.push(spec.long);
     match spec.long {
         "help" => args.help = true,
         "version" => args.version = true,
@@ -200,21 +238,20 @@ fn apply(args: &mut Args, spec: &OptSpec, value: Option<String>) -> Result<()> {
         "all" => args.all = true,
         "json" => args.json = true,
         "feature" => args.features.push(value),
+        "tree" => args.tree = Some(value),
+        "images-dir" => args.images_dir = Some(PathBuf::from(value)),
+        "leave-running" => args.leave_running = true,
         other => return Err(Error::Usage(format!("option --{other} is not handled"))),
     }
     Ok(())
 }
 
 /// Refuses options that the chosen command does not take.
-fn check_commands(args: &Args, argv: &[OsString]) -> Result<()> {
+fn check_commands(args: &Args) -> Result<()> {
     let Some(command) = args.command.as_deref() else {
         return Ok(());
     };
-    for arg in argv.iter().map(|a| a.to_string_lossy()) {
-        let Some(name) = arg.strip_prefix("--") else {
-            continue;
-        };
-        let name = name.split_once('=').map_or(name, |(n, _)| n);
+    for &name in &args.used {
         if let Some(spec) = OPTIONS.iter().find(|o| o.long == name) {
             if !spec.commands.is_empty() && !spec.commands.contains(&command) && command != "help" {
                 return Err(Error::Usage(format!(
@@ -277,5 +314,18 @@ mod tests {
         assert!(matches!(p(&["-Q"]), Err(Error::Usage(_))));
         assert!(matches!(p(&["show", "--all"]), Err(Error::Usage(_))));
         assert!(matches!(p(&["check", "--help=1"]), Err(Error::Usage(_))));
+        assert!(matches!(p(&["check", "-t", "1"]), Err(Error::Usage(_))));
+    }
+
+    #[test]
+    fn dump_options_short_and_long() {
+        let a = p(&["dump", "-t", "42", "-D/tmp/x", "-R"]).unwrap();
+        assert_eq!(a.tree.as_deref(), Some("42"));
+        assert_eq!(a.images_dir, Some(PathBuf::from("/tmp/x")));
+        assert!(a.leave_running);
+        let b = p(&["dump", "--tree=7", "--images-dir", "d", "--leave-running"]).unwrap();
+        assert_eq!(b.tree.as_deref(), Some("7"));
+        assert!(b.leave_running);
+        assert_eq!(b.argv.len(), 5);
     }
 }

@@ -40,6 +40,20 @@ pub const COMMANDS: &[Command] = &[
                   sound, 1 when one is damaged.",
     },
     Command {
+        name: "dump",
+        usage: "crest dump -t PID -D DIR [-R|--leave-running]",
+        summary: "checkpoint one process and its threads into an image directory",
+        details: "Seizes every thread of PID with ptrace, reads its registers and /proc state,\n\
+                  runs a parasite inside it for what only the process can tell (signal\n\
+                  actions, timers, memory pages...), removes the parasite and writes the\n\
+                  image to DIR, inventory.img last. Then the process is killed, or with -R\n\
+                  resumed exactly as before (a stopped process stays stopped). What crest\n\
+                  cannot dump yet (sockets, eventfd, pipes, shared anonymous memory...) is\n\
+                  refused before the process is touched. On any failure the process is\n\
+                  left running as before and DIR has no inventory.img. Exit status: 0 on\n\
+                  success, 1 on failure, 2 for a usage error.",
+    },
+    Command {
         name: "help",
         usage: "crest help [COMMAND]",
         summary: "show help for crest or one command",

@@ -81,6 +81,7 @@ fn run(args: &Args) -> Result<i32> {
             };
             crate::image::show::run(path, args.json, &mut std::io::stdout().lock())
         }
+        "dump" => dump(args),
         other => Err(Error::Usage(format!("unknown command `{other}`"))),
     }
 }
@@ -105,10 +106,44 @@ fn no_positional(args: &Args) -> Result<()> {
     }
 }
 
+fn dump(args: &Args) -> Result<i32> {
+    no_positional(args)?;
+    let tree = args
+        .tree
+        .as_deref()
+        .ok_or_else(|| Error::Usage("dump needs -t PID (the process to dump)".into()))?;
+    let dir = args
+        .images_dir
+        .clone()
+        .ok_or_else(|| Error::Usage("dump needs -D DIR (where to write the image)".into()))?;
+    let pid = tree
+        .parse::<crate::sys::Pid>()
+        .ok()
+        .filter(|&p| p > 0)
+        .ok_or_else(|| Error::Usage(format!("bad pid `{tree}`: -t takes a positive number")))?;
+    let opts = crate::dump::run::DumpOptions {
+        pid,
+        dir,
+        leave_running: args.leave_running,
+        command_line: args.argv.clone(),
+    };
+    crate::dump::run::run(&opts)?;
+    Ok(0)
+}
+
 fn open_log(args: &Args) -> Result<()> {
     let Some(path) = &args.log_file else {
         return Ok(());
     };
+    // As in CRIU, a relative log path names a file in the images directory.
+    let path = match &args.images_dir {
+        Some(dir) if path.is_relative() => {
+            crate::image::ImageDir::create(dir)?;
+            dir.join(path)
+        }
+        _ => path.clone(),
+    };
+    let path = &path;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -24,6 +24,7 @@ pub mod inventory;
 pub mod mm;
 pub mod pages;
 pub mod parasite_state;
+pub mod run;
 pub mod signals;
 pub mod task;
 pub mod vma;

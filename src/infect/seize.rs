@@ -161,7 +161,9 @@ impl Seized {
         // threads are reaped by that wait. The leader is handed on to its
         // real parent by the same wait, unless crest is that parent, in
         // which case it stays for crest's own caller to reap.
-        for &tid in &self.threads {
+        // The leader's end is reported only once every other thread has
+        // been reaped, so the leader (first in `threads`) is waited for last.
+        for &tid in self.threads.iter().rev() {
             if tid != self.pid || !crest_is_parent {
                 let _ = wait_stop(tid);
             }
