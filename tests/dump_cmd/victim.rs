@@ -380,9 +380,10 @@ impl Victim {
         // Every victim inherits every report mapping the harness has at its
         // fork, other tests' too: a report file deleted while a victim maps
         // it would make that victim's dump refuse a deleted file's mapping.
-        // So report files stay (4 KiB each) in one directory per test run.
-        let reports =
-            std::env::temp_dir().join(format!("crest-dump-cmd-reports-{}", std::process::id()));
+        // So report files stay (4 KiB each) in one directory per test run,
+        // under cargo's scratch directory for tests rather than /tmp.
+        let reports = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("crest-dump-cmd-reports-{}", std::process::id()));
         std::fs::create_dir_all(&reports).unwrap();
         let name = dir.file_name().unwrap();
         let report = reports.join(name);
