@@ -12,7 +12,7 @@ use crate::image::dir::host_page_size;
 use crate::image::header::Arch;
 use crate::image::inventory::{CpuFeatures, ImageKind, Inventory};
 use crate::proc::auxv::{self, AT_HWCAP, AT_HWCAP2};
-use crate::sys::rlimit::xsave_features;
+use crate::sys::cpu::xsave_features;
 
 /// The inventory of a full dump rooted at `root_pid`, made with `options`.
 pub fn build_inventory(root_pid: u32, options: &[String]) -> Result<Inventory> {

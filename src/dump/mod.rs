@@ -109,13 +109,18 @@ fn collect_task(pid: u32, status: &crate::proc::status::Status) -> Result<TaskIm
     })
 }
 
-/// Writes inventory.img, pstree.img, task-PID.img, mm-PID.img and
-/// files-PID.img for `state`; `options` is the dump's command line for the
-/// inventory. The page store (pagemap-*.img, pages-*.img) is the page step's.
+/// Writes pstree.img, task-PID.img, mm-PID.img and files-PID.img, then
+/// inventory.img last, so that an inventory marks a complete image;
+/// `options` is the dump's command line for the inventory. The page store
+/// (pagemap-*.img, pages-*.img) is the page step's.
 pub fn write_metadata(d: &ImageDir, state: &ProcessState, options: &[String]) -> Result<()> {
+    write_process_files(d, state)?;
+    write_inventory(d, state.process.pid, options)
+}
+
+/// pstree.img, task-PID.img, mm-PID.img and files-PID.img of `state`.
+pub fn write_process_files(d: &ImageDir, state: &ProcessState) -> Result<()> {
     let pid = state.process.pid;
-    let inv = inventory::build_inventory(pid, options)?;
-    write_file(d, dir::INVENTORY, FileKind::Inventory, &[inv])?;
     write_file(
         d,
         dir::PSTREE,
@@ -125,6 +130,12 @@ pub fn write_metadata(d: &ImageDir, state: &ProcessState, options: &[String]) ->
     state.task.write(d, pid)?;
     state.mm.write(d, pid)?;
     state.files.write(d, pid)
+}
+
+/// inventory.img: written last, it is what makes an image complete.
+pub fn write_inventory(d: &ImageDir, pid: u32, options: &[String]) -> Result<()> {
+    let inv = inventory::build_inventory(pid, options)?;
+    write_file(d, dir::INVENTORY, FileKind::Inventory, &[inv])
 }
 
 /// Reads `/proc/PID/FILE`, turning "no such file" for the whole process

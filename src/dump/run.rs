@@ -23,13 +23,11 @@
 use std::path::PathBuf;
 
 use super::parasite_state::{apply_parasite_state, collect_parasite_state};
-use super::{ProcessState, collect_process, inventory};
+use super::{ProcessState, collect_process};
 use crate::error::{Error, Result};
 use crate::image::ImageDir;
 use crate::image::dir;
 use crate::image::files::FdFile;
-use crate::image::header::FileKind;
-use crate::image::load::write_file;
 use crate::image::pstree::TaskState;
 use crate::image::vma::Backing;
 use crate::infect::{Parasite, Release, Seized, seize};
@@ -196,18 +194,9 @@ fn dump_inside(
 fn write_image(d: &ImageDir, state: &ProcessState, command_line: &[String]) -> Result<()> {
     let pid = state.process.pid;
     info!("pid {pid}: writing the image metadata");
-    let inv = inventory::build_inventory(pid, command_line)?;
-    write_file(
-        d,
-        dir::PSTREE,
-        FileKind::Pstree,
-        std::slice::from_ref(&state.process),
-    )?;
-    state.task.write(d, pid)?;
-    state.mm.write(d, pid)?;
-    state.files.write(d, pid)?;
+    super::write_process_files(d, state)?;
     fault_point(pid as Pid, "metadata")?;
-    write_file(d, dir::INVENTORY, FileKind::Inventory, &[inv])
+    super::write_inventory(d, pid, command_line)
 }
 
 /// After a complete dump: kill the target (and wait until it is gone or a

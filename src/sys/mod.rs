@@ -21,6 +21,7 @@
 //! `# Safety` section.
 #![allow(unsafe_code)]
 
+pub mod cpu;
 pub mod fd;
 pub mod mm;
 pub mod net;

@@ -1,5 +1,4 @@
-//! prlimit64(2) on another process, and the CPU facts an image records
-//! (CPUID leaf 0xD and XGETBV on x86_64, AT_HWCAP/AT_HWCAP2 on aarch64).
+//! prlimit64(2) on another process.
 //!
 //! prlimit64 with a NULL new limit only reads, and it is the one interface
 //! that gives the resource limits of *another* process as numbers the kernel
@@ -8,7 +7,6 @@
 //! # Safety
 //! prlimit64 gets a pointer to a `struct rlimit64` (two u64) owned by this
 //! function, and NULL for the new value, so the kernel writes only there.
-//! XGETBV is executed only after the CPU and the kernel say it exists.
 #![allow(unsafe_code)]
 
 use syscalls::{Sysno, syscall};
@@ -25,33 +23,6 @@ pub fn prlimit64_get(pid: Pid, resource: u32) -> SysResult<(u64, u64)> {
     // writes; the new-limit pointer is NULL, so nothing is changed.
     unsafe { syscall!(Sysno::prlimit64, pid, resource, 0, old.as_mut_ptr()) }?;
     Ok((old[0], old[1]))
-}
-
-/// XCR0, the XSAVE features the kernel enabled, and the XSAVE area size for
-/// them (CPUID.(EAX=0DH,ECX=0):EBX); (0, 0) on a CPU without OSXSAVE.
-#[cfg(target_arch = "x86_64")]
-pub fn xsave_features() -> (u64, u32) {
-    if !std::arch::is_x86_feature_detected!("xsave") {
-        return (0, 0);
-    }
-    // SAFETY: the xsave feature (CPUID.1:ECX.XSAVE and OSXSAVE, which std
-    // checks before it reports xsave) means XGETBV with ECX=0 is defined.
-    let xcr0 = unsafe { xgetbv0() };
-    (xcr0, std::arch::x86_64::__cpuid_count(0xd, 0).ebx)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "xsave")]
-fn xgetbv0() -> u64 {
-    // SAFETY: the target feature is enabled on this function, and its only
-    // caller has checked the CPU for it.
-    unsafe { std::arch::x86_64::_xgetbv(0) }
-}
-
-/// No XSAVE outside x86_64.
-#[cfg(not(target_arch = "x86_64"))]
-pub fn xsave_features() -> (u64, u32) {
-    (0, 0)
 }
 
 #[cfg(test)]
