@@ -31,9 +31,9 @@ use crate::{debug, info, warn};
 /// How many passes over /proc/PID/task before crest gives up on a process
 /// that keeps creating threads faster than they can be seized.
 const MAX_PASSES: usize = 64;
-/// How many signals a thread may receive while crest waits for its
+/// How long a thread may keep receiving signals while crest waits for its
 /// INTERRUPT stop before crest gives up.
-const MAX_SIGNALS: usize = 32;
+const SIGNAL_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What to do with the target when crest lets it go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -306,7 +306,11 @@ fn seize_thread(pid: Pid, tid: Pid, options: &mut u64) -> Result<Seizing> {
 /// A signal that arrives first is delivered as if crest were not there,
 /// and the wait goes on: the INTERRUPT stays pending across it.
 fn wait_seized(pid: Pid, tid: Pid) -> Result<Seizing> {
-    for _ in 0..MAX_SIGNALS {
+    // A time budget rather than a count: a fast timer in the target can
+    // deliver dozens of signals before the stop lands when the machine is
+    // slow (seen under qemu's emulation).
+    let deadline = std::time::Instant::now() + SIGNAL_BUDGET;
+    while std::time::Instant::now() < deadline {
         match wait_stop(tid)? {
             Stop::Event(sig) if is_stop_signal(sig) => return Ok(Seizing::Stopped(Some(sig))),
             Stop::Event(_) => return Ok(Seizing::Stopped(None)),
