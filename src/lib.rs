@@ -15,6 +15,7 @@ pub mod image;
 pub mod infect;
 pub mod log;
 pub mod proc;
+pub mod restore;
 pub mod sys;
 
 pub use error::{Error, Result};
