@@ -129,6 +129,8 @@ pub struct RestorerArgs {
     /// The frame rt_sigreturn returns through, built by
     /// [`RtSigframe::new`] from the task's registers.
     pub frame: RtSigframe,
+    /// Address of a restore plan (plan.rs) to run after the unmapping, or 0.
+    pub plan: u64,
 }
 
 const _: () = {

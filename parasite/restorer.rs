@@ -42,7 +42,11 @@ mod sigframe;
 mod syscall;
 
 #[allow(dead_code)]
+mod plan;
+#[allow(dead_code)]
 mod proto;
+#[path = "restore/mod.rs"]
+mod restore;
 // Shared by both blobs; each uses its part.
 #[allow(dead_code)]
 mod rt;
@@ -95,6 +99,13 @@ extern "C" fn restorer_main(args: *mut u8) {
         write_volatile(&raw mut (*a).ret, ret);
         read_volatile(&raw const (*a).flags)
     };
+    // SAFETY: as for the first read.
+    let plan = unsafe { read_volatile(&raw const (*a).plan) };
+    if ret == 0 && plan != 0 {
+        // SAFETY: crest built the plan in this mapping before the task was
+        // created, and never writes it afterwards.
+        restore::run(unsafe { &*(plan as *const plan::RestorePlan) })
+    }
     if ret == 0 && flags & RESTORE_SIGRETURN != 0 {
         // SAFETY: the frame lies in the args area, 16-aligned, and crest
         // built it with RtSigframe::new; the args area stays mapped.

@@ -35,6 +35,8 @@
 #[cfg_attr(target_arch = "x86_64", path = "../arch/x86_64/infect.rs")]
 #[cfg_attr(target_arch = "aarch64", path = "../arch/aarch64/infect.rs")]
 pub mod infect;
+#[path = "../parasite/plan.rs"]
+pub mod plan;
 #[path = "../parasite/proto.rs"]
 pub mod proto;
 #[cfg_attr(target_arch = "x86_64", path = "../arch/x86_64/regs.rs")]

@@ -139,6 +139,43 @@ pub unsafe fn rt_sigreturn(frame_sp: usize) -> ! {
     }
 }
 
+/// clone3(2) for a new thread of the blob: the child starts on the stack
+/// `args` gives, clears the frame pointer and calls `entry(arg)`, which
+/// never returns. The parent gets the child's tid or -errno.
+///
+/// The child has no Rust frame to return into (its stack is new), so the
+/// branch runs entirely in this asm; `arg` and `entry` travel in x9/x10,
+/// which the kernel preserves across `svc` and copies into the child.
+///
+/// # Safety
+/// `args` points to a valid `struct clone_args` of `size` bytes whose
+/// stack is mapped, 16-aligned at its top and used by nothing else.
+pub unsafe fn clone3_thread(
+    args: *const u8,
+    size: usize,
+    entry: extern "C" fn(usize) -> !,
+    arg: usize,
+) -> isize {
+    let ret: isize;
+    // SAFETY: the caller vouches for args; the child never leaves the asm
+    // except into `entry`, which does not return.
+    unsafe {
+        asm!(
+            "svc #0",
+            "cbnz x0, 2f",
+            "mov x29, xzr",
+            "mov x0, x9",
+            "blr x10",
+            "udf #0",
+            "2:",
+            in("x8") nr::SYS_clone3,
+            inlateout("x0") args as isize => ret, in("x1") size,
+            in("x9") arg, in("x10") entry, options(nostack)
+        );
+    }
+    ret
+}
+
 /// System call numbers the blobs use, named as in libc (`SYS_` + the name in
 /// the generic table include/uapi/asm-generic/unistd.h) so both arches share
 /// the names.
@@ -187,4 +224,54 @@ pub mod nr {
     pub const SYS_prctl: usize = 167;
     /// `brk(2)`.
     pub const SYS_brk: usize = 214;
+
+    // The restorer (restorer.rs, restore/*.rs).
+    /// `mmap(2)`.
+    pub const SYS_mmap: usize = 222;
+    /// `mprotect(2)`.
+    pub const SYS_mprotect: usize = 226;
+    /// `mremap(2)`.
+    pub const SYS_mremap: usize = 216;
+    /// `madvise(2)`.
+    pub const SYS_madvise: usize = 233;
+    /// `pread64(2)`.
+    pub const SYS_pread64: usize = 67;
+    /// `rt_sigprocmask(2)`.
+    pub const SYS_rt_sigprocmask: usize = 135;
+    /// `setitimer(2)`.
+    pub const SYS_setitimer: usize = 103;
+    /// `timer_create(2)`.
+    pub const SYS_timer_create: usize = 107;
+    /// `timer_settime(2)`.
+    pub const SYS_timer_settime: usize = 110;
+    /// `timer_delete(2)`.
+    pub const SYS_timer_delete: usize = 111;
+    /// `prlimit64(2)`.
+    pub const SYS_prlimit64: usize = 261;
+    /// `set_tid_address(2)`.
+    pub const SYS_set_tid_address: usize = 96;
+    /// `rt_sigqueueinfo(2)`.
+    pub const SYS_rt_sigqueueinfo: usize = 138;
+    /// `rt_tgsigqueueinfo(2)`.
+    pub const SYS_rt_tgsigqueueinfo: usize = 240;
+    /// `setgroups(2)`.
+    pub const SYS_setgroups: usize = 159;
+    /// `setresuid(2)`.
+    pub const SYS_setresuid: usize = 147;
+    /// `setresgid(2)`.
+    pub const SYS_setresgid: usize = 149;
+    /// `setfsuid(2)`.
+    pub const SYS_setfsuid: usize = 151;
+    /// `setfsgid(2)`.
+    pub const SYS_setfsgid: usize = 152;
+    /// `capset(2)`.
+    pub const SYS_capset: usize = 91;
+    /// `futex(2)`.
+    pub const SYS_futex: usize = 98;
+    /// `clone3(2)`.
+    pub const SYS_clone3: usize = 435;
+    /// `close_range(2)`.
+    pub const SYS_close_range: usize = 436;
+    /// `mlock(2)`.
+    pub const SYS_mlock: usize = 228;
 }

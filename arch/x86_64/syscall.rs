@@ -143,6 +143,45 @@ pub unsafe fn rt_sigreturn(frame_sp: usize) -> ! {
     }
 }
 
+/// clone3(2) for a new thread of the blob: the child starts on the stack
+/// `args` gives, clears the frame pointer and calls `entry(arg)`, which
+/// never returns. The parent gets the child's tid or -errno.
+///
+/// The child has no Rust frame to return into (its stack is new), so the
+/// branch runs entirely in this asm; `arg` and `entry` travel in r12/r13,
+/// which the kernel copies into the child like every register but rax,
+/// rcx and r11.
+///
+/// # Safety
+/// `args` points to a valid `struct clone_args` of `size` bytes whose
+/// stack is mapped, 16-aligned at its top and used by nothing else.
+pub unsafe fn clone3_thread(
+    args: *const u8,
+    size: usize,
+    entry: extern "C" fn(usize) -> !,
+    arg: usize,
+) -> isize {
+    let ret: isize;
+    // SAFETY: the caller vouches for args; the child never leaves the asm
+    // except into `entry`, which does not return.
+    unsafe {
+        asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "mov rdi, r12",
+            "call r13",
+            "ud2",
+            "2:",
+            inlateout("rax") nr::SYS_clone3 => ret,
+            in("rdi") args, in("rsi") size, in("r12") arg, in("r13") entry,
+            lateout("rcx") _, lateout("r11") _, options(nostack)
+        );
+    }
+    ret
+}
+
 /// System call numbers the blobs use, named as in libc (`SYS_` + the name in
 /// arch/x86/entry/syscalls/syscall_64.tbl) so both arches share the names.
 #[allow(non_upper_case_globals)]
@@ -190,4 +229,54 @@ pub mod nr {
     pub const SYS_timer_gettime: usize = 224;
     /// `timer_getoverrun(2)`.
     pub const SYS_timer_getoverrun: usize = 225;
+
+    // The restorer (restorer.rs, restore/*.rs).
+    /// `mmap(2)`.
+    pub const SYS_mmap: usize = 9;
+    /// `mprotect(2)`.
+    pub const SYS_mprotect: usize = 10;
+    /// `mremap(2)`.
+    pub const SYS_mremap: usize = 25;
+    /// `madvise(2)`.
+    pub const SYS_madvise: usize = 28;
+    /// `pread64(2)`.
+    pub const SYS_pread64: usize = 17;
+    /// `rt_sigprocmask(2)`.
+    pub const SYS_rt_sigprocmask: usize = 14;
+    /// `setitimer(2)`.
+    pub const SYS_setitimer: usize = 38;
+    /// `timer_create(2)`.
+    pub const SYS_timer_create: usize = 222;
+    /// `timer_settime(2)`.
+    pub const SYS_timer_settime: usize = 223;
+    /// `timer_delete(2)`.
+    pub const SYS_timer_delete: usize = 226;
+    /// `prlimit64(2)`.
+    pub const SYS_prlimit64: usize = 302;
+    /// `set_tid_address(2)`.
+    pub const SYS_set_tid_address: usize = 218;
+    /// `rt_sigqueueinfo(2)`.
+    pub const SYS_rt_sigqueueinfo: usize = 129;
+    /// `rt_tgsigqueueinfo(2)`.
+    pub const SYS_rt_tgsigqueueinfo: usize = 297;
+    /// `setgroups(2)`.
+    pub const SYS_setgroups: usize = 116;
+    /// `setresuid(2)`.
+    pub const SYS_setresuid: usize = 117;
+    /// `setresgid(2)`.
+    pub const SYS_setresgid: usize = 119;
+    /// `setfsuid(2)`.
+    pub const SYS_setfsuid: usize = 122;
+    /// `setfsgid(2)`.
+    pub const SYS_setfsgid: usize = 123;
+    /// `capset(2)`.
+    pub const SYS_capset: usize = 126;
+    /// `futex(2)`.
+    pub const SYS_futex: usize = 202;
+    /// `clone3(2)`.
+    pub const SYS_clone3: usize = 435;
+    /// `close_range(2)`.
+    pub const SYS_close_range: usize = 436;
+    /// `mlock(2)`.
+    pub const SYS_mlock: usize = 149;
 }

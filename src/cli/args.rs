@@ -88,8 +88,8 @@ pub const OPTIONS: &[OptSpec] = &[
         long: "images-dir",
         short: Some('D'),
         value: Some("DIR"),
-        commands: &["dump"],
-        help: "write the image to DIR (created 0700 if missing)",
+        commands: &["dump", "restore"],
+        help: "the image directory (dump creates it 0700 if missing)",
     },
     OptSpec {
         long: "leave-running",
@@ -97,6 +97,27 @@ pub const OPTIONS: &[OptSpec] = &[
         value: None,
         commands: &["dump"],
         help: "resume the process after the dump instead of killing it",
+    },
+    OptSpec {
+        long: "restore-detached",
+        short: Some('d'),
+        value: None,
+        commands: &["restore"],
+        help: "exit once the process runs instead of waiting for it",
+    },
+    OptSpec {
+        long: "pidfile",
+        short: None,
+        value: Some("FILE"),
+        commands: &["restore"],
+        help: "write the restored process's pid to FILE",
+    },
+    OptSpec {
+        long: "shell-job",
+        short: Some('j'),
+        value: None,
+        commands: &["dump", "restore"],
+        help: "the process belongs to a shell session: use crest's terminal",
     },
 ];
 
@@ -127,6 +148,12 @@ pub struct Args {
     pub images_dir: Option<PathBuf>,
     /// `-R` / `--leave-running`.
     pub leave_running: bool,
+    /// `-d` / `--restore-detached`.
+    pub detach: bool,
+    /// `--pidfile FILE`.
+    pub pidfile: Option<PathBuf>,
+    /// `-j` / `--shell-job`.
+    pub shell_job: bool,
     /// The whole command line, as given (the inventory records it).
     pub argv: Vec<String>,
     /// The long names of the options given, short or long.
@@ -241,6 +268,9 @@ fn apply(args: &mut Args, spec: &OptSpec, value: Option<String>) -> Result<()> {
         "tree" => args.tree = Some(value),
         "images-dir" => args.images_dir = Some(PathBuf::from(value)),
         "leave-running" => args.leave_running = true,
+        "restore-detached" => args.detach = true,
+        "pidfile" => args.pidfile = Some(PathBuf::from(value)),
+        "shell-job" => args.shell_job = true,
         other => return Err(Error::Usage(format!("option --{other} is not handled"))),
     }
     Ok(())

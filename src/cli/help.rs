@@ -54,6 +54,19 @@ pub const COMMANDS: &[Command] = &[
                   success, 1 on failure, 2 for a usage error.",
     },
     Command {
+        name: "restore",
+        usage: "crest restore -D DIR [-d|--restore-detached] [--pidfile FILE] [-j|--shell-job]",
+        summary: "bring a dumped process back with its pid, threads, memory and state",
+        details: "Loads and checks the whole image first (pid free, files unchanged, same\n\
+                  kernel vdso layout), then creates the process with its pid, reopens its\n\
+                  files, and hands over to the restorer, which rebuilds the address space,\n\
+                  signal actions, timers, limits, credentials and threads; crest then loads\n\
+                  each thread's registers with ptrace and lets it go. Without -d crest stays\n\
+                  the parent, waits and exits with the process's exit status (128+signal if\n\
+                  killed); with -d it exits 0 once the process runs. A failed restore kills\n\
+                  whatever it created and exits 1.",
+    },
+    Command {
         name: "help",
         usage: "crest help [COMMAND]",
         summary: "show help for crest or one command",

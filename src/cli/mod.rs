@@ -82,6 +82,7 @@ fn run(args: &Args) -> Result<i32> {
             crate::image::show::run(path, args.json, &mut std::io::stdout().lock())
         }
         "dump" => dump(args),
+        "restore" => restore(args),
         other => Err(Error::Usage(format!("unknown command `{other}`"))),
     }
 }
@@ -129,6 +130,21 @@ fn dump(args: &Args) -> Result<i32> {
     };
     crate::dump::run::run(&opts)?;
     Ok(0)
+}
+
+fn restore(args: &Args) -> Result<i32> {
+    no_positional(args)?;
+    let dir = args
+        .images_dir
+        .clone()
+        .ok_or_else(|| Error::Usage("restore needs -D DIR (the image to restore)".into()))?;
+    let opts = crate::restore::run::RestoreOptions {
+        dir,
+        detach: args.detach,
+        pidfile: args.pidfile.clone(),
+        shell_job: args.shell_job,
+    };
+    crate::restore::run::run(&opts)
 }
 
 fn open_log(args: &Args) -> Result<()> {

@@ -31,7 +31,7 @@ mod target;
 pub use parasite::{InjectStep, Parasite};
 pub use remote::Remote;
 pub use seize::{Release, Seized, seize};
-pub use stop::Stop;
+pub use stop::{Stop, wait_stop};
 
 use crate::error::Error;
 use crate::sys::Pid;

@@ -61,7 +61,7 @@ impl Stop {
 }
 
 /// Blocks until `tid` reports a stop or its end.
-pub(crate) fn wait_stop(tid: Pid) -> Result<Stop> {
+pub fn wait_stop(tid: Pid) -> Result<Stop> {
     loop {
         match wait4(tid, __WALL) {
             Ok((_, status)) => return Ok(Stop::from_status(status)),

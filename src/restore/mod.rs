@@ -6,4 +6,12 @@
 //! blob that rebuilds the address space and the kernel state only the task
 //! itself can set, and finish each thread's registers with ptrace.
 
+pub mod child;
 pub mod files;
+pub mod finish;
+pub mod images;
+pub mod layout;
+pub mod mem;
+pub mod pids;
+pub mod plan;
+pub mod run;

@@ -50,6 +50,59 @@ impl Mapping {
         Self::map(len, MAP_SHARED, Some(fd))
     }
 
+    /// mmap(2) of `len` bytes of `fd`, shared, readable, writable and
+    /// executable, exactly at `addr` (MAP_FIXED_NOREPLACE: EEXIST when
+    /// something is there already). For the restorer, which runs from it.
+    pub fn shared_exec_at(fd: BorrowedFd<'_>, addr: usize, len: usize) -> SysResult<Mapping> {
+        const MAP_FIXED_NOREPLACE: u32 = 0x10_0000;
+        const PROT_RWX: u32 = PROT_RW | 0x4;
+        let (raw, flags) = (fd.as_raw_fd(), MAP_SHARED | MAP_FIXED_NOREPLACE);
+        // SAFETY: NOREPLACE never replaces an existing mapping, so no Rust
+        // object is affected.
+        let got = unsafe { syscall!(Sysno::mmap, addr, len, PROT_RWX, flags, raw, 0) }?;
+        let m = Mapping { addr: got, len };
+        // Kernels before 4.17 ignore the flag and treat addr as a hint.
+        if got != addr {
+            return Err(super::Errno::EEXIST);
+        }
+        Ok(m)
+    }
+
+    /// Copies `bytes` into the mapping at `off`.
+    pub fn write_bytes(&self, off: usize, bytes: &[u8]) {
+        assert!(
+            off + bytes.len() <= self.len,
+            "write past the end of a mapping"
+        );
+        // SAFETY: the range is inside the mapping, which is writable and
+        // alive; no Rust reference points into it.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), (self.addr + off) as *mut u8, bytes.len())
+        }
+    }
+
+    /// Copies the plain-data value `v` (a `#[repr(C)]` struct of integers)
+    /// into the mapping at `off`.
+    pub fn write_value<T: Copy>(&self, off: usize, v: &T) {
+        assert!(
+            off + size_of::<T>() <= self.len,
+            "write past the end of a mapping"
+        );
+        // SAFETY: in bounds (checked), unaligned write of a Copy value.
+        unsafe { ((self.addr + off) as *mut T).write_unaligned(*v) }
+    }
+
+    /// Reads the u32 at `off` (4-aligned), volatile: another process may
+    /// write it through its own view of shared memory.
+    pub fn read_u32(&self, off: usize) -> u32 {
+        assert!(
+            off + 4 <= self.len && off % 4 == 0,
+            "bad u32 offset in a mapping"
+        );
+        // SAFETY: in bounds and aligned (checked); any bits are a valid u32.
+        unsafe { ((self.addr + off) as *const u32).read_volatile() }
+    }
+
     fn map(len: usize, flags: u32, fd: Option<BorrowedFd<'_>>) -> SysResult<Mapping> {
         let raw = fd.map_or(-1, |f| f.as_raw_fd());
         // SAFETY: a NULL hint lets the kernel pick fresh address space, so no

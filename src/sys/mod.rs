@@ -29,6 +29,7 @@ pub mod process;
 pub mod ptrace;
 pub mod rlimit;
 pub mod signal;
+pub mod spawn;
 pub mod splice;
 pub mod uffd;
 

@@ -14,6 +14,10 @@ use super::{Pid, SysResult};
 pub const PTRACE_DETACH: u64 = 17;
 /// `PTRACE_CONT`.
 pub const PTRACE_CONT: u64 = 7;
+/// `PTRACE_SYSCALL`.
+pub const PTRACE_SYSCALL: u64 = 24;
+/// `PTRACE_O_TRACESYSGOOD`: system-call stops report SIGTRAP | 0x80.
+pub const PTRACE_O_TRACESYSGOOD: u64 = 1;
 /// `PTRACE_GETREGSET`.
 pub const PTRACE_GETREGSET: u64 = 0x4204;
 /// `PTRACE_SETREGSET`.
@@ -73,6 +77,11 @@ pub fn ptrace_listen(pid: Pid) -> SysResult<()> {
 /// PTRACE_CONT, delivering `sig` (0 for none).
 pub fn ptrace_cont(pid: Pid, sig: i32) -> SysResult<()> {
     ptrace(PTRACE_CONT, pid, 0, sig as u64).map(drop)
+}
+
+/// PTRACE_SYSCALL: resume until the next system-call entry or exit stop.
+pub fn ptrace_syscall(pid: Pid) -> SysResult<()> {
+    ptrace(PTRACE_SYSCALL, pid, 0, 0).map(drop)
 }
 
 /// PTRACE_DETACH.

@@ -61,6 +61,7 @@ fn set_args(loaded: &Loaded, unmap: &[MemRange], frame: Option<RtSigframe>) -> *
         rseq_sig,
         unmap: [MemRange::default(); proto::RESTORER_MAX_UNMAP],
         frame: frame.unwrap_or_else(|| RtSigframe::new(&UserRegs::default(), 0)),
+        plan: 0,
     };
     args.unmap[..unmap.len()].copy_from_slice(unmap);
     let area = loaded.args::<RestorerArgs>(0);

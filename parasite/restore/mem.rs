@@ -1,0 +1,130 @@
+//! The address space: the special mappings parked and placed, every VMA
+//! mapped, its pages read in, its protections and advice set.
+//!
+//! Pages go straight from the pages file into place with pread, so a run
+//! costs one system call and no copy through a buffer. A VMA that receives
+//! pages is mapped writable first and gets its own protection afterwards.
+//!
+//! # Safety
+//! Everything here rewrites the address space: the plan's tables lie in
+//! the restorer's mapping, which no VMA of the plan overlaps (crest chose
+//! the place), and the specials' park slots lie inside it too.
+
+use super::calls::{self, Sys};
+use crate::plan::{PlanRun, PlanSpecial, PlanVma, RUN_ZERO, RestorePlan, VMA_FILL};
+
+/// A failed item: its index and the negative errno.
+pub type Failed = (u32, isize);
+
+fn table<T>(addr: u64, n: u64) -> &'static [T] {
+    // SAFETY: crest wrote `n` entries of T at `addr` inside the restorer
+    // mapping, which stays mapped and unchanged while the blob runs.
+    unsafe { core::slice::from_raw_parts(addr as *const T, n as usize) }
+}
+
+fn at(i: usize, r: Sys) -> Result<usize, Failed> {
+    r.map_err(|e| (i as u32, e))
+}
+
+/// The VMAs of the plan.
+pub fn vmas(p: &RestorePlan) -> &'static [PlanVma] {
+    table(p.vmas, p.nr_vmas)
+}
+
+fn specials(p: &RestorePlan) -> &[PlanSpecial] {
+    &p.special[..(p.nr_special as usize).min(p.special.len())]
+}
+
+/// Moves vdso/vvar into their park slots inside the restorer mapping, out of
+/// the way of the VMAs.
+pub fn park_specials(p: &RestorePlan) -> Result<(), Failed> {
+    for (i, s) in specials(p).iter().enumerate() {
+        // SAFETY: the park slot is inside the restorer mapping (module note).
+        at(i, unsafe { calls::mremap_to(s.cur, s.len, s.park) })?;
+    }
+    Ok(())
+}
+
+/// Moves the parked specials to their dumped addresses (or drops them).
+pub fn place_specials(p: &RestorePlan) -> Result<(), Failed> {
+    for (i, s) in specials(p).iter().enumerate() {
+        // SAFETY: dst was the special's place in the dumped process, so no
+        // VMA of the plan is there.
+        let r = if s.dst == 0 {
+            unsafe { calls::munmap(s.park, s.len) }
+        } else {
+            unsafe { calls::mremap_to(s.park, s.len, s.dst) }
+        };
+        at(i, r)?;
+    }
+    Ok(())
+}
+
+/// Maps every VMA at its address, writable when pages go in.
+pub fn map_vmas(p: &RestorePlan) -> Result<(), Failed> {
+    for (i, v) in vmas(p).iter().enumerate() {
+        let prot = if v.fill == VMA_FILL {
+            v.prot | calls::PROT_WRITE
+        } else {
+            v.prot
+        };
+        // SAFETY: the VMAs do not overlap the restorer mapping (module note).
+        at(i, unsafe { calls::mmap_fixed(v.start, v.len, prot, v.flags, v.fd, v.offset) })?;
+    }
+    Ok(())
+}
+
+/// Reads every run of pages into place; clears the zero runs.
+pub fn fill_runs(p: &RestorePlan) -> Result<(), Failed> {
+    for (i, r) in table::<PlanRun>(p.runs, p.nr_runs).iter().enumerate() {
+        if r.file_off == RUN_ZERO {
+            clear(r.addr, r.len);
+            continue;
+        }
+        let mut done = 0;
+        while done < r.len {
+            // SAFETY: as above; the range stays inside the run.
+            let got = at(i, unsafe {
+                calls::pread(p.pages_fd, r.addr + done, r.len - done, r.file_off + done)
+            })?;
+            if got == 0 {
+                // The pages file is shorter than its index said.
+                return Err((i as u32, -5));
+            }
+            done += got as u64;
+        }
+    }
+    Ok(())
+}
+
+/// Zeroes a page-aligned run, a word at a time (a direct call to the
+/// runtime's memset would go through an address the blob would have to
+/// relocate).
+fn clear(addr: u64, len: u64) {
+    let words = addr as *mut u64;
+    for i in 0..(len / 8) as usize {
+        // SAFETY: crest lists runs only inside VMAs it marked VMA_FILL,
+        // which are mapped writable now; i stays inside the run.
+        unsafe { core::ptr::write_volatile(words.add(i), 0) };
+    }
+}
+
+/// Gives the filled VMAs their own protection and every VMA its advice.
+pub fn protect_vmas(p: &RestorePlan) -> Result<(), Failed> {
+    for (i, v) in vmas(p).iter().enumerate() {
+        if v.fill == VMA_FILL && v.prot & calls::PROT_WRITE == 0 {
+            // SAFETY: the VMA's own range.
+            at(i, unsafe { calls::mprotect(v.start, v.len, v.prot) })?;
+        }
+        let mut advice = v.advice;
+        while advice != 0 {
+            let a = (advice & 0xff) as u32;
+            advice >>= 8;
+            if a != 0 {
+                // SAFETY: the VMA's own range.
+                at(i, unsafe { calls::madvise(v.start, v.len, a) })?;
+            }
+        }
+    }
+    Ok(())
+}

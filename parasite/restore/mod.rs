@@ -1,0 +1,108 @@
+//! The restore proper: what the restorer does once crest's memory is gone,
+//! step by step in the order of the `STEP_*` constants of plan.rs. The
+//! leader runs it; the other threads run their part in threads.rs.
+//!
+//! Each step reports where it is in [`PlanResults`]; a failure records the
+//! step, the item and the errno, wakes crest and parks, and crest kills the
+//! task. On success every thread parks the same way and crest, which waits
+//! on `done`, takes the threads over with ptrace.
+//!
+//! # Safety
+//! `results` points to the plan's results in the restorer mapping, written
+//! only through volatile stores and atomics.
+
+mod calls;
+mod mem;
+mod state;
+mod threads;
+
+use core::ptr::write_volatile;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use crate::plan::*;
+
+fn step(r: *mut PlanResults, s: u32) {
+    // SAFETY: results is valid for the blob's life (module note).
+    unsafe { write_volatile(&raw mut (*r).step, s) };
+}
+
+/// Publishes the end (`done`) and wakes crest.
+fn finish(r: *mut PlanResults, done: u32) {
+    // SAFETY: as for step; `done` is only used atomically.
+    let word = unsafe { AtomicU32::from_ptr(&raw mut (*r).done) };
+    word.store(done, Ordering::Release);
+    calls::futex_wake(word.as_ptr());
+}
+
+/// Waits forever on a word nobody changes: crest takes the thread over
+/// with ptrace from here (or kills it).
+fn park(r: *mut PlanResults) -> ! {
+    // SAFETY: as for step.
+    let word = unsafe { &raw const (*r).park };
+    loop {
+        calls::futex_wait(word, 0);
+    }
+}
+
+/// Records a failed step and parks.
+fn fail(r: *mut PlanResults, s: u32, index: u32, err: isize) -> ! {
+    // SAFETY: as for step.
+    unsafe {
+        write_volatile(&raw mut (*r).step, s);
+        write_volatile(&raw mut (*r).index, index);
+        write_volatile(&raw mut (*r).err, err as i32);
+    }
+    finish(r, DONE_FAILED);
+    park(r)
+}
+
+/// Runs step `s` with `f`, or fails with what it reports.
+fn run_step(r: *mut PlanResults, p: &RestorePlan, s: u32, f: fn(&RestorePlan) -> Result<(), mem::Failed>) {
+    step(r, s);
+    if let Err((i, e)) = f(p) {
+        fail(r, s, i, e)
+    }
+}
+
+/// Runs the whole plan in the leader; never returns. (Steps are called one
+/// by one, not from a table: a table of function addresses would need
+/// relocations, which a blob must not have.)
+pub fn run(p: &RestorePlan) -> ! {
+    let r = p.results as *mut PlanResults;
+    run_step(r, p, STEP_PARK, mem::park_specials);
+    run_step(r, p, STEP_MAP, mem::map_vmas);
+    run_step(r, p, STEP_FILL, mem::fill_runs);
+    run_step(r, p, STEP_PROTECT, mem::protect_vmas);
+    run_step(r, p, STEP_PLACE, mem::place_specials);
+    run_step(r, p, STEP_MM, state::set_mm);
+    run_step(r, p, STEP_SIGACTIONS, state::sigactions);
+    run_step(r, p, STEP_ITIMERS, state::itimers);
+    run_step(r, p, STEP_TIMERS, state::timers);
+    run_step(r, p, STEP_RLIMITS, state::rlimits);
+    run_step(r, p, STEP_MISC, state::misc);
+    step(r, STEP_CLOSE);
+    if let Err((i, e)) = state::close_fds(p) {
+        fail(r, STEP_CLOSE, i, e)
+    }
+    let leader = &threads::threads(p)[0];
+    step(r, STEP_THREAD);
+    if let Err((i, e)) = threads::own_state(leader, 0) {
+        fail(r, STEP_THREAD, i, e)
+    }
+    step(r, STEP_SIGNALS);
+    let queued = threads::queue_signals(p.shared_sigs, p.nr_shared_sigs, 0)
+        .and_then(|_| threads::queue_signals(leader.sigs, leader.nr_sigs, leader.tid));
+    if let Err((i, e)) = queued {
+        fail(r, STEP_SIGNALS, i, e)
+    }
+    step(r, STEP_CLONE);
+    if let Err((i, e)) = threads::clone_threads(p, r) {
+        fail(r, STEP_CLONE, i, e)
+    }
+    step(r, STEP_CREDS);
+    if let Err(e) = threads::creds(&p.creds, p.no_new_privs) {
+        fail(r, STEP_CREDS, 0, e)
+    }
+    finish(r, DONE_OK);
+    park(r)
+}

@@ -1,0 +1,218 @@
+//! Threads and what each thread sets for itself: its tid (clone3 with
+//! set_tid), clear_child_tid, sigaltstack, rseq, its pending signals and
+//! its credentials (per thread in the kernel). Then every thread parks on
+//! a futex word nobody changes, until crest takes it over with ptrace.
+//!
+//! All signals stay blocked throughout (crest blocked them before entering
+//! the blob, and threads inherit the mask), so the signals queued here
+//! wait until crest gives each thread its dumped mask.
+//!
+//! # Safety
+//! Thread stacks and the plan's tables lie in the restorer mapping; each
+//! thread writes only its own results through atomics.
+
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use super::calls::{self, Sys};
+use super::mem::Failed;
+use crate::plan::{PlanCreds, PlanResults, PlanThread, RestorePlan, SIGINFO_SIZE, THREAD_STACK_SIZE};
+use crate::syscall::{clone3_thread, nr};
+
+/// The plan, for threads started by clone3 (they get only an index).
+static PLAN: AtomicU64 = AtomicU64::new(0);
+
+const CLONE_VM: u64 = 0x100;
+const CLONE_FS: u64 = 0x200;
+const CLONE_FILES: u64 = 0x400;
+const CLONE_SIGHAND: u64 = 0x800;
+const CLONE_THREAD: u64 = 0x10000;
+const CLONE_SYSVSEM: u64 = 0x40000;
+const SS_DISABLE: i32 = 2;
+const PR_SET_NAME: usize = 15;
+
+fn at(i: usize, r: Sys) -> Result<usize, Failed> {
+    r.map_err(|e| (i as u32, e))
+}
+
+/// The plan's threads, the leader first.
+pub fn threads(p: &RestorePlan) -> &'static [PlanThread] {
+    // SAFETY: crest wrote nr_threads entries at `threads` in the mapping.
+    unsafe { core::slice::from_raw_parts(p.threads as *const PlanThread, p.nr_threads as usize) }
+}
+
+/// What the calling thread sets on itself: clear_child_tid, sigaltstack,
+/// rseq.
+pub fn own_state(t: &PlanThread, i: usize) -> Result<(), Failed> {
+    // SAFETY: the kernel only stores the address.
+    unsafe { calls::call(nr::SYS_set_tid_address, [t.clear_tid as usize, 0, 0, 0, 0]) }.ok();
+    let mut ss = t.altstack;
+    if ss.flags & SS_DISABLE != 0 {
+        ss = crate::proto::StackT { sp: 0, flags: SS_DISABLE, pad: 0, size: 0 };
+    }
+    // SAFETY: the kernel reads one stack_t from this frame.
+    at(i, unsafe { calls::call(nr::SYS_sigaltstack, [&ss as *const _ as usize, 0, 0, 0, 0]) })?;
+    // SAFETY: the kernel reads 16 bytes of name from the plan.
+    at(i, unsafe { calls::call(nr::SYS_prctl, [PR_SET_NAME, t.comm.as_ptr() as usize, 0, 0, 0]) })?;
+    if t.rseq_addr != 0 {
+        let a = [t.rseq_addr as usize, t.rseq_len as usize, 0, t.rseq_sig as usize, 0];
+        // SAFETY: the area is in the task's restored memory, as dumped.
+        at(i, unsafe { calls::call(nr::SYS_rseq, a) })?;
+    }
+    Ok(())
+}
+
+/// Queues `n` siginfos at `sigs` to the process (`tid` 0) or to one thread.
+pub fn queue_signals(sigs: u64, n: u64, tid: i32) -> Result<(), Failed> {
+    let pid = crate::rt::getpid() as usize;
+    for i in 0..n as usize {
+        let info = sigs as usize + i * SIGINFO_SIZE;
+        // SAFETY: crest wrote n siginfos at `sigs`; si_signo is the first int.
+        let signo = unsafe { *(info as *const i32) } as usize;
+        // SAFETY: the kernel reads one siginfo; sending to our own process
+        // lets it carry any si_code.
+        let r = unsafe {
+            if tid == 0 {
+                calls::call(nr::SYS_rt_sigqueueinfo, [pid, signo, info, 0, 0])
+            } else {
+                calls::call(nr::SYS_rt_tgsigqueueinfo, [pid, tid as usize, signo, info, 0])
+            }
+        };
+        at(i, r)?;
+    }
+    Ok(())
+}
+
+/// The kernel's `struct clone_args` (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Creates every thread but the leader with its tid and waits until each
+/// reported ready.
+pub fn clone_threads(p: &RestorePlan, r: *mut PlanResults) -> Result<(), Failed> {
+    PLAN.store(p as *const RestorePlan as u64, Ordering::Release);
+    let list = threads(p);
+    for (i, t) in list.iter().enumerate().skip(1) {
+        let tid = t.tid;
+        let args = CloneArgs {
+            flags: CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM,
+            pidfd: 0,
+            child_tid: 0,
+            parent_tid: 0,
+            exit_signal: 0,
+            stack: t.stack_top - THREAD_STACK_SIZE,
+            stack_size: THREAD_STACK_SIZE,
+            tls: 0,
+            set_tid: &tid as *const i32 as u64,
+            set_tid_size: 1,
+            cgroup: 0,
+        };
+        let size = core::mem::size_of::<CloneArgs>();
+        // SAFETY: the stack is this thread's slice of the mapping, unused.
+        let ret = unsafe { clone3_thread(&args as *const CloneArgs as *const u8, size, thread_main, i) };
+        at(i, if ret < 0 { Err(ret) } else { Ok(ret as usize) })?;
+    }
+    // SAFETY: `ready` is a u32 field of the results, used only atomically.
+    let ready = unsafe { AtomicU32::from_ptr(&raw mut (*r).ready) };
+    let want = list.len() as u32 - 1;
+    loop {
+        let n = ready.load(Ordering::Acquire);
+        if n >= want {
+            return Ok(());
+        }
+        calls::futex_wait(ready.as_ptr(), n);
+    }
+}
+
+/// A new thread: its own state, signals and credentials, then ready.
+extern "C" fn thread_main(i: usize) -> ! {
+    // SAFETY: the leader stored the plan before creating any thread.
+    let p = unsafe { &*(PLAN.load(Ordering::Acquire) as *const RestorePlan) };
+    let r = p.results as *mut PlanResults;
+    let t = &threads(p)[i];
+    let steps = own_state(t, i)
+        .map_err(|e| (crate::plan::STEP_THREAD, e))
+        .and_then(|_| queue_signals(t.sigs, t.nr_sigs, t.tid).map_err(|e| (crate::plan::STEP_SIGNALS, e)))
+        .and_then(|_| creds(&p.creds, p.no_new_privs).map_err(|e| (crate::plan::STEP_CREDS, (i as u32, e))));
+    match steps {
+        Ok(()) => {
+            // SAFETY: as in clone_threads.
+            let ready = unsafe { AtomicU32::from_ptr(&raw mut (*r).ready) };
+            ready.fetch_add(1, Ordering::Release);
+            calls::futex_wake(ready.as_ptr());
+            super::park(r)
+        }
+        Err((step, (index, err))) => super::fail(r, step, index, err),
+    }
+}
+
+const PR_CAPBSET_DROP: usize = 24;
+const PR_SET_KEEPCAPS: usize = 8;
+const PR_SET_SECUREBITS: usize = 28;
+const PR_SET_NO_NEW_PRIVS: usize = 38;
+const PR_CAP_AMBIENT: usize = 47;
+const PR_CAP_AMBIENT_RAISE: usize = 2;
+const SECBIT_KEEP_CAPS: u32 = 1 << 4;
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+fn prctl(a: [usize; 5]) -> Sys {
+    // SAFETY: prctl calls with plain values.
+    unsafe { calls::call(nr::SYS_prctl, a) }
+}
+
+/// The calling thread's credentials, in the order the kernel allows: the
+/// bounding set and securebits (with KEEP_CAPS, so the uid change keeps the
+/// permitted set) while still privileged, then groups and ids, then the
+/// capability sets, the ambient set, KEEP_CAPS as dumped, no_new_privs.
+pub fn creds(c: &PlanCreds, no_new_privs: u32) -> Result<(), isize> {
+    if c.unchanged == 0 {
+        for cap in 0..=c.cap_last as usize {
+            if c.cap_bounding & (1 << cap) == 0 {
+                prctl([PR_CAPBSET_DROP, cap, 0, 0, 0])?;
+            }
+        }
+        prctl([PR_SET_SECUREBITS, (c.securebits | SECBIT_KEEP_CAPS) as usize, 0, 0, 0])?;
+        // SAFETY: the kernel reads nr_groups u32s from the plan.
+        unsafe { calls::call(nr::SYS_setgroups, [c.nr_groups as usize, c.groups as usize, 0, 0, 0]) }?;
+        let (u, g) = (c.uids.map(|v| v as usize), c.gids.map(|v| v as usize));
+        // SAFETY: id changes with plain values.
+        unsafe {
+            calls::call(nr::SYS_setresgid, [g[0], g[1], g[2], 0, 0])?;
+            calls::call(nr::SYS_setfsgid, [g[3], 0, 0, 0, 0])?;
+            calls::call(nr::SYS_setresuid, [u[0], u[1], u[2], 0, 0])?;
+            calls::call(nr::SYS_setfsuid, [u[3], 0, 0, 0, 0])?;
+        }
+        let head = [LINUX_CAPABILITY_VERSION_3, 0];
+        let lo = |v: u64| v as u32;
+        let hi = |v: u64| (v >> 32) as u32;
+        let data = [
+            [lo(c.cap_effective), lo(c.cap_permitted), lo(c.cap_inheritable)],
+            [hi(c.cap_effective), hi(c.cap_permitted), hi(c.cap_inheritable)],
+        ];
+        // SAFETY: the kernel reads the header and two data structs.
+        unsafe { calls::call(nr::SYS_capset, [head.as_ptr() as usize, data.as_ptr() as usize, 0, 0, 0]) }?;
+        for cap in 0..=c.cap_last as usize {
+            if c.cap_ambient & (1 << cap) != 0 {
+                prctl([PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0])?;
+            }
+        }
+        if c.securebits & SECBIT_KEEP_CAPS == 0 {
+            prctl([PR_SET_KEEPCAPS, 0, 0, 0, 0])?;
+        }
+    }
+    if no_new_privs != 0 {
+        prctl([PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0])?;
+    }
+    Ok(())
+}

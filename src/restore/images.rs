@@ -1,0 +1,159 @@
+//! Loading a dump for restore: every metadata file read and cross-checked
+//! before any process exists, so a damaged or foreign image is refused
+//! while nothing has changed.
+//!
+//! Besides the per-file checks of `image::load`, restore needs the image to
+//! fit this machine: same architecture and page size, FPU state this CPU
+//! can load, one process (trees are a later stage), complete (inventory
+//! present), and the page index sound against its pages file.
+
+use crate::dump::inventory::cpu_features;
+use crate::error::{Error, Result};
+use crate::image::ImageDir;
+use crate::image::dir::pagemap_file;
+use crate::image::header::Arch;
+use crate::image::inventory::Inventory;
+use crate::image::load::{self, FilesImage, MmImage, TaskImage};
+use crate::image::pages::PageIndex;
+use crate::image::pstree::{Process, TaskState};
+
+/// One dumped process, everything restore needs of it.
+pub struct Images {
+    /// The image directory.
+    pub dir: ImageDir,
+    /// inventory.img.
+    pub inventory: Inventory,
+    /// The process (pstree.img).
+    pub process: Process,
+    /// task-PID.img.
+    pub task: TaskImage,
+    /// mm-PID.img.
+    pub mm: MmImage,
+    /// files-PID.img.
+    pub files: FilesImage,
+    /// pagemap-PID.img.
+    pub pages: PageIndex,
+}
+
+/// Loads and checks the image in `dir`.
+pub fn load(dir: &std::path::Path) -> Result<Images> {
+    let d = ImageDir::open(dir)?;
+    if !d.exists(crate::image::dir::INVENTORY) {
+        return Err(Error::Unsupported(format!(
+            "{} has no inventory.img: the dump did not finish (crest writes it last); dump again",
+            dir.display()
+        )));
+    }
+    let inventory = load::load_inventory(&d)?;
+    check_machine(&inventory)?;
+    let process = single_process(load::load_pstree(&d)?)?;
+    let pid = process.pid;
+    let task = TaskImage::load(&d, pid)?;
+    let mm = MmImage::load(&d, pid)?;
+    let files = FilesImage::load(&d, pid)?;
+    let pages = PageIndex::load(&d, &pagemap_file(pid))?;
+    check_threads(&process, &task)?;
+    check_fpu(&task, &inventory)?;
+    Ok(Images {
+        dir: d,
+        inventory,
+        process,
+        task,
+        mm,
+        files,
+        pages,
+    })
+}
+
+fn check_machine(inv: &Inventory) -> Result<()> {
+    if inv.arch != Arch::host() {
+        return Err(Error::Unsupported(format!(
+            "the image is of a {:?} process and this is {:?}: restore it on a machine of its architecture",
+            inv.arch,
+            Arch::host()
+        )));
+    }
+    let page = crate::image::dir::host_page_size();
+    if inv.page_size != page {
+        return Err(Error::Unsupported(format!(
+            "the image was dumped with {}-byte pages and this kernel uses {page}: restore it on a kernel with its page size",
+            inv.page_size
+        )));
+    }
+    if inv.parent.is_some() {
+        return Err(Error::Unsupported(
+            "the image is incremental (it has a parent image), which restore does not follow yet"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+fn single_process(mut procs: Vec<Process>) -> Result<Process> {
+    if procs.len() > 1 {
+        return Err(Error::Unsupported(format!(
+            "the image holds a tree of {} processes; this crest restores one process",
+            procs.len()
+        )));
+    }
+    let p = procs.remove(0);
+    if let TaskState::Zombie { .. } = p.state {
+        return Err(Error::Unsupported(format!(
+            "process {} was a zombie when dumped; there is nothing to restore",
+            p.pid
+        )));
+    }
+    Ok(p)
+}
+
+fn check_threads(p: &Process, task: &TaskImage) -> Result<()> {
+    let cores: Vec<u32> = task.threads.iter().map(|t| t.tid).collect();
+    if cores != p.threads {
+        return Err(Error::Image(crate::image::ImageError::new(
+            &crate::image::dir::task_file(p.pid),
+            0,
+            format!(
+                "its threads {cores:?} differ from pstree.img's {:?}",
+                p.threads
+            ),
+        )));
+    }
+    for t in &task.threads {
+        if t.arch != Arch::host() || t.gpregs.len() != gpregs_size() {
+            return Err(Error::Image(crate::image::ImageError::new(
+                &crate::image::dir::task_file(p.pid),
+                0,
+                format!("thread {} has registers of another layout", t.tid),
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn gpregs_size() -> usize {
+    if cfg!(target_arch = "x86_64") {
+        crate::image::thread::X86_64_GPREGS
+    } else {
+        crate::image::thread::AARCH64_GPREGS
+    }
+}
+
+/// On x86_64 each thread's XSAVE area names the state components it holds;
+/// this CPU must support all of them, or the kernel would refuse the regset.
+fn check_fpu(task: &TaskImage, inv: &Inventory) -> Result<()> {
+    if !cfg!(target_arch = "x86_64") {
+        return Ok(());
+    }
+    let here = cpu_features()?.xsave_mask;
+    for t in &task.threads {
+        let need = crate::dump::core::xsave_features(&t.fpregs).unwrap_or(inv.cpu.xsave_mask);
+        if need & !here != 0 {
+            return Err(Error::Unsupported(format!(
+                "thread {} uses CPU state components {:#x} that this CPU lacks (it has {here:#x}); restore on a CPU with the same features",
+                t.tid,
+                need & !here
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,295 @@
+//! The address space part of the plan: each dumped VMA as the mmap that
+//! recreates it, the runs of pages to read into it, the files it maps
+//! (opened here, in crest, and checked against the identity recorded at
+//! dump time), and the special mappings (vdso, vvar) to move.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+
+use crate::blob::plan::{PlanRun, PlanSpecial, PlanVma, RUN_ZERO, VMA_FILL};
+use crate::error::{Error, Result};
+use crate::image::files::FileId;
+use crate::image::pagemap::RunKind;
+use crate::image::pages::PageIndex;
+use crate::image::vma::*;
+
+const MAP_SHARED: u32 = 0x01;
+const MAP_PRIVATE: u32 = 0x02;
+const MAP_ANONYMOUS: u32 = 0x20;
+const MAP_GROWSDOWN: u32 = 0x100;
+const MAP_NORESERVE: u32 = 0x4000;
+const PROT_WRITE: u32 = 0x2;
+
+/// VMA_* advice bits and the madvise value that re-applies each.
+const ADVICE: [(u64, u32); 8] = [
+    (VMA_DONTFORK, 10),
+    (VMA_DONTDUMP, 16),
+    (VMA_WIPEONFORK, 18),
+    (VMA_MERGEABLE, 12),
+    (VMA_HUGEPAGE, 14),
+    (VMA_NOHUGEPAGE, 15),
+    (VMA_SEQ_READ, 2),
+    (VMA_RAND_READ, 1),
+];
+
+/// Files crest opened for the task: mapped files and the exe. Their fds
+/// are moved to `base` and above, where the task's own fds never are.
+pub struct HelperFds {
+    base: i32,
+    open: Vec<(Vec<u8>, bool, OwnedFd)>,
+}
+
+impl HelperFds {
+    /// Helper fds will be numbered from `base` up.
+    pub fn new(base: i32) -> HelperFds {
+        HelperFds {
+            base,
+            open: Vec::new(),
+        }
+    }
+
+    /// The fd of `path`, opened once per path and mode, after checking it is
+    /// the file the dump saw (`what` names the user for the error).
+    pub fn file(&mut self, path: &[u8], id: &FileId, write: bool, what: &str) -> Result<i32> {
+        if let Some((_, _, fd)) = self.open.iter().find(|(p, w, _)| p == path && *w == write) {
+            return Ok(fd.as_raw_fd());
+        }
+        let p = std::path::Path::new(std::ffi::OsStr::from_bytes(path));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(write)
+            .open(p)
+            .map_err(|e| Error::io("open", p, e))
+            .map_err(|e| gone(e, p, what))?;
+        let meta = file.metadata().map_err(|e| Error::io("stat", p, e))?;
+        same_file(p, id, &meta, what)?;
+        self.keep(OwnedFd::from(file), path, write)
+    }
+
+    /// Moves `fd` into the helper range and keeps it open.
+    pub fn keep(&mut self, fd: OwnedFd, path: &[u8], write: bool) -> Result<i32> {
+        let moved = crate::sys::spawn::dup_at_least(fd.as_fd(), self.base)
+            .map_err(|e| Error::sys("fcntl(F_DUPFD)", "moving a file for the restorer", e))?;
+        let raw = moved.as_raw_fd();
+        self.open.push((path.to_vec(), write, moved));
+        Ok(raw)
+    }
+
+    /// The fd numbers, for the files step to leave alone.
+    pub fn numbers(&self) -> Vec<i32> {
+        self.open.iter().map(|(_, _, f)| f.as_raw_fd()).collect()
+    }
+
+    /// The first helper fd number.
+    pub fn base(&self) -> i32 {
+        self.base
+    }
+}
+
+fn gone(e: Error, p: &std::path::Path, what: &str) -> Error {
+    match e {
+        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            Error::Unsupported(format!(
+                "{} ({what}) no longer exists; restore needs the files the process used",
+                p.display()
+            ))
+        }
+        other => other,
+    }
+}
+
+/// Refuses a file whose size or modification time changed since the dump.
+pub fn same_file(
+    p: &std::path::Path,
+    id: &FileId,
+    m: &std::fs::Metadata,
+    what: &str,
+) -> Result<()> {
+    let mtime = m.mtime() * 1_000_000_000 + m.mtime_nsec();
+    if m.size() != id.size || mtime != id.mtime_ns {
+        return Err(Error::Unsupported(format!(
+            "{} ({what}) changed since the dump (size {} -> {}, mtime {} -> {}); restore needs the file as it was",
+            p.display(),
+            id.size,
+            m.size(),
+            id.mtime_ns,
+            mtime
+        )));
+    }
+    Ok(())
+}
+
+fn is_special(v: &Vma) -> bool {
+    matches!(
+        v.backing,
+        Backing::Vdso | Backing::Vvar | Backing::VvarVclock | Backing::Vsyscall
+    )
+}
+
+/// The mmap recreating each ordinary VMA (specials are moved, not mapped).
+pub fn plan_vmas(vmas: &[Vma], pages: &PageIndex, fds: &mut HelperFds) -> Result<Vec<PlanVma>> {
+    let mut out = Vec::new();
+    for v in vmas.iter().filter(|v| !is_special(v)) {
+        let (fd, kind) = match &v.backing {
+            Backing::AnonPrivate => (-1, MAP_PRIVATE | MAP_ANONYMOUS),
+            Backing::FilePrivate { path, id } => {
+                let what = format!("mapped at {:#x}", v.start);
+                (fds.file(path, id, false, &what)?, MAP_PRIVATE)
+            }
+            Backing::FileShared { path, id } => {
+                let what = format!("mapped shared at {:#x}", v.start);
+                (
+                    fds.file(path, id, v.prot & PROT_WRITE != 0, &what)?,
+                    MAP_SHARED,
+                )
+            }
+            Backing::AnonShared { .. } => {
+                return Err(Error::Unsupported(format!(
+                    "the shared anonymous mapping at {:#x} cannot be restored yet",
+                    v.start
+                )));
+            }
+            _ => unreachable!("specials are filtered out above"),
+        };
+        let fill = if has_runs(pages, v.start, v.end) {
+            VMA_FILL
+        } else {
+            0
+        };
+        out.push(PlanVma {
+            start: v.start,
+            len: v.end - v.start,
+            offset: v.pgoff * pages.page_size,
+            prot: v.prot,
+            flags: kind | (v.flags & (MAP_GROWSDOWN | MAP_NORESERVE)),
+            fd,
+            fill,
+            advice: advice(v.advice),
+        });
+    }
+    Ok(out)
+}
+
+fn advice(bits: u64) -> u64 {
+    ADVICE
+        .iter()
+        .filter(|(bit, _)| bits & bit != 0)
+        .enumerate()
+        .fold(0, |acc, (i, (_, m))| acc | (u64::from(*m) << (8 * i)))
+}
+
+fn has_runs(pages: &PageIndex, start: u64, end: u64) -> bool {
+    let i = pages
+        .runs
+        .partition_point(|r| r.vaddr + r.nr_pages * pages.page_size <= start);
+    pages.runs.get(i).is_some_and(|r| r.vaddr < end)
+}
+
+/// The runs to read (present) or clear (zero pages over file contents;
+/// anonymous memory starts zeroed), checked to lie inside planned VMAs.
+pub fn plan_runs(pages: &PageIndex, vmas: &[PlanVma]) -> Result<Vec<PlanRun>> {
+    let mut out = Vec::new();
+    for r in &pages.runs {
+        let len = r.nr_pages * pages.page_size;
+        let inside = |a: u64| vmas.iter().find(|v| v.start <= a && a < v.start + v.len);
+        let first = inside(r.vaddr);
+        if first.is_none() || inside(r.vaddr + len - 1).is_none() {
+            return Err(Error::Unsupported(format!(
+                "the pages at {:#x} lie outside every mapping of the image; the image is inconsistent",
+                r.vaddr
+            )));
+        }
+        let file_off = match r.kind {
+            RunKind::Present => pages.data_offset(r, 0),
+            RunKind::Zero if first.is_some_and(|v| v.fd >= 0) => RUN_ZERO,
+            RunKind::Zero => continue,
+            RunKind::Parent => {
+                return Err(Error::Unsupported(
+                    "the image refers to pages in a parent image, which restore does not follow yet".into(),
+                ));
+            }
+        };
+        out.push(PlanRun {
+            addr: r.vaddr,
+            len,
+            file_off,
+        });
+    }
+    Ok(out)
+}
+
+/// The special mappings crest has now, by name.
+fn own_specials() -> Result<Vec<(Backing, u64, u64)>> {
+    let text =
+        std::fs::read("/proc/self/maps").map_err(|e| Error::io("read", "/proc/self/maps", e))?;
+    let mut out = Vec::new();
+    for e in crate::proc::maps::parse(&text).map_err(|e| Error::Proc {
+        path: "/proc/self/maps".into(),
+        line: 0,
+        problem: format!("{e:?}"),
+    })? {
+        let kind = match e.path {
+            b"[vdso]" => Backing::Vdso,
+            b"[vvar]" => Backing::Vvar,
+            b"[vvar_vclock]" => Backing::VvarVclock,
+            _ => continue,
+        };
+        out.push((kind, e.start, e.end - e.start));
+    }
+    Ok(out)
+}
+
+/// Where each of crest's special mappings goes: to the dumped process's
+/// mapping of the same kind and size, with the same distances between them
+/// (the vdso finds its data pages by offset). Refused otherwise.
+pub fn plan_specials(vmas: &[Vma]) -> Result<Vec<PlanSpecial>> {
+    let own = own_specials()?;
+    let dumped: Vec<&Vma> = vmas
+        .iter()
+        .filter(|v| is_special(v) && v.backing != Backing::Vsyscall)
+        .collect();
+    let mut out = Vec::new();
+    for d in &dumped {
+        if !own.iter().any(|(k, _, _)| *k == d.backing) {
+            return Err(layout_refusal(&format!(
+                "this kernel has no {}",
+                d.backing.word()
+            )));
+        }
+    }
+    for (kind, cur, len) in &own {
+        let dst = match dumped.iter().find(|d| d.backing == *kind) {
+            Some(d) if d.end - d.start != *len => {
+                return Err(layout_refusal(&format!(
+                    "its {} is {} bytes, this kernel's {len}",
+                    kind.word(),
+                    d.end - d.start
+                )));
+            }
+            Some(d) => d.start,
+            None => 0,
+        };
+        out.push(PlanSpecial {
+            cur: *cur,
+            len: *len,
+            park: 0,
+            dst,
+        });
+    }
+    let placed: Vec<&PlanSpecial> = out.iter().filter(|s| s.dst != 0).collect();
+    if let Some(first) = placed.first()
+        && placed
+            .iter()
+            .any(|s| s.dst.wrapping_sub(first.dst) != s.cur.wrapping_sub(first.cur))
+    {
+        return Err(layout_refusal("its vdso and vvar are laid out differently"));
+    }
+    Ok(out)
+}
+
+fn layout_refusal(what: &str) -> Error {
+    Error::Unsupported(format!(
+        "the image comes from a kernel with another vdso layout ({what}); restore on the kernel it was dumped on"
+    ))
+}

@@ -1,0 +1,229 @@
+//! `crest restore -D DIR`: the whole restore, in the order that keeps it
+//! all-or-nothing. Everything that can be checked is checked before the
+//! task exists (images, pid free, files, vdso layout, the plan); from the
+//! moment the task exists a guard kills it on any failure, so a failed
+//! restore leaves no process behind.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::child::{self, ChildSetup};
+use super::finish::{self, Restorer};
+use super::{files, images, pids, plan};
+use crate::blob::plan::{DONE_FAILED, DONE_OK, DONE_PENDING, PlanResults};
+use crate::error::{Error, Result};
+use crate::image::pstree::TaskState;
+use crate::sys::Pid;
+use crate::sys::process::{__WALL, SIGKILL, WNOHANG, kill, wait4};
+
+/// What `crest restore` was asked to do.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// The image directory.
+    pub dir: PathBuf,
+    /// -d: return once the process runs instead of waiting for it.
+    pub detach: bool,
+    /// --pidfile: where to write the restored pid.
+    pub pidfile: Option<PathBuf>,
+    /// -j: the process may use crest's terminal.
+    pub shell_job: bool,
+}
+
+/// How long the restorer may take before crest gives up on it.
+const RESTORER_TIMEOUT: Duration = Duration::from_secs(120);
+/// Bytes of the area where the new task leaves an error message.
+const MSG_LEN: usize = 1024;
+
+/// Kills the task it holds unless disarmed: the all-or-nothing guarantee.
+struct Created(Option<Pid>);
+
+impl Drop for Created {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take() {
+            let _ = kill(pid, SIGKILL);
+            let _ = wait4(pid, __WALL);
+        }
+    }
+}
+
+/// Restores the image in `opts.dir`; returns crest's exit status.
+pub fn run(opts: &RestoreOptions) -> Result<i32> {
+    let t0 = Instant::now();
+    let img = images::load(&opts.dir)?;
+    let pid = img.process.pid as Pid;
+    pids::check_free(&img.process.threads)?;
+    let files = files::plan_files(&img.files, &img.task.misc, opts.shell_job)?;
+    let mut built = plan::build(&img, files.first_free_fd())?;
+    let msg = built.layout.alloc(MSG_LEN, 16)?;
+    let code = built.layout.alloc(16, 16)?;
+    crate::debug!("pid {pid}: {}", plan::describe(&built));
+    let keep = built.fds.numbers();
+    let child = crate::sys::spawn::clone3_with_pid(pid).map_err(|e| pid_error(pid, e))?;
+    if child == 0 {
+        child::main(&ChildSetup {
+            process: &img.process,
+            files: &files,
+            keep: &keep,
+            layout: &built.layout,
+            plan: built.plan,
+            msg,
+            msg_len: MSG_LEN,
+        });
+    }
+    let mut guard = Created(Some(pid));
+    wait_restorer(&built, pid, msg)?;
+    crate::debug!("pid {pid}: restorer done after {:?}", t0.elapsed());
+    let stopped = match img.process.state {
+        TaskState::Stopped { signal } => Some(signal),
+        _ => None,
+    };
+    let r = Restorer {
+        layout: &built.layout,
+        code,
+    };
+    finish::take_over(&img.task.threads, &r, stopped)?;
+    guard.0 = None;
+    crate::info!("pid {pid}: restored in {:?}", t0.elapsed());
+    if let Some(path) = &opts.pidfile {
+        std::fs::write(path, format!("{pid}\n")).map_err(|e| Error::io("write", path, e))?;
+    }
+    if opts.detach {
+        return Ok(0);
+    }
+    wait_exit(pid)
+}
+
+fn pid_error(pid: Pid, e: crate::sys::Errno) -> Error {
+    if e == crate::sys::Errno::EEXIST {
+        return match pids::check_free(&[pid as u32]) {
+            Err(taken) => taken,
+            Ok(()) => Error::Unsupported(format!(
+                "pid {pid} was taken while crest prepared the restore; try again"
+            )),
+        };
+    }
+    Error::Sys {
+        call: "clone3",
+        context: format!("creating pid {pid}"),
+        errno: e,
+        hint: "restore needs root (CAP_SYS_ADMIN) to choose the pid",
+    }
+}
+
+fn results_word(b: &plan::Built, field: usize) -> u32 {
+    b.layout.read_u32(b.results + field as u64)
+}
+
+/// Waits until the restorer reports; a task that died or a failed step
+/// become the error.
+fn wait_restorer(b: &plan::Built, pid: Pid, msg: u64) -> Result<()> {
+    let done_at = b.results + std::mem::offset_of!(PlanResults, done) as u64;
+    let start = Instant::now();
+    loop {
+        match results_word(b, std::mem::offset_of!(PlanResults, done)) {
+            DONE_OK => return Ok(()),
+            DONE_FAILED => return Err(step_error(b, pid)),
+            DONE_PENDING => {}
+            other => {
+                return Err(Error::Target {
+                    pid,
+                    problem: format!("the restorer reported {other}"),
+                });
+            }
+        }
+        if let Ok((got, status)) = wait4(pid, WNOHANG | __WALL)
+            && got == pid
+        {
+            return Err(died(b, pid, status, msg));
+        }
+        if start.elapsed() > RESTORER_TIMEOUT {
+            return Err(Error::Target {
+                pid,
+                problem: "the restorer did not finish in time".into(),
+            });
+        }
+        crate::sys::spawn::futex_wait_shared(
+            done_at as usize,
+            DONE_PENDING,
+            Duration::from_millis(20),
+        );
+    }
+}
+
+const STEP_NAMES: [&str; 17] = [
+    "starting",
+    "moving the vdso out of the way",
+    "mapping memory",
+    "reading pages into memory",
+    "setting memory protections",
+    "placing the vdso",
+    "setting the mm layout (PR_SET_MM_MAP)",
+    "restoring signal actions",
+    "restoring interval timers",
+    "restoring POSIX timers",
+    "restoring resource limits",
+    "restoring personality, umask and prctl values",
+    "closing crest's fds",
+    "creating threads",
+    "restoring a thread's own state",
+    "queueing pending signals",
+    "restoring credentials",
+];
+
+fn step_error(b: &plan::Built, pid: Pid) -> Error {
+    let step = results_word(b, std::mem::offset_of!(PlanResults, step)) as usize;
+    let err = results_word(b, std::mem::offset_of!(PlanResults, err)) as i32;
+    let index = results_word(b, std::mem::offset_of!(PlanResults, index));
+    let what = STEP_NAMES.get(step).copied().unwrap_or("an unknown step");
+    Error::Target {
+        pid,
+        problem: format!(
+            "the restorer failed {what} (item {index}): {}",
+            crate::sys::Errno::new(-err)
+        ),
+    }
+}
+
+fn died(b: &plan::Built, pid: Pid, status: i32, msg: u64) -> Error {
+    let mut text = Vec::new();
+    for i in 0..MSG_LEN as u64 {
+        let byte = b.layout.read_u32((msg + i) & !3).to_le_bytes()[((msg + i) & 3) as usize];
+        if byte == 0 {
+            break;
+        }
+        text.push(byte);
+    }
+    if !text.is_empty() {
+        return Error::Target {
+            pid,
+            problem: String::from_utf8_lossy(&text).into_owned(),
+        };
+    }
+    let step = results_word(b, std::mem::offset_of!(PlanResults, step)) as usize;
+    let what = STEP_NAMES.get(step).copied().unwrap_or("an unknown step");
+    Error::Target {
+        pid,
+        problem: format!(
+            "the new task died (wait status {status:#x}) while the restorer was {what}"
+        ),
+    }
+}
+
+/// Waits for the restored process like its parent; its exit status, or
+/// 128 + the signal that killed it.
+fn wait_exit(pid: Pid) -> Result<i32> {
+    loop {
+        match wait4(pid, 0) {
+            Ok((_, status)) if status & 0x7f == 0 => return Ok((status >> 8) & 0xff),
+            Ok((_, status)) => return Ok(128 + (status & 0x7f)),
+            Err(crate::sys::Errno::EINTR) => continue,
+            Err(e) => {
+                return Err(Error::sys(
+                    "wait4",
+                    format!("waiting for restored pid {pid}"),
+                    e,
+                ));
+            }
+        }
+    }
+}

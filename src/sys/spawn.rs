@@ -1,0 +1,190 @@
+//! Creating a restored task and handing it over: clone3 with the pid to
+//! use (set_tid), session and group, the shared futex crest waits on while
+//! the restorer works, fd moves, and the jump into the restorer blob.
+//!
+//! Restore needs a task with one exact pid. clone3's set_tid gives it
+//! (CAP_SYS_ADMIN over the pid namespace); the child then runs crest's own
+//! code like a forked one until it jumps into the blob, which never comes
+//! back.
+
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+use syscalls::{Sysno, syscall};
+
+use super::{Pid, SysResult};
+
+/// The kernel's `struct clone_args` up to `set_tid_size`.
+#[repr(C)]
+#[derive(Debug, Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+}
+
+/// clone3(2) like fork, with the child's pid `pid`: returns the pid in the
+/// parent and 0 in the child. EEXIST: the pid is taken.
+///
+/// The child continues on a copy of the caller's stack, as after fork; the
+/// caller must be single-threaded (crest's restore is), so no lock another
+/// thread held is copied locked.
+pub fn clone3_with_pid(pid: Pid) -> SysResult<Pid> {
+    let tid = [pid];
+    let args = CloneArgs {
+        exit_signal: super::process::SIGCHLD as u64,
+        set_tid: tid.as_ptr() as u64,
+        set_tid_size: 1,
+        ..CloneArgs::default()
+    };
+    // SAFETY: args is a valid clone_args of the size passed and set_tid
+    // points to one pid. Without CLONE_VM the child gets a copy of the
+    // address space and returns here on its own copy of the stack, exactly
+    // like fork.
+    let r = unsafe {
+        syscall!(
+            Sysno::clone3,
+            &args as *const CloneArgs,
+            size_of::<CloneArgs>()
+        )
+    }?;
+    Ok(r as Pid)
+}
+
+/// setsid(2).
+pub fn setsid() -> SysResult<()> {
+    // SAFETY: no pointers are passed.
+    unsafe { syscall!(Sysno::setsid) }.map(drop)
+}
+
+/// setpgid(2).
+pub fn setpgid(pid: Pid, pgid: Pid) -> SysResult<()> {
+    // SAFETY: no pointers are passed.
+    unsafe { syscall!(Sysno::setpgid, pid, pgid) }.map(drop)
+}
+
+/// fcntl(F_DUPFD_CLOEXEC): a copy of `fd` at the lowest number >= `min`.
+pub fn dup_at_least(fd: BorrowedFd<'_>, min: i32) -> SysResult<OwnedFd> {
+    const F_DUPFD_CLOEXEC: i32 = 1030;
+    // SAFETY: no pointers are passed.
+    let r = unsafe { syscall!(Sysno::fcntl, fd.as_raw_fd(), F_DUPFD_CLOEXEC, min) }?;
+    // SAFETY: the kernel just created this fd for us.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
+}
+
+/// FUTEX_WAIT (shared) on the u32 at `addr` while it holds `val`, at most
+/// `timeout`. The word may be changed by another process that maps the
+/// same memory; a spurious or early return is normal, callers re-check.
+pub fn futex_wait_shared(addr: usize, val: u32, timeout: Duration) {
+    let ts = [timeout.as_secs() as i64, i64::from(timeout.subsec_nanos())];
+    // SAFETY: the kernel reads the word at addr (the caller's mapping) and
+    // the timespec; EAGAIN/ETIMEDOUT/EINTR are all "look again".
+    let _ = unsafe { syscall!(Sysno::futex, addr, 0, val, ts.as_ptr()) };
+}
+
+/// Jumps to `entry`, never to return: the restorer blob takes the task
+/// over there, with its own stack.
+///
+/// # Safety
+/// `entry` is the head of a restorer blob mapped executable at its place,
+/// with its args filled in.
+#[allow(unsafe_code)]
+pub unsafe fn jump_to_blob(entry: usize) -> ! {
+    // SAFETY: the caller vouches for the blob; the head sets its own stack
+    // and never returns here.
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        core::arch::asm!("jmp {0}", in(reg) entry, options(noreturn));
+        #[cfg(target_arch = "aarch64")]
+        core::arch::asm!("br {0}", in(reg) entry, options(noreturn));
+    }
+}
+
+/// The calling thread's rseq registration as glibc made it (address,
+/// length, signature), or zeros: the restorer must drop it before it
+/// unmaps the memory the kernel writes to. musl does not register rseq.
+pub fn own_rseq() -> (u64, u32, u32) {
+    #[cfg(target_env = "gnu")]
+    {
+        unsafe extern "C" {
+            static __rseq_offset: isize;
+            static __rseq_size: u32;
+        }
+        // SAFETY: both are plain data glibc sets up before main.
+        let (offset, size) = unsafe { (__rseq_offset, __rseq_size) };
+        if size == 0 {
+            return (0, 0, 0);
+        }
+        let tp: u64;
+        // SAFETY: reads fs:0, which glibc keeps pointing at the thread
+        // control block itself.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            core::arch::asm!("mov {}, fs:0", out(reg) tp)
+        };
+        // SAFETY: reads the thread pointer register.
+        #[cfg(target_arch = "aarch64")]
+        unsafe {
+            core::arch::asm!("mrs {}, tpidr_el0", out(reg) tp)
+        };
+        #[cfg(target_arch = "x86_64")]
+        const RSEQ_SIG: u32 = 0x5305_3053;
+        #[cfg(target_arch = "aarch64")]
+        const RSEQ_SIG: u32 = 0xd428_bc00;
+        (
+            tp.wrapping_add_signed(offset as i64),
+            size.max(32),
+            RSEQ_SIG,
+        )
+    }
+    #[cfg(not(target_env = "gnu"))]
+    {
+        (0, 0, 0)
+    }
+}
+
+/// dup3(2) of `fd` onto `target`, with O_CLOEXEC when `cloexec`.
+pub fn dup3_to(fd: i32, target: i32, cloexec: bool) -> SysResult<()> {
+    let flags = if cloexec { super::fd::O_CLOEXEC } else { 0 };
+    if fd == target {
+        return Ok(());
+    }
+    // SAFETY: no pointers; the caller owns both numbers.
+    unsafe { syscall!(Sysno::dup3, fd, target, flags) }.map(drop)
+}
+
+/// close(2) of a raw fd the caller owns.
+pub fn close_raw(fd: i32) {
+    // SAFETY: no pointers; the caller owns the fd and forgets it.
+    let _ = unsafe { syscall!(Sysno::close, fd) };
+}
+
+/// lseek(fd, pos, SEEK_SET); devices that cannot seek are left as they are.
+pub fn lseek_set(fd: i32, pos: u64) {
+    // SAFETY: no pointers.
+    let _ = unsafe { syscall!(Sysno::lseek, fd, pos, 0) };
+}
+
+/// Closes every fd but those in `keep` (close_range over the gaps).
+pub fn close_all_but(keep: &[i32]) {
+    let mut keep = keep.to_vec();
+    keep.sort_unstable();
+    let mut from = 0u32;
+    for &k in &keep {
+        let k = k as u32;
+        if k > from {
+            // SAFETY: no pointers; the caller owns every fd of the task.
+            let _ = unsafe { syscall!(Sysno::close_range, from, k - 1, 0) };
+        }
+        from = from.max(k + 1);
+    }
+    // SAFETY: as above.
+    let _ = unsafe { syscall!(Sysno::close_range, from, u32::MAX, 0) };
+}
