@@ -182,11 +182,10 @@ fn dump_copies_queued_pipe_bytes_and_leaves_them_in_the_process() {
     }
     // The process still has every byte: C from here, A and B by the victim.
     assert!(drained_equal(cr.as_raw_fd(), &c), "pipe C lost bytes");
+    let one = [1u8];
     // SAFETY: writes one byte from a live buffer.
-    assert_eq!(
-        unsafe { libc::write(cmd_w.as_raw_fd(), [1u8].as_ptr().cast(), 1) },
-        1
-    );
+    let wrote = unsafe { libc::write(cmd_w.as_raw_fd(), one.as_ptr().cast(), 1) };
+    assert_eq!(wrote, 1);
     let mut answer = [0u8; 1];
     let start = Instant::now();
     // SAFETY: reads into a live buffer.
