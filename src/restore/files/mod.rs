@@ -135,7 +135,26 @@ pub fn plan_files(files: &FilesImage, misc: &TaskMisc, shell_job: bool) -> Resul
             how,
         });
     }
+    warn_half_pipes(&plan);
     Ok(plan)
+}
+
+/// A pipe whose other end lived in another process comes back without it.
+fn warn_half_pipes(plan: &FilesPlan) {
+    for p in &plan.pipes {
+        match p.flags {
+            [Some(_), None] => crate::warn!(
+                "pipe {}: its write end was not in the process; after restore its reader sees end of file after the {} queued bytes",
+                p.id,
+                p.data.len()
+            ),
+            [None, Some(_)] => crate::warn!(
+                "pipe {}: its read end was not in the process; after restore its writer gets EPIPE",
+                p.id
+            ),
+            _ => {}
+        }
+    }
 }
 
 /// How fd `f` will be made, after checking what it refers to.
