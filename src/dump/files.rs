@@ -173,6 +173,9 @@ const O_ACCMODE: u32 = 3;
 pub fn collect_pipe_data(pid: u32, fds: &[Fd]) -> Result<Vec<PipeData>> {
     let mut seen: Vec<u64> = Vec::new();
     let mut out = Vec::new();
+    if !fds.iter().any(|f| matches!(f.file, FdFile::Pipe { .. })) {
+        return Ok(out);
+    }
     let pidfd = pidfd_open(pid as i32).map_err(|e| {
         gone_or(
             pid,

@@ -192,3 +192,48 @@ fn a_terminal_needs_shell_job_and_then_shares_crests_terminal() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Sets this process's RLIMIT_NOFILE (raw, for the forked child).
+fn set_nofile(soft: u64, hard: u64) {
+    let l = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: setrlimit reads one struct rlimit.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &l) };
+}
+
+#[test]
+fn install_raises_a_low_fd_limit_and_refuses_one_it_cannot_raise() {
+    let dir = scratch("nofile");
+    let img = FilesImage {
+        fds: vec![
+            chr(100, 0, "/dev/null", RDWR),
+            pipe_end(120, 0, 7, RDONLY),
+            pipe_end(121, CLOEXEC, 7, WRONLY),
+        ],
+        pipes: vec![PipeData {
+            pipe_id: 7,
+            data: b"over the limit".to_vec(),
+        }],
+    };
+    let plan = plan_files(&img, &misc(&dir), false).unwrap();
+    // fds 100-121 and the slots above the kept 500/501 are all above 64.
+    let inst = install_in_child(
+        &|| set_nofile(64, 20_000),
+        &|keep| install_files(&plan, keep),
+        &|| 0,
+    )
+    .expect("install raises the soft limit");
+    assert_matches(&inst, &img);
+    assert_eq!(inst.go(), 0);
+    let e = install_in_child(
+        &|| set_nofile(64, 505),
+        &|keep| install_files(&plan, keep),
+        &|| 0,
+    )
+    .err()
+    .expect("a hard limit below the slots is refused");
+    assert!(e.contains("RLIMIT_NOFILE") && e.contains("505"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
