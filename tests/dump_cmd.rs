@@ -226,8 +226,20 @@ fn dump_refuses_an_eventfd_and_leaves_the_victim_unharmed() {
 }
 
 #[test]
-fn dump_refuses_a_pipe_whose_data_it_cannot_take() {
-    refused("pipe", Extra::Pipe, "pipe");
+fn dump_copies_a_pipe_with_its_queued_bytes() {
+    // Once refused; the pipe data is now dumped (tests/dump_pipes.rs checks
+    // the bytes stay in the victim's pipe).
+    let dir = scratch("pipe");
+    let v = Victim::spawn(&dir, Extra::Pipe);
+    let img = dir.join("img");
+    let out = dump(v.pid, &img, &["-R"]);
+    assert!(out.status.success(), "dump -R failed: {}", stderr(&out));
+    let files =
+        crest::image::load::FilesImage::load(&ImageDir::open(&img).unwrap(), v.pid as u32).unwrap();
+    assert_eq!(files.pipes.len(), 1, "{files:?}");
+    assert_eq!(files.pipes[0].data, b"data");
+    assert_eq!(v.self_check(), 0, "failed self-check bits");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

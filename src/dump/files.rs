@@ -6,18 +6,30 @@
 //! Regular files and directories, character devices and pipes become fd
 //! records; everything else (sockets, eventfd, epoll, timerfd, signalfd,
 //! inotify, io_uring, perf events, bpf objects, pidfds, deleted files...) is
-//! refused with the fd number, its kind and the pid. The bytes queued in a
-//! pipe are not read here: reading would take them from the process, so they
-//! wait for the parasite step (which can tee them).
+//! refused with the fd number, its kind and the pid.
+//!
+//! The bytes queued in a pipe are copied by [`collect_pipe_data`] while the
+//! target is frozen, without taking them from it: crest gets the pipe with
+//! pidfd_getfd (or, holding only the write end, opens a read end through
+//! /proc/PID/fd/N), tee(2)s the queued buffers into a pipe of its own sized
+//! to hold them all, and reads that copy. The target's pipe is left as it
+//! was, byte for byte.
 
+use std::ffi::CString;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 use super::mm::readlink;
 use super::vma::file_id;
 use super::{gone_or, parsed, read_proc};
 use crate::error::{Error, Result};
-use crate::image::files::{Fd, FdFile};
+use crate::image::MAX_RECORD;
+use crate::image::files::{Fd, FdFile, PipeData};
 use crate::proc::fdinfo;
+use crate::sys::fd::{O_CLOEXEC as SYS_O_CLOEXEC, O_NONBLOCK, O_RDONLY, O_WRONLY, pipe2, read};
+use crate::sys::pipe::{queued_bytes, tee};
+use crate::sys::process::{pidfd_getfd, pidfd_open};
+use crate::sys::splice::{SPLICE_F_NONBLOCK, pipe_size, set_pipe_size};
 
 /// `O_CLOEXEC` as fdinfo shows it.
 const O_CLOEXEC: u32 = crate::sys::fd::O_CLOEXEC;
@@ -150,4 +162,153 @@ fn kind_name(target: &[u8], meta: &std::fs::Metadata) -> String {
     } else {
         format!("`{}` (file mode {:o})", lossy(target), meta.mode())
     }
+}
+
+/// `O_ACCMODE`.
+const O_ACCMODE: u32 = 3;
+
+/// The bytes queued in every pipe among `fds` of `pid`, one record per pipe
+/// holding data, copied without taking them from the pipe. `pid` must be
+/// frozen (seized), or a pipe may change while it is copied.
+pub fn collect_pipe_data(pid: u32, fds: &[Fd]) -> Result<Vec<PipeData>> {
+    let mut seen: Vec<u64> = Vec::new();
+    let mut out = Vec::new();
+    if !fds.iter().any(|f| matches!(f.file, FdFile::Pipe { .. })) {
+        return Ok(out);
+    }
+    let pidfd = pidfd_open(pid as i32).map_err(|e| {
+        gone_or(
+            pid,
+            Error::sys("pidfd_open", format!("copying the pipes of pid {pid}"), e),
+        )
+    })?;
+    for f in fds {
+        let FdFile::Pipe { pipe_id, .. } = f.file else {
+            continue;
+        };
+        if seen.contains(&pipe_id) {
+            continue;
+        }
+        seen.push(pipe_id);
+        let reader = pipe_reader(pid, pidfd.as_fd(), fds, pipe_id)?;
+        let data = copy_queued(reader.as_fd()).map_err(|e| e.in_pipe(pid, f.fd))?;
+        if !data.is_empty() {
+            crate::debug!("pid {pid}: pipe {pipe_id} holds {} bytes", data.len());
+            out.push(PipeData { pipe_id, data });
+        }
+    }
+    Ok(out)
+}
+
+/// A read end of pipe `pipe_id` of `pid`: its own read end if it holds one,
+/// else a new one opened through /proc/PID/fd/N of a write end.
+fn pipe_reader(pid: u32, pidfd: BorrowedFd<'_>, fds: &[Fd], pipe_id: u64) -> Result<OwnedFd> {
+    let end = |want: u32| {
+        fds.iter().find(|f| {
+            matches!(f.file, FdFile::Pipe { pipe_id: p, flags } if p == pipe_id && flags & O_ACCMODE == want)
+        })
+    };
+    if let Some(r) = end(O_RDONLY) {
+        return pidfd_getfd(pidfd, r.fd).map_err(|e| {
+            gone_or(
+                pid,
+                Error::sys(
+                    "pidfd_getfd",
+                    format!("copying the pipe at fd {} of pid {pid}", r.fd),
+                    e,
+                ),
+            )
+        });
+    }
+    let w = end(O_WRONLY)
+        .or_else(|| {
+            fds.iter()
+                .find(|f| matches!(f.file, FdFile::Pipe { pipe_id: p, .. } if p == pipe_id))
+        })
+        .map_or(-1, |f| f.fd);
+    let link = format!("/proc/{pid}/fd/{w}");
+    let path = CString::new(link.clone()).map_err(|_| Error::Usage(format!("bad path {link}")))?;
+    // Opening the pipe like a FIFO, non-blocking: it never waits for a
+    // writer, and the target's file descriptions are untouched.
+    crate::sys::fd::openat(&path, O_RDONLY | O_NONBLOCK).map_err(|e| {
+        gone_or(
+            pid,
+            Error::sys(
+                "open",
+                format!("opening a read end of the pipe at fd {w} of pid {pid}"),
+                e,
+            ),
+        )
+    })
+}
+
+/// Why copying a pipe's queue failed, before the fd is known.
+struct CopyError {
+    call: &'static str,
+    errno: crate::error::Errno,
+    problem: Option<String>,
+}
+
+impl CopyError {
+    fn sys(call: &'static str) -> impl FnOnce(crate::error::Errno) -> CopyError {
+        move |errno| CopyError {
+            call,
+            errno,
+            problem: None,
+        }
+    }
+
+    fn in_pipe(self, pid: u32, fd: i32) -> Error {
+        match self.problem {
+            Some(p) => Error::Unsupported(format!("fd {fd} of pid {pid} is a pipe {p}")),
+            None => Error::sys(
+                self.call,
+                format!("copying the data queued in the pipe at fd {fd} of pid {pid}"),
+                self.errno,
+            ),
+        }
+    }
+}
+
+/// Copies what is queued in the pipe behind `reader` without consuming it.
+fn copy_queued(reader: BorrowedFd<'_>) -> Result<Vec<u8>, CopyError> {
+    let queued = queued_bytes(reader).map_err(CopyError::sys("ioctl(FIONREAD)"))?;
+    if queued == 0 {
+        return Ok(Vec::new());
+    }
+    if queued > MAX_RECORD as usize - 64 {
+        return Err(CopyError {
+            call: "",
+            errno: crate::error::Errno::EFBIG,
+            problem: Some(format!(
+                "holding {queued} bytes, more than an image record holds ({MAX_RECORD}); drain it before the dump"
+            )),
+        });
+    }
+    let (r, w) = pipe2(SYS_O_CLOEXEC | O_NONBLOCK).map_err(CopyError::sys("pipe2"))?;
+    // tee copies buffers, not bytes: the copy needs as many slots as the
+    // source has, whatever the bytes in them.
+    let cap = pipe_size(reader).map_err(CopyError::sys("fcntl(F_GETPIPE_SZ)"))?;
+    set_pipe_size(w.as_fd(), cap.max(queued)).map_err(CopyError::sys("fcntl(F_SETPIPE_SZ)"))?;
+    let copied =
+        tee(reader, w.as_fd(), queued, SPLICE_F_NONBLOCK).map_err(CopyError::sys("tee"))?;
+    if copied != queued {
+        return Err(CopyError {
+            call: "",
+            errno: crate::error::Errno::EIO,
+            problem: Some(format!(
+                "whose {queued} queued bytes changed while crest copied them ({copied} copied); dump it while nothing writes to the pipe"
+            )),
+        });
+    }
+    let mut data = vec![0u8; queued];
+    let mut got = 0;
+    while got < queued {
+        match read(r.as_fd(), &mut data[got..]).map_err(CopyError::sys("read"))? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    data.truncate(got);
+    Ok(data)
 }

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!   collect_process (unseized) ─► refusals: nothing is touched yet
-//!   seize ─► collect_process ─► fill_cores ─► inject ─► parasite state
+//!   seize ─► collect_process + pipe data ─► fill_cores ─► inject ─► parasite state
 //!         ─► dump_pages ─► cure ─► task/mm/files/pstree ─► inventory.img
 //!         ─► release: SIGKILL (default) or resume as before (-R)
 //! ```
@@ -27,7 +27,6 @@ use super::{ProcessState, collect_process};
 use crate::error::{Error, Result};
 use crate::image::ImageDir;
 use crate::image::dir;
-use crate::image::files::FdFile;
 use crate::image::pstree::TaskState;
 use crate::image::vma::Backing;
 use crate::infect::{Parasite, Release, Seized, seize};
@@ -116,17 +115,6 @@ fn pid_u32(pid: Pid) -> Result<u32> {
 /// files and seccomp filters.
 fn refuse_unsupported(state: &ProcessState) -> Result<()> {
     let pid = state.process.pid;
-    if let Some(fd) = state
-        .files
-        .fds
-        .iter()
-        .find(|f| matches!(f.file, FdFile::Pipe { .. }))
-    {
-        return Err(Error::Unsupported(format!(
-            "fd {} of pid {pid} is a pipe, whose queued data crest cannot dump yet; close it before the dump",
-            fd.fd
-        )));
-    }
     if let Some(v) = state
         .mm
         .vmas
@@ -149,6 +137,8 @@ fn dump_seized(seized: &Seized, d: &ImageDir, opts: &DumpOptions) -> Result<()> 
     fault_point(pid, "seize")?;
     let mut state = collect_process(pid_u32(pid)?)?;
     refuse_unsupported(&state)?;
+    info!("pid {pid}: copying the data queued in its pipes");
+    state.files.pipes = super::files::collect_pipe_data(state.process.pid, &state.files.fds)?;
     fault_point(pid, "collect")?;
     state.process.state = match seized.stop_signal() {
         Some(sig) => TaskState::Stopped { signal: sig as u32 },

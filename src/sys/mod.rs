@@ -23,8 +23,10 @@
 
 pub mod cpu;
 pub mod fd;
+pub mod fdtable;
 pub mod mm;
 pub mod net;
+pub mod pipe;
 pub mod process;
 pub mod ptrace;
 pub mod rlimit;

@@ -1,0 +1,238 @@
+//! File descriptors, cwd and root of a restored task (files-PID.img and the
+//! task-misc record).
+//!
+//! Restore of the files is two steps. [`plan_files`] runs in crest before any
+//! process exists and checks every fd against the file system as it is now:
+//! a regular file must still have the size and mtime it had at the dump, a
+//! directory must still be a directory, a character device must have the
+//! dumped device number, a terminal needs `--shell-job`, and cwd and root
+//! must be directories. Each refusal is one sentence naming the fd, the path,
+//! what changed and the fix. The plan it returns holds everything
+//! [`install_files`] needs as ready-made C strings and bytes, so that
+//! install, which runs in the new task before the restorer blob, does no
+//! allocation and makes one raw syscall after another.
+//!
+//! Install opens every file (flags as dumped, without O_CREAT, O_EXCL and
+//! O_TRUNC; O_NOCTTY for devices) and recreates every pipe (its queued bytes
+//! written back, each end's O_NONBLOCK as dumped) at temporary numbers above
+//! every fd crest keeps, then dup3s each into its place with its FD_CLOEXEC,
+//! which also closes whatever crest held at that number; then it closes all
+//! other fds, chdirs to cwd and chroots to root (paths are as crest saw them,
+//! so chdir comes first). A terminal becomes a dup of crest's own terminal
+//! (the first of its stdin, stdout and stderr that is one), as CRIU's
+//! `--shell-job`. Two fds on the same pipe end share one open file, as
+//! almost always at dump; two fds on a regular file get one open file each,
+//! because the image does not say whether they shared one. A pipe end the
+//! process did not hold is closed after install: its reader sees end of file
+//! after the queued bytes, its writer gets EPIPE.
+
+mod check;
+mod install;
+
+use std::ffi::CString;
+
+use crate::error::{Error, Result};
+use crate::image::files::{Fd, FdFile};
+use crate::image::load::FilesImage;
+use crate::image::task::TaskMisc;
+
+pub use install::install_files;
+
+/// Everything about the files, checked in the parent before any process exists.
+#[derive(Debug)]
+pub struct FilesPlan {
+    /// One entry per fd of the image, in increasing fd order.
+    fds: Vec<PlannedFd>,
+    /// One entry per pipe id the fds use.
+    pipes: Vec<PlannedPipe>,
+    /// The working directory, as crest sees it.
+    cwd: CString,
+    /// The root directory, when it is not "/".
+    root: Option<CString>,
+    /// The lowest number above every fd of the image.
+    first_free: i32,
+    /// crest's terminal fd (0, 1 or 2) when a tty fd is restored with
+    /// `--shell-job`.
+    tty_source: Option<i32>,
+}
+
+/// One fd to install.
+#[derive(Debug)]
+struct PlannedFd {
+    /// Its number.
+    fd: i32,
+    /// FD_CLOEXEC as dumped.
+    cloexec: bool,
+    /// Where its open file comes from.
+    how: How,
+}
+
+/// How an fd's open file is made.
+#[derive(Debug)]
+enum How {
+    /// openat(path, flags), then lseek to `pos` unless 0.
+    Open { path: CString, flags: u32, pos: u64 },
+    /// An end of `pipes[pipe]`.
+    Pipe { pipe: usize, write: bool },
+    /// A dup of crest's terminal (`--shell-job`).
+    Tty,
+}
+
+/// A pipe to recreate.
+#[derive(Debug)]
+struct PlannedPipe {
+    /// Its id in the image, for messages.
+    id: u64,
+    /// Bytes to queue back into it.
+    data: Vec<u8>,
+    /// File status flags of the read end and of the write end, for the
+    /// ends the image has.
+    flags: [Option<u32>; 2],
+}
+
+impl FilesPlan {
+    /// The lowest fd number above every fd of the image: the lead moves its own helper
+    /// fds (pages file, mapping files) to numbers >= this before install_files.
+    pub fn first_free_fd(&self) -> i32 {
+        self.first_free
+    }
+
+    /// The fd numbers install_files puts in place, in increasing order.
+    pub fn fd_numbers(&self) -> impl Iterator<Item = i32> + '_ {
+        self.fds.iter().map(|f| f.fd)
+    }
+
+    /// How many temporary fds install_files uses above the kept ones (the
+    /// task's RLIMIT_NOFILE must leave room for them).
+    pub fn temp_fds(&self) -> usize {
+        self.fds.len() + 2 * self.pipes.len() + 1
+    }
+}
+
+/// Checks every fd of the image and cwd/root against the file system now: each path
+/// exists; regular files still have the dumped size and mtime (FileId in the image), dirs
+/// are dirs, char devices have the dumped rdev; ttys need `shell_job`. Errors are one
+/// sentence naming fd, path, what changed, and the fix.
+pub fn plan_files(files: &FilesImage, misc: &TaskMisc, shell_job: bool) -> Result<FilesPlan> {
+    let mut fds: Vec<&Fd> = files.fds.iter().collect();
+    fds.sort_by_key(|f| f.fd);
+    let mut plan = FilesPlan {
+        fds: Vec::with_capacity(fds.len()),
+        pipes: Vec::new(),
+        cwd: check::directory("the working directory", &misc.cwd)?,
+        root: match misc.root.as_slice() {
+            b"/" => None,
+            r => Some(check::directory("the root directory", r)?),
+        },
+        first_free: fds.last().map_or(0, |f| f.fd + 1),
+        tty_source: None,
+    };
+    for f in fds {
+        let how = plan_fd(&mut plan, files, f, shell_job)?;
+        plan.fds.push(PlannedFd {
+            fd: f.fd,
+            cloexec: f.fd_flags & crate::sys::fdtable::FD_CLOEXEC != 0,
+            how,
+        });
+    }
+    warn_half_pipes(&plan);
+    Ok(plan)
+}
+
+/// A pipe whose other end lived in another process comes back without it.
+fn warn_half_pipes(plan: &FilesPlan) {
+    for p in &plan.pipes {
+        match p.flags {
+            [Some(_), None] => crate::warn!(
+                "pipe {}: its write end was not in the process; after restore its reader sees end of file after the {} queued bytes",
+                p.id,
+                p.data.len()
+            ),
+            [None, Some(_)] => crate::warn!(
+                "pipe {}: its read end was not in the process; after restore its writer gets EPIPE",
+                p.id
+            ),
+            _ => {}
+        }
+    }
+}
+
+/// How fd `f` will be made, after checking what it refers to.
+fn plan_fd(plan: &mut FilesPlan, files: &FilesImage, f: &Fd, shell_job: bool) -> Result<How> {
+    match &f.file {
+        FdFile::Reg {
+            path,
+            flags,
+            pos,
+            id,
+        } => {
+            let path = check::regular(f.fd, path, id)?;
+            Ok(How::Open {
+                path,
+                flags: check::open_flags(*flags),
+                pos: *pos,
+            })
+        }
+        FdFile::Chr {
+            path,
+            flags,
+            rdev,
+            pos,
+        } => {
+            if check::is_tty(*rdev) {
+                plan.tty_source = Some(check::terminal(f.fd, path, shell_job)?);
+                return Ok(How::Tty);
+            }
+            let cpath = check::char_device(f.fd, path, *rdev)?;
+            Ok(How::Open {
+                path: cpath,
+                flags: check::open_flags(*flags) | check::O_NOCTTY,
+                pos: *pos,
+            })
+        }
+        FdFile::Pipe { pipe_id, flags } => plan_pipe(plan, files, f.fd, *pipe_id, *flags),
+        FdFile::Unknown(k) => Err(Error::Unsupported(format!(
+            "fd {} in the image is of kind {k}, which this crest does not know; restore with the crest that made the image",
+            f.fd
+        ))),
+    }
+}
+
+/// The pipe end fd `fd` is, creating the pipe's entry on its first end.
+fn plan_pipe(
+    plan: &mut FilesPlan,
+    files: &FilesImage,
+    fd: i32,
+    id: u64,
+    flags: u32,
+) -> Result<How> {
+    let write = match flags & check::O_ACCMODE {
+        crate::sys::fd::O_RDONLY => false,
+        crate::sys::fd::O_WRONLY => true,
+        _ => {
+            return Err(Error::Unsupported(format!(
+                "fd {fd} in the image is pipe {id} opened for reading and writing, which crest cannot restore; close it before the dump"
+            )));
+        }
+    };
+    let pipe = match plan.pipes.iter().position(|p| p.id == id) {
+        Some(i) => i,
+        None => {
+            let data = files
+                .pipes
+                .iter()
+                .filter(|p| p.pipe_id == id)
+                .flat_map(|p| p.data.iter().copied())
+                .collect();
+            plan.pipes.push(PlannedPipe {
+                id,
+                data,
+                flags: [None; 2],
+            });
+            plan.pipes.len() - 1
+        }
+    };
+    // Status flags belong to the open file: the first fd of an end sets them.
+    plan.pipes[pipe].flags[usize::from(write)].get_or_insert(flags);
+    Ok(How::Pipe { pipe, write })
+}
