@@ -18,8 +18,11 @@
 //! ```
 //!
 //! The results ([`PlanResults`]) are written by the blob and read by crest
-//! through its own view of the shared mapping; `done` and `ready` are futex
-//! words (shared, not private: two processes wait on them).
+//! through its own view of the shared mapping; `done` and each thread's
+//! `ready` are futex words (shared, not private: two processes wait on
+//! `done`). The blob uses no atomic read-modify-write (each word has one
+//! writer), only volatile accesses and fences, so it needs no atomics
+//! runtime on any CPU.
 
 use super::proto::{ItimersReply, KSigaction, NSIG, StackT, Timespec};
 
@@ -150,6 +153,10 @@ pub struct PlanThread {
     pub nr_sigs: u64,
     /// Its name (PR_SET_NAME), NUL-padded.
     pub comm: [u8; 16],
+    /// The plan (a new thread gets only this entry's address).
+    pub plan: u64,
+    /// Its futex word in the mapping, set to 1 when the thread is done.
+    pub ready: u64,
 }
 
 /// Bytes of a siginfo.
@@ -247,10 +254,10 @@ pub struct PlanResults {
     pub err: i32,
     /// Which item of the step failed.
     pub index: u32,
-    /// Futex word: how many threads other than the leader finished.
-    pub ready: u32,
     /// Futex word nobody changes: parked threads wait on it.
     pub park: u32,
+    /// Padding.
+    pub pad: u32,
 }
 
 /// Everything the restorer does after it cleared crest away. See the
@@ -322,7 +329,7 @@ pub struct RestorePlan {
 
 const _: () = {
     assert!(core::mem::size_of::<PlanVma>() == 48);
-    assert!(core::mem::size_of::<PlanThread>() == 96);
+    assert!(core::mem::size_of::<PlanThread>() == 112);
     assert!(core::mem::size_of::<MmMap>() == 104);
     assert!(core::mem::size_of::<PlanTimer>() == 64);
     assert!(core::mem::size_of::<RestorePlan>() % 8 == 0);

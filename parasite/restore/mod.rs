@@ -17,7 +17,7 @@ mod state;
 mod threads;
 
 use core::ptr::write_volatile;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{Ordering, fence};
 
 use crate::plan::*;
 
@@ -28,15 +28,18 @@ fn step(r: *mut PlanResults, s: u32) {
 
 /// Publishes the end (`done`) and wakes crest.
 fn finish(r: *mut PlanResults, done: u32) {
-    // SAFETY: as for step; `done` is only used atomically.
-    let word = unsafe { AtomicU32::from_ptr(&raw mut (*r).done) };
-    word.store(done, Ordering::Release);
-    calls::futex_wake(word.as_ptr());
+    // The step, index and errno must be visible before `done` says so.
+    fence(Ordering::SeqCst);
+    // SAFETY: as for step.
+    let word = unsafe { &raw mut (*r).done };
+    // SAFETY: as for step.
+    unsafe { write_volatile(word, done) };
+    calls::futex_wake(word);
 }
 
 /// Waits forever on a word nobody changes: crest takes the thread over
 /// with ptrace from here (or kills it).
-fn park(r: *mut PlanResults) -> ! {
+pub fn park(r: *mut PlanResults) -> ! {
     // SAFETY: as for step.
     let word = unsafe { &raw const (*r).park };
     loop {
@@ -45,7 +48,7 @@ fn park(r: *mut PlanResults) -> ! {
 }
 
 /// Records a failed step and parks.
-fn fail(r: *mut PlanResults, s: u32, index: u32, err: isize) -> ! {
+pub fn fail(r: *mut PlanResults, s: u32, index: u32, err: isize) -> ! {
     // SAFETY: as for step.
     unsafe {
         write_volatile(&raw mut (*r).step, s);
@@ -96,7 +99,7 @@ pub fn run(p: &RestorePlan) -> ! {
         fail(r, STEP_SIGNALS, i, e)
     }
     step(r, STEP_CLONE);
-    if let Err((i, e)) = threads::clone_threads(p, r) {
+    if let Err((i, e)) = threads::clone_threads(p) {
         fail(r, STEP_CLONE, i, e)
     }
     step(r, STEP_CREDS);

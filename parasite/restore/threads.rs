@@ -11,15 +11,13 @@
 //! Thread stacks and the plan's tables lie in the restorer mapping; each
 //! thread writes only its own results through atomics.
 
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::ptr::{read_volatile, write_volatile};
+use core::sync::atomic::{Ordering, fence};
 
 use super::calls::{self, Sys};
 use super::mem::Failed;
 use crate::plan::{PlanCreds, PlanResults, PlanThread, RestorePlan, SIGINFO_SIZE, THREAD_STACK_SIZE};
 use crate::syscall::{clone3_thread, nr};
-
-/// The plan, for threads started by clone3 (they get only an index).
-static PLAN: AtomicU64 = AtomicU64::new(0);
 
 const CLONE_VM: u64 = 0x100;
 const CLONE_FS: u64 = 0x200;
@@ -100,8 +98,7 @@ struct CloneArgs {
 
 /// Creates every thread but the leader with its tid and waits until each
 /// reported ready.
-pub fn clone_threads(p: &RestorePlan, r: *mut PlanResults) -> Result<(), Failed> {
-    PLAN.store(p as *const RestorePlan as u64, Ordering::Release);
+pub fn clone_threads(p: &RestorePlan) -> Result<(), Failed> {
     let list = threads(p);
     for (i, t) in list.iter().enumerate().skip(1) {
         let tid = t.tid;
@@ -120,37 +117,41 @@ pub fn clone_threads(p: &RestorePlan, r: *mut PlanResults) -> Result<(), Failed>
         };
         let size = core::mem::size_of::<CloneArgs>();
         // SAFETY: the stack is this thread's slice of the mapping, unused.
-        let ret = unsafe { clone3_thread(&args as *const CloneArgs as *const u8, size, thread_main, i) };
+        let ret = unsafe { clone3_thread(&args as *const CloneArgs as *const u8, size, thread_main, t as *const PlanThread as usize) };
         at(i, if ret < 0 { Err(ret) } else { Ok(ret as usize) })?;
     }
-    // SAFETY: `ready` is a u32 field of the results, used only atomically.
-    let ready = unsafe { AtomicU32::from_ptr(&raw mut (*r).ready) };
-    let want = list.len() as u32 - 1;
-    loop {
-        let n = ready.load(Ordering::Acquire);
-        if n >= want {
-            return Ok(());
+    for t in &list[1..] {
+        let word = t.ready as *const u32;
+        // SAFETY: crest allocated each thread's ready word in the mapping;
+        // only that thread writes it.
+        while unsafe { read_volatile(word) } == 0 {
+            calls::futex_wait(word, 0);
         }
-        calls::futex_wait(ready.as_ptr(), n);
     }
+    fence(Ordering::SeqCst);
+    Ok(())
 }
 
 /// A new thread: its own state, signals and credentials, then ready.
-extern "C" fn thread_main(i: usize) -> ! {
-    // SAFETY: the leader stored the plan before creating any thread.
-    let p = unsafe { &*(PLAN.load(Ordering::Acquire) as *const RestorePlan) };
+extern "C" fn thread_main(entry: usize) -> ! {
+    // SAFETY: the leader passes the address of this thread's entry, which
+    // crest wrote in the mapping with the plan's address.
+    let t = unsafe { &*(entry as *const PlanThread) };
+    // SAFETY: as above.
+    let p = unsafe { &*(t.plan as *const RestorePlan) };
     let r = p.results as *mut PlanResults;
-    let t = &threads(p)[i];
+    let i = (entry - p.threads as usize) / core::mem::size_of::<PlanThread>();
     let steps = own_state(t, i)
         .map_err(|e| (crate::plan::STEP_THREAD, e))
         .and_then(|_| queue_signals(t.sigs, t.nr_sigs, t.tid).map_err(|e| (crate::plan::STEP_SIGNALS, e)))
         .and_then(|_| creds(&p.creds, p.no_new_privs).map_err(|e| (crate::plan::STEP_CREDS, (i as u32, e))));
     match steps {
         Ok(()) => {
-            // SAFETY: as in clone_threads.
-            let ready = unsafe { AtomicU32::from_ptr(&raw mut (*r).ready) };
-            ready.fetch_add(1, Ordering::Release);
-            calls::futex_wake(ready.as_ptr());
+            fence(Ordering::SeqCst);
+            let word = t.ready as *mut u32;
+            // SAFETY: this thread's own ready word (see clone_threads).
+            unsafe { write_volatile(word, 1) };
+            calls::futex_wake(word);
             super::park(r)
         }
         Err((step, (index, err))) => super::fail(r, step, index, err),

@@ -34,3 +34,24 @@ fn holder(id: u32) -> Option<String> {
         format!("a thread of `{name}` (pid {tgid})")
     })
 }
+
+/// A process whose session or process group id is `id` (a pid number stays
+/// taken while it names a live session or group), as `` `comm` (pid N) ``.
+pub fn group_user(id: u32) -> Option<String> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid pgrp session ...
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.get(2) == Some(&id.to_string().as_str()) || f.get(3) == Some(&id.to_string().as_str())
+        {
+            let (pid, comm) = head.split_once(" (").unwrap_or((head, ""));
+            return Some(format!("`{comm}` (pid {pid})"));
+        }
+    }
+    None
+}

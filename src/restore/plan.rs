@@ -46,7 +46,7 @@ fn size_needed(img: &Images, vmas: usize, specials: &[PlanSpecial]) -> usize {
         + size_of::<PlanResults>()
         + vmas * size_of::<PlanVma>()
         + img.pages.runs.len() * size_of::<PlanRun>()
-        + threads * (size_of::<PlanThread>() + THREAD_STACK_SIZE as usize + page)
+        + threads * (size_of::<PlanThread>() + THREAD_STACK_SIZE as usize + page + 16)
         + sigs * SIGINFO_SIZE
         + img.task.posix_timers.len() * size_of::<PlanTimer>()
         + img.task.creds.groups.len() * 4
@@ -74,6 +74,7 @@ pub fn build(img: &Images, helper_base: i32) -> Result<Built> {
     l.put(results, &PlanResults::default());
     let plan_addr = l.alloc(size_of::<RestorePlan>(), 64)?;
     let mut plan = empty_plan(results);
+    plan_threads(img, &mut l, &mut plan, plan_addr)?;
     plan.vmas = l.put_slice(&vmas)?;
     plan.nr_vmas = vmas.len() as u64;
     plan.runs = l.put_slice(&runs)?;
@@ -82,7 +83,6 @@ pub fn build(img: &Images, helper_base: i32) -> Result<Built> {
     plan.nr_special = specials.len() as u32;
     plan.special[..specials.len()].copy_from_slice(&specials);
     plan.close_from = fds.base();
-    plan_threads(img, &mut l, &mut plan)?;
     let (addr, n) = put_sigs(&mut l, &img.task.shared_signals.pending)?;
     (plan.shared_sigs, plan.nr_shared_sigs) = (addr, n);
     plan_process_state(img, &mut l, &mut plan)?;
@@ -142,10 +142,17 @@ fn put_sigs(l: &mut Layout, sigs: &[Siginfo]) -> Result<(u64, u64)> {
     Ok((l.put_slice(&keep)?, keep.len() as u64))
 }
 
-fn plan_threads(img: &Images, l: &mut Layout, plan: &mut RestorePlan) -> Result<()> {
+fn plan_threads(
+    img: &Images,
+    l: &mut Layout,
+    plan: &mut RestorePlan,
+    plan_addr: u64,
+) -> Result<()> {
     let mut list = Vec::new();
     for t in &img.task.threads {
         let stack = l.alloc_pages(THREAD_STACK_SIZE as usize)?;
+        let ready = l.alloc(4, 4)?;
+        l.put(ready, &0u32);
         let (sigs, nr_sigs) = put_sigs(l, &t.pending)?;
         let mut comm = [0u8; 16];
         let n = t.comm.len().min(15);
@@ -167,6 +174,8 @@ fn plan_threads(img: &Images, l: &mut Layout, plan: &mut RestorePlan) -> Result<
             sigs,
             nr_sigs,
             comm,
+            plan: plan_addr,
+            ready,
         });
     }
     plan.threads = l.put_slice(&list)?;

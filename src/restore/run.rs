@@ -58,7 +58,7 @@ pub fn run(opts: &RestoreOptions) -> Result<i32> {
     let code = built.layout.alloc(16, 16)?;
     crate::debug!("pid {pid}: {}", plan::describe(&built));
     let keep = built.fds.numbers();
-    let child = crate::sys::spawn::clone3_with_pid(pid).map_err(|e| pid_error(pid, e))?;
+    let child = create_task(pid)?;
     if child == 0 {
         child::main(&ChildSetup {
             process: &img.process,
@@ -93,14 +93,37 @@ pub fn run(opts: &RestoreOptions) -> Result<i32> {
     wait_exit(pid)
 }
 
+/// clone3 with the dumped pid. A pid number stays taken for a moment after
+/// its process is gone (while a dying child still names it as its session
+/// or group), so EEXIST is retried for a short while.
+fn create_task(pid: Pid) -> Result<Pid> {
+    let start = Instant::now();
+    loop {
+        match crate::sys::spawn::clone3_with_pid(pid) {
+            Err(crate::sys::Errno::EEXIST) if start.elapsed() < PID_WAIT => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other.map_err(|e| pid_error(pid, e)),
+        }
+    }
+}
+
+/// How long a pid that is free in /proc but still taken is waited for.
+const PID_WAIT: Duration = Duration::from_secs(2);
+
 fn pid_error(pid: Pid, e: crate::sys::Errno) -> Error {
     if e == crate::sys::Errno::EEXIST {
-        return match pids::check_free(&[pid as u32]) {
-            Err(taken) => taken,
-            Ok(()) => Error::Unsupported(format!(
-                "pid {pid} was taken while crest prepared the restore; try again"
-            )),
-        };
+        if let Err(taken) = pids::check_free(&[pid as u32]) {
+            return taken;
+        }
+        return Error::Unsupported(match pids::group_user(pid as u32) {
+            Some(user) => format!(
+                "pid {pid} is still the session or process group id of {user}; stop that process or restore where the pid is free"
+            ),
+            None => {
+                format!("pid {pid} is taken by a process crest cannot see (another pid namespace?)")
+            }
+        });
     }
     Error::Sys {
         call: "clone3",
