@@ -197,10 +197,20 @@ fn timespec(ns: u64) -> Timespec {
     }
 }
 
+/// An interval timer as setitimer takes it. A periodic ITIMER_REAL that
+/// had just fired reads 0 left until its SIGALRM is taken (the kernel
+/// re-arms it then), and 0 would disarm it for good: it gets 1 µs instead,
+/// so it fires at once and its SIGALRM merges with the one restored as
+/// pending.
 fn itimerval(t: &TimerSpec) -> Itimerval {
+    let value_ns = if t.value_ns == 0 && t.interval_ns != 0 {
+        1000
+    } else {
+        t.value_ns
+    };
     Itimerval {
         interval: timeval(t.interval_ns),
-        value: timeval(t.value_ns),
+        value: timeval(value_ns),
     }
 }
 
