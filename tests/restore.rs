@@ -406,3 +406,77 @@ fn restore_refuses_a_missing_open_file() {
     );
     let _ = std::fs::remove_dir_all(&v.dir);
 }
+
+/// Reads the victim's ready text value `key=N`.
+fn ready_value(v: &Victim, key: &str) -> i32 {
+    let text = v.ready_text();
+    let word = text.split_whitespace().find_map(|w| w.strip_prefix(key));
+    word.and_then(|w| w.strip_prefix('=')?.parse().ok())
+        .unwrap_or_else(|| panic!("{key}= in {text:?}"))
+}
+
+/// Where the spinner's rbx/x19 (NT_PRSTATUS) and xmm8/v8 (NT_PRFPREG) are
+/// in the register sets, as u64 indices.
+#[cfg(target_arch = "x86_64")]
+const SPIN_REGS: [(i32, usize); 2] = [(libc::NT_PRSTATUS, 5), (libc::NT_PRFPREG, 36)];
+#[cfg(target_arch = "aarch64")]
+const SPIN_REGS: [(i32, usize); 2] = [(libc::NT_PRSTATUS, 19), (libc::NT_PRFPREG, 16)];
+
+/// Gets or sets register set `note` of a ptrace-stopped thread.
+fn regset(tid: i32, req: u32, note: i32, regs: &mut [u64; 128]) -> i64 {
+    let mut iov = libc::iovec {
+        iov_base: regs.as_mut_ptr().cast(),
+        iov_len: std::mem::size_of_val(regs),
+    };
+    // SAFETY: iov points at a live buffer large enough for the set.
+    unsafe { libc::ptrace(req, tid, note as usize, &mut iov) }
+}
+
+/// Flips one bit of register `which` of SPIN_REGS in thread `tid`.
+fn flip_register(tid: i32, which: usize) {
+    // SAFETY: ptrace of a thread of this test's own victim.
+    unsafe {
+        assert_eq!(libc::ptrace(libc::PTRACE_SEIZE, tid, 0, 0), 0, "seize");
+        assert_eq!(libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0), 0);
+        let mut status = 0;
+        assert_eq!(libc::waitpid(tid, &mut status, libc::__WALL), tid);
+    }
+    let (note, index) = SPIN_REGS[which];
+    let mut regs = [0u64; 128];
+    assert_eq!(regset(tid, libc::PTRACE_GETREGSET, note, &mut regs), 0);
+    regs[index] ^= 1 << 12;
+    assert_eq!(regset(tid, libc::PTRACE_SETREGSET, note, &mut regs), 0);
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::ptrace(libc::PTRACE_DETACH, tid, 0, 0) }, 0);
+}
+
+/// The spinner's register checks can fail: a general or a vector register
+/// changed behind its back (with ptrace) is reported.
+#[test]
+fn threads_victim_detects_a_changed_register() {
+    for which in 0..SPIN_REGS.len() {
+        let dir = scratch(&format!("threads-neg-{which}"));
+        let mut v = Victim::spawn(&dir, threads::victim);
+        flip_register(ready_value(&v, "spinner"), which);
+        v.go();
+        let report = v.wait_report(|| None);
+        let status = v.reap();
+        assert!(report.contains("register change"), "{which}: {report}");
+        assert_eq!(libc::WEXITSTATUS(status), 1);
+    }
+}
+
+/// The signals victim's checks can fail: a pending signal queued twice
+/// (as a restore that queues it again would) is reported.
+#[test]
+fn signals_victim_detects_a_doubled_pending_signal() {
+    let dir = scratch("signals-neg");
+    let mut v = Victim::spawn(&dir, signals::victim);
+    signals::queue(v.pid, 0, signals::shared_sig(), signals::SHARED_VALUE)
+        .unwrap_or_else(|m| panic!("{}", m.as_str()));
+    v.go();
+    let report = v.wait_report(|| None);
+    let status = v.reap();
+    assert!(report.contains("arrived 2 times"), "{report}");
+    assert_eq!(libc::WEXITSTATUS(status), 1);
+}

@@ -16,7 +16,7 @@ use crate::common::victim::{Child, Msg, Verdict, getpid, gettid, now_ns, read_fi
 
 const ALT_SIZE: usize = 64 * 1024;
 const USR2_VALUE: usize = 0x5157;
-const SHARED_VALUE: usize = 0x5348;
+pub const SHARED_VALUE: usize = 0x5348;
 const TIMER_VALUE: usize = 0x7117;
 const USR1_FLAGS: i32 = libc::SA_SIGINFO | libc::SA_RESTART;
 
@@ -90,7 +90,7 @@ extern "C" fn on_alrm(_: i32) {
     ALRMS.fetch_add(1, Ordering::SeqCst);
 }
 
-fn shared_sig() -> i32 {
+pub fn shared_sig() -> i32 {
     libc::SIGRTMIN() + 2
 }
 
@@ -151,9 +151,9 @@ fn install(sig: i32, handler: usize, flags: i32, mask: &[i32]) -> Verdict {
     Ok(())
 }
 
-/// Queues `sig` with SI_QUEUE and `value`, to thread `tid` or (tid 0) the
-/// process, as sigqueue(3) does.
-fn queue(sig: i32, tid: i32, value: usize) -> Verdict {
+/// Queues `sig` with SI_QUEUE and `value` to thread `tid` of `pid` or
+/// (tid 0) to the process, as sigqueue(3) does.
+pub fn queue(pid: i32, tid: i32, sig: i32, value: usize) -> Verdict {
     // SAFETY: a zeroed siginfo filled as the kernel's SI_QUEUE layout
     // (signo, errno, code, then pid, uid, value in the union).
     let r = unsafe {
@@ -165,9 +165,9 @@ fn queue(sig: i32, tid: i32, value: usize) -> Verdict {
         f.add(20).cast::<u32>().write(libc::getuid());
         f.add(24).cast::<usize>().write(value);
         if tid == 0 {
-            libc::syscall(libc::SYS_rt_sigqueueinfo, getpid(), sig, &info)
+            libc::syscall(libc::SYS_rt_sigqueueinfo, pid, sig, &info)
         } else {
-            libc::syscall(libc::SYS_rt_tgsigqueueinfo, getpid(), tid, sig, &info)
+            libc::syscall(libc::SYS_rt_tgsigqueueinfo, pid, tid, sig, &info)
         }
     };
     ensure!(r == 0, "queueing signal {sig}");
@@ -199,7 +199,7 @@ fn second_setup() -> Verdict {
         p as usize
     };
     ALT.store(alt, Ordering::SeqCst);
-    queue(libc::SIGUSR2, gettid(), USR2_VALUE)
+    queue(getpid(), gettid(), libc::SIGUSR2, USR2_VALUE)
 }
 
 fn second_check(tid: i32) -> Verdict {
@@ -370,7 +370,7 @@ fn setup() -> Result<libc::timer_t, Msg> {
         v?;
     }
     mask(libc::SIG_BLOCK, &[libc::SIGWINCH]);
-    queue(shared_sig(), 0, SHARED_VALUE)?;
+    queue(getpid(), 0, shared_sig(), SHARED_VALUE)?;
     setup_timers()
 }
 

@@ -343,11 +343,12 @@ fn check_spinner(before: u64) -> Verdict {
     );
     sleep_ms(30);
     let c1 = counter();
-    ensure!(c1 > c0, "the spinner stopped counting at {c1}");
+    // A mismatch stops the counting too; name the cause.
     ensure!(
         mismatch() == 0,
         "the spinner saw a register change (counter {c1})"
     );
+    ensure!(c1 > c0, "the spinner stopped counting at {c1}");
     // SAFETY: the table is read only now.
     let (gpr, vec) = unsafe { ((*spin_ptr()).gpr, (*spin_ptr()).vec) };
     ensure!(
