@@ -271,6 +271,7 @@ fn memory_victim_detects_a_changed_page() {
     assert!(report.starts_with("fail: "), "{report}");
     assert!(report.contains("big"), "names the region: {report}");
     assert_eq!(libc::WEXITSTATUS(status), 1);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn wait_state(pid: i32, want: char) {
@@ -423,7 +424,13 @@ const SPIN_REGS: [(i32, usize); 2] = [(libc::NT_PRSTATUS, 5), (libc::NT_PRFPREG,
 const SPIN_REGS: [(i32, usize); 2] = [(libc::NT_PRSTATUS, 19), (libc::NT_PRFPREG, 16)];
 
 /// Gets or sets register set `note` of a ptrace-stopped thread.
-fn regset(tid: i32, req: u32, note: i32, regs: &mut [u64; 128]) -> i64 {
+fn regset(tid: i32, set: bool, note: i32, regs: &mut [u64; 128]) -> i64 {
+    // The request's integer type differs between libcs: let it be inferred.
+    let req = if set {
+        libc::PTRACE_SETREGSET
+    } else {
+        libc::PTRACE_GETREGSET
+    };
     let mut iov = libc::iovec {
         iov_base: regs.as_mut_ptr().cast(),
         iov_len: std::mem::size_of_val(regs),
@@ -443,9 +450,9 @@ fn flip_register(tid: i32, which: usize) {
     }
     let (note, index) = SPIN_REGS[which];
     let mut regs = [0u64; 128];
-    assert_eq!(regset(tid, libc::PTRACE_GETREGSET, note, &mut regs), 0);
+    assert_eq!(regset(tid, false, note, &mut regs), 0);
     regs[index] ^= 1 << 12;
-    assert_eq!(regset(tid, libc::PTRACE_SETREGSET, note, &mut regs), 0);
+    assert_eq!(regset(tid, true, note, &mut regs), 0);
     // SAFETY: as above.
     assert_eq!(unsafe { libc::ptrace(libc::PTRACE_DETACH, tid, 0, 0) }, 0);
 }
@@ -463,6 +470,7 @@ fn threads_victim_detects_a_changed_register() {
         let status = v.reap();
         assert!(report.contains("register change"), "{which}: {report}");
         assert_eq!(libc::WEXITSTATUS(status), 1);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
@@ -479,4 +487,5 @@ fn signals_victim_detects_a_doubled_pending_signal() {
     let status = v.reap();
     assert!(report.contains("arrived 2 times"), "{report}");
     assert_eq!(libc::WEXITSTATUS(status), 1);
+    let _ = std::fs::remove_dir_all(&dir);
 }

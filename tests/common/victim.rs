@@ -280,10 +280,12 @@ pub struct Victim {
     reaped: bool,
 }
 
-/// A fresh scratch directory for one test, under cargo's test tmpdir.
+/// A fresh scratch directory for one test, under cargo's test tmpdir. The
+/// path does not depend on the run, so a failed test's images (tens of MiB)
+/// stay for a look until the next run replaces them.
 pub fn scratch(name: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("crest-victims-{}", std::process::id()))
+        .join("crest-victims")
         .join(name);
     let _ = std::fs::remove_dir_all(&p);
     std::fs::create_dir_all(&p).unwrap();
