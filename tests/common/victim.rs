@@ -98,9 +98,16 @@ impl Child {
     }
 
     /// Polls for the go file; the sleep is restarted across a checkpoint.
+    /// A victim whose test died gives up after a minute (a victim has no
+    /// PR_SET_PDEATHSIG: restore would bring it back, and a detached
+    /// restore's exiting crest would then kill it).
     pub fn wait_go(&self) {
+        let deadline = now_ns() + 60_000_000_000;
         // SAFETY: access only reads the path.
         while unsafe { libc::access(self.go.as_ptr(), libc::F_OK) } != 0 {
+            if now_ns() > deadline {
+                self.finish(Err(Msg::new(format_args!("no go file within 60 s"))));
+            }
             sleep_ms(2);
         }
     }
@@ -259,11 +266,10 @@ pub fn getpid() -> i32 {
 }
 
 /// The part every victim shares: a process of its own (own process group,
-/// /dev/null on 0-2, none of the harness's fds, killed with the test thread).
+/// /dev/null on 0-2, none of the harness's fds).
 fn prologue() -> bool {
     // SAFETY: raw calls in the forked child on its own fds.
     unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
         let ok = null >= 0 && (0..3).all(|fd| libc::dup2(null, fd) == fd);
         // cargo's pipes, the jobserver, other tests' files: not the victim's.

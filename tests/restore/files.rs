@@ -14,6 +14,9 @@ use crate::common::victim::{Child, Msg, Verdict, proc_numbers, read_file};
 pub const DATA: &str = "data.bin";
 const APPEND: &str = "append.log";
 const CWD: &str = "cwd";
+/// The directory held open: nothing is created in it after the dump, so its
+/// size and mtime (which restore may validate) stay as dumped.
+const FIXED: &str = "fixed";
 const APPEND_FD: i32 = 10;
 const DATA_FD: i32 = 11;
 const NULL_FD: i32 = 12;
@@ -32,6 +35,7 @@ pub fn prepare(dir: &Path) {
     std::fs::write(dir.join(DATA), data).unwrap();
     std::fs::write(dir.join(APPEND), b"").unwrap();
     std::fs::create_dir(dir.join(CWD)).unwrap();
+    std::fs::create_dir(dir.join(FIXED)).unwrap();
 }
 
 /// Opens `path` at exactly `fd`.
@@ -66,7 +70,7 @@ fn setup_fds(c: &Child) -> Verdict {
     open_at(&c.path(DATA), libc::O_RDONLY, DATA_FD)?;
     open_at(c"/dev/null", libc::O_RDWR, NULL_FD)?;
     open_at(
-        &c.path(""),
+        &c.path(FIXED),
         libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
         DIR_FD,
     )?;
