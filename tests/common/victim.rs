@@ -69,6 +69,8 @@ pub struct Child {
     ready_tmp: CString,
     ready: CString,
     go: CString,
+    ping: CString,
+    pong: CString,
     report_tmp: CString,
     report: CString,
 }
@@ -80,6 +82,8 @@ impl Child {
             ready_tmp: cpath(&dir.join("ready.tmp")),
             ready: cpath(&dir.join("ready")),
             go: cpath(&dir.join("go")),
+            ping: cpath(&dir.join("ping")),
+            pong: cpath(&dir.join("pong")),
             report_tmp: cpath(&dir.join("report.tmp")),
             report: cpath(&dir.join("report")),
         }
@@ -108,6 +112,9 @@ impl Child {
             if now_ns() > deadline {
                 self.finish(Err(Msg::new(format_args!("no go file within 60 s"))));
             }
+            // The test's "are you running your own code again?"
+            // SAFETY: live C strings.
+            unsafe { libc::rename(self.ping.as_ptr(), self.pong.as_ptr()) };
             sleep_ms(2);
         }
     }
@@ -353,6 +360,22 @@ impl Victim {
     /// Lets the victim check itself.
     pub fn go(&self) {
         std::fs::write(self.dir.join("go"), b"").unwrap();
+    }
+
+    /// Waits until the victim answers a ping from its wait loop: it runs
+    /// its own code (after a restore: the restore is complete). `quit` as
+    /// for wait_report.
+    pub fn ping(&self, mut quit: impl FnMut() -> Option<String>) {
+        let _ = std::fs::remove_file(self.dir.join("pong"));
+        std::fs::write(self.dir.join("ping"), b"").unwrap();
+        let start = Instant::now();
+        while !self.dir.join("pong").exists() {
+            if let Some(why) = quit() {
+                panic!("no pong from victim {}: {why}", self.pid);
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "no pong");
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// The report, once written.

@@ -12,7 +12,7 @@ use crate::common::victim::{Child, Msg, Verdict, proc_numbers, read_file};
 
 /// The file the victim reads; deleting it after a dump makes restore fail.
 pub const DATA: &str = "data.bin";
-const APPEND: &str = "append.log";
+pub const APPEND: &str = "append.log";
 const CWD: &str = "cwd";
 /// The directory held open: nothing is created in it after the dump, so its
 /// size and mtime (which restore may validate) stay as dumped.
