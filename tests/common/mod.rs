@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod victim;
+
 /// A parsed JSON value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Json {
