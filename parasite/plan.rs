@@ -37,6 +37,8 @@ pub const DONE_FAILED: u32 = 2;
 pub const STEP_START: u32 = 0;
 /// Moving vdso/vvar out of the way.
 pub const STEP_PARK: u32 = 1;
+/// Creating and filling the shared memory objects (`index`: the object).
+pub const STEP_SHMEM: u32 = 17;
 /// Mapping the VMAs (`index`: the VMA).
 pub const STEP_MAP: u32 = 2;
 /// Reading pages into place (`index`: the run).
@@ -96,6 +98,34 @@ pub struct PlanVma {
 
 /// [`PlanVma::fill`]: the VMA receives pages.
 pub const VMA_FILL: u32 = 1;
+/// [`PlanVma::fill`]: shared anonymous memory; `fd` is the index of its
+/// [`PlanShmem`], whose fd the restorer opened.
+pub const VMA_SHMEM: u32 = 2;
+
+/// A shared anonymous memory object: created at `tmp` (inside the
+/// restorer mapping) with MAP_SHARED|MAP_ANONYMOUS, filled from its own
+/// pages file, then reopened through /proc/self/map_files so every VMA of
+/// it maps the same object (and shows as `/dev/zero (deleted)`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanShmem {
+    /// Where the object is first mapped, whole.
+    pub tmp: u64,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its runs: `nr_runs` [`PlanRun`]s, addresses already at `tmp`.
+    pub runs: u64,
+    /// How many.
+    pub nr_runs: u64,
+    /// Its pages file's fd.
+    pub pages_fd: i32,
+    /// Padding.
+    pub pad: i32,
+    /// A u32 where the restorer leaves the object's fd.
+    pub fd_slot: u64,
+    /// `/proc/self/map_files/TMP-END`, NUL-terminated.
+    pub path: [u8; 64],
+}
 
 /// A run of pages to put in place.
 #[repr(C)]
@@ -284,6 +314,10 @@ pub struct RestorePlan {
     pub timers: u64,
     /// How many.
     pub nr_timers: u64,
+    /// Shared memory objects: `nr_shmem` [`PlanShmem`]s.
+    pub shmem: u64,
+    /// How many.
+    pub nr_shmem: u64,
     /// Process-wide pending signals: siginfos.
     pub shared_sigs: u64,
     /// How many.

@@ -270,6 +270,8 @@ pub mod nr {
     pub const SYS_futex: usize = 98;
     /// `clone3(2)`.
     pub const SYS_clone3: usize = 435;
+    /// `openat(2)`.
+    pub const SYS_openat: usize = 56;
     /// `close_range(2)`.
     pub const SYS_close_range: usize = 436;
     /// `mlock(2)`.

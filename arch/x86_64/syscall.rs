@@ -275,6 +275,8 @@ pub mod nr {
     pub const SYS_futex: usize = 202;
     /// `clone3(2)`.
     pub const SYS_clone3: usize = 435;
+    /// `openat(2)`.
+    pub const SYS_openat: usize = 257;
     /// `close_range(2)`.
     pub const SYS_close_range: usize = 436;
     /// `mlock(2)`.

@@ -11,7 +11,7 @@
 //! the place), and the specials' park slots lie inside it too.
 
 use super::calls::{self, Sys};
-use crate::plan::{PlanRun, PlanSpecial, PlanVma, RUN_ZERO, RestorePlan, VMA_FILL};
+use crate::plan::{PlanRun, PlanShmem, PlanSpecial, PlanVma, RUN_ZERO, RestorePlan, VMA_FILL, VMA_SHMEM};
 
 /// A failed item: its index and the negative errno.
 pub type Failed = (u32, isize);
@@ -60,6 +60,50 @@ pub fn place_specials(p: &RestorePlan) -> Result<(), Failed> {
     Ok(())
 }
 
+fn shmems(p: &RestorePlan) -> &'static [PlanShmem] {
+    table(p.shmem, p.nr_shmem)
+}
+
+const MAP_SHARED_ANON: u32 = 0x01 | 0x20;
+const PROT_RW: u32 = 0x1 | 0x2;
+const O_RDWR_CLOEXEC: usize = 0o2 | 0o2000000;
+const AT_FDCWD: isize = -100;
+
+/// Creates each shared memory object whole at its temporary place in the
+/// restorer mapping, reads its pages in, and opens it through
+/// /proc/self/map_files so the VMAs can map it.
+pub fn create_shmem(p: &RestorePlan) -> Result<(), Failed> {
+    for (i, s) in shmems(p).iter().enumerate() {
+        // SAFETY: tmp..tmp+size is a slice of the restorer mapping that
+        // crest reserved for this object.
+        at(i, unsafe { calls::mmap_fixed(s.tmp, s.size, PROT_RW, MAP_SHARED_ANON, -1, 0) })?;
+        fill(table(s.runs, s.nr_runs), s.pages_fd).map_err(|(_, e)| (i as u32, e))?;
+        let a = [AT_FDCWD as usize, s.path.as_ptr() as usize, O_RDWR_CLOEXEC, 0, 0];
+        // SAFETY: the kernel reads the NUL-terminated path from the plan.
+        let fd = at(i, unsafe { calls::call(crate::syscall::nr::SYS_openat, a) })?;
+        // SAFETY: fd_slot is a u32 crest reserved for this object.
+        unsafe { core::ptr::write_volatile(s.fd_slot as *mut u32, fd as u32) };
+    }
+    Ok(())
+}
+
+/// The fd of shared memory object `index` (opened by create_shmem).
+fn shmem_fd(p: &RestorePlan, index: i32) -> i32 {
+    let s = &shmems(p)[index as usize];
+    // SAFETY: create_shmem wrote the slot before any VMA is mapped.
+    unsafe { core::ptr::read_volatile(s.fd_slot as *const u32) as i32 }
+}
+
+/// Closes the shared memory objects' fds once every VMA maps them.
+pub fn close_shmem(p: &RestorePlan) -> Result<(), Failed> {
+    for i in 0..shmems(p).len() {
+        let fd = shmem_fd(p, i as i32) as usize;
+        // SAFETY: closes an fd create_shmem opened.
+        at(i, unsafe { calls::call(crate::syscall::nr::SYS_close, [fd, 0, 0, 0, 0]) })?;
+    }
+    Ok(())
+}
+
 /// Maps every VMA at its address, writable when pages go in.
 pub fn map_vmas(p: &RestorePlan) -> Result<(), Failed> {
     for (i, v) in vmas(p).iter().enumerate() {
@@ -68,15 +112,22 @@ pub fn map_vmas(p: &RestorePlan) -> Result<(), Failed> {
         } else {
             v.prot
         };
+        let fd = if v.fill == VMA_SHMEM { shmem_fd(p, v.fd) } else { v.fd };
         // SAFETY: the VMAs do not overlap the restorer mapping (module note).
-        at(i, unsafe { calls::mmap_fixed(v.start, v.len, prot, v.flags, v.fd, v.offset) })?;
+        at(i, unsafe { calls::mmap_fixed(v.start, v.len, prot, v.flags, fd, v.offset) })?;
     }
-    Ok(())
+    close_shmem(p)
 }
 
-/// Reads every run of pages into place; clears the zero runs.
+/// Reads every run of the process's private pages into place.
 pub fn fill_runs(p: &RestorePlan) -> Result<(), Failed> {
-    for (i, r) in table::<PlanRun>(p.runs, p.nr_runs).iter().enumerate() {
+    fill(table(p.runs, p.nr_runs), p.pages_fd)
+}
+
+/// Reads `runs` from the pages file `pages_fd` into place; clears the zero
+/// runs.
+fn fill(runs: &[PlanRun], pages_fd: i32) -> Result<(), Failed> {
+    for (i, r) in runs.iter().enumerate() {
         if r.file_off == RUN_ZERO {
             clear(r.addr, r.len);
             continue;
@@ -85,7 +136,7 @@ pub fn fill_runs(p: &RestorePlan) -> Result<(), Failed> {
         while done < r.len {
             // SAFETY: as above; the range stays inside the run.
             let got = at(i, unsafe {
-                calls::pread(p.pages_fd, r.addr + done, r.len - done, r.file_off + done)
+                calls::pread(pages_fd, r.addr + done, r.len - done, r.file_off + done)
             })?;
             if got == 0 {
                 // The pages file is shorter than its index said.

@@ -73,6 +73,7 @@ fn run_step(r: *mut PlanResults, p: &RestorePlan, s: u32, f: fn(&RestorePlan) ->
 pub fn run(p: &RestorePlan) -> ! {
     let r = p.results as *mut PlanResults;
     run_step(r, p, STEP_PARK, mem::park_specials);
+    run_step(r, p, STEP_SHMEM, mem::create_shmem);
     run_step(r, p, STEP_MAP, mem::map_vmas);
     run_step(r, p, STEP_FILL, mem::fill_runs);
     run_step(r, p, STEP_PROTECT, mem::protect_vmas);

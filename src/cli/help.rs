@@ -48,7 +48,7 @@ pub const COMMANDS: &[Command] = &[
                   actions, timers, memory pages...), removes the parasite and writes the\n\
                   image to DIR, inventory.img last. Then the process is killed, or with -R\n\
                   resumed exactly as before (a stopped process stays stopped). What crest\n\
-                  cannot dump yet (sockets, eventfd, pipes, shared anonymous memory...) is\n\
+                  cannot dump yet (sockets, eventfd, SysV shared memory...) is\n\
                   refused before the process is touched. On any failure the process is\n\
                   left running as before and DIR has no inventory.img. Exit status: 0 on\n\
                   success, 1 on failure, 2 for a usage error.",

@@ -25,6 +25,7 @@ pub mod mm;
 pub mod pages;
 pub mod parasite_state;
 pub mod run;
+pub mod shmem;
 pub mod signals;
 pub mod task;
 pub mod vma;

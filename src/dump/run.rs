@@ -115,15 +115,22 @@ fn pid_u32(pid: Pid) -> Result<u32> {
 /// files and seccomp filters.
 fn refuse_unsupported(state: &ProcessState) -> Result<()> {
     let pid = state.process.pid;
-    if let Some(v) = state
-        .mm
-        .vmas
-        .iter()
-        .find(|v| matches!(v.backing, Backing::AnonShared { .. }))
-    {
+    let unsupported = |v: &&crate::image::vma::Vma| {
+        matches!(v.backing, Backing::AnonShared { .. }) && !super::shmem::supported(v)
+    };
+    if let Some(v) = state.mm.vmas.iter().find(unsupported) {
+        let kind = if v.name.starts_with(b"/SYSV") {
+            "System V shared memory"
+        } else if v.name.starts_with(b"[anon_shmem:") {
+            "named shared anonymous memory"
+        } else {
+            "a shared memfd mapping"
+        };
         return Err(Error::Unsupported(format!(
-            "pid {pid} has shared anonymous memory at {:#x}-{:#x}, whose contents crest cannot dump yet",
-            v.start, v.end
+            "pid {pid} maps {kind} at {:#x}-{:#x} ({}), which crest cannot dump yet",
+            v.start,
+            v.end,
+            String::from_utf8_lossy(&v.name)
         )));
     }
     Ok(())
@@ -177,6 +184,10 @@ fn dump_inside(
     fault_point(pid, "parasite-state")?;
     info!("pid {pid}: dumping memory pages");
     super::pages::dump_pages(seized, parasite, &state.mm.vmas, d)?;
+    let objects = super::shmem::dump_shmem(pid as u32, &state.mm.vmas, d)?;
+    if objects > 0 {
+        info!("pid {pid}: dumped {objects} shared memory object(s)");
+    }
     fault_point(pid, "pages")
 }
 

@@ -33,6 +33,8 @@ pub struct Images {
     pub files: FilesImage,
     /// pagemap-PID.img.
     pub pages: PageIndex,
+    /// pagemap-shmem-ID.img of each shared memory object, by shmid.
+    pub shmem: Vec<(u64, PageIndex)>,
 }
 
 /// Loads and checks the image in `dir`.
@@ -52,6 +54,7 @@ pub fn load(dir: &std::path::Path) -> Result<Images> {
     let mm = MmImage::load(&d, pid)?;
     let files = FilesImage::load(&d, pid)?;
     let pages = PageIndex::load(&d, &pagemap_file(pid))?;
+    let shmem = load_shmem(&d, &mm)?;
     check_threads(&process, &task)?;
     check_fpu(&task, &inventory)?;
     Ok(Images {
@@ -62,7 +65,22 @@ pub fn load(dir: &std::path::Path) -> Result<Images> {
         mm,
         files,
         pages,
+        shmem,
     })
+}
+
+/// The page index of every shared memory object the VMAs map, once each.
+fn load_shmem(d: &ImageDir, mm: &MmImage) -> Result<Vec<(u64, PageIndex)>> {
+    let mut out: Vec<(u64, PageIndex)> = Vec::new();
+    for v in &mm.vmas {
+        if let crate::image::vma::Backing::AnonShared { shmid } = v.backing
+            && !out.iter().any(|(id, _)| *id == shmid)
+        {
+            let idx = PageIndex::load(d, &crate::image::dir::shmem_pagemap_file(shmid))?;
+            out.push((shmid, idx));
+        }
+    }
+    Ok(out)
 }
 
 fn check_machine(inv: &Inventory) -> Result<()> {

@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 
-use crate::blob::plan::{PlanRun, PlanSpecial, PlanVma, RUN_ZERO, VMA_FILL};
+use crate::blob::plan::{PlanRun, PlanShmem, PlanSpecial, PlanVma, RUN_ZERO, VMA_FILL, VMA_SHMEM};
 use crate::error::{Error, Result};
 use crate::image::files::FileId;
 use crate::image::pagemap::RunKind;
@@ -128,9 +128,19 @@ fn is_special(v: &Vma) -> bool {
 }
 
 /// The mmap recreating each ordinary VMA (specials are moved, not mapped).
-pub fn plan_vmas(vmas: &[Vma], pages: &PageIndex, fds: &mut HelperFds) -> Result<Vec<PlanVma>> {
+/// `shmids` lists the shared memory objects in plan order.
+pub fn plan_vmas(
+    vmas: &[Vma],
+    pages: &PageIndex,
+    shmids: &[u64],
+    fds: &mut HelperFds,
+) -> Result<Vec<PlanVma>> {
     let mut out = Vec::new();
     for v in vmas.iter().filter(|v| !is_special(v)) {
+        if let Backing::AnonShared { shmid } = v.backing {
+            out.push(shmem_vma(v, shmid, shmids, pages.page_size)?);
+            continue;
+        }
         let (fd, kind) = match &v.backing {
             Backing::AnonPrivate => (-1, MAP_PRIVATE | MAP_ANONYMOUS),
             Backing::FilePrivate { path, id } => {
@@ -144,13 +154,7 @@ pub fn plan_vmas(vmas: &[Vma], pages: &PageIndex, fds: &mut HelperFds) -> Result
                     MAP_SHARED,
                 )
             }
-            Backing::AnonShared { .. } => {
-                return Err(Error::Unsupported(format!(
-                    "the shared anonymous mapping at {:#x} cannot be restored yet",
-                    v.start
-                )));
-            }
-            _ => unreachable!("specials are filtered out above"),
+            _ => unreachable!("specials and shared memory are handled above"),
         };
         let fill = if has_runs(pages, v.start, v.end) {
             VMA_FILL
@@ -166,6 +170,86 @@ pub fn plan_vmas(vmas: &[Vma], pages: &PageIndex, fds: &mut HelperFds) -> Result
             fd,
             fill,
             advice: advice(v.advice),
+        });
+    }
+    Ok(out)
+}
+
+/// A VMA of shared memory object `shmid`: mapped from the object the
+/// restorer recreates (index `fd` in the plan's shmem table).
+fn shmem_vma(v: &Vma, shmid: u64, shmids: &[u64], page: u64) -> Result<PlanVma> {
+    if v.name != b"/dev/zero (deleted)" {
+        return Err(Error::Unsupported(format!(
+            "the shared mapping at {:#x} ({}) cannot be restored yet",
+            v.start,
+            String::from_utf8_lossy(&v.name)
+        )));
+    }
+    let index = shmids
+        .iter()
+        .position(|&s| s == shmid)
+        .unwrap_or(usize::MAX);
+    Ok(PlanVma {
+        start: v.start,
+        len: v.end - v.start,
+        offset: v.pgoff * page,
+        prot: v.prot,
+        flags: MAP_SHARED | (v.flags & MAP_NORESERVE),
+        fd: index as i32,
+        fill: VMA_SHMEM,
+        advice: advice(v.advice),
+    })
+}
+
+/// The shared memory objects: each created whole in the restorer mapping
+/// (`size` bytes: the furthest any VMA or stored page reaches), its present
+/// runs at their offsets there.
+pub fn plan_shmem(
+    l: &mut super::layout::Layout,
+    vmas: &[Vma],
+    objects: &[(u64, PageIndex)],
+    fds: &mut HelperFds,
+    dir: &crate::image::ImageDir,
+) -> Result<Vec<PlanShmem>> {
+    let mut out = Vec::new();
+    for (shmid, idx) in objects {
+        let page = idx.page_size;
+        let mapped = vmas
+            .iter()
+            .filter(|v| v.backing == (Backing::AnonShared { shmid: *shmid }))
+            .map(|v| v.pgoff * page + (v.end - v.start));
+        let stored = idx.runs.iter().map(|r| r.vaddr + r.nr_pages * page);
+        let size = mapped
+            .chain(stored)
+            .max()
+            .unwrap_or(page)
+            .next_multiple_of(page);
+        let tmp = l.alloc_pages(size as usize)?;
+        let runs: Vec<PlanRun> = idx
+            .runs
+            .iter()
+            .filter(|r| r.kind == RunKind::Present)
+            .map(|r| PlanRun {
+                addr: tmp + r.vaddr,
+                len: r.nr_pages * page,
+                file_off: idx.data_offset(r, 0),
+            })
+            .collect();
+        let file = dir.open_file(&idx.head.pages_file)?;
+        let pages_fd = fds.keep(file.into(), b"", false)?;
+        let fd_slot = l.alloc(4, 4)?;
+        let mut path = [0u8; 64];
+        let text = format!("/proc/self/map_files/{:x}-{:x}", tmp, tmp + size);
+        path[..text.len()].copy_from_slice(text.as_bytes());
+        out.push(PlanShmem {
+            tmp,
+            size,
+            runs: l.put_slice(&runs)?,
+            nr_runs: runs.len() as u64,
+            pages_fd,
+            pad: 0,
+            fd_slot,
+            path,
         });
     }
     Ok(out)

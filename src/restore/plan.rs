@@ -52,14 +52,44 @@ fn size_needed(img: &Images, vmas: usize, specials: &[PlanSpecial]) -> usize {
         + img.task.creds.groups.len() * 4
         + img.mm.mm.auxv.len() * 16
         + specials.iter().map(|s| s.len as usize).sum::<usize>()
+        + shmem_bytes(img)
         + 16 * page
+}
+
+/// Room for the shared memory objects (each whole, with its runs).
+fn shmem_bytes(img: &Images) -> usize {
+    let page = img.pages.page_size;
+    img.shmem
+        .iter()
+        .map(|(id, idx)| {
+            let mapped =
+                img.mm.vmas.iter().filter(|v| {
+                    v.backing == (crate::image::vma::Backing::AnonShared { shmid: *id })
+                });
+            let size = mapped
+                .map(|v| v.pgoff * page + v.end - v.start)
+                .max()
+                .unwrap_or(0);
+            let stored = idx
+                .runs
+                .iter()
+                .map(|r| r.vaddr + r.nr_pages * page)
+                .max()
+                .unwrap_or(0);
+            size.max(stored) as usize
+                + idx.runs.len() * size_of::<PlanRun>()
+                + 2 * page as usize
+                + size_of::<PlanShmem>()
+        })
+        .sum()
 }
 
 /// Everything the restorer needs, in a fresh mapping.
 pub fn build(img: &Images, helper_base: i32) -> Result<Built> {
     let blob = crate::blob::restorer();
     let mut fds = HelperFds::new(helper_base);
-    let vmas = mem::plan_vmas(&img.mm.vmas, &img.pages, &mut fds)?;
+    let shmids: Vec<u64> = img.shmem.iter().map(|(id, _)| *id).collect();
+    let vmas = mem::plan_vmas(&img.mm.vmas, &img.pages, &shmids, &mut fds)?;
     let runs = mem::plan_runs(&img.pages, &vmas)?;
     let mut specials = mem::plan_specials(&img.mm.vmas)?;
     let pages_file = img.dir.open_file(&img.pages.head.pages_file)?;
@@ -70,6 +100,7 @@ pub fn build(img: &Images, helper_base: i32) -> Result<Built> {
     for s in &mut specials {
         s.park = l.alloc_pages(s.len as usize)?;
     }
+    let shmem = mem::plan_shmem(&mut l, &img.mm.vmas, &img.shmem, &mut fds, &img.dir)?;
     let results = l.alloc(size_of::<PlanResults>(), 64)?;
     l.put(results, &PlanResults::default());
     let plan_addr = l.alloc(size_of::<RestorePlan>(), 64)?;
@@ -80,6 +111,8 @@ pub fn build(img: &Images, helper_base: i32) -> Result<Built> {
     plan.runs = l.put_slice(&runs)?;
     plan.nr_runs = runs.len() as u64;
     plan.pages_fd = pages_fd;
+    plan.shmem = l.put_slice(&shmem)?;
+    plan.nr_shmem = shmem.len() as u64;
     plan.nr_special = specials.len() as u32;
     plan.special[..specials.len()].copy_from_slice(&specials);
     plan.close_from = fds.base();
@@ -109,6 +142,8 @@ fn empty_plan(results: u64) -> RestorePlan {
         nr_threads: 0,
         timers: 0,
         nr_timers: 0,
+        shmem: 0,
+        nr_shmem: 0,
         shared_sigs: 0,
         nr_shared_sigs: 0,
         pages_fd: -1,

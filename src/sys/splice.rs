@@ -59,6 +59,28 @@ pub fn pipe_size(pipe: BorrowedFd<'_>) -> SysResult<usize> {
     unsafe { syscall!(Sysno::fcntl, pipe.as_raw_fd(), F_GETPIPE_SZ) }
 }
 
+/// sendfile(2) of up to `len` bytes from `from` at `*off_in` to `to` at its
+/// file position; advances `*off_in` and returns the bytes moved (0 at end
+/// of file). The kernel copies, crest never sees the bytes, and unlike
+/// copy_file_range the two files may be on different file systems.
+pub fn sendfile(
+    to: BorrowedFd<'_>,
+    from: BorrowedFd<'_>,
+    off_in: &mut u64,
+    len: usize,
+) -> SysResult<usize> {
+    // SAFETY: the kernel reads and updates the one u64 at off_in.
+    unsafe {
+        syscall!(
+            Sysno::sendfile,
+            to.as_raw_fd(),
+            from.as_raw_fd(),
+            off_in as *mut u64,
+            len
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

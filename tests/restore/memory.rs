@@ -117,6 +117,53 @@ struct Regions {
     private_fd: i32,
     heap: *mut u64,
     brk: usize,
+    anon_shared: *mut u64,
+    alias: *mut u64,
+}
+
+/// Pages of the shared anonymous object (the last one never touched).
+const SHM_PAGES: usize = 4;
+
+/// A MAP_SHARED|MAP_ANONYMOUS object and a second mapping of the same
+/// object (mremap with old size 0 duplicates a shared mapping): a write
+/// through one must show through the other.
+fn shared_anon() -> Result<(*mut u64, *mut u64), Msg> {
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    let a = map(
+        SHM_PAGES * PAGE,
+        rw,
+        libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+        -1,
+    )?;
+    fill(a, 9, 0..SHM_PAGES - 1);
+    // SAFETY: duplicates this victim's own shared mapping elsewhere.
+    let b = unsafe { libc::mremap(a.cast(), 0, SHM_PAGES * PAGE, libc::MREMAP_MAYMOVE) };
+    ensure!(b != libc::MAP_FAILED, "mremap alias");
+    Ok((a, b.cast()))
+}
+
+fn check_shared_anon(r: &Regions) -> Verdict {
+    for p in [r.anon_shared, r.alias] {
+        let perms = maps_perms(p as usize);
+        ensure!(
+            perms == Some(*b"rw-s"),
+            "shared anonymous memory maps as {perms:?}"
+        );
+        ensure!(
+            bad_page(p, 9, 0..SHM_PAGES - 1).is_none(),
+            "shared anonymous page differs"
+        );
+        ensure!(
+            zero_page(p, SHM_PAGES - 1),
+            "untouched shared anonymous page is not zero"
+        );
+    }
+    fill(r.anon_shared, 10, SHM_PAGES - 1..SHM_PAGES);
+    ensure!(
+        bad_page(r.alias, 10, SHM_PAGES - 1..SHM_PAGES).is_none(),
+        "the two mappings of one shared object are no longer shared"
+    );
+    Ok(())
 }
 
 fn setup(c: &Child) -> Result<Regions, Msg> {
@@ -161,6 +208,7 @@ fn setup(c: &Child) -> Result<Regions, Msg> {
     fill(heap, 6, 0..HEAP_BYTES / PAGE);
     // SAFETY: brk(0) only queries the break.
     let brk = unsafe { libc::syscall(libc::SYS_brk, 0usize) } as usize;
+    let (anon_shared, alias) = shared_anon()?;
     Ok(Regions {
         big,
         ro,
@@ -171,6 +219,8 @@ fn setup(c: &Child) -> Result<Regions, Msg> {
         private_fd,
         heap,
         brk,
+        anon_shared,
+        alias,
     })
 }
 
@@ -279,6 +329,7 @@ pub fn victim(c: &Child) -> Verdict {
     check_big(&r)?;
     check_protected(&r)?;
     check_files(&r)?;
+    check_shared_anon(&r)?;
     ensure!(
         bad_page(r.heap, 6, 0..HEAP_BYTES / PAGE).is_none(),
         "malloc'd buffer differs"

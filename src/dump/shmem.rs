@@ -1,0 +1,109 @@
+//! Shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS, which maps show as
+//! `/dev/zero (deleted)`): each shmem object
+//! once, by inode, into pagemap-shmem-ID.img and pages-shmem-ID.img, where a
+//! run's "address" is its byte offset in the object.
+//!
+//! The object is read through `/proc/PID/map_files/START-END`, which opens
+//! the very shmem file behind the mapping (CAP_SYS_ADMIN). That sees every
+//! page the object holds, also pages this process never touched (another
+//! process sharing it may have written them), which the process's pagemap
+//! would miss; SEEK_DATA/SEEK_HOLE find the allocated pages (swapped ones
+//! included) and sendfile moves them into the pages file without
+//! passing through crest. The process is seized meanwhile, so nothing in it
+//! writes to the object.
+//!
+//! SysV shared memory, memfd mappings and named shared anonymous memory
+//! (`[anon_shmem:NAME]`) are refused before the dump: they need their IPC
+//! object, fd or name restored with them.
+
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd};
+
+use crate::error::{Error, Result};
+use crate::image::ImageDir;
+use crate::image::dir::{shmem_pagemap_file, shmem_pages_file};
+use crate::image::pagemap::Space;
+use crate::image::pages::PageWriter;
+use crate::image::vma::{Backing, Vma};
+use crate::sys::fdtable::lseek;
+use crate::sys::splice::sendfile;
+
+const SEEK_DATA: u32 = 3;
+const SEEK_HOLE: u32 = 4;
+
+/// Whether crest can dump the shared anonymous mapping `v` (by its name).
+pub fn supported(v: &Vma) -> bool {
+    v.name == b"/dev/zero (deleted)"
+}
+
+/// Dumps every shmem object `vmas` map, once each; returns how many.
+pub fn dump_shmem(pid: u32, vmas: &[Vma], dir: &ImageDir) -> Result<usize> {
+    let mut done: Vec<u64> = Vec::new();
+    for v in vmas {
+        let Backing::AnonShared { shmid } = v.backing else {
+            continue;
+        };
+        if done.contains(&shmid) {
+            continue;
+        }
+        dump_object(pid, v, shmid, dir)?;
+        done.push(shmid);
+    }
+    Ok(done.len())
+}
+
+fn dump_object(pid: u32, v: &Vma, shmid: u64, dir: &ImageDir) -> Result<()> {
+    let path = format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end);
+    let file = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
+    let size = file
+        .metadata()
+        .map_err(|e| Error::io("stat", &path, e))?
+        .len();
+    let space = Space::Shmem(shmid);
+    let mut w = PageWriter::create(
+        dir,
+        &shmem_pagemap_file(shmid),
+        &shmem_pages_file(shmid),
+        space,
+    )?;
+    let page = crate::sys::mm::page_size() as u64;
+    let fd = file.as_raw_fd();
+    let mut off = 0;
+    while off < size {
+        let data = match lseek(fd, off as i64, SEEK_DATA) {
+            Ok(d) => d,
+            Err(crate::sys::Errno::ENXIO) => break,
+            Err(e) => return Err(Error::sys("lseek(SEEK_DATA)", path.clone(), e)),
+        };
+        let hole = lseek(fd, data as i64, SEEK_HOLE)
+            .map_err(|e| Error::sys("lseek(SEEK_HOLE)", path.clone(), e))?
+            .min(size);
+        let (start, end) = (
+            data / page * page,
+            hole.next_multiple_of(page).min(size.next_multiple_of(page)),
+        );
+        w.add_pages_with(start, (end - start) / page, |out, bytes| {
+            copy_all(&file, start, out, bytes)
+        })?;
+        off = end;
+    }
+    w.finish()?;
+    Ok(())
+}
+
+/// Copies `bytes` of `from` at `at` to `to`'s position; a short object
+/// (truncated meanwhile) is an error, never a short run.
+fn copy_all(from: &File, mut at: u64, to: &mut File, bytes: u64) -> std::io::Result<u64> {
+    let mut done = 0;
+    while done < bytes {
+        let n = sendfile(to.as_fd(), from.as_fd(), &mut at, (bytes - done) as usize)
+            .map_err(|e| std::io::Error::from_raw_os_error(e.into_raw()))?;
+        if n == 0 {
+            return Err(std::io::Error::other(
+                "the shared memory object shrank during the dump",
+            ));
+        }
+        done += n as u64;
+    }
+    Ok(done)
+}
