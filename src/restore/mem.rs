@@ -3,7 +3,7 @@
 //! (opened here, in crest, and checked against the identity recorded at
 //! dump time), and the special mappings (vdso, vvar) to move.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 
@@ -69,9 +69,9 @@ impl HelperFds {
 
     /// Moves `fd` into the helper range and keeps it open.
     pub fn keep(&mut self, fd: OwnedFd, path: &[u8], write: bool) -> Result<i32> {
-        let moved = crate::sys::spawn::dup_at_least(fd.as_fd(), self.base)
+        let raw = crate::sys::fdtable::dup_at_least(fd.as_raw_fd(), self.base)
             .map_err(|e| Error::sys("fcntl(F_DUPFD)", "moving a file for the restorer", e))?;
-        let raw = moved.as_raw_fd();
+        let moved = crate::sys::fd::own(raw as usize);
         self.open.push((path.to_vec(), write, moved));
         Ok(raw)
     }

@@ -259,17 +259,17 @@ pub fn kcmp_epoll_tfd(pid1: Pid, pid2: Pid, file_fd: i32, efd: u32, tfd: u32) ->
 /// The kernel's `struct clone_args` up to `set_tid_size` (CLONE_ARGS_SIZE_VER1).
 #[repr(C)]
 #[derive(Debug, Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
+pub(super) struct CloneArgs {
+    pub(super) flags: u64,
+    pub(super) pidfd: u64,
+    pub(super) child_tid: u64,
+    pub(super) parent_tid: u64,
+    pub(super) exit_signal: u64,
+    pub(super) stack: u64,
+    pub(super) stack_size: u64,
+    pub(super) tls: u64,
+    pub(super) set_tid: u64,
+    pub(super) set_tid_size: u64,
 }
 
 /// clone3(2) like fork (no shared memory, SIGCHLD on exit) with the child's

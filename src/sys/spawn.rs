@@ -7,28 +7,12 @@
 //! code like a forked one until it jumps into the blob, which never comes
 //! back.
 
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use syscalls::{Sysno, syscall};
 
+use super::process::CloneArgs;
 use super::{Pid, SysResult};
-
-/// The kernel's `struct clone_args` up to `set_tid_size`.
-#[repr(C)]
-#[derive(Debug, Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-}
 
 /// clone3(2) like fork, with the child's pid `pid`: returns the pid in the
 /// parent and 0 in the child. EEXIST: the pid is taken.
@@ -70,15 +54,6 @@ pub fn setpgid(pid: Pid, pgid: Pid) -> SysResult<()> {
     unsafe { syscall!(Sysno::setpgid, pid, pgid) }.map(drop)
 }
 
-/// fcntl(F_DUPFD_CLOEXEC): a copy of `fd` at the lowest number >= `min`.
-pub fn dup_at_least(fd: BorrowedFd<'_>, min: i32) -> SysResult<OwnedFd> {
-    const F_DUPFD_CLOEXEC: i32 = 1030;
-    // SAFETY: no pointers are passed.
-    let r = unsafe { syscall!(Sysno::fcntl, fd.as_raw_fd(), F_DUPFD_CLOEXEC, min) }?;
-    // SAFETY: the kernel just created this fd for us.
-    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
-}
-
 /// FUTEX_WAIT (shared) on the u32 at `addr` while it holds `val`, at most
 /// `timeout`. The word may be changed by another process that maps the
 /// same memory; a spurious or early return is normal, callers re-check.
@@ -110,6 +85,9 @@ pub unsafe fn jump_to_blob(entry: usize) -> ! {
 /// The calling thread's rseq registration as glibc made it (address,
 /// length, signature), or zeros: the restorer must drop it before it
 /// unmaps the memory the kernel writes to. musl does not register rseq.
+/// glibc 2.35+ exports where the area lies relative to the thread pointer;
+/// it registers at least 32 bytes (the original struct rseq) even where
+/// `__rseq_size` names a smaller feature size.
 pub fn own_rseq() -> (u64, u32, u32) {
     #[cfg(target_env = "gnu")]
     {

@@ -59,48 +59,9 @@ impl Drop for Loaded {
     }
 }
 
-/// The rseq registration of the calling thread as (address, length,
-/// signature), which a forked child inherits; zeros when the C library
-/// registers none (musl). glibc 2.35+ exports where the area lies relative
-/// to the thread pointer; it registers at least 32 bytes (the original
-/// struct rseq) even where `__rseq_size` names a smaller feature size.
-pub fn own_rseq() -> (u64, u32, u32) {
-    #[cfg(target_env = "gnu")]
-    {
-        unsafe extern "C" {
-            static __rseq_offset: isize;
-            static __rseq_size: u32;
-        }
-        // SAFETY: both are plain data glibc initialises before main.
-        let (offset, size) = unsafe { (__rseq_offset, __rseq_size) };
-        if size == 0 {
-            return (0, 0, 0);
-        }
-        let tp: u64;
-        // SAFETY: reads the thread pointer, no memory access but fs:0,
-        // which glibc keeps pointing at the thread control block itself.
-        #[cfg(target_arch = "x86_64")]
-        unsafe {
-            std::arch::asm!("mov {}, fs:0", out(reg) tp)
-        };
-        // SAFETY: reads the thread pointer register.
-        #[cfg(target_arch = "aarch64")]
-        unsafe {
-            std::arch::asm!("mrs {}, tpidr_el0", out(reg) tp)
-        };
-        #[cfg(target_arch = "x86_64")]
-        const RSEQ_SIG: u32 = 0x5305_3053;
-        #[cfg(target_arch = "aarch64")]
-        const RSEQ_SIG: u32 = 0xd428_bc00;
-        (
-            tp.wrapping_add_signed(offset as i64),
-            size.max(32),
-            RSEQ_SIG,
-        )
-    }
-    #[cfg(not(target_env = "gnu"))]
-    (0, 0, 0)
-}
+/// The rseq registration of the calling thread, which a forked child
+/// inherits (crest's own helper, used by restore too).
+pub use crest::sys::spawn::own_rseq;
 
 /// How the child that ran the blob ended, or where it stopped if traced.
 #[derive(Debug, PartialEq, Eq)]
