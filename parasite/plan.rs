@@ -359,7 +359,18 @@ pub struct RestorePlan {
     pub mm: MmMap,
     /// Credentials.
     pub creds: PlanCreds,
+    /// Fault injection for tests: the step (`STEP_*`) to fail on purpose
+    /// with ECANCELED, or [`NO_FAULT`].
+    pub fault_step: u32,
+    /// Padding.
+    pub pad: u32,
 }
+
+/// [`RestorePlan::fault_step`] when no fault is injected.
+pub const NO_FAULT: u32 = u32::MAX;
+/// The errno an injected fault reports (ECANCELED, the same on x86_64 and
+/// aarch64).
+pub const FAULT_ERRNO: isize = 125;
 
 const _: () = {
     assert!(core::mem::size_of::<PlanVma>() == 48);

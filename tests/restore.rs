@@ -526,3 +526,43 @@ fn restore_exits_128_plus_the_signal() {
     v.forget();
     let _ = std::fs::remove_dir_all(&v.dir);
 }
+
+/// All or nothing: a restore that fails at any step, in crest or in the
+/// restorer blob (CREST_FAULT injects the failure), exits 1 naming the
+/// step and leaves no process or thread behind; the image stays good, so a
+/// last restore without the fault brings the victim back and it passes.
+#[test]
+fn a_failed_restore_leaves_nothing_behind_at_every_step() {
+    let dir = scratch("fault-steps");
+    let mut v = Victim::spawn(&dir, threads::victim);
+    let tids: Vec<i32> = std::fs::read_dir(format!("/proc/{}/task", v.pid))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(tids.len() > 1, "the threads victim has threads: {tids:?}");
+    let img = dump(&v, &[]);
+    assert!(libc::WIFSIGNALED(v.reap()));
+    let restorer = crest::restore::run::RESTORER_STEPS.map(|s| format!("restorer-{s}"));
+    let steps = crest::restore::run::FAULT_STEPS
+        .iter()
+        .map(|s| s.to_string());
+    for step in steps.chain(restorer) {
+        let out = Command::new(env!("CARGO_BIN_EXE_crest"))
+            .args(["restore", "-D", img.to_str().unwrap()])
+            .env("CREST_FAULT", &step)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{step}: {err}");
+        assert!(
+            err.contains("fault injection") || err.contains("ECANCELED"),
+            "{step}: the reason is the injected fault: {err}"
+        );
+        for &tid in &tids {
+            assert!(pid_gone(tid), "{step}: task {tid} was left behind");
+        }
+    }
+    restore_and_check(&mut v, &img, false);
+    let _ = std::fs::remove_dir_all(&dir);
+}

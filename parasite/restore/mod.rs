@@ -21,9 +21,14 @@ use core::sync::atomic::{Ordering, fence};
 
 use crate::plan::*;
 
-fn step(r: *mut PlanResults, s: u32) {
+/// Records that step `s` runs, and fails it at once when the plan injects a
+/// fault there (tests of the failure paths).
+fn step(r: *mut PlanResults, p: &RestorePlan, s: u32) {
     // SAFETY: results is valid for the blob's life (module note).
     unsafe { write_volatile(&raw mut (*r).step, s) };
+    if p.fault_step == s {
+        fail(r, s, 0, -FAULT_ERRNO)
+    }
 }
 
 /// Publishes the end (`done`) and wakes crest.
@@ -61,7 +66,7 @@ pub fn fail(r: *mut PlanResults, s: u32, index: u32, err: isize) -> ! {
 
 /// Runs step `s` with `f`, or fails with what it reports.
 fn run_step(r: *mut PlanResults, p: &RestorePlan, s: u32, f: fn(&RestorePlan) -> Result<(), mem::Failed>) {
-    step(r, s);
+    step(r, p, s);
     if let Err((i, e)) = f(p) {
         fail(r, s, i, e)
     }
@@ -72,6 +77,7 @@ fn run_step(r: *mut PlanResults, p: &RestorePlan, s: u32, f: fn(&RestorePlan) ->
 /// relocations, which a blob must not have.)
 pub fn run(p: &RestorePlan) -> ! {
     let r = p.results as *mut PlanResults;
+    step(r, p, STEP_START);
     run_step(r, p, STEP_PARK, mem::park_specials);
     run_step(r, p, STEP_SHMEM, mem::create_shmem);
     run_step(r, p, STEP_MAP, mem::map_vmas);
@@ -84,26 +90,26 @@ pub fn run(p: &RestorePlan) -> ! {
     run_step(r, p, STEP_TIMERS, state::timers);
     run_step(r, p, STEP_RLIMITS, state::rlimits);
     run_step(r, p, STEP_MISC, state::misc);
-    step(r, STEP_CLOSE);
+    step(r, p, STEP_CLOSE);
     if let Err((i, e)) = state::close_fds(p) {
         fail(r, STEP_CLOSE, i, e)
     }
     let leader = &threads::threads(p)[0];
-    step(r, STEP_THREAD);
+    step(r, p, STEP_THREAD);
     if let Err((i, e)) = threads::own_state(leader, 0) {
         fail(r, STEP_THREAD, i, e)
     }
-    step(r, STEP_SIGNALS);
+    step(r, p, STEP_SIGNALS);
     let queued = threads::queue_signals(p.shared_sigs, p.nr_shared_sigs, 0)
         .and_then(|_| threads::queue_signals(leader.sigs, leader.nr_sigs, leader.tid));
     if let Err((i, e)) = queued {
         fail(r, STEP_SIGNALS, i, e)
     }
-    step(r, STEP_CLONE);
+    step(r, p, STEP_CLONE);
     if let Err((i, e)) = threads::clone_threads(p) {
         fail(r, STEP_CLONE, i, e)
     }
-    step(r, STEP_CREDS);
+    step(r, p, STEP_CREDS);
     if let Err(e) = threads::creds(&p.creds, p.no_new_privs) {
         fail(r, STEP_CREDS, 0, e)
     }

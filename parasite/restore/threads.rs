@@ -141,6 +141,10 @@ extern "C" fn thread_main(entry: usize) -> ! {
     let p = unsafe { &*(t.plan as *const RestorePlan) };
     let r = p.results as *mut PlanResults;
     let i = (entry - p.threads as usize) / core::mem::size_of::<PlanThread>();
+    if p.fault_step == crate::plan::STEP_CREDS {
+        // Injected fault: a new thread fails while the leader waits for it.
+        super::fail(r, crate::plan::STEP_CREDS, i as u32, -crate::plan::FAULT_ERRNO)
+    }
     let steps = own_state(t, i)
         .map_err(|e| (crate::plan::STEP_THREAD, e))
         .and_then(|_| queue_signals(t.sigs, t.nr_sigs, t.tid).map_err(|e| (crate::plan::STEP_SIGNALS, e)))

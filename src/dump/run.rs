@@ -49,7 +49,7 @@ pub const FAULT_STEPS: &[&str] = &[
 ];
 
 /// Fails with a clear error if `CREST_FAULT` names `step`.
-fn fault_point(pid: Pid, step: &'static str) -> Result<()> {
+pub fn fault_point(pid: Pid, step: &'static str) -> Result<()> {
     match std::env::var_os("CREST_FAULT") {
         Some(v) if v == step => Err(Error::Target {
             pid,

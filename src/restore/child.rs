@@ -66,6 +66,7 @@ fn prepare(s: &ChildSetup<'_>) -> Result<usize> {
         spawn::setpgid(0, 0).map_err(|e| Error::sys("setpgid", format!("pid {}", p.pid), e))?;
     }
     install_files(s.files, s.keep)?;
+    crate::dump::run::fault_point(p.pid as i32, "restore-files")?;
     let unmap = own_mappings_but(s.layout)?;
     crate::sys::signal::rt_sigprocmask_setmask(!0)
         .map_err(|e| Error::sys("rt_sigprocmask", "blocking signals", e))?;

@@ -135,11 +135,18 @@ pub struct Restorer<'a> {
 }
 
 /// Takes over the parked threads and lets them go as dumped.
-pub fn take_over(threads: &[ThreadCore], r: &Restorer<'_>, stopped: Option<u32>) -> Result<()> {
+/// `fault` runs once every thread is seized (fault injection for tests).
+pub fn take_over(
+    threads: &[ThreadCore],
+    r: &Restorer<'_>,
+    stopped: Option<u32>,
+    fault: impl FnOnce() -> Result<()>,
+) -> Result<()> {
     let tids: Vec<Pid> = threads.iter().map(|t| t.tid as Pid).collect();
     for &tid in &tids {
         seize_stopped(tid)?;
     }
+    fault()?;
     for core in &threads[1..] {
         load_thread(core)?;
     }

@@ -85,7 +85,7 @@ fn shmem_bytes(img: &Images) -> usize {
 }
 
 /// Everything the restorer needs, in a fresh mapping.
-pub fn build(img: &Images, helper_base: i32) -> Result<Built> {
+pub fn build(img: &Images, helper_base: i32, fault_step: u32) -> Result<Built> {
     let blob = crate::blob::restorer();
     let mut fds = HelperFds::new(helper_base);
     let shmids: Vec<u64> = img.shmem.iter().map(|(id, _)| *id).collect();
@@ -122,6 +122,7 @@ pub fn build(img: &Images, helper_base: i32) -> Result<Built> {
     plan_mm(img, &mut l, &mut plan, exe_fd)?;
     plan.creds = plan_creds(&img.task.creds, &mut l)?;
     plan.no_new_privs = u32::from(img.task.creds.no_new_privs);
+    plan.fault_step = fault_step;
     l.put(plan_addr, &plan);
     Ok(Built {
         layout: l,
@@ -164,6 +165,8 @@ fn empty_plan(results: u64) -> RestorePlan {
         no_new_privs: 0,
         mm: MmMap::default(),
         creds: PlanCreds::default(),
+        fault_step: NO_FAULT,
+        pad: 0,
     }
 }
 
@@ -313,9 +316,19 @@ fn timer_ids_by_prctl() -> bool {
     crate::sys::process::prctl(crate::sys::process::PR_TIMER_CREATE_RESTORE_IDS, 2, 0, 0, 0).is_ok()
 }
 
+/// The exe for PR_SET_MM_MAP, or -1 to keep the task's (crest's): when
+/// the image's exe is crest's own binary the task already has it, and the
+/// kernel refuses (EBUSY) to replace an exe by the same file while the
+/// restored mappings map it.
 fn exe_fd(img: &Images, fds: &mut HelperFds) -> Result<i32> {
+    use std::os::unix::fs::MetadataExt;
     let mm = &img.mm.mm;
     if mm.exe.is_empty() {
+        return Ok(-1);
+    }
+    if let Ok(own) = std::fs::metadata("/proc/self/exe")
+        && (own.dev(), own.ino()) == (mm.exe_id.dev, mm.exe_id.ino)
+    {
         return Ok(-1);
     }
     fds.file(&mm.exe, &mm.exe_id, false, "the executable")

@@ -11,6 +11,7 @@ use super::child::{self, ChildSetup};
 use super::finish::{self, Restorer};
 use super::{files, images, pids, plan};
 use crate::blob::plan::{DONE_FAILED, DONE_OK, DONE_PENDING, PlanResults};
+use crate::dump::run::fault_point;
 use crate::error::{Error, Result};
 use crate::image::pstree::TaskState;
 use crate::sys::Pid;
@@ -29,19 +30,67 @@ pub struct RestoreOptions {
     pub shell_job: bool,
 }
 
+/// The steps after which `CREST_FAULT` makes a restore fail (tests of the
+/// all-or-nothing guarantee): crest's own steps, then `restorer-NAME` for
+/// each step of the restorer blob (in the leader, `restorer-creds` also in
+/// the other threads).
+pub const FAULT_STEPS: &[&str] = &["restore-plan", "restore-files", "restore-takeover"];
+
+/// The restorer's steps by number (plan.rs STEP_*), as CREST_FAULT names
+/// them after `restorer-`.
+pub const RESTORER_STEPS: [&str; 18] = [
+    "start",
+    "park",
+    "map",
+    "fill",
+    "protect",
+    "place",
+    "mm",
+    "sigactions",
+    "itimers",
+    "timers",
+    "rlimits",
+    "misc",
+    "close",
+    "clone",
+    "thread",
+    "signals",
+    "creds",
+    "shmem",
+];
+
+/// The restorer step CREST_FAULT names, if any.
+fn restorer_fault() -> u32 {
+    let want = std::env::var("CREST_FAULT").unwrap_or_default();
+    let name = want.strip_prefix("restorer-").unwrap_or("");
+    RESTORER_STEPS
+        .iter()
+        .position(|s| *s == name)
+        .map_or(crate::blob::plan::NO_FAULT, |i| i as u32)
+}
+
 /// How long the restorer may take before crest gives up on it.
 const RESTORER_TIMEOUT: Duration = Duration::from_secs(120);
 /// Bytes of the area where the new task leaves an error message.
 const MSG_LEN: usize = 1024;
 
 /// Kills the task it holds unless disarmed: the all-or-nothing guarantee.
-struct Created(Option<Pid>);
+/// Every thread id is reaped: threads crest traces are its to wait for,
+/// and the leader's end is reported only after theirs.
+struct Created {
+    pid: Pid,
+    tids: Vec<Pid>,
+    armed: bool,
+}
 
 impl Drop for Created {
     fn drop(&mut self) {
-        if let Some(pid) = self.0.take() {
-            let _ = kill(pid, SIGKILL);
-            let _ = wait4(pid, __WALL);
+        if !self.armed {
+            return;
+        }
+        let _ = kill(self.pid, SIGKILL);
+        for &tid in self.tids.iter().rev() {
+            let _ = wait4(tid, __WALL);
         }
     }
 }
@@ -53,7 +102,8 @@ pub fn run(opts: &RestoreOptions) -> Result<i32> {
     let pid = img.process.pid as Pid;
     pids::check_free(&img.process.threads)?;
     let files = files::plan_files(&img.files, &img.task.misc, opts.shell_job)?;
-    let mut built = plan::build(&img, files.first_free_fd())?;
+    let mut built = plan::build(&img, files.first_free_fd(), restorer_fault())?;
+    fault_point(pid, "restore-plan")?;
     let msg = built.layout.alloc(MSG_LEN, 16)?;
     let code = built.layout.alloc(16, 16)?;
     crate::debug!("pid {pid}: {}", plan::describe(&built));
@@ -70,7 +120,11 @@ pub fn run(opts: &RestoreOptions) -> Result<i32> {
             msg_len: MSG_LEN,
         });
     }
-    let mut guard = Created(Some(pid));
+    let mut guard = Created {
+        pid,
+        tids: img.process.threads.iter().map(|&t| t as Pid).collect(),
+        armed: true,
+    };
     wait_restorer(&built, pid, msg)?;
     crate::debug!("pid {pid}: restorer done after {:?}", t0.elapsed());
     let stopped = match img.process.state {
@@ -81,8 +135,10 @@ pub fn run(opts: &RestoreOptions) -> Result<i32> {
         layout: &built.layout,
         code,
     };
-    finish::take_over(&img.task.threads, &r, stopped)?;
-    guard.0 = None;
+    finish::take_over(&img.task.threads, &r, stopped, || {
+        fault_point(pid, "restore-takeover")
+    })?;
+    guard.armed = false;
     crate::info!("pid {pid}: restored in {:?}", t0.elapsed());
     if let Some(path) = &opts.pidfile {
         std::fs::write(path, format!("{pid}\n")).map_err(|e| Error::io("write", path, e))?;
@@ -173,7 +229,8 @@ fn wait_restorer(b: &plan::Built, pid: Pid, msg: u64) -> Result<()> {
     }
 }
 
-const STEP_NAMES: [&str; 17] = [
+/// What the restorer was doing at each step, for errors.
+const STEP_NAMES: [&str; 18] = [
     "starting",
     "moving the vdso out of the way",
     "mapping memory",
@@ -191,6 +248,7 @@ const STEP_NAMES: [&str; 17] = [
     "restoring a thread's own state",
     "queueing pending signals",
     "restoring credentials",
+    "recreating shared memory",
 ];
 
 fn step_error(b: &plan::Built, pid: Pid) -> Error {
