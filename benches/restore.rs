@@ -42,9 +42,16 @@ fn victim(mib: u64, ready: &Path) -> ! {
 
 fn crest(args: &[&str]) -> Duration {
     let start = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_crest")).args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_crest"))
+        .args(args)
+        .output()
+        .unwrap();
     let t = start.elapsed();
-    assert!(out.status.success(), "crest {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "crest {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     t
 }
 
@@ -116,7 +123,10 @@ fn sizes() -> Vec<u64> {
 
 fn main() {
     if let Ok(mib) = std::env::var("CREST_BENCH_VICTIM") {
-        victim(mib.parse().unwrap(), Path::new(&std::env::var("CREST_BENCH_READY").unwrap()));
+        victim(
+            mib.parse().unwrap(),
+            Path::new(&std::env::var("CREST_BENCH_READY").unwrap()),
+        );
     }
     let base = Path::new("/dev/shm").join(format!("crest-bench-restore-{}", std::process::id()));
     std::fs::create_dir_all(&base).unwrap();
