@@ -4,6 +4,8 @@
 //! /proc/PID/fd, /proc/PID/status, /proc/PID/syscall, the registers read
 //! with a plain PTRACE_GETREGSET, and the parent's wait status.
 
+#[path = "infect/daemon.rs"]
+mod daemon;
 #[path = "infect/failures.rs"]
 mod failures;
 #[path = "infect/victim.rs"]

@@ -118,13 +118,19 @@ impl Parasite<'_> {
     /// returns the command's `ret` and keeps the answer's payload area.
     pub(super) fn daemon_command(&mut self, cmd: u32, payload: &[u8]) -> Result<i32> {
         let what = format!("running parasite command {cmd}");
-        let Some(sock) = self.sock.as_ref().filter(|_| self.remote.is_running()) else {
+        let gone = match (&self.sock, self.remote.is_running()) {
+            (None, _) => Some("crest's end of its socket is closed"),
+            (Some(_), false) => Some("the daemon is not running (it ended after an earlier error)"),
+            (Some(_), true) => None,
+        };
+        if let Some(why) = gone {
             return Err(target_error(
                 self.seized.pid(),
-                format!(
-                    "the parasite daemon is not running (it ended after an earlier error), so command {cmd} cannot run; crest cures the target"
-                ),
+                format!("parasite command {cmd} cannot run: {why}; crest cures the target"),
             ));
+        }
+        let Some(sock) = self.sock.as_ref() else {
+            return Err(self.broken("no socket"));
         };
         let mut msg = vec![0u8; DAEMON_MSG_SIZE];
         msg[..4].copy_from_slice(&cmd.to_ne_bytes());
