@@ -32,6 +32,12 @@
 //! before the stop, so the saved registers already point at the `svc`;
 //! a restart_syscall-style restart becomes a plain restart of the call.
 //!
+//! Code that keeps running while crest does other work (the parasite
+//! daemon) is started with `Remote::start` and watched with
+//! `Remote::poll` (wait4 with WNOHANG), which treats every stop exactly
+//! as the blocking `Remote::run` does; `Remote::halt` interrupts it
+//! when crest gives up on it.
+//!
 //! rseq: resuming a thread at crest's code is, for the kernel, a return to
 //! user space like any other; if the thread was inside an rseq critical
 //! section it is aborted exactly as a signal would abort it (glibc
