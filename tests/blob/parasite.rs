@@ -106,9 +106,16 @@ fn receive(fd: std::os::fd::BorrowedFd<'_>) -> (u32, i32, Vec<u8>) {
 /// CMD_DAEMON's ret = 0 (its socket closed).
 #[test]
 fn daemon_serves_commands_over_its_socket_and_traps_after_fini() {
+    let loaded = Loaded::new(blob::parasite());
+    let entry = run_daemon(&loaded);
+    assert!(entry != 0);
+}
+
+/// Runs the daemon in a child (see the test above); returns the
+/// per-thread entry its hello named.
+fn run_daemon(loaded: &Loaded) -> u64 {
     use crest::sys::unix::{MSG_NOSIGNAL, SOCK_SEQPACKET, send, socketpair};
     use std::os::fd::{AsFd, AsRawFd};
-    let loaded = Loaded::new(blob::parasite());
     let (ours, theirs) = socketpair(SOCK_SEQPACKET).unwrap();
     let args = proto::DaemonArgs {
         sock_fd: theirs.as_raw_fd(),
@@ -133,7 +140,7 @@ fn daemon_serves_commands_over_its_socket_and_traps_after_fini() {
             code.contains(&entry),
             "thread entry {entry:#x} in {code:x?}"
         );
-        let mut pids = Vec::new();
+        let mut pids = vec![entry as i64];
         for cmd in [CMD_GETPID, 0xdead, CMD_GETPID, CMD_FINI] {
             assert_eq!(send(ours.as_fd(), &message(cmd), MSG_NOSIGNAL), Ok(4096));
             let (got, ret, payload) = receive(ours.as_fd());
@@ -141,7 +148,8 @@ fn daemon_serves_commands_over_its_socket_and_traps_after_fini() {
             match cmd {
                 CMD_GETPID => {
                     assert_eq!(ret, 0);
-                    pids.push(i32::from_ne_bytes(payload[..4].try_into().unwrap()));
+                    let pid = i32::from_ne_bytes(payload[..4].try_into().unwrap());
+                    pids.push(i64::from(pid));
                 }
                 CMD_FINI => assert_eq!(ret, 0),
                 _ => assert_eq!(ret, -proto::EINVAL),
@@ -149,13 +157,14 @@ fn daemon_serves_commands_over_its_socket_and_traps_after_fini() {
         }
         pids
     });
-    let (pid, end) = run_in_child(&loaded, None);
+    let (pid, end) = run_in_child(loaded, None);
     assert_eq!(
         end,
         End::Signal(libc::SIGTRAP),
         "the daemon ends on its trap"
     );
-    assert_eq!(crest_side.join().unwrap(), vec![pid, pid]);
+    let answers = crest_side.join().unwrap();
+    assert_eq!(answers[1..], [i64::from(pid), i64::from(pid)]);
     // SAFETY: the child is gone; nobody writes the area concurrently.
     let hdr = unsafe { loaded.args::<CmdHeader>(0).read_volatile() };
     assert_eq!(
@@ -167,4 +176,57 @@ fn daemon_serves_commands_over_its_socket_and_traps_after_fini() {
         "CMD_DAEMON returned close()'s 0"
     );
     drop(theirs);
+    answers[0] as u64
+}
+
+/// The per-thread entry the hello names, called in a child with an args
+/// area and the head's trap (as crest enters it in a thread): it runs the
+/// command and stops on that trap.
+#[test]
+fn the_thread_entry_runs_one_command_and_traps() {
+    let loaded = Loaded::new(blob::parasite());
+    let entry = run_daemon(&loaded);
+    let hdr = loaded.args::<CmdHeader>(0);
+    // SAFETY: the header lies in the mapping, aligned; no child runs.
+    unsafe {
+        hdr.write_volatile(CmdHeader {
+            cmd: CMD_GETPID,
+            ret: proto::RET_PENDING,
+        })
+    };
+    let args = loaded.addr(loaded.blob.args_offset) as usize;
+    let trap = loaded.addr(loaded.blob.trap) as usize;
+    // SAFETY: the child only calls into the blob and never returns.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let no_core = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: entry is the blob's thread_main (checked inside the
+        // blob's code by run_daemon), `extern "C" fn(*mut u8, fn) -> !`;
+        // args and trap are the loaded blob's; the expected SIGTRAP must
+        // leave no core dump.
+        unsafe {
+            libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+            let f: extern "C" fn(usize, usize) -> ! = std::mem::transmute(entry as usize);
+            f(args, trap)
+        }
+    }
+    let mut status = 0;
+    // SAFETY: reaping our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGTRAP,
+        "status {status:#x}"
+    );
+    // SAFETY: the child is gone.
+    let (hdr, reply) = unsafe {
+        (
+            hdr.read_volatile(),
+            loaded.args::<GetPid>(PAYLOAD_OFFSET).read_volatile(),
+        )
+    };
+    assert_eq!(hdr.ret, 0);
+    assert_eq!(reply, GetPid { pid, tid: pid });
 }
