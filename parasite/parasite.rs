@@ -22,7 +22,8 @@
 //! because the head hands over the address of the blob's own
 //! `__crest_args`, and crest enters [`thread_main`] only with the thread
 //! area it mapped after the blob (`THREAD_ARGS_SIZE` bytes of args, then
-//! the stack) and the address of the head's trap. Nothing else is assumed about the host process.
+//! the stack) and the address of the head's trap. Nothing else is assumed
+//! about the host process.
 #![no_std]
 #![no_main]
 #![no_builtins]
