@@ -5,20 +5,48 @@
 //! `core` only, no pointers (the two sides see the area at different
 //! addresses).
 //!
-//! A parasite command runs in "trap mode": crest writes a [`CmdHeader`] with
-//! `ret` set to [`RET_PENDING`] and the command's payload, starts the blob at
-//! its head, and waits for the trap; the blob has then replaced `ret` with 0
-//! or a negative errno and filled the payload with the reply. The
-//! unix-socket daemon mode of a later stage reuses the same structs.
+//! A parasite command is one [`CmdHeader`] plus its payload: the layout of
+//! the blob's args area, and also of every message on the daemon's socket.
 //!
 //! ```text
-//!   args area (PARASITE_ARGS_SIZE bytes, 64-aligned)
+//!   args area = one socket message (PARASITE_ARGS_SIZE bytes, 64-aligned)
 //!   0        4        8                                      4096
 //!   +--------+--------+---------------------------------------+
 //!   | cmd    | ret    | payload: the command's struct         |
 //!   | u32    | i32    | (GetPid, ...), PAYLOAD_OFFSET onwards |
 //!   +--------+--------+---------------------------------------+
 //! ```
+//!
+//! Two transports carry it:
+//!
+//! - Trap mode, one command per start: crest writes the header (`ret` =
+//!   [`RET_PENDING`]) and payload into an args area, starts the blob, and
+//!   waits for its trap; the blob has then replaced `ret` with 0 or a
+//!   negative errno and filled the payload with the reply. Used once in the
+//!   leader to start the daemon ([`CMD_DAEMON`]) and for every per-thread
+//!   command (in the thread area crest maps after the blob, entered at
+//!   [`DaemonHello::thread_entry`]).
+//! - Daemon mode, in the leader: [`CMD_DAEMON`] makes the blob loop on its
+//!   end of a `SOCK_SEQPACKET` socketpair. Each request and each reply is
+//!   one message of exactly [`DAEMON_MSG_SIZE`] bytes, laid out as above;
+//!   the reply carries the whole payload area, so what a failed command
+//!   recorded (e.g. [`PosixTimersArgs::failed`]) reaches crest too.
+//!
+//! ```text
+//!   crest                                 parasite (leader, CMD_DAEMON)
+//!     |  <------ CMD_DAEMON, 0, DaemonHello ----  first message
+//!     |  ------- cmd, RET_PENDING, payload ---->  dispatch(cmd, payload)
+//!     |  <------ cmd, ret, reply payload -------
+//!     |  ...                                      (as many as needed)
+//!     |  ------- CMD_FINI ---------------------->
+//!     |  <------ CMD_FINI, 0 --------------------  close(sock), return:
+//!     |                                           the head traps, and
+//!     |                                           CMD_DAEMON's ret in the
+//!     |                                           args area = close's result
+//! ```
+//!
+//! EOF or an error on the socket also ends the loop the same way, so a
+//! crest that goes away leaves a parasite stopped on its trap, not spinning.
 
 use super::sigframe::RtSigframe;
 
@@ -30,7 +58,8 @@ pub const PARASITE_STACK_SIZE: usize = 16384;
 
 /// Command: report the pid and tid the parasite runs as ([`GetPid`]).
 pub const CMD_GETPID: u32 = 1;
-/// Command: the last one before cure; the parasite undoes what it set up.
+/// Command: the last one before cure; the parasite undoes what it set up
+/// (the daemon answers it, closes its socket and returns to its trap).
 pub const CMD_FINI: u32 = 2;
 /// Command: crash on purpose through the panic handler (SIGILL), so tests
 /// can prove crest cures a parasite that failed inside the target.
@@ -68,6 +97,50 @@ pub struct GetPid {
     /// `gettid()`: the thread that runs the parasite.
     pub tid: i32,
 }
+
+/// Command: become the socket daemon ([`DaemonArgs`]). Trap mode, in the
+/// leader only; it returns (and the head traps) when the daemon ends, with
+/// `ret` the result of closing its socket.
+pub const CMD_DAEMON: u32 = 4;
+
+/// Bytes of every message on the daemon's socket, both ways: one whole
+/// args area (header and payload), so each side needs one fixed buffer.
+pub const DAEMON_MSG_SIZE: usize = PARASITE_ARGS_SIZE;
+/// Bytes of the args area of per-thread commands, in the thread area
+/// crest maps right after the blob (the blob's own args area and stack
+/// belong to the daemon while it runs).
+pub const THREAD_ARGS_SIZE: usize = PARASITE_ARGS_SIZE;
+/// Bytes of the per-thread commands' stack, after their args area.
+pub const THREAD_STACK_SIZE: usize = PARASITE_STACK_SIZE;
+
+/// Payload of [`CMD_DAEMON`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DaemonArgs {
+    /// The daemon's end of the socketpair, in the task's fd table.
+    pub sock_fd: i32,
+    /// Padding.
+    pub pad: u32,
+}
+
+/// Payload of the daemon's first message (header `CMD_DAEMON`, ret 0):
+/// proof that it runs, and where per-thread commands enter.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DaemonHello {
+    /// Address (in the task) of the blob's per-thread entry,
+    /// `extern "C" fn(args: *mut u8, trap: u64) -> !`: runs the command in
+    /// `args` like the head does, then jumps to `trap` (the head's trap
+    /// instruction). crest enters it with its own sp and args, so a thread
+    /// never touches the stack the daemon is using.
+    pub thread_entry: u64,
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<DaemonArgs>() <= PAYLOAD_SIZE);
+    assert!(core::mem::size_of::<DaemonHello>() <= PAYLOAD_SIZE);
+    assert!(THREAD_ARGS_SIZE % 64 == 0 && THREAD_STACK_SIZE % 16 == 0);
+};
 
 /// Bytes of the restorer's args area.
 pub const RESTORER_ARGS_SIZE: usize = 8192;

@@ -4,6 +4,8 @@
 //! /proc/PID/fd, /proc/PID/status, /proc/PID/syscall, the registers read
 //! with a plain PTRACE_GETREGSET, and the parent's wait status.
 
+#[path = "infect/daemon.rs"]
+mod daemon;
 #[path = "infect/failures.rs"]
 mod failures;
 #[path = "infect/victim.rs"]
@@ -49,6 +51,11 @@ fn fds(pid: i32) -> Vec<String> {
     v
 }
 
+fn fd_link(pid: i32, fd: u64) -> String {
+    let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap();
+    link.into_os_string().into_string().unwrap()
+}
+
 /// Seizes, injects, asks the parasite who it is, cures, releases; checks
 /// registers, maps and fds around it. Returns the seized stop signal.
 fn infect_once(pid: i32) -> Option<i32> {
@@ -65,7 +72,16 @@ fn infect_once(pid: i32) -> Option<i32> {
         maps(pid).contains("/memfd:crest"),
         "the blob is mapped in the victim"
     );
-    assert_eq!(fds(pid), fds0, "the memfd's fd is closed in the victim");
+    let sock = p.daemon_fd().expect("the daemon's socket end");
+    let mut with_sock = fds0.clone();
+    with_sock.push(sock.to_string());
+    with_sock.sort();
+    assert_eq!(
+        fds(pid),
+        with_sock,
+        "the memfd's fd is closed; only the daemon's socket end is added"
+    );
+    assert!(fd_link(pid, sock).starts_with("socket:["));
     assert_eq!(p.getpid().expect("CMD_GETPID"), GetPid { pid, tid: pid });
     p.cure().expect("cure");
     let regs1: Vec<_> = seized

@@ -276,4 +276,12 @@ pub mod nr {
     pub const SYS_close_range: usize = 436;
     /// `mlock(2)`.
     pub const SYS_mlock: usize = 228;
+
+    // ---- parasite daemon (the command socket, parasite/cmds/daemon.rs) ----
+    /// `socketpair(2)`: crest runs it in the target to make the socket.
+    pub const SYS_socketpair: usize = 199;
+    /// `sendto(2)`: the daemon's replies.
+    pub const SYS_sendto: usize = 206;
+    /// `recvfrom(2)`: the daemon's commands.
+    pub const SYS_recvfrom: usize = 207;
 }

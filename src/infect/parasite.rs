@@ -8,35 +8,56 @@
 //!   crest:  open /proc/PID/fd/N, ftruncate to map_size, pwrite the blob
 //!   target: mmap(0, map_size, RWX, MAP_SHARED, N, 0) -> base
 //!   target: close(N)                        (the fd table is as before)
+//!   target: socketpair(AF_UNIX, SOCK_SEQPACKET|SOCK_CLOEXEC, 0, args)
+//!                                           -> fds C, D (written to args)
+//!   crest:  pidfd_getfd(C)                  (crest's end of the socket)
+//!   target: close(C)                        (D is the parasite's end)
+//!   target: the blob's head, CMD_DAEMON(D)  (started once, runs on)
+//!   crest:  recv the daemon's hello         (its per-thread entry)
 //! ```
 //!
-//! crest keeps its own descriptor of the memfd and reaches the args area
-//! with pread/pwrite at `args_offset`: the file and the target's shared
-//! mapping are the same page-cache pages, so no Rust pointer into shared,
-//! concurrently written memory is ever made.
+//! crest keeps its own descriptor of the memfd and reaches the blob's
+//! areas with pread/pwrite: the file and the target's shared mapping are
+//! the same page-cache pages, so no Rust pointer into shared, concurrently
+//! written memory is ever made. The socket is made by the target itself,
+//! so crest needs no path in the target's filesystem and no shared network
+//! namespace; SEQPACKET keeps one command = one message.
 //!
-//! Commands run in "trap mode": crest writes the command header (with
-//! `RET_PENDING`) and payload, sets ip = base + entry, continues the
-//! thread and waits for the blob's final trap (ip = base + trap_ip); any
-//! other stop (SIGILL from the blob's panic handler, SIGSEGV) is an error
-//! naming it. The unix-socket command loop of the dump issue is a later
-//! step; one start per command is enough for what the dump needs so far.
+//! Leader commands ([`Parasite::command`]) go over the socket to the
+//! daemon (parasite/cmds/daemon.rs), each a fixed-size message (see the
+//! proto.rs diagram), while the leader runs on after PTRACE_CONT. crest
+//! waits for the answer in short ppoll slices and, between them, checks
+//! the leader with wait4(WNOHANG|__WALL) (see daemon.rs here): a fault in
+//! the daemon, the thread's end or a daemon that stopped on its trap is an
+//! error naming it, never a hang; group stops are passed through.
 //!
-//! Cure: munmap the blob in the target, restore the thread (see
-//! [`Remote::restore`]), then verify against what was read before the
-//! injection: /proc/PID/maps and the /proc/PID/fd listing must be identical.
-//! Dropping a [`Parasite`] cures it, so every error path cures.
+//! Per-thread commands ([`Parasite::command_in`]) stay in trap mode, one
+//! start per command in their own thread (see thread.rs here). They run
+//! while the daemon waits in the leader, so they cannot use the blob's own
+//! stack and args area (the daemon's): crest maps a thread area after the
+//! blob and enters the blob's per-thread entry with sp and args there.
+//! Threads run one at a time (crest waits for each), so they share it.
 //!
-//! Per-thread commands ([`Parasite::command_in`]) run the same mapped blob
-//! in another seized thread: a [`Remote`] of that thread saves its
-//! registers and signal mask, the blob runs there exactly as in the
-//! leader, and the thread is restored and verified before the call
-//! returns, whether the command succeeded, failed or crashed. Commands run
-//! one at a time, so every thread can share the one args area and stack.
+//! ```text
+//!   base                       blob.map_size              map_size
+//!   | blob: code, args, stack  | thread args | thread stack |
+//!     (the daemon's)              (per-thread commands)
+//! ```
+//!
+//! Cure: CMD_FINI to the daemon, which answers, closes its end and stops
+//! on its trap (or, if it is gone or hung, the leader is interrupted);
+//! munmap the blob, close whatever of crest's fds remain in the target,
+//! restore the thread (see [`Remote::restore`]), then verify against what
+//! was read before the injection: /proc/PID/maps and the /proc/PID/fd
+//! listing must be identical. Dropping a [`Parasite`] cures it, so every
+//! error path cures.
 
+mod daemon;
 mod dump_cmds;
+mod thread;
 
 use std::fs::File;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 
 use syscalls::Sysno;
@@ -44,7 +65,7 @@ use syscalls::Sysno;
 use super::remote::{NAME_OFFSET, Remote};
 use super::seize::Seized;
 use super::target_error;
-use crate::blob::proto::{CMD_FINI, CMD_GETPID, GetPid, PAYLOAD_OFFSET, PAYLOAD_SIZE, RET_PENDING};
+use crate::blob::proto::{GetPid, PAYLOAD_SIZE, THREAD_ARGS_SIZE, THREAD_STACK_SIZE};
 use crate::blob::{self, Blob};
 use crate::error::{Error, Result};
 use crate::sys::mm::{MAP_SHARED, MFD_CLOEXEC, page_size};
@@ -62,8 +83,14 @@ pub enum InjectStep {
     MemfdCreated,
     /// The blob is mapped in the target and its fd still open.
     Mapped,
-    /// The target's fd is closed: injection complete.
+    /// The target's memfd fd is closed.
     FdClosed,
+    /// The socketpair exists in the target, both ends in its fd table.
+    SocketPair,
+    /// crest holds its end; the target keeps only the parasite's.
+    SocketTaken,
+    /// The daemon runs and answered: injection complete.
+    DaemonStarted,
 }
 
 /// What the cure compares against.
@@ -88,16 +115,28 @@ fn snapshot(pid: Pid) -> Result<Snapshot> {
 #[derive(Debug)]
 pub struct Parasite<'a> {
     seized: &'a Seized,
+    /// The leader, which runs the daemon.
     remote: Remote<'a>,
     blob: Blob,
     before: Snapshot,
-    /// The target's descriptor of the memfd, while it is open there.
-    remote_fd: Option<u64>,
-    /// crest's descriptor of the same memfd.
+    /// Descriptors crest made in the target and must close there.
+    remote_fds: Vec<u64>,
+    /// crest's descriptor of the memfd.
     memfd: Option<File>,
+    /// crest's end of the daemon's socket.
+    sock: Option<OwnedFd>,
+    /// The daemon's end, as the target's fd number.
+    daemon_fd: Option<u64>,
+    /// Where per-thread commands enter the blob (from the daemon's hello).
+    thread_entry: u64,
     /// Where the blob is mapped in the target, 0 before.
     base: u64,
     map_size: u64,
+    /// Blob starts in any thread: one for the daemon, one per thread
+    /// command.
+    starts: u64,
+    /// The payload area of the last answer (what a failed command left).
+    last_payload: Vec<u8>,
     cured: bool,
 }
 
@@ -119,15 +158,23 @@ impl<'a> Parasite<'a> {
         let pid = seized.pid();
         let before = snapshot(pid)?;
         let blob = blob::parasite();
+        let thread_area = (THREAD_ARGS_SIZE + THREAD_STACK_SIZE) as u64;
+        let map_size =
+            (blob.map_size(page_size()) as u64 + thread_area).next_multiple_of(page_size() as u64);
         let mut p = Parasite {
             seized,
             remote: Remote::new(seized, pid)?,
             blob,
             before,
-            remote_fd: None,
+            remote_fds: Vec::new(),
             memfd: None,
+            sock: None,
+            daemon_fd: None,
+            thread_entry: 0,
             base: 0,
-            map_size: blob.map_size(page_size()) as u64,
+            map_size,
+            starts: 0,
+            last_payload: Vec::new(),
             cured: false,
         };
         let hook = |step| match fail {
@@ -137,20 +184,26 @@ impl<'a> Parasite<'a> {
             )),
             _ => Ok(()),
         };
-        p.create_memfd()?;
+        let memfd = p.create_memfd()?;
         hook(InjectStep::MemfdCreated)?;
-        p.map_blob()?;
+        p.map_blob(memfd)?;
         hook(InjectStep::Mapped)?;
-        p.close_remote_fd()?;
+        p.close_remote(memfd)?;
         hook(InjectStep::FdClosed)?;
+        let (crest_end, daemon_end) = p.create_socket()?;
+        hook(InjectStep::SocketPair)?;
+        p.take_socket(crest_end, daemon_end)?;
+        hook(InjectStep::SocketTaken)?;
+        p.start_daemon()?;
+        hook(InjectStep::DaemonStarted)?;
         info!(
-            "pid {pid}: parasite loaded at {:#x} ({} bytes)",
+            "pid {pid}: parasite loaded at {:#x} ({} bytes), daemon on fd {daemon_end}",
             p.base, p.map_size
         );
         Ok(p)
     }
 
-    fn create_memfd(&mut self) -> Result<()> {
+    fn create_memfd(&mut self) -> Result<u64> {
         let pid = self.remote.tid();
         let name = self.remote.code_addr() + NAME_OFFSET;
         let nr = Sysno::memfd_create.id() as u64;
@@ -159,7 +212,7 @@ impl<'a> Parasite<'a> {
             nr,
             [name, u64::from(MFD_CLOEXEC), 0, 0, 0, 0],
         )?;
-        self.remote_fd = Some(fd);
+        self.remote_fds.push(fd);
         let path = format!("/proc/{pid}/fd/{fd}");
         let file = File::options()
             .read(true)
@@ -172,11 +225,10 @@ impl<'a> Parasite<'a> {
             .map_err(|e| Error::io("write the blob to", &path, e))?;
         self.memfd = Some(file);
         debug!("pid {pid}: memfd {fd} created and filled");
-        Ok(())
+        Ok(fd)
     }
 
-    fn map_blob(&mut self) -> Result<()> {
-        let fd = self.remote_fd.unwrap_or(u64::MAX);
+    fn map_blob(&mut self, fd: u64) -> Result<()> {
         let nr = Sysno::mmap.id() as u64;
         let args = [0, self.map_size, PROT_RWX, u64::from(MAP_SHARED), fd, 0];
         self.base = self.remote.syscall_ok("mmap", nr, args)?;
@@ -184,11 +236,11 @@ impl<'a> Parasite<'a> {
         Ok(())
     }
 
-    fn close_remote_fd(&mut self) -> Result<()> {
-        if let Some(fd) = self.remote_fd.take() {
-            self.remote
-                .syscall_ok("close", Sysno::close.id() as u64, [fd, 0, 0, 0, 0, 0])?;
-        }
+    /// Closes `fd` in the target and forgets it.
+    fn close_remote(&mut self, fd: u64) -> Result<()> {
+        self.remote
+            .syscall_ok("close", Sysno::close.id() as u64, [fd, 0, 0, 0, 0, 0])?;
+        self.remote_fds.retain(|&f| f != fd);
         Ok(())
     }
 
@@ -197,76 +249,76 @@ impl<'a> Parasite<'a> {
         self.base
     }
 
+    /// How many times the blob was started, in any thread: once for the
+    /// daemon, plus one per command run in another thread. Leader commands
+    /// go over the socket and start nothing.
+    pub fn blob_starts(&self) -> u64 {
+        self.starts
+    }
+
+    /// The target's fd number of the daemon's socket end, while it may be
+    /// open there.
+    pub fn daemon_fd(&self) -> Option<u64> {
+        self.daemon_fd
+    }
+
+    /// Closes crest's end of the socket, as a crest that lost it would:
+    /// the daemon sees EOF and stops on its trap. For tests.
+    #[doc(hidden)]
+    pub fn close_socket(&mut self) {
+        self.sock = None;
+    }
+
     /// Runs command `cmd` with `payload` in the leader thread; on success
     /// returns the payload area as the parasite left it (`reply_len`
     /// bytes). A negative answer from the parasite is an error naming the
     /// command and errno.
     pub fn command(&mut self, cmd: u32, payload: &[u8], reply_len: usize) -> Result<Vec<u8>> {
-        // Field by field: the channel borrows what the remote does not.
-        let ctx = Channel {
-            pid: self.seized.pid(),
-            blob: &self.blob,
-            memfd: self.memfd.as_ref(),
-            base: self.base,
-        };
-        ctx.run(&mut self.remote, cmd, payload, reply_len)
+        self.check_sizes(cmd, payload, reply_len)?;
+        let ret = self.daemon_command(cmd, payload)?;
+        let tid = self.remote.tid();
+        self.answer(tid, cmd, ret, reply_len)
     }
 
-    /// Runs command `cmd` like [`command`](Self::command), but in thread
-    /// `tid` of the seized process. The thread's registers and signal mask
-    /// are saved before and restored (and verified) after, whatever the
-    /// command did, as the leader's are by the cure. Threads run the blob
-    /// one at a time, so they share its args area and stack.
-    pub fn command_in(
-        &mut self,
-        tid: Pid,
-        cmd: u32,
-        payload: &[u8],
-        reply_len: usize,
-    ) -> Result<Vec<u8>> {
-        if tid == self.remote.tid() {
-            return self.command(cmd, payload, reply_len);
+    fn check_sizes(&self, cmd: u32, payload: &[u8], reply_len: usize) -> Result<()> {
+        if self.base == 0 || payload.len() > PAYLOAD_SIZE || reply_len > PAYLOAD_SIZE {
+            return Err(target_error(
+                self.seized.pid(),
+                format!(
+                    "parasite command {cmd} cannot be sent (no parasite, or payload too large)"
+                ),
+            ));
         }
-        let mut remote = Remote::new(self.seized, tid)?;
-        let ctx = self.channel();
-        let reply = ctx.run(&mut remote, cmd, payload, reply_len);
-        match (reply, remote.restore()) {
-            (Ok(reply), Ok(())) => Ok(reply),
-            (Ok(_), Err(e)) => Err(e),
-            (Err(e), restored) => {
-                if let Err(r) = restored {
-                    warn!("thread {tid}: restoring after command {cmd} failed: {r}");
-                }
-                Err(e)
-            }
-        }
+        Ok(())
     }
 
-    fn channel(&self) -> Channel<'_> {
-        Channel {
-            pid: self.seized.pid(),
-            blob: &self.blob,
-            memfd: self.memfd.as_ref(),
-            base: self.base,
+    /// The reply of a command that returned `ret`, from the payload area
+    /// the parasite sent back ([`Self::last_payload`]).
+    fn answer(&self, tid: Pid, cmd: u32, ret: i32, reply_len: usize) -> Result<Vec<u8>> {
+        debug!("thread {tid}: parasite command {cmd} returned {ret}");
+        match ret {
+            0 => Ok(self.last_payload[..reply_len].to_vec()),
+            crate::blob::proto::RET_PENDING => Err(target_error(
+                self.seized.pid(),
+                format!("thread {tid}: the parasite stopped without running command {cmd}"),
+            )),
+            e => Err(Error::sys(
+                "parasite command",
+                format!("pid {} (thread {tid}): command {cmd}", self.seized.pid()),
+                Errno::new(-e),
+            )),
         }
     }
 
     /// The payload area as the last command left it: what a failed
     /// command recorded about its failure.
     fn read_payload(&self, len: usize) -> Result<Vec<u8>> {
-        let ctx = self.channel();
-        let mut reply = vec![0u8; len.min(PAYLOAD_SIZE)];
-        let off = (self.blob.args_offset + PAYLOAD_OFFSET) as u64;
-        ctx.io(|f, path| {
-            f.read_exact_at(&mut reply, off)
-                .map_err(|e| Error::io("read", &path, e))
-        })?;
-        Ok(reply)
+        Ok(self.last_payload[..len.min(self.last_payload.len())].to_vec())
     }
 
     /// CMD_GETPID: the pid and tid as the parasite sees them inside.
     pub fn getpid(&mut self) -> Result<GetPid> {
-        let r = self.command(CMD_GETPID, &[], size_of::<GetPid>())?;
+        let r = self.command(crate::blob::proto::CMD_GETPID, &[], size_of::<GetPid>())?;
         let pid = i32::from_ne_bytes([r[0], r[1], r[2], r[3]]);
         let tid = i32::from_ne_bytes([r[4], r[5], r[6], r[7]]);
         Ok(GetPid { pid, tid })
@@ -285,10 +337,15 @@ impl<'a> Parasite<'a> {
         self.cured = true;
         let pid = self.remote.tid();
         let mut first: Option<Error> = None;
+        if let Err(e) = self.stop_daemon() {
+            first.get_or_insert(e);
+        }
+        // Whatever happened to the daemon, the leader must be stopped
+        // before crest can run system calls in it again.
+        if let Err(e) = self.remote.halt() {
+            first.get_or_insert(e);
+        }
         if self.base != 0 {
-            if let Err(e) = self.command(CMD_FINI, &[], 0) {
-                first.get_or_insert(e);
-            }
             let args = [self.base, self.map_size, 0, 0, 0, 0];
             match self
                 .remote
@@ -300,7 +357,7 @@ impl<'a> Parasite<'a> {
                 }
             }
         }
-        if let Err(e) = self.close_remote_fd() {
+        if let Err(e) = self.close_remote_fds() {
             first.get_or_insert(e);
         }
         self.memfd = None;
@@ -317,6 +374,28 @@ impl<'a> Parasite<'a> {
             }
             Some(e) => Err(e),
         }
+    }
+
+    /// Closes every fd crest made in the target and still holds there.
+    /// The daemon's end may already be closed by a daemon that ended
+    /// before crest learned it (EBADF is then fine: every thread is
+    /// stopped, so the number cannot have been reused).
+    fn close_remote_fds(&mut self) -> Result<()> {
+        for fd in self.remote_fds.clone() {
+            let nr = Sysno::close.id() as u64;
+            let ret = self.remote.syscall(nr, [fd, 0, 0, 0, 0, 0])?;
+            let already = Some(fd) == self.daemon_fd && ret == -i64::from(Errno::EBADF.into_raw());
+            if ret < 0 && !already {
+                let ctx = format!(
+                    "pid {}: closing crest's fd {fd} in the target",
+                    self.seized.pid()
+                );
+                return Err(Error::sys("close", ctx, Errno::new(-ret as i32)));
+            }
+            self.remote_fds.retain(|&f| f != fd);
+        }
+        self.daemon_fd = None;
+        Ok(())
     }
 
     fn verify_clean(&self) -> Result<()> {
@@ -337,82 +416,13 @@ impl<'a> Parasite<'a> {
         }
         Ok(())
     }
-}
 
-/// What running a command needs besides the thread: the blob's layout,
-/// crest's descriptor of its memfd and where it is mapped. Borrowed from
-/// a [`Parasite`] so a command can run in its leader's [`Remote`] or in
-/// another thread's.
-struct Channel<'p> {
-    pid: Pid,
-    blob: &'p Blob,
-    memfd: Option<&'p File>,
-    base: u64,
-}
-
-impl Channel<'_> {
-    /// Writes the header and payload, starts the blob in `remote`'s thread,
-    /// waits for its trap and reads the reply.
-    fn run(
-        &self,
-        remote: &mut Remote,
-        cmd: u32,
-        payload: &[u8],
-        reply_len: usize,
-    ) -> Result<Vec<u8>> {
-        let tid = remote.tid();
-        if self.base == 0 || payload.len() > PAYLOAD_SIZE || reply_len > PAYLOAD_SIZE {
-            return Err(target_error(
-                self.pid,
-                format!(
-                    "parasite command {cmd} cannot be sent (no parasite, or payload too large)"
-                ),
-            ));
-        }
-        let args = self.blob.args_offset as u64;
-        let mut hdr = [0u8; PAYLOAD_OFFSET];
-        hdr[..4].copy_from_slice(&cmd.to_ne_bytes());
-        hdr[4..].copy_from_slice(&RET_PENDING.to_ne_bytes());
-        self.io(|f, path| {
-            f.write_all_at(&hdr, args)
-                .map_err(|e| Error::io("write", &path, e))?;
-            f.write_all_at(payload, args + PAYLOAD_OFFSET as u64)
-                .map_err(|e| Error::io("write", &path, e))
-        })?;
-        let mut regs = *remote.saved_regs();
-        regs.set_ip(self.base + self.blob.entry as u64);
-        let what = format!("running parasite command {cmd}");
-        let after = remote.run(regs, &what)?;
-        if after.ip() != self.base + self.blob.trap_ip() as u64 {
-            return Err(remote.stray_trap(after.ip(), &what));
-        }
-        let mut reply = vec![0u8; reply_len];
-        self.io(|f, path| {
-            f.read_exact_at(&mut hdr, args)
-                .map_err(|e| Error::io("read", &path, e))?;
-            f.read_exact_at(&mut reply, args + PAYLOAD_OFFSET as u64)
-                .map_err(|e| Error::io("read", &path, e))
-        })?;
-        let ret = i32::from_ne_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
-        debug!("thread {tid}: parasite command {cmd} returned {ret}");
-        match ret {
-            0 => Ok(reply),
-            RET_PENDING => Err(target_error(
-                self.pid,
-                format!("thread {tid}: the parasite trapped without running command {cmd}"),
-            )),
-            e => Err(Error::sys(
-                "parasite command",
-                format!("pid {} (thread {tid}): command {cmd}", self.pid),
-                Errno::new(-e),
-            )),
-        }
-    }
-
-    fn io(&self, f: impl FnOnce(&File, String) -> Result<()>) -> Result<()> {
-        match self.memfd {
-            Some(file) => f(file, format!("memfd of the parasite in pid {}", self.pid)),
-            None => Err(target_error(self.pid, "the parasite's memfd is gone")),
+    /// Runs `f` on crest's descriptor of the memfd.
+    fn memfd_io(&self, f: impl FnOnce(&File, String) -> Result<()>) -> Result<()> {
+        let pid = self.seized.pid();
+        match &self.memfd {
+            Some(file) => f(file, format!("memfd of the parasite in pid {pid}")),
+            None => Err(target_error(pid, "the parasite's memfd is gone")),
         }
     }
 }

@@ -32,6 +32,12 @@
 //! before the stop, so the saved registers already point at the `svc`;
 //! a restart_syscall-style restart becomes a plain restart of the call.
 //!
+//! Code that keeps running while crest does other work (the parasite
+//! daemon) is started with `Remote::start` and watched with
+//! `Remote::poll` (wait4 with WNOHANG), which treats every stop exactly
+//! as the blocking `Remote::run` does; `Remote::halt` interrupts it
+//! when crest gives up on it.
+//!
 //! rseq: resuming a thread at crest's code is, for the kernel, a return to
 //! user space like any other; if the thread was inside an rseq critical
 //! section it is aborted exactly as a signal would abort it (glibc
@@ -46,7 +52,7 @@ use super::target_error;
 use crate::blob::infect::{IP_AFTER_SYSCALL_TRAP, SYSCALL_TRAP};
 use crate::blob::regs::UserRegs;
 use crate::error::{Error, Result};
-use crate::sys::process::SIGTRAP;
+use crate::sys::process::{__WALL, SIGTRAP, WNOHANG, wait4};
 use crate::sys::ptrace as pt;
 use crate::sys::{Errno, Pid};
 use crate::{debug, warn};
@@ -207,45 +213,116 @@ impl<'a> Remote<'a> {
 
     /// Sets `regs`, continues the thread and waits for its SIGTRAP stop;
     /// returns the registers at that stop.
-    pub(crate) fn run(&mut self, mut regs: UserRegs, what: &str) -> Result<UserRegs> {
+    pub(crate) fn run(&mut self, regs: UserRegs, what: &str) -> Result<UserRegs> {
+        self.start(regs, what)?;
+        loop {
+            let stop = wait_stop(self.tid)?;
+            if let Some(regs) = self.on_stop(stop, what)? {
+                return Ok(regs);
+            }
+        }
+    }
+
+    /// Sets `regs` and continues the thread without waiting: for code that
+    /// runs on while crest talks to it (the parasite daemon). Follow with
+    /// [`poll`](Self::poll) until it reports the trap.
+    pub(crate) fn start(&mut self, mut regs: UserRegs, what: &str) -> Result<()> {
         let tid = self.tid;
         leave_syscall(&mut regs);
         pt::ptrace_setregs(tid, &regs).map_err(|e| sys("PTRACE_SETREGSET", tid, what, e))?;
-        let mut deliver = 0;
-        loop {
-            pt::ptrace_cont(tid, deliver).map_err(|e| sys("PTRACE_CONT", tid, what, e))?;
-            deliver = 0;
-            self.running = true;
-            let stop = wait_stop(tid)?;
-            self.running = false;
-            // A thread that ended has nothing left to restore.
-            self.restored = stop.is_end();
-            match stop {
-                Stop::Signal(SIGTRAP) => {
-                    return pt::ptrace_getregs(tid)
-                        .map_err(|e| sys("PTRACE_GETREGSET", tid, what, e));
+        self.cont(0, what)
+    }
+
+    fn cont(&mut self, sig: i32, what: &str) -> Result<()> {
+        let tid = self.tid;
+        pt::ptrace_cont(tid, sig).map_err(|e| sys("PTRACE_CONT", tid, what, e))?;
+        self.running = true;
+        Ok(())
+    }
+
+    /// Whether the thread was continued and has not stopped since.
+    pub(crate) fn is_running(&self) -> bool {
+        self.running
+    }
+
+    /// Checks, without blocking, whether the started thread stopped:
+    /// `Ok(None)` while it runs (stops it must pass through, such as a
+    /// group stop, are handled and it is continued), the registers at its
+    /// SIGTRAP, or an error for a fault or its end.
+    pub(crate) fn poll(&mut self, what: &str) -> Result<Option<UserRegs>> {
+        let tid = self.tid;
+        if !self.running {
+            return Err(target_error(
+                self.seized.pid(),
+                format!("thread {tid} is not running crest's code while {what}"),
+            ));
+        }
+        match wait4(tid, __WALL | WNOHANG) {
+            Ok((0, _)) | Err(Errno::EINTR) => Ok(None),
+            Ok((_, status)) => self.on_stop(Stop::from_status(status), what),
+            Err(e) => Err(sys("wait4", tid, what, e)),
+        }
+    }
+
+    /// Stops a thread still running crest's code (PTRACE_INTERRUPT), so
+    /// its registers can be set again; nothing to do if it is stopped.
+    /// Whatever stop comes first counts: a signal-delivery stop is
+    /// suppressed by the next continue, as after a fault.
+    pub(crate) fn halt(&mut self) -> Result<()> {
+        if !self.running {
+            return Ok(());
+        }
+        let tid = self.tid;
+        pt::ptrace_interrupt(tid)
+            .map_err(|e| sys("PTRACE_INTERRUPT", tid, "stopping crest's code", e))?;
+        let stop = wait_stop(tid)?;
+        self.running = false;
+        self.restored = stop.is_end();
+        if let Stop::Event(sig) = stop
+            && is_stop_signal(sig)
+        {
+            self.seized.note_stop(sig);
+        }
+        Ok(())
+    }
+
+    /// One stop of the running thread: the registers at a SIGTRAP, `None`
+    /// when the thread was continued past it, an error for a fault or the
+    /// thread's end (a faulting thread stays in its signal-delivery stop,
+    /// which the cure suppresses).
+    fn on_stop(&mut self, stop: Stop, what: &str) -> Result<Option<UserRegs>> {
+        let tid = self.tid;
+        self.running = false;
+        // A thread that ended has nothing left to restore.
+        self.restored = stop.is_end();
+        match stop {
+            Stop::Signal(SIGTRAP) => pt::ptrace_getregs(tid)
+                .map(Some)
+                .map_err(|e| sys("PTRACE_GETREGSET", tid, what, e)),
+            Stop::Event(sig) => {
+                if is_stop_signal(sig) {
+                    self.seized.note_stop(sig);
+                } else {
+                    debug!("thread {tid}: spurious event stop while {what}");
                 }
-                Stop::Event(sig) if is_stop_signal(sig) => self.seized.note_stop(sig),
-                Stop::Event(_) => debug!("thread {tid}: spurious event stop while {what}"),
-                // SIGSTOP cannot be blocked: let it start the group stop it
-                // asks for (reported next as an event stop), then go on.
-                Stop::Signal(sig) if is_stop_signal(sig) => deliver = sig,
-                Stop::Signal(sig) => {
-                    let ip = pt::ptrace_getregs(tid).map(|r| r.ip()).unwrap_or(0);
-                    return Err(target_error(
-                        self.seized.pid(),
-                        format!(
-                            "thread {tid}: signal {sig} at {ip:#x} while {what}; crest cures the target and leaves it as it was"
-                        ),
-                    ));
-                }
-                Stop::Exited(_) | Stop::Killed(_) => {
-                    return Err(target_error(
-                        self.seized.pid(),
-                        format!("thread {tid} ended ({stop:?}) while {what}"),
-                    ));
-                }
+                self.cont(0, what).map(|()| None)
             }
+            // SIGSTOP cannot be blocked: let it start the group stop it
+            // asks for (reported next as an event stop), then go on.
+            Stop::Signal(sig) if is_stop_signal(sig) => self.cont(sig, what).map(|()| None),
+            Stop::Signal(sig) => {
+                let ip = pt::ptrace_getregs(tid).map(|r| r.ip()).unwrap_or(0);
+                Err(target_error(
+                    self.seized.pid(),
+                    format!(
+                        "thread {tid}: signal {sig} at {ip:#x} while {what}; crest cures the target and leaves it as it was"
+                    ),
+                ))
+            }
+            Stop::Exited(_) | Stop::Killed(_) => Err(target_error(
+                self.seized.pid(),
+                format!("thread {tid} ended ({stop:?}) while {what}"),
+            )),
         }
     }
 
@@ -255,17 +332,15 @@ impl<'a> Remote<'a> {
         if self.restored {
             return Ok(());
         }
-        self.restored = true;
         let tid = self.tid;
-        if self.running {
-            // A failed wait left the thread running crest's code: stop it.
-            pt::ptrace_interrupt(tid)
-                .map_err(|e| sys("PTRACE_INTERRUPT", tid, "stopping for the cure", e))?;
-            if wait_stop(tid)?.is_end() {
-                return Ok(());
-            }
-            self.running = false;
+        // A failed wait left the thread running crest's code: stop it.
+        let halted = self.halt();
+        if self.restored {
+            // The thread ended: nothing left to restore.
+            return Ok(());
         }
+        self.restored = true;
+        halted?;
         let saved = self.saved_code;
         self.write_code(&saved)?;
         pt::ptrace_setregs(tid, &self.saved_regs)

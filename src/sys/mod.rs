@@ -34,6 +34,7 @@ pub mod signal;
 pub mod spawn;
 pub mod splice;
 pub mod uffd;
+pub mod unix;
 
 pub use syscalls::Errno;
 

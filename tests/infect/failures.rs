@@ -85,6 +85,9 @@ fn a_failed_injection_is_cured_at_every_step() {
         InjectStep::MemfdCreated,
         InjectStep::Mapped,
         InjectStep::FdClosed,
+        InjectStep::SocketPair,
+        InjectStep::SocketTaken,
+        InjectStep::DaemonStarted,
     ] {
         let seized = seize(v.pid).unwrap();
         let regs0 = ptrace_getregs(v.pid).unwrap();
@@ -119,6 +122,8 @@ fn a_refused_or_crashing_command_is_cured() {
     assert_eq!(p.getpid().unwrap().pid, v.pid, "the parasite still works");
     let err = p.command(CMD_ABORT, &[], 0).expect_err("crash").to_string();
     assert!(err.contains(&format!("signal {}", libc::SIGILL)), "{err}");
+    let err = p.getpid().expect_err("the daemon is gone").to_string();
+    assert!(err.contains("daemon is not running"), "{err}");
     p.cure().expect("cure after a crash");
     assert_eq!(ptrace_getregs(v.pid).unwrap(), regs0);
     seized.release(Release::Resume).unwrap();
