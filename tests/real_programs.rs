@@ -364,7 +364,7 @@ fn redis_cli(cli: &Path, port: u16, args: &[&str]) -> Option<String> {
 /// socket support lands (issue 8); enable it then, with `redis-server`
 /// (which brings redis-cli) in CI's packages.
 #[test]
-#[ignore = "needs TCP sockets (issue 8/socket support)"]
+#[ignore = "needs TCP sockets and epoll (issue 8/socket support)"]
 fn redis_server_keeps_its_keys() {
     let server = need("redis-server", "redis-server");
     let cli = need("redis-cli", "redis-tools");

@@ -187,20 +187,7 @@ fn check() -> Result<String> {
 
 /// Starts the workload, dumps it, restores it; `w` holds it throughout.
 fn round_trip(dir: &Path, w: &mut Workload, say: &mut dyn FnMut(String)) -> Result<Round> {
-    let exe = workload_binary(dir)?;
-    let child = std::process::Command::new(&exe)
-        .arg("selftest")
-        .arg("--workload")
-        .arg(dir)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .process_group(0)
-        .spawn()
-        .map_err(|e| Error::io("start the workload (is $TMPDIR mounted noexec?)", exe, e))?;
-    let pid = child.id() as Pid;
-    *w = Workload::Started(child);
-    let tids = wait_ready(dir, w, pid)?;
+    let (pid, tids) = start_workload(dir, w)?;
     say(format!("  workload  pid {pid}, threads {tids}: ready"));
     let images = dir.join("img");
     let start = Instant::now();
@@ -219,17 +206,7 @@ fn round_trip(dir: &Path, w: &mut Workload, say: &mut dyn FnMut(String)) -> Resu
         ms(dump),
         image_bytes as f64 / (1 << 20) as f64
     ));
-    let start = Instant::now();
-    let opts = crate::restore::run::RestoreOptions {
-        dir: images,
-        detach: true,
-        pidfile: None,
-        shell_job: false,
-    };
-    let restored = crate::restore::run::run(&opts).map_err(|e| phase("restore", e));
-    let restore = start.elapsed();
-    restored?;
-    *w = Workload::Restored(pid);
+    let restore = restore_workload(images, w, pid)?;
     say(format!("  restore   {:.1} ms", ms(restore)));
     Ok(Round {
         pid,
@@ -239,6 +216,40 @@ fn round_trip(dir: &Path, w: &mut Workload, say: &mut dyn FnMut(String)) -> Resu
         image_bytes,
         image_files,
     })
+}
+
+/// Starts the workload in its own process group with /dev/null on 0-2 and
+/// waits until it is ready; its pid and thread ids.
+fn start_workload(dir: &Path, w: &mut Workload) -> Result<(Pid, String)> {
+    let exe = workload_binary(dir)?;
+    let child = std::process::Command::new(&exe)
+        .arg("selftest")
+        .arg("--workload")
+        .arg(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| Error::io("start the workload (is $TMPDIR mounted noexec?)", exe, e))?;
+    let pid = child.id() as Pid;
+    *w = Workload::Started(child);
+    Ok((pid, wait_ready(dir, w, pid)?))
+}
+
+/// Restores the image with crest's restore code, this process staying the
+/// parent (detached: the wait is [`finish`]'s); how long it took.
+fn restore_workload(images: PathBuf, w: &mut Workload, pid: Pid) -> Result<Duration> {
+    let start = Instant::now();
+    let opts = crate::restore::run::RestoreOptions {
+        dir: images,
+        detach: true,
+        pidfile: None,
+        shell_job: false,
+    };
+    crate::restore::run::run(&opts).map_err(|e| phase("restore", e))?;
+    *w = Workload::Restored(pid);
+    Ok(start.elapsed())
 }
 
 /// A copy of crest's binary in `dir`, for the workload to run from.

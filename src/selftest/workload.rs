@@ -119,19 +119,16 @@ fn pattern(seed: u64, i: usize) -> u64 {
     z ^ (z >> 31)
 }
 
+fn sys_err(what: &str, e: crate::sys::Errno) -> String {
+    format!("{what}: {e}")
+}
+
 fn setup(dir: &Path) -> Result<Before, String> {
-    let sys = |what: &str, e: crate::sys::Errno| format!("{what}: {e}");
-    // Only what crest can dump: /dev/null on 0-2 (crest's doing), no
-    // inherited pipes or sockets, and death with crest before the restore.
-    crate::sys::fdtable::close_range(3, u32::MAX).map_err(|e| sys("close_range", e))?;
-    prctl(PR_SET_PDEATHSIG, SIGKILL as u64, 0, 0, 0).map_err(|e| sys("prctl", e))?;
-    std::env::set_current_dir(dir).map_err(|e| format!("chdir {}: {e}", dir.display()))?;
-    let mask = bit(SHARED_SIGNAL) | bit(THREAD_SIGNAL);
-    rt_sigprocmask_setmask(mask).map_err(|e| sys("rt_sigprocmask", e))?;
+    prepare_process(dir)?;
     let pid = std::process::id();
     let seed = u64::from(pid) << 32 | 0x5e1f;
     let heap: Vec<u64> = (0..HEAP_WORDS).map(|i| pattern(seed, i)).collect();
-    let map = Mapping::anonymous(MAP_BYTES).map_err(|e| sys("mmap", e))?;
+    let map = Mapping::anonymous(MAP_BYTES).map_err(|e| sys_err("mmap", e))?;
     for page in (0..MAP_BYTES / 4096).step_by(2) {
         map.write_bytes(page * 4096, &pattern(seed, page).to_le_bytes());
     }
@@ -149,7 +146,7 @@ fn setup(dir: &Path) -> Result<Before, String> {
     let b = Before {
         pid,
         dir: dir.to_path_buf(),
-        counters: std::array::from_fn(|i| shared.counters[i].load(Ordering::SeqCst)),
+        counters: counters(&shared),
         tids: inspect::task_ids()?,
         shared,
         heap,
@@ -163,6 +160,17 @@ fn setup(dir: &Path) -> Result<Before, String> {
     let tids: Vec<String> = b.tids.iter().map(i32::to_string).collect();
     publish(dir, READY, &format!("pid {pid}\ntids {}\n", tids.join(" ")))?;
     Ok(b)
+}
+
+/// Holds only what crest can dump: /dev/null on 0-2 (crest's doing), no
+/// inherited pipes or sockets; dies with crest; the signals to queue
+/// blocked in every thread (the workers inherit the mask).
+fn prepare_process(dir: &Path) -> Result<(), String> {
+    crate::sys::fdtable::close_range(3, u32::MAX).map_err(|e| sys_err("close_range", e))?;
+    prctl(PR_SET_PDEATHSIG, SIGKILL as u64, 0, 0, 0).map_err(|e| sys_err("prctl", e))?;
+    std::env::set_current_dir(dir).map_err(|e| format!("chdir {}: {e}", dir.display()))?;
+    let mask = bit(SHARED_SIGNAL) | bit(THREAD_SIGNAL);
+    rt_sigprocmask_setmask(mask).map_err(|e| sys_err("rt_sigprocmask", e))
 }
 
 fn start_workers(shared: &Arc<Shared>) -> Result<(), String> {
