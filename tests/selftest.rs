@@ -82,7 +82,7 @@ fn selftest_round_trip_passes_and_reports() {
         "restore ",
         &format!("verified  pid {pid} and thread ids ["),
         "verified  memory: 4 MiB heap pattern",
-        "verified  read-only relocated data",
+        "verified  read-only data (pointers, relocated in a PIE) at 0x",
         "verified  3 thread counters kept their values and keep increasing",
         "verified  blocked SIGWINCH (process) and SIGURG",
         "verified  POSIX timers (id, clock)",

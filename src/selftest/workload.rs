@@ -341,7 +341,7 @@ fn check_relro(b: &Before) -> Result<String, String> {
     let now = relro()?;
     if now != b.relro {
         return Err(format!(
-            "read-only relocated data changed: {:#x} {} hash {:#x}, was {:#x} {} hash {:#x}",
+            "read-only data changed: {:#x} {} hash {:#x}, was {:#x} {} hash {:#x}",
             now.0, now.1, now.2, b.relro.0, b.relro.1, b.relro.2
         ));
     }
@@ -349,7 +349,7 @@ fn check_relro(b: &Before) -> Result<String, String> {
         return Err(format!("the read-only data at {:#x} is {}", now.0, now.1));
     }
     Ok(format!(
-        "read-only relocated data at {:#x} intact and still {}",
+        "read-only data (pointers, relocated in a PIE) at {:#x} intact and still {}",
         now.0, now.1
     ))
 }
