@@ -153,3 +153,29 @@ fn selftest_refuses_arguments() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("unexpected argument `extra`"));
 }
+
+/// Without privileges the required features are missing: crest names them
+/// and stops before starting anything.
+#[test]
+fn selftest_without_privileges_names_the_missing_features() {
+    use std::os::unix::process::CommandExt;
+    let tmp = tmpdir("unprivileged");
+    let out = Command::new(env!("CARGO_BIN_EXE_crest"))
+        .arg("selftest")
+        .env("TMPDIR", &tmp)
+        .uid(65534)
+        .gid(65534)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run crest selftest as nobody");
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("this machine cannot checkpoint and restore: required features missing: ")
+            && stderr.contains("clone3_set_tid")
+            && stderr.contains("`crest check` says what brings them"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("workload"), "{stdout}");
+    assert_clean(&tmp);
+}
