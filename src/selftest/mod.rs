@@ -207,7 +207,11 @@ fn round_trip(dir: &Path, w: &mut Workload, say: &mut dyn FnMut(String)) -> Resu
         image_bytes as f64 / (1 << 20) as f64
     ));
     let restore = restore_workload(images, w, pid)?;
-    say(format!("  restore   {:.1} ms", ms(restore)));
+    same_threads(pid, &tids)?;
+    say(format!(
+        "  restore   {:.1} ms; /proc shows pid {pid} with threads {tids} again",
+        ms(restore)
+    ));
     Ok(Round {
         pid,
         tids,
@@ -250,6 +254,25 @@ fn restore_workload(images: PathBuf, w: &mut Workload, pid: Pid) -> Result<Durat
     crate::restore::run::run(&opts).map_err(|e| phase("restore", e))?;
     *w = Workload::Restored(pid);
     Ok(start.elapsed())
+}
+
+/// Checks from outside, before the workload's own checks, that the
+/// restored process has the thread ids it was dumped with.
+fn same_threads(pid: Pid, tids: &str) -> Result<()> {
+    let dir = format!("/proc/{pid}/task");
+    let entries = std::fs::read_dir(&dir).map_err(|e| Error::io("read", &dir, e))?;
+    let mut now: Vec<i64> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    now.sort_unstable();
+    let want: Vec<i64> = tids.split(' ').filter_map(|t| t.parse().ok()).collect();
+    if now != want {
+        return Err(Error::Target {
+            pid,
+            problem: format!("restored with threads {now:?}, dumped with {want:?}"),
+        });
+    }
+    Ok(())
 }
 
 /// A copy of crest's binary in `dir`, for the workload to run from.
