@@ -16,6 +16,7 @@ pub mod infect;
 pub mod log;
 pub mod proc;
 pub mod restore;
+pub mod selftest;
 pub mod sys;
 
 pub use error::{Error, Result};

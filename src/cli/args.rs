@@ -119,6 +119,13 @@ pub const OPTIONS: &[OptSpec] = &[
         commands: &["dump", "restore"],
         help: "the process belongs to a shell session: use crest's terminal",
     },
+    OptSpec {
+        long: "workload",
+        short: None,
+        value: Some("DIR"),
+        commands: &["selftest"],
+        help: "internal: run as the self-test's workload in DIR (crest starts it itself)",
+    },
 ];
 
 /// What the command line asked for.
@@ -154,6 +161,8 @@ pub struct Args {
     pub pidfile: Option<PathBuf>,
     /// `-j` / `--shell-job`.
     pub shell_job: bool,
+    /// `--workload DIR` (internal, `selftest` re-executing itself).
+    pub workload: Option<PathBuf>,
     /// The whole command line, as given (the inventory records it).
     pub argv: Vec<String>,
     /// The long names of the options given, short or long.
@@ -271,6 +280,7 @@ fn apply(args: &mut Args, spec: &OptSpec, value: Option<String>) -> Result<()> {
         "restore-detached" => args.detach = true,
         "pidfile" => args.pidfile = Some(PathBuf::from(value)),
         "shell-job" => args.shell_job = true,
+        "workload" => args.workload = Some(PathBuf::from(value)),
         other => return Err(Error::Usage(format!("option --{other} is not handled"))),
     }
     Ok(())

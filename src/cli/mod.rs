@@ -83,6 +83,13 @@ fn run(args: &Args) -> Result<i32> {
         }
         "dump" => dump(args),
         "restore" => restore(args),
+        "selftest" => {
+            no_positional(args)?;
+            match &args.workload {
+                Some(dir) => Ok(crate::selftest::workload::run(dir)),
+                None => crate::selftest::run(&mut std::io::stdout().lock()),
+            }
+        }
         other => Err(Error::Usage(format!("unknown command `{other}`"))),
     }
 }
