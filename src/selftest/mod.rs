@@ -10,8 +10,7 @@
 //!  ─► wait for its exit status ─► report; DIR removed, no process left
 //! ```
 //!
-//! The workload is crest itself (see [`workload`]), run from a copy of the
-//! binary in DIR (see [`workload_binary`] for why), so the self-test needs
+//! The workload is crest itself (see [`workload`]), so the self-test needs
 //! nothing but the binary. Dump and restore run in this process as library
 //! calls: the same code paths as `crest dump` and `crest restore`, and the
 //! restored workload is this process's child, which it reaps. Guards kill
@@ -225,7 +224,7 @@ fn round_trip(dir: &Path, w: &mut Workload, say: &mut dyn FnMut(String)) -> Resu
 /// Starts the workload in its own process group with /dev/null on 0-2 and
 /// waits until it is ready; its pid and thread ids.
 fn start_workload(dir: &Path, w: &mut Workload) -> Result<(Pid, String)> {
-    let exe = workload_binary(dir)?;
+    let exe = PathBuf::from("/proc/self/exe");
     let child = std::process::Command::new(&exe)
         .arg("selftest")
         .arg("--workload")
@@ -235,7 +234,7 @@ fn start_workload(dir: &Path, w: &mut Workload) -> Result<(Pid, String)> {
         .stderr(std::process::Stdio::null())
         .process_group(0)
         .spawn()
-        .map_err(|e| Error::io("start the workload (is $TMPDIR mounted noexec?)", exe, e))?;
+        .map_err(|e| Error::io("start the workload", exe, e))?;
     let pid = child.id() as Pid;
     *w = Workload::Started(child);
     Ok((pid, wait_ready(dir, w, pid)?))
@@ -273,19 +272,6 @@ fn same_threads(pid: Pid, tids: &str) -> Result<()> {
         });
     }
     Ok(())
-}
-
-/// A copy of crest's binary in `dir`, for the workload to run from.
-///
-/// The kernel refuses PR_SET_MM_MAP's new exe file while the restoring
-/// process still maps its old one by the same path (EBUSY), so a process
-/// running crest's own binary cannot be restored by crest: the restorer
-/// unmaps crest's mappings, but the restored ones are of the same file.
-fn workload_binary(dir: &Path) -> Result<PathBuf> {
-    let exe = dir.join("crest");
-    std::fs::copy("/proc/self/exe", &exe)
-        .map_err(|e| Error::io("copy crest's binary to", &exe, e))?;
-    Ok(exe)
 }
 
 fn phase(what: &str, e: Error) -> Error {
