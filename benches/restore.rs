@@ -1,8 +1,9 @@
 //! Restore throughput and latency: how long `crest restore -d` needs to
 //! bring back a process holding N MiB of touched anonymous memory from a
 //! tmpfs image, next to `dd` reading the same pages file to /dev/null in
-//! the same run (the bytes every restore must read); and the restore time of
-//! a tiny process (goal: under 10 ms).
+//! the same run (the bytes every restore must read) and to reading it into
+//! fresh anonymous memory (what a restore must also do: populate memory);
+//! and the restore time of a tiny process (goal: under 10 ms).
 //!
 //! Run: `cargo bench --bench restore` (as root). Sizes 64, 512, 2048 MiB
 //! (`CREST_BENCH_MIB=64,512` picks others), then the tiny process; medians
@@ -105,6 +106,36 @@ fn dd_read(file: &Path) -> Duration {
     start.elapsed()
 }
 
+/// Reads `file` into fresh anonymous memory, 1 MiB per pread, and frees
+/// it: the floor of any restore, which must populate memory as it reads.
+fn read_fresh(file: &Path) -> Duration {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(file).unwrap();
+    let len = f.metadata().unwrap().len() as usize;
+    let start = Instant::now();
+    // SAFETY: a fresh private anonymous mapping, unmapped below.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len.max(1),
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED);
+    // SAFETY: the mapping is len bytes, ours alone until munmap.
+    let mem = unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), len) };
+    for (i, chunk) in mem.chunks_mut(1 << 20).enumerate() {
+        f.read_exact_at(chunk, (i << 20) as u64).unwrap();
+    }
+    let t = start.elapsed();
+    // SAFETY: unmaps the mapping made above; mem is not used after.
+    unsafe { libc::munmap(p, len.max(1)) };
+    t
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -131,27 +162,32 @@ fn main() {
     let base = Path::new("/dev/shm").join(format!("crest-bench-restore-{}", std::process::id()));
     std::fs::create_dir_all(&base).unwrap();
     let dir = base.join("images");
-    println!("| MiB | dd read | crest restore | dd MB/s | crest MB/s | ratio |");
-    println!("| --- | --- | --- | --- | --- | --- |");
+    println!("| MiB | dd read | read into fresh memory | crest restore | dd MB/s | fresh MB/s | crest MB/s | vs dd | vs fresh |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for mib in sizes() {
         let pid = dumped(mib, &dir);
         let pages = dir.join(format!("pages-{pid}.img"));
         restore(&dir, pid);
         dd_read(&pages);
-        let (mut dd, mut rs) = (Vec::new(), Vec::new());
+        let (mut dd, mut fresh, mut rs) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..RUNS {
             dd.push(dd_read(&pages));
+            fresh.push(read_fresh(&pages));
             rs.push(restore(&dir, pid));
         }
-        let (dd, rs) = (median(dd), median(rs));
+        let (dd, fresh, rs) = (median(dd), median(fresh), median(rs));
         let mb = (mib << 20) as f64 / 1e6;
+        let rate = |d: Duration| mb / d.as_secs_f64();
         println!(
-            "| {mib} | {:.1} ms | {:.1} ms | {:.0} | {:.0} | {:.2}x |",
+            "| {mib} | {:.1} ms | {:.1} ms | {:.1} ms | {:.0} | {:.0} | {:.0} | {:.2}x | {:.2}x |",
             ms(dd),
+            ms(fresh),
             ms(rs),
-            mb / dd.as_secs_f64(),
-            mb / rs.as_secs_f64(),
-            dd.as_secs_f64() / rs.as_secs_f64()
+            rate(dd),
+            rate(fresh),
+            rate(rs),
+            dd.as_secs_f64() / rs.as_secs_f64(),
+            fresh.as_secs_f64() / rs.as_secs_f64()
         );
     }
     let pid = dumped(0, &dir);

@@ -22,6 +22,9 @@ fn table<T>(addr: u64, n: u64) -> &'static [T] {
     unsafe { core::slice::from_raw_parts(addr as *const T, n as usize) }
 }
 
+/// `MADV_POPULATE_WRITE`.
+const MADV_POPULATE_WRITE: u32 = 23;
+
 fn at(i: usize, r: Sys) -> Result<usize, Failed> {
     r.map_err(|e| (i as u32, e))
 }
@@ -132,6 +135,11 @@ fn fill(runs: &[PlanRun], pages_fd: i32) -> Result<(), Failed> {
             clear(r.addr, r.len);
             continue;
         }
+        // Fault the run's pages in with one call instead of one fault per
+        // page during the copy; kernels before 5.14 lack it (EINVAL): the
+        // copy then faults them in itself.
+        // SAFETY: the run's own range, mapped writable (as above).
+        let _ = unsafe { calls::madvise(r.addr, r.len, MADV_POPULATE_WRITE) };
         let mut done = 0;
         while done < r.len {
             // SAFETY: as above; the range stays inside the run.
