@@ -162,7 +162,9 @@ fn main() {
     let base = Path::new("/dev/shm").join(format!("crest-bench-restore-{}", std::process::id()));
     std::fs::create_dir_all(&base).unwrap();
     let dir = base.join("images");
-    println!("| MiB | dd read | read into fresh memory | crest restore | dd MB/s | fresh MB/s | crest MB/s | vs dd | vs fresh |");
+    println!(
+        "| MiB | dd read | read into fresh memory | crest restore | dd MB/s | fresh MB/s | crest MB/s | vs dd | vs fresh |"
+    );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for mib in sizes() {
         let pid = dumped(mib, &dir);

@@ -362,8 +362,11 @@ pub struct RestorePlan {
     /// Fault injection for tests: the step (`STEP_*`) to fail on purpose
     /// with ECANCELED, or [`NO_FAULT`].
     pub fault_step: u32,
-    /// Padding.
-    pub pad: u32,
+    /// -1: threads get their ids from clone3's set_tid. Otherwise the fd of
+    /// /proc/sys/kernel/ns_last_pid: on kernels without set_tid (before
+    /// 5.5) the restorer writes `tid - 1` there and creates the thread with
+    /// clone(2), which then takes the next id.
+    pub ns_last_pid_fd: i32,
 }
 
 /// [`RestorePlan::fault_step`] when no fault is injected.

@@ -143,8 +143,9 @@ pub unsafe fn rt_sigreturn(frame_sp: usize) -> ! {
     }
 }
 
-/// clone3(2) for a new thread of the blob: the child starts on the stack
-/// `args` gives, clears the frame pointer and calls `entry(arg)`, which
+/// A new thread of the blob with clone3(2) (`nr` = SYS_clone3, `a0` the
+/// clone_args, `a1` their size) or clone(2) (`nr` = SYS_clone, `a0` the
+/// flags, `a1` the new stack): the child starts on that stack, clears the frame pointer and calls `entry(arg)`, which
 /// never returns. The parent gets the child's tid or -errno.
 ///
 /// The child has no Rust frame to return into (its stack is new), so the
@@ -153,11 +154,13 @@ pub unsafe fn rt_sigreturn(frame_sp: usize) -> ! {
 /// rcx and r11.
 ///
 /// # Safety
-/// `args` points to a valid `struct clone_args` of `size` bytes whose
-/// stack is mapped, 16-aligned at its top and used by nothing else.
-pub unsafe fn clone3_thread(
-    args: *const u8,
-    size: usize,
+/// The arguments make a thread whose stack is mapped, 16-aligned at its
+/// top and used by nothing else (for clone3, `a0` points to a valid
+/// `struct clone_args` of `a1` bytes).
+pub unsafe fn clone_thread(
+    nr: usize,
+    a0: usize,
+    a1: usize,
     entry: extern "C" fn(usize) -> !,
     arg: usize,
 ) -> isize {
@@ -174,8 +177,8 @@ pub unsafe fn clone3_thread(
             "call r13",
             "ud2",
             "2:",
-            inlateout("rax") nr::SYS_clone3 => ret,
-            in("rdi") args, in("rsi") size, in("r12") arg, in("r13") entry,
+            inlateout("rax") nr => ret,
+            in("rdi") a0, in("rsi") a1, in("r12") arg, in("r13") entry,
             lateout("rcx") _, lateout("r11") _, options(nostack)
         );
     }
@@ -273,6 +276,10 @@ pub mod nr {
     pub const SYS_capset: usize = 126;
     /// `futex(2)`.
     pub const SYS_futex: usize = 202;
+    /// `clone(2)`.
+    pub const SYS_clone: usize = 56;
+    /// `pwrite64(2)`.
+    pub const SYS_pwrite64: usize = 18;
     /// `clone3(2)`.
     pub const SYS_clone3: usize = 435;
     /// `openat(2)`.

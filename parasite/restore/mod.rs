@@ -90,10 +90,6 @@ pub fn run(p: &RestorePlan) -> ! {
     run_step(r, p, STEP_TIMERS, state::timers);
     run_step(r, p, STEP_RLIMITS, state::rlimits);
     run_step(r, p, STEP_MISC, state::misc);
-    step(r, p, STEP_CLOSE);
-    if let Err((i, e)) = state::close_fds(p) {
-        fail(r, STEP_CLOSE, i, e)
-    }
     let leader = &threads::threads(p)[0];
     step(r, p, STEP_THREAD);
     if let Err((i, e)) = threads::own_state(leader, 0) {
@@ -108,6 +104,11 @@ pub fn run(p: &RestorePlan) -> ! {
     step(r, p, STEP_CLONE);
     if let Err((i, e)) = threads::clone_threads(p) {
         fail(r, STEP_CLONE, i, e)
+    }
+    // After the threads: creating them may need crest's ns_last_pid fd.
+    step(r, p, STEP_CLOSE);
+    if let Err((i, e)) = state::close_fds(p) {
+        fail(r, STEP_CLOSE, i, e)
     }
     step(r, p, STEP_CREDS);
     if let Err(e) = threads::creds(&p.creds, p.no_new_privs) {

@@ -17,7 +17,7 @@ use core::sync::atomic::{Ordering, fence};
 use super::calls::{self, Sys};
 use super::mem::Failed;
 use crate::plan::{PlanCreds, PlanResults, PlanThread, RestorePlan, SIGINFO_SIZE, THREAD_STACK_SIZE};
-use crate::syscall::{clone3_thread, nr};
+use crate::syscall::{clone_thread, nr};
 
 const CLONE_VM: u64 = 0x100;
 const CLONE_FS: u64 = 0x200;
@@ -80,6 +80,26 @@ pub fn queue_signals(sigs: u64, n: u64, tid: i32) -> Result<(), Failed> {
     Ok(())
 }
 
+/// Writes `last` in decimal to /proc/sys/kernel/ns_last_pid (`fd`), so the
+/// next task created gets `last + 1`.
+fn set_ns_last_pid(fd: i32, last: i32) -> Result<(), isize> {
+    let mut digits = [0u8; 12];
+    let mut n = last.max(0) as u32;
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let text = &digits[at..];
+    let a = [fd as usize, text.as_ptr() as usize, text.len(), 0, 0];
+    // SAFETY: the kernel reads `text` from this frame.
+    unsafe { calls::call(nr::SYS_pwrite64, a) }.map(drop)
+}
+
 /// The kernel's `struct clone_args` (CLONE_ARGS_SIZE_VER2).
 #[repr(C)]
 struct CloneArgs {
@@ -116,8 +136,19 @@ pub fn clone_threads(p: &RestorePlan) -> Result<(), Failed> {
             cgroup: 0,
         };
         let size = core::mem::size_of::<CloneArgs>();
-        // SAFETY: the stack is this thread's slice of the mapping, unused.
-        let ret = unsafe { clone3_thread(&args as *const CloneArgs as *const u8, size, thread_main, t as *const PlanThread as usize) };
+        let entry = t as *const PlanThread as usize;
+        let ret = if p.ns_last_pid_fd < 0 {
+            // SAFETY: the stack is this thread's slice of the mapping, unused.
+            unsafe { clone_thread(nr::SYS_clone3, &args as *const CloneArgs as usize, size, thread_main, entry) }
+        } else {
+            set_ns_last_pid(p.ns_last_pid_fd, tid - 1).map_err(|e| (i as u32, e))?;
+            // SAFETY: as above; clone(2) takes the flags and the stack top.
+            unsafe { clone_thread(nr::SYS_clone, args.flags as usize, t.stack_top as usize, thread_main, entry) }
+        };
+        if ret >= 0 && ret as i32 != tid {
+            // Another task took the id between the write and the clone.
+            return Err((i as u32, -17));
+        }
         at(i, if ret < 0 { Err(ret) } else { Ok(ret as usize) })?;
     }
     for t in &list[1..] {

@@ -18,6 +18,9 @@ use crate::image::timers::TimerSpec;
 /// restored stopped instead.
 const UNQUEUEABLE: [i32; 2] = [9, 19];
 
+/// Where the pid of the next task of this pid namespace is set.
+pub const NS_LAST_PID: &str = "/proc/sys/kernel/ns_last_pid";
+
 /// A built plan: its address in the mapping and where results come.
 pub struct Built {
     /// The restorer mapping.
@@ -85,7 +88,14 @@ fn shmem_bytes(img: &Images) -> usize {
 }
 
 /// Everything the restorer needs, in a fresh mapping.
-pub fn build(img: &Images, helper_base: i32, fault_step: u32) -> Result<Built> {
+/// `ns_last_pid`: the open /proc/sys/kernel/ns_last_pid when threads must
+/// get their ids through it (no clone3 set_tid).
+pub fn build(
+    img: &Images,
+    helper_base: i32,
+    fault_step: u32,
+    ns_last_pid: Option<&std::fs::File>,
+) -> Result<Built> {
     let blob = crate::blob::restorer();
     let mut fds = HelperFds::new(helper_base);
     let shmids: Vec<u64> = img.shmem.iter().map(|(id, _)| *id).collect();
@@ -123,6 +133,12 @@ pub fn build(img: &Images, helper_base: i32, fault_step: u32) -> Result<Built> {
     plan.creds = plan_creds(&img.task.creds, &mut l)?;
     plan.no_new_privs = u32::from(img.task.creds.no_new_privs);
     plan.fault_step = fault_step;
+    if let Some(f) = ns_last_pid {
+        let dup = f
+            .try_clone()
+            .map_err(|e| crate::Error::io("dup", NS_LAST_PID, e))?;
+        plan.ns_last_pid_fd = fds.keep(dup.into(), b"", true)?;
+    }
     l.put(plan_addr, &plan);
     Ok(Built {
         layout: l,
@@ -166,7 +182,7 @@ fn empty_plan(results: u64) -> RestorePlan {
         mm: MmMap::default(),
         creds: PlanCreds::default(),
         fault_step: NO_FAULT,
-        pad: 0,
+        ns_last_pid_fd: -1,
     }
 }
 

@@ -102,13 +102,22 @@ pub fn run(opts: &RestoreOptions) -> Result<i32> {
     let pid = img.process.pid as Pid;
     pids::check_free(&img.process.threads)?;
     let files = files::plan_files(&img.files, &img.task.misc, opts.shell_job)?;
-    let mut built = plan::build(&img, files.first_free_fd(), restorer_fault())?;
+    let ns_last_pid = pid_by_ns_last_pid()?;
+    let mut built = plan::build(
+        &img,
+        files.first_free_fd(),
+        restorer_fault(),
+        ns_last_pid.as_ref(),
+    )?;
     fault_point(pid, "restore-plan")?;
     let msg = built.layout.alloc(MSG_LEN, 16)?;
     let code = built.layout.alloc(16, 16)?;
     crate::debug!("pid {pid}: {}", plan::describe(&built));
     let keep = built.fds.numbers();
-    let child = create_task(pid)?;
+    let child = match &ns_last_pid {
+        None => create_task(pid)?,
+        Some(f) => create_task_by_ns_last_pid(pid, f)?,
+    };
     if child == 0 {
         child::main(&ChildSetup {
             process: &img.process,
@@ -162,6 +171,55 @@ fn create_task(pid: Pid) -> Result<Pid> {
             other => return other.map_err(|e| pid_error(pid, e)),
         }
     }
+}
+
+/// None when clone3 can choose pids (set_tid, Linux 5.5); otherwise
+/// /proc/sys/kernel/ns_last_pid, opened and locked (flock, as CRIU does, so
+/// two restores do not race for it) for as long as the restore runs.
+/// CREST_NO_SET_TID=1 forces this path (tests).
+fn pid_by_ns_last_pid() -> Result<Option<std::fs::File>> {
+    let forced = std::env::var_os("CREST_NO_SET_TID").is_some_and(|v| v == "1");
+    if !forced && crate::sys::spawn::kernel_at_least(5, 5) {
+        return Ok(None);
+    }
+    crate::warn!(
+        "clone3 cannot choose pids here: setting them through {}",
+        plan::NS_LAST_PID
+    );
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(plan::NS_LAST_PID)
+        .map_err(|e| Error::io("open", plan::NS_LAST_PID, e))?;
+    crate::sys::spawn::flock_exclusive(&f)
+        .map_err(|e| Error::sys("flock", plan::NS_LAST_PID, e))?;
+    Ok(Some(f))
+}
+
+/// Creates the task by writing `pid - 1` to ns_last_pid and forking: the
+/// child gets `pid` unless another task was created in between, in which
+/// case both sides see it and the restore fails cleanly.
+fn create_task_by_ns_last_pid(pid: Pid, f: &std::fs::File) -> Result<Pid> {
+    use std::os::unix::fs::FileExt;
+    pids::check_free(&[pid as u32])?;
+    f.write_all_at((pid - 1).to_string().as_bytes(), 0)
+        .map_err(|e| Error::io("write", plan::NS_LAST_PID, e))?;
+    let child = crate::sys::process::fork()
+        .map_err(|e| Error::sys("fork", format!("creating pid {pid}"), e))?;
+    if child == 0 {
+        if crate::sys::process::getpid() != pid {
+            crate::sys::process::exit_group(1);
+        }
+        return Ok(0);
+    }
+    if child != pid {
+        let _ = wait4(child, __WALL);
+        return Err(Error::Unsupported(format!(
+            "pid {pid} went to another new process while crest set {}; try again",
+            plan::NS_LAST_PID
+        )));
+    }
+    Ok(child)
 }
 
 /// How long a pid that is free in /proc but still taken is waited for.

@@ -127,3 +127,25 @@ pub fn own_rseq() -> (u64, u32, u32) {
         (0, 0, 0)
     }
 }
+
+/// flock(LOCK_EX) on `f`, held until it is closed.
+pub fn flock_exclusive(f: &std::fs::File) -> SysResult<()> {
+    use std::os::fd::AsRawFd;
+    const LOCK_EX: i32 = 2;
+    // SAFETY: no pointers.
+    unsafe { syscall!(Sysno::flock, f.as_raw_fd(), LOCK_EX) }.map(drop)
+}
+
+/// Whether the running kernel's release is at least `major.minor`
+/// (/proc/sys/kernel/osrelease); false when it cannot be read.
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return false;
+    };
+    let mut parts = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (a, b) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (a, b) >= (major, minor)
+}
