@@ -85,14 +85,16 @@ impl Blob {
     }
 }
 
-/// The parasite for the architecture crest was built for: runs one
-/// [`proto`] command inside a seized task per start.
+/// The parasite for the architecture crest was built for: runs [`proto`]
+/// commands inside a seized task, as a daemon over a unix socket in the
+/// leader or one per start in another thread.
 pub fn parasite() -> Blob {
     PARASITE
 }
 
 /// The restorer for the architecture crest was built for: clears the
-/// address space of everything but itself (see [`proto::RestorerArgs`]).
+/// address space of everything but itself (see [`proto::RestorerArgs`]),
+/// then rebuilds the dumped process from a [`plan::RestorePlan`].
 pub fn restorer() -> Blob {
     RESTORER
 }

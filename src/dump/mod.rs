@@ -54,8 +54,8 @@ pub struct ProcessState {
     /// mm-PID.img. `mm.brk.1` is the page-aligned end of `[heap]`: the exact
     /// brk needs brk(0) in the process.
     pub mm: MmImage,
-    /// files-PID.img, without pipe data (taking it without losing it needs
-    /// the parasite).
+    /// files-PID.img; the pipe data is added while the process is seized
+    /// (files::collect_pipe_data).
     pub files: FilesImage,
     /// Per thread: tid, comm, blocked and pending masks from /proc.
     pub threads: Vec<ThreadInfo>,

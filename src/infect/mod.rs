@@ -9,8 +9,11 @@
 //!   seize::Seized        every thread PTRACE_SEIZE'd and stopped; Drop detaches
 //!     └ remote::Remote     one thread's registers, sigmask and a planted
 //!         │                `syscall; trap` word saved; Drop puts them back
-//!         └ parasite::Parasite  the blob mapped from a memfd; commands run in
-//!                               "trap mode"; Drop unmaps it and verifies
+//!         └ parasite::Parasite  the blob mapped from a memfd, running as a
+//!                               daemon in the leader that takes commands
+//!                               over a unix socket (per-thread commands in
+//!                               "trap mode"); Drop stops it, unmaps it and
+//!                               verifies
 //! ```
 //!
 //! All ptrace requests must come from the thread that seized the task (the
