@@ -1,6 +1,6 @@
 //! `crest restore` round trips in the zdtm style: forked victims
-//! (tests/restore/*.rs) set up memory, threads, registers, signals, timers
-//! and files, the test dumps them and restores them with the real binary,
+//! (tests/restore/*.rs) set up memory, threads, registers, signals, timers,
+//! files and credentials, the test dumps them and restores them with the real binary,
 //! and each victim then checks its own state against what it recorded
 //! before the dump and against the kernel (/proc/self, syscalls).
 //!
@@ -23,6 +23,8 @@ macro_rules! ensure {
 }
 
 mod common;
+#[path = "restore/creds.rs"]
+mod creds;
 #[path = "restore/files.rs"]
 mod files;
 #[path = "restore/memory.rs"]
@@ -285,6 +287,7 @@ victim_tests!(memory_victim, memory);
 victim_tests!(threads_victim, threads);
 victim_tests!(signals_victim, signals);
 victim_tests!(files_victim, files);
+victim_tests!(creds_victim, creds);
 
 /// The memory victim's checks can fail: a page changed behind its back
 /// (through /proc/PID/mem) is reported.

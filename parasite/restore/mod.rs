@@ -114,6 +114,11 @@ pub fn run(p: &RestorePlan) -> ! {
     if let Err(e) = threads::creds(&p.creds, p.no_new_privs) {
         fail(r, STEP_CREDS, 0, e)
     }
+    // A change of ids resets the dumpable flag and the parent-death signal:
+    // set them again, now that every thread has its credentials.
+    if let Err((i, e)) = state::after_creds(p) {
+        fail(r, STEP_CREDS, i, e)
+    }
     finish(r, DONE_OK);
     park(r)
 }

@@ -170,6 +170,20 @@ pub fn misc(p: &RestorePlan) -> Result<(), Failed> {
     Ok(())
 }
 
+/// What a change of credentials resets (commit_creds): the dumpable flag
+/// and the parent-death signal.
+pub fn after_creds(p: &RestorePlan) -> Result<(), Failed> {
+    let calls: [[usize; 5]; 2] = [
+        [PR_SET_DUMPABLE, p.dumpable as usize, 0, 0, 0],
+        [PR_SET_PDEATHSIG, p.pdeath_signal as usize, 0, 0, 0],
+    ];
+    for (i, a) in calls.iter().enumerate() {
+        // SAFETY: prctl calls with plain values.
+        at(i, unsafe { calls::call(nr::SYS_prctl, *a) })?;
+    }
+    Ok(())
+}
+
 /// Closes crest's helper fds (pages file, mapped files, exe): all fds from
 /// `close_from` up.
 pub fn close_fds(p: &RestorePlan) -> Result<(), Failed> {
