@@ -1,36 +1,38 @@
-//! The new task's first steps, still in crest's code: its session and
-//! group, its files, all signals blocked, then the jump into the restorer
-//! with the list of crest's own mappings to remove.
+//! The new tasks' first steps, still in crest's code: each takes its
+//! session and group, creates its own children (so each has its dumped
+//! parent), waits until the whole tree exists, joins its process group,
+//! puts its files back, blocks all signals and jumps into its restorer with
+//! the list of crest's mappings to remove.
 //!
-//! Nothing here can return to crest's main: on failure the task writes the
-//! reason into the restorer mapping, where crest reads it, and exits.
+//! Nothing here returns to crest's main: on failure a task writes the
+//! reason into its restorer mapping, where crest reads it, and exits.
 //!
 //! # Safety
 //! The restorer glue: the one unsafe step is the jump into the blob, which
-//! crest copied into the layout mapping and whose args it just wrote.
+//! crest copied into the task's layout mapping and whose args it just wrote.
 #![allow(unsafe_code)]
 
 use super::files::{FilesPlan, install_files};
 use super::layout::Layout;
+use super::tree::PidSource;
 use crate::blob::proto::{self, MemRange, RestorerArgs};
 use crate::blob::regs::UserRegs;
 use crate::blob::sigframe::RtSigframe;
 use crate::error::{Error, Result};
-use crate::image::pstree::Process;
+use crate::image::pstree::{Process, TaskState};
+use crate::sys::mm::Mapping;
 use crate::sys::process::{PR_SET_PDEATHSIG, SIGKILL, exit_group, prctl};
 use crate::sys::spawn;
 
-/// What the task needs from crest.
-pub struct ChildSetup<'a> {
-    /// The process as dumped (pid, sid, pgid).
-    pub process: &'a Process,
+/// What a live task needs from crest.
+pub struct LiveSetup<'a> {
     /// Its files.
     pub files: &'a FilesPlan,
-    /// crest's helper fds, which stay open for the restorer.
+    /// crest's helper fds for its restorer, which stay open.
     pub keep: &'a [i32],
-    /// The restorer mapping.
+    /// Its restorer mapping.
     pub layout: &'a Layout,
-    /// The plan's address.
+    /// Its plan's address.
     pub plan: u64,
     /// Where to leave an error message (`msg_len` bytes).
     pub msg: u64,
@@ -38,38 +40,135 @@ pub struct ChildSetup<'a> {
     pub msg_len: usize,
 }
 
-/// Runs in the new task; never returns.
-pub fn main(s: &ChildSetup<'_>) -> ! {
-    let err = match prepare(s) {
+/// One process of the tree as the tasks see it.
+pub struct Node<'a> {
+    /// The process as dumped.
+    pub process: &'a Process,
+    /// Its setup; None for a zombie.
+    pub live: Option<LiveSetup<'a>>,
+}
+
+/// What every task shares: the nodes, how pids are made, and the barrier
+/// (a shared page: a counter of live tasks that created their children).
+pub struct Shared<'a> {
+    /// Every process, parents first.
+    pub nodes: &'a [Node<'a>],
+    /// clone3 set_tid or ns_last_pid.
+    pub pids: &'a PidSource,
+    /// The barrier's page.
+    pub barrier: &'a Mapping,
+}
+
+/// Runs in the new task of live node `i`; never returns.
+pub fn main(sh: &Shared<'_>, i: usize) -> ! {
+    let node = &sh.nodes[i];
+    let Some(live) = &node.live else {
+        exit_as_zombie(node.process)
+    };
+    let err = match prepare(sh, i) {
         Ok(entry) => {
             // SAFETY: `entry` is the head of the restorer blob, copied into
-            // the layout mapping, whose args were just filled in.
+            // this task's layout mapping, whose args were just filled in.
             unsafe { spawn::jump_to_blob(entry) }
         }
         Err(e) => e,
     };
     let mut text = err.to_string().into_bytes();
-    text.truncate(s.msg_len - 1);
+    text.truncate(live.msg_len - 1);
     text.push(0);
-    s.layout.put_bytes(s.msg, &text);
+    live.layout.put_bytes(live.msg, &text);
     exit_group(1)
 }
 
-fn prepare(s: &ChildSetup<'_>) -> Result<usize> {
+/// A zombie ends at once the way it ended: by its signal (without a core
+/// dump) or with its exit code, for its parent to find.
+fn exit_as_zombie(p: &Process) -> ! {
+    let status = match p.state {
+        TaskState::Zombie { exit_code } => exit_code,
+        _ => 0,
+    };
+    let sig = status & 0x7f;
+    if sig != 0 {
+        let _ = prctl(crate::sys::process::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        let _ = crate::sys::process::kill(crate::sys::process::getpid(), sig);
+    }
+    exit_group((status >> 8) & 0xff)
+}
+
+fn prepare(sh: &Shared<'_>, i: usize) -> Result<usize> {
+    let node = &sh.nodes[i];
+    let p = node.process;
+    let Some(live) = &node.live else {
+        unreachable!("zombies exit in main")
+    };
     // If crest dies now, the half-made task must not live on.
     prctl(PR_SET_PDEATHSIG, SIGKILL as u64, 0, 0, 0)
         .map_err(|e| Error::sys("prctl", "PDEATHSIG", e))?;
-    let p = s.process;
     if p.sid == p.pid {
         spawn::setsid().map_err(|e| Error::sys("setsid", format!("pid {}", p.pid), e))?;
     } else if p.pgid == p.pid {
         spawn::setpgid(0, 0).map_err(|e| Error::sys("setpgid", format!("pid {}", p.pid), e))?;
     }
-    install_files(s.files, s.keep)?;
+    create_children(sh, p.pid)?;
+    wait_for_tree(sh);
+    join_group(sh, p)?;
+    install_files(live.files, live.keep)?;
     crate::dump::run::fault_point(p.pid as i32, "restore-files")?;
-    let unmap = own_mappings_but(s.layout)?;
+    let unmap = own_mappings_but(live.layout)?;
     crate::sys::signal::rt_sigprocmask_setmask(!0)
         .map_err(|e| Error::sys("rt_sigprocmask", "blocking signals", e))?;
+    write_args(live, &unmap);
+    Ok(live.layout.base() + crate::blob::restorer().entry)
+}
+
+/// Creates every child of `pid` with its pid; each runs [`main`].
+fn create_children(sh: &Shared<'_>, pid: u32) -> Result<()> {
+    for (j, child) in sh.nodes.iter().enumerate() {
+        if child.process.ppid != pid || j == 0 {
+            continue;
+        }
+        if sh.pids.create(child.process.pid as i32)? == 0 {
+            main(sh, j)
+        }
+    }
+    Ok(())
+}
+
+/// Counts this task in and waits until every live task has created its
+/// children, so that every process group leader exists.
+fn wait_for_tree(sh: &Shared<'_>) {
+    let live = sh.nodes.iter().filter(|n| n.live.is_some()).count() as u32;
+    let mut seen = sh.barrier.fetch_add_u32(0, 1) + 1;
+    if seen >= live {
+        spawn::futex_wake_shared(sh.barrier.addr());
+    }
+    while seen < live {
+        spawn::futex_wait_shared(
+            sh.barrier.addr(),
+            seen,
+            std::time::Duration::from_millis(50),
+        );
+        seen = sh.barrier.read_u32(0);
+    }
+}
+
+/// Joins the dumped process group when it is another process's (its
+/// leader exists now).
+fn join_group(sh: &Shared<'_>, p: &Process) -> Result<()> {
+    let leader_here = sh.nodes.iter().any(|n| n.process.pid == p.pgid);
+    if p.pgid != p.pid && leader_here {
+        spawn::setpgid(0, p.pgid as i32).map_err(|e| {
+            Error::sys(
+                "setpgid",
+                format!("pid {} joining group {}", p.pid, p.pgid),
+                e,
+            )
+        })?;
+    }
+    Ok(())
+}
+
+fn write_args(live: &LiveSetup<'_>, unmap: &[MemRange]) {
     let (rseq_addr, rseq_len, rseq_sig) = spawn::own_rseq();
     let mut args = RestorerArgs {
         ret: proto::RET_PENDING,
@@ -81,17 +180,17 @@ fn prepare(s: &ChildSetup<'_>) -> Result<usize> {
         rseq_sig,
         unmap: [MemRange::default(); proto::RESTORER_MAX_UNMAP],
         frame: RtSigframe::new(&UserRegs::default(), 0),
-        plan: s.plan,
+        plan: live.plan,
     };
-    args.unmap[..unmap.len()].copy_from_slice(&unmap);
-    let blob = crate::blob::restorer();
-    let base = s.layout.base();
-    s.layout.put((base + blob.args_offset) as u64, &args);
-    Ok(base + blob.entry)
+    args.unmap[..unmap.len()].copy_from_slice(unmap);
+    let base = live.layout.base();
+    live.layout
+        .put((base + crate::blob::restorer().args_offset) as u64, &args);
 }
 
-/// Every mapping of this task but the restorer's and the kernel's special
-/// ones (moved by the plan, or above the user address space), merged.
+/// Every mapping of this task but its restorer's and the kernel's special
+/// ones (moved by the plan, or above the user address space), merged. Other
+/// tasks' restorer mappings, inherited from crest, go too.
 fn own_mappings_but(layout: &Layout) -> Result<Vec<MemRange>> {
     let text =
         std::fs::read("/proc/self/maps").map_err(|e| Error::io("read", "/proc/self/maps", e))?;

@@ -126,41 +126,49 @@ fn unmap_restorer(tid: Pid, code: u64, base: u64, len: u64) -> Result<()> {
     )
 }
 
-/// Where crest plants the leader's last system call, and the mapping to go.
-pub struct Restorer<'a> {
-    /// The restorer mapping (crest's view, same address in the task).
+/// One restored process for the takeover.
+pub struct Restored<'a> {
+    /// Its threads' cores, the leader first.
+    pub threads: &'a [ThreadCore],
+    /// Its restorer mapping (crest's view, same address in the task).
     pub layout: &'a super::layout::Layout,
-    /// Spare bytes inside it for the syscall instruction.
+    /// Spare bytes inside it for the leader's last system call.
     pub code: u64,
+    /// Its stop signal if it was dumped stopped.
+    pub stopped: Option<u32>,
 }
 
-/// Takes over the parked threads and lets them go as dumped.
-/// `fault` runs once every thread is seized (fault injection for tests).
-pub fn take_over(
-    threads: &[ThreadCore],
-    r: &Restorer<'_>,
-    stopped: Option<u32>,
-    fault: impl FnOnce() -> Result<()>,
-) -> Result<()> {
-    let tids: Vec<Pid> = threads.iter().map(|t| t.tid as Pid).collect();
-    for &tid in &tids {
-        seize_stopped(tid)?;
+/// Takes over every parked thread of every process and lets them go as
+/// dumped: all are seized first (so a failure can still kill the whole
+/// tree before anything runs), `fault` runs (fault injection for tests),
+/// then each process gets its registers and loses its restorer.
+pub fn take_over(procs: &[Restored<'_>], fault: impl FnOnce() -> Result<()>) -> Result<()> {
+    for p in procs {
+        for t in p.threads {
+            seize_stopped(t.tid as Pid)?;
+        }
     }
     fault()?;
-    for core in &threads[1..] {
-        load_thread(core)?;
+    for p in procs {
+        for core in &p.threads[1..] {
+            load_thread(core)?;
+        }
+        p.layout.put_bytes(p.code, &SYSCALL_TRAP);
+        let (base, len) = (p.layout.base() as u64, p.layout.len() as u64);
+        let leader = p.threads[0].tid as Pid;
+        unmap_restorer(leader, p.code, base, len)?;
+        load_thread(&p.threads[0])?;
+        if let Some(sig) = p.stopped {
+            crate::sys::process::kill(leader, sig as i32)
+                .map_err(|e| Error::sys("kill", format!("stopping restored pid {leader}"), e))?;
+        }
     }
-    r.layout.put_bytes(r.code, &SYSCALL_TRAP);
-    let (base, len) = (r.layout.base() as u64, r.layout.len() as u64);
-    unmap_restorer(tids[0], r.code, base, len)?;
-    load_thread(&threads[0])?;
-    if let Some(sig) = stopped {
-        crate::sys::process::kill(tids[0], sig as i32)
-            .map_err(|e| Error::sys("kill", format!("stopping restored pid {}", tids[0]), e))?;
-    }
-    for &tid in &tids {
-        pt::ptrace_detach(tid)
-            .map_err(|e| Error::sys("PTRACE_DETACH", format!("thread {tid}"), e))?;
+    for p in procs {
+        for t in p.threads {
+            let tid = t.tid as Pid;
+            pt::ptrace_detach(tid)
+                .map_err(|e| Error::sys("PTRACE_DETACH", format!("thread {tid}"), e))?;
+        }
     }
     Ok(())
 }

@@ -37,8 +37,32 @@ pub struct Images {
     pub shmem: Vec<(u64, PageIndex)>,
 }
 
+/// A dumped tree: every process of pstree.img, parents first; the live
+/// ones with their images, zombies with their record only.
+pub struct Tree {
+    /// inventory.img.
+    pub inventory: Inventory,
+    /// The processes in pstree order (the root first).
+    pub procs: Vec<(Process, Option<Images>)>,
+}
+
+impl Tree {
+    /// The root process's images (the root is never a zombie).
+    pub fn root(&self) -> &Images {
+        self.procs[0]
+            .1
+            .as_ref()
+            .expect("load refuses a zombie root")
+    }
+
+    /// Every live process's images.
+    pub fn live(&self) -> impl Iterator<Item = &Images> {
+        self.procs.iter().filter_map(|(_, i)| i.as_ref())
+    }
+}
+
 /// Loads and checks the image in `dir`.
-pub fn load(dir: &std::path::Path) -> Result<Images> {
+pub fn load(dir: &std::path::Path) -> Result<Tree> {
     let d = ImageDir::open(dir)?;
     if !d.exists(crate::image::dir::INVENTORY) {
         return Err(Error::Unsupported(format!(
@@ -48,18 +72,37 @@ pub fn load(dir: &std::path::Path) -> Result<Images> {
     }
     let inventory = load::load_inventory(&d)?;
     check_machine(&inventory)?;
-    let process = single_process(load::load_pstree(&d)?)?;
-    let pid = process.pid;
-    let task = TaskImage::load(&d, pid)?;
-    let mm = MmImage::load(&d, pid)?;
-    let files = FilesImage::load(&d, pid)?;
-    let pages = PageIndex::load(&d, &pagemap_file(pid))?;
-    let shmem = load_shmem(&d, &mm)?;
-    check_threads(&process, &task)?;
-    check_fpu(&task, &inventory)?;
-    Ok(Images {
-        dir: d,
+    let procs = load::load_pstree(&d)?;
+    check_tree(&procs)?;
+    let mut out = Vec::new();
+    for process in procs {
+        let images = match process.state {
+            TaskState::Zombie { .. } => None,
+            _ => Some(load_process(&d, &inventory, process.clone())?),
+        };
+        out.push((process, images));
+    }
+    let tree = Tree {
         inventory,
+        procs: out,
+    };
+    check_sharing(&tree)?;
+    Ok(tree)
+}
+
+/// One live process's images, checked.
+fn load_process(d: &ImageDir, inventory: &Inventory, process: Process) -> Result<Images> {
+    let pid = process.pid;
+    let task = TaskImage::load(d, pid)?;
+    let mm = MmImage::load(d, pid)?;
+    let files = FilesImage::load(d, pid)?;
+    let pages = PageIndex::load(d, &pagemap_file(pid))?;
+    let shmem = load_shmem(d, &mm)?;
+    check_threads(&process, &task)?;
+    check_fpu(&task, inventory)?;
+    Ok(Images {
+        dir: d.clone(),
+        inventory: inventory.clone(),
         process,
         task,
         mm,
@@ -67,6 +110,35 @@ pub fn load(dir: &std::path::Path) -> Result<Images> {
         pages,
         shmem,
     })
+}
+
+/// What a tree restore does not rebuild yet: sharing between processes.
+/// Refused by name rather than restored as separate copies.
+fn check_sharing(tree: &Tree) -> Result<()> {
+    let mut shm: Vec<(u64, u32)> = Vec::new();
+    let mut pipes: Vec<(u64, u32)> = Vec::new();
+    for img in tree.live() {
+        let pid = img.process.pid;
+        for (id, _) in &img.shmem {
+            if let Some((_, other)) = shm.iter().find(|(s, p)| s == id && *p != pid) {
+                return Err(Error::Unsupported(format!(
+                    "processes {other} and {pid} share anonymous memory (shmem {id}); restoring memory shared between processes comes with process-tree sharing"
+                )));
+            }
+            shm.push((*id, pid));
+        }
+        for f in &img.files.fds {
+            if let crate::image::files::FdFile::Pipe { pipe_id, .. } = f.file {
+                if let Some((_, other)) = pipes.iter().find(|(p, q)| *p == pipe_id && *q != pid) {
+                    return Err(Error::Unsupported(format!(
+                        "processes {other} and {pid} share a pipe (pipe:[{pipe_id}]); restoring pipes between processes comes with process-tree sharing"
+                    )));
+                }
+                pipes.push((pipe_id, pid));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The page index of every shared memory object the VMAs map, once each.
@@ -107,21 +179,35 @@ fn check_machine(inv: &Inventory) -> Result<()> {
     Ok(())
 }
 
-fn single_process(mut procs: Vec<Process>) -> Result<Process> {
-    if procs.len() > 1 {
-        return Err(Error::Unsupported(format!(
-            "the image holds a tree of {} processes; this crest restores one process",
-            procs.len()
-        )));
-    }
-    let p = procs.remove(0);
-    if let TaskState::Zombie { .. } = p.state {
+/// The shapes a tree restore can build: a live root; every other process
+/// either in its parent's session or leading its own; its group its own,
+/// its parent's, or that of a process of the tree in its session.
+fn check_tree(procs: &[Process]) -> Result<()> {
+    let root = &procs[0];
+    if let TaskState::Zombie { .. } = root.state {
         return Err(Error::Unsupported(format!(
             "process {} was a zombie when dumped; there is nothing to restore",
-            p.pid
+            root.pid
         )));
     }
-    Ok(p)
+    for p in &procs[1..] {
+        let parent = procs.iter().find(|q| q.pid == p.ppid);
+        let Some(parent) = parent else { continue };
+        if p.sid != parent.sid && p.sid != p.pid {
+            return Err(Error::Unsupported(format!(
+                "process {} is in session {}, neither its parent's nor its own; that needs a helper task crest does not create yet",
+                p.pid, p.sid
+            )));
+        }
+        let in_tree = procs.iter().any(|q| q.pid == p.pgid && q.sid == p.sid);
+        if p.pgid != p.pid && p.pgid != parent.pgid && !in_tree {
+            return Err(Error::Unsupported(format!(
+                "process {} is in process group {}, whose leader is not in the image; that needs a helper task crest does not create yet",
+                p.pid, p.pgid
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn check_threads(p: &Process, task: &TaskImage) -> Result<()> {

@@ -15,3 +15,4 @@ pub mod mem;
 pub mod pids;
 pub mod plan;
 pub mod run;
+pub mod tree;

@@ -1,21 +1,25 @@
-//! `crest restore -D DIR`: the whole restore, in the order that keeps it
-//! all-or-nothing. Everything that can be checked is checked before the
-//! task exists (images, pid free, files, vdso layout, the plan); from the
-//! moment the task exists a guard kills it on any failure, so a failed
-//! restore leaves no process behind.
+//! `crest restore -D DIR`: the whole restore of a process tree, in the
+//! order that keeps it all-or-nothing. Everything that can be checked is
+//! checked before any task exists (images, every pid free, files, vdso
+//! layout, each process's plan); from the moment the root exists a guard
+//! kills the whole tree on any failure, so a failed restore leaves no
+//! process behind.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::child::{self, ChildSetup};
-use super::finish::{self, Restorer};
-use super::{files, images, pids, plan};
+use std::os::fd::AsFd;
+
+use super::finish::{self, Restored};
+use super::tree::{Created, PidSource};
+use super::{child, files, images, pids, plan};
 use crate::blob::plan::{DONE_FAILED, DONE_OK, DONE_PENDING, PlanResults};
 use crate::dump::run::fault_point;
 use crate::error::{Error, Result};
 use crate::image::pstree::TaskState;
 use crate::sys::Pid;
-use crate::sys::process::{__WALL, SIGKILL, WNOHANG, kill, wait4};
+use crate::sys::mm::{MFD_CLOEXEC, Mapping, memfd_create};
+use crate::sys::process::{__WALL, WNOHANG, wait4};
 
 /// What `crest restore` was asked to do.
 #[derive(Debug, Clone)]
@@ -74,176 +78,130 @@ const RESTORER_TIMEOUT: Duration = Duration::from_secs(120);
 /// Bytes of the area where the new task leaves an error message.
 const MSG_LEN: usize = 1024;
 
-/// Kills the task it holds unless disarmed: the all-or-nothing guarantee.
-/// Every thread id is reaped: threads crest traces are its to wait for,
-/// and the leader's end is reported only after theirs.
-struct Created {
-    pid: Pid,
-    tids: Vec<Pid>,
-    armed: bool,
+/// One live process on its way back: its images, files and built plan.
+struct Task<'a> {
+    img: &'a images::Images,
+    files: files::FilesPlan,
+    built: plan::Built,
+    keep: Vec<i32>,
+    msg: u64,
+    code: u64,
 }
 
-impl Drop for Created {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let _ = kill(self.pid, SIGKILL);
-        for &tid in self.tids.iter().rev() {
-            let _ = wait4(tid, __WALL);
-        }
-    }
+/// Everything checked and built for one live process, before any task
+/// exists.
+fn prepare_task<'a>(
+    img: &'a images::Images,
+    opts: &RestoreOptions,
+    pids: &PidSource,
+) -> Result<Task<'a>> {
+    let files = files::plan_files(&img.files, &img.task.misc, opts.shell_job)?;
+    let mut built = plan::build(img, files.first_free_fd(), restorer_fault(), pids.file())?;
+    let msg = built.layout.alloc(MSG_LEN, 16)?;
+    let code = built.layout.alloc(16, 16)?;
+    crate::debug!("pid {}: {}", img.process.pid, plan::describe(&built));
+    let keep = built.fds.numbers();
+    Ok(Task {
+        img,
+        files,
+        built,
+        keep,
+        msg,
+        code,
+    })
 }
 
 /// Restores the image in `opts.dir`; returns crest's exit status.
 pub fn run(opts: &RestoreOptions) -> Result<i32> {
     let t0 = Instant::now();
-    let img = images::load(&opts.dir)?;
-    let pid = img.process.pid as Pid;
-    pids::check_free(&img.process.threads)?;
-    let files = files::plan_files(&img.files, &img.task.misc, opts.shell_job)?;
-    let ns_last_pid = pid_by_ns_last_pid()?;
-    let mut built = plan::build(
-        &img,
-        files.first_free_fd(),
-        restorer_fault(),
-        ns_last_pid.as_ref(),
-    )?;
-    fault_point(pid, "restore-plan")?;
-    let msg = built.layout.alloc(MSG_LEN, 16)?;
-    let code = built.layout.alloc(16, 16)?;
-    crate::debug!("pid {pid}: {}", plan::describe(&built));
-    let keep = built.fds.numbers();
-    let child = match &ns_last_pid {
-        None => create_task(pid)?,
-        Some(f) => create_task_by_ns_last_pid(pid, f)?,
+    let tree = images::load(&opts.dir)?;
+    let root = tree.root().process.pid as Pid;
+    let all_ids: Vec<u32> = tree
+        .procs
+        .iter()
+        .flat_map(|(p, _)| std::iter::once(p.pid).chain(p.threads.iter().copied()))
+        .collect();
+    pids::check_free(&all_ids)?;
+    let pid_source = PidSource::choose()?;
+    let tasks: Vec<Task<'_>> = tree
+        .live()
+        .map(|img| prepare_task(img, opts, &pid_source))
+        .collect::<Result<_>>()?;
+    fault_point(root, "restore-plan")?;
+    let barrier = barrier_page()?;
+    let nodes = nodes(&tree, &tasks);
+    let mut ids: Vec<Pid> = all_ids.iter().map(|&i| i as Pid).collect();
+    ids.dedup();
+    let shared = child::Shared {
+        nodes: &nodes,
+        pids: &pid_source,
+        barrier: &barrier,
     };
-    if child == 0 {
-        child::main(&ChildSetup {
-            process: &img.process,
-            files: &files,
-            keep: &keep,
-            layout: &built.layout,
-            plan: built.plan,
-            msg,
-            msg_len: MSG_LEN,
-        });
+    let mut guard = Created::new(ids);
+    if pid_source.create(root)? == 0 {
+        child::main(&shared, 0);
     }
-    let mut guard = Created {
-        pid,
-        tids: img.process.threads.iter().map(|&t| t as Pid).collect(),
-        armed: true,
-    };
-    wait_restorer(&built, pid, msg)?;
-    crate::debug!("pid {pid}: restorer done after {:?}", t0.elapsed());
-    let stopped = match img.process.state {
-        TaskState::Stopped { signal } => Some(signal),
-        _ => None,
-    };
-    let r = Restorer {
-        layout: &built.layout,
-        code,
-    };
-    finish::take_over(&img.task.threads, &r, stopped, || {
-        fault_point(pid, "restore-takeover")
-    })?;
-    guard.armed = false;
-    crate::info!("pid {pid}: restored in {:?}", t0.elapsed());
+    for t in &tasks {
+        wait_restorer(&t.built, t.img.process.pid as Pid, root, t.msg)?;
+    }
+    crate::debug!("pid {root}: every restorer done after {:?}", t0.elapsed());
+    let restored: Vec<Restored<'_>> = tasks.iter().map(restored).collect();
+    finish::take_over(&restored, || fault_point(root, "restore-takeover"))?;
+    guard.disarm();
+    crate::info!(
+        "pid {root}: restored {} process(es) in {:?}",
+        tree.procs.len(),
+        t0.elapsed()
+    );
     if let Some(path) = &opts.pidfile {
-        std::fs::write(path, format!("{pid}\n")).map_err(|e| Error::io("write", path, e))?;
+        std::fs::write(path, format!("{root}\n")).map_err(|e| Error::io("write", path, e))?;
     }
     if opts.detach {
         return Ok(0);
     }
-    wait_exit(pid)
+    wait_exit(root)
 }
 
-/// clone3 with the dumped pid. A pid number stays taken for a moment after
-/// its process is gone (while a dying child still names it as its session
-/// or group), so EEXIST is retried for a short while.
-fn create_task(pid: Pid) -> Result<Pid> {
-    let start = Instant::now();
-    loop {
-        match crate::sys::spawn::clone3_with_pid(pid) {
-            Err(crate::sys::Errno::EEXIST) if start.elapsed() < PID_WAIT => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            other => return other.map_err(|e| pid_error(pid, e)),
-        }
-    }
+/// The shared page the tasks count themselves on before joining groups.
+fn barrier_page() -> Result<Mapping> {
+    let memfd = memfd_create(c"crest-barrier", MFD_CLOEXEC)
+        .map_err(|e| Error::sys("memfd_create", "the restore barrier", e))?;
+    let page = crate::sys::mm::page_size();
+    crate::sys::fd::ftruncate(memfd.as_fd(), page as u64)
+        .map_err(|e| Error::sys("ftruncate", "the restore barrier", e))?;
+    Mapping::shared(memfd.as_fd(), page).map_err(|e| Error::sys("mmap", "the restore barrier", e))
 }
 
-/// None when clone3 can choose pids (set_tid, Linux 5.5); otherwise
-/// /proc/sys/kernel/ns_last_pid, opened and locked (flock, as CRIU does, so
-/// two restores do not race for it) for as long as the restore runs.
-/// CREST_NO_SET_TID=1 forces this path (tests).
-fn pid_by_ns_last_pid() -> Result<Option<std::fs::File>> {
-    let forced = std::env::var_os("CREST_NO_SET_TID").is_some_and(|v| v == "1");
-    if !forced && crate::sys::spawn::kernel_at_least(5, 5) {
-        return Ok(None);
-    }
-    crate::warn!(
-        "clone3 cannot choose pids here: setting them through {}",
-        plan::NS_LAST_PID
-    );
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(plan::NS_LAST_PID)
-        .map_err(|e| Error::io("open", plan::NS_LAST_PID, e))?;
-    crate::sys::spawn::flock_exclusive(&f)
-        .map_err(|e| Error::sys("flock", plan::NS_LAST_PID, e))?;
-    Ok(Some(f))
+/// The tree as the tasks see it: every process with its setup.
+fn nodes<'a>(tree: &'a images::Tree, tasks: &'a [Task<'a>]) -> Vec<child::Node<'a>> {
+    tree.procs
+        .iter()
+        .map(|(p, _)| child::Node {
+            process: p,
+            live: tasks
+                .iter()
+                .find(|t| t.img.process.pid == p.pid)
+                .map(|t| child::LiveSetup {
+                    files: &t.files,
+                    keep: &t.keep,
+                    layout: &t.built.layout,
+                    plan: t.built.plan,
+                    msg: t.msg,
+                    msg_len: MSG_LEN,
+                }),
+        })
+        .collect()
 }
 
-/// Creates the task by writing `pid - 1` to ns_last_pid and forking: the
-/// child gets `pid` unless another task was created in between, in which
-/// case both sides see it and the restore fails cleanly.
-fn create_task_by_ns_last_pid(pid: Pid, f: &std::fs::File) -> Result<Pid> {
-    use std::os::unix::fs::FileExt;
-    pids::check_free(&[pid as u32])?;
-    f.write_all_at((pid - 1).to_string().as_bytes(), 0)
-        .map_err(|e| Error::io("write", plan::NS_LAST_PID, e))?;
-    let child = crate::sys::process::fork()
-        .map_err(|e| Error::sys("fork", format!("creating pid {pid}"), e))?;
-    if child == 0 {
-        if crate::sys::process::getpid() != pid {
-            crate::sys::process::exit_group(1);
-        }
-        return Ok(0);
-    }
-    if child != pid {
-        let _ = wait4(child, __WALL);
-        return Err(Error::Unsupported(format!(
-            "pid {pid} went to another new process while crest set {}; try again",
-            plan::NS_LAST_PID
-        )));
-    }
-    Ok(child)
-}
-
-/// How long a pid that is free in /proc but still taken is waited for.
-const PID_WAIT: Duration = Duration::from_secs(2);
-
-fn pid_error(pid: Pid, e: crate::sys::Errno) -> Error {
-    if e == crate::sys::Errno::EEXIST {
-        if let Err(taken) = pids::check_free(&[pid as u32]) {
-            return taken;
-        }
-        return Error::Unsupported(match pids::group_user(pid as u32) {
-            Some(user) => format!(
-                "pid {pid} is still the session or process group id of {user}; stop that process or restore where the pid is free"
-            ),
-            None => {
-                format!("pid {pid} is taken by a process crest cannot see (another pid namespace?)")
-            }
-        });
-    }
-    Error::Sys {
-        call: "clone3",
-        context: format!("creating pid {pid}"),
-        errno: e,
-        hint: "restore needs root (CAP_SYS_ADMIN) to choose the pid",
+fn restored<'a>(t: &'a Task<'a>) -> Restored<'a> {
+    Restored {
+        threads: &t.img.task.threads,
+        layout: &t.built.layout,
+        code: t.code,
+        stopped: match t.img.process.state {
+            TaskState::Stopped { signal } => Some(signal),
+            _ => None,
+        },
     }
 }
 
@@ -251,9 +209,10 @@ fn results_word(b: &plan::Built, field: usize) -> u32 {
     b.layout.read_u32(b.results + field as u64)
 }
 
-/// Waits until the restorer reports; a task that died or a failed step
-/// become the error.
-fn wait_restorer(b: &plan::Built, pid: Pid, msg: u64) -> Result<()> {
+/// Waits until `pid`'s restorer reports; a task that died or a failed step
+/// become the error. Only the root is crest's child; the others are seen
+/// dying in /proc.
+fn wait_restorer(b: &plan::Built, pid: Pid, root: Pid, msg: u64) -> Result<()> {
     let done_at = b.results + std::mem::offset_of!(PlanResults, done) as u64;
     let start = Instant::now();
     loop {
@@ -268,10 +227,14 @@ fn wait_restorer(b: &plan::Built, pid: Pid, msg: u64) -> Result<()> {
                 });
             }
         }
-        if let Ok((got, status)) = wait4(pid, WNOHANG | __WALL)
+        if pid == root
+            && let Ok((got, status)) = wait4(pid, WNOHANG | __WALL)
             && got == pid
         {
             return Err(died(b, pid, status, msg));
+        }
+        if pid != root && !alive(pid) {
+            return Err(died(b, pid, 0, msg));
         }
         if start.elapsed() > RESTORER_TIMEOUT {
             return Err(Error::Target {
@@ -345,6 +308,17 @@ fn died(b: &plan::Built, pid: Pid, status: i32, msg: u64) -> Error {
         problem: format!(
             "the new task died (wait status {status:#x}) while the restorer was {what}"
         ),
+    }
+}
+
+/// Whether `pid` exists and is not a zombie.
+fn alive(pid: Pid) -> bool {
+    match std::fs::read(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        Ok(text) => {
+            let after = memchr::memrchr(b')', &text).map_or(&text[..], |i| &text[i + 1..]);
+            !matches!(after.get(1), Some(b'Z' | b'X'))
+        }
     }
 }
 

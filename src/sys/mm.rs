@@ -103,6 +103,20 @@ impl Mapping {
         unsafe { ((self.addr + off) as *const u32).read_volatile() }
     }
 
+    /// Atomically adds `v` to the u32 at `off` (4-aligned); returns the old
+    /// value. Other processes mapping the same memory see it (sequentially
+    /// consistent).
+    pub fn fetch_add_u32(&self, off: usize, v: u32) -> u32 {
+        assert!(
+            off + 4 <= self.len && off % 4 == 0,
+            "bad u32 offset in a mapping"
+        );
+        // SAFETY: in bounds and aligned (checked); the word is only ever
+        // accessed atomically or volatile, never through a Rust reference.
+        let word = unsafe { std::sync::atomic::AtomicU32::from_ptr((self.addr + off) as *mut u32) };
+        word.fetch_add(v, std::sync::atomic::Ordering::SeqCst)
+    }
+
     fn map(len: usize, flags: u32, fd: Option<BorrowedFd<'_>>) -> SysResult<Mapping> {
         let raw = fd.map_or(-1, |f| f.as_raw_fd());
         // SAFETY: a NULL hint lets the kernel pick fresh address space, so no

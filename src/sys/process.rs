@@ -28,6 +28,8 @@ pub const SIGTRAP: i32 = 5;
 pub const WNOHANG: i32 = 1;
 /// `__WALL`: wait for clone and non-clone children alike, ptrace stops included.
 pub const __WALL: i32 = 0x4000_0000;
+/// `PR_SET_DUMPABLE`.
+pub const PR_SET_DUMPABLE: i32 = 4;
 /// `PR_SET_PDEATHSIG`.
 pub const PR_SET_PDEATHSIG: i32 = 1;
 /// `PR_SET_SECCOMP`.

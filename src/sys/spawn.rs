@@ -64,6 +64,12 @@ pub fn futex_wait_shared(addr: usize, val: u32, timeout: Duration) {
     let _ = unsafe { syscall!(Sysno::futex, addr, 0, val, ts.as_ptr()) };
 }
 
+/// FUTEX_WAKE (shared) of every waiter on the u32 at `addr`.
+pub fn futex_wake_shared(addr: usize) {
+    // SAFETY: a wake touches no memory; a bad address is just EFAULT.
+    let _ = unsafe { syscall!(Sysno::futex, addr, 1, i32::MAX) };
+}
+
 /// Jumps to `entry`, never to return: the restorer blob takes the task
 /// over there, with its own stack.
 ///
