@@ -137,6 +137,9 @@ pub struct Parasite<'a> {
     starts: u64,
     /// The payload area of the last answer (what a failed command left).
     last_payload: Vec<u8>,
+    /// The leader's registers when the daemon stopped on its trap right
+    /// after answering (CMD_FINI), seen while crest waited for the answer.
+    trapped: Option<crate::blob::regs::UserRegs>,
     cured: bool,
 }
 
@@ -175,6 +178,7 @@ impl<'a> Parasite<'a> {
             map_size,
             starts: 0,
             last_payload: Vec::new(),
+            trapped: None,
             cured: false,
         };
         let hook = |step| match fail {

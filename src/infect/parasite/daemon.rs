@@ -172,6 +172,14 @@ impl Parasite<'_> {
                 }
             }
             if let Some(regs) = self.remote.poll(what)? {
+                // The daemon may have answered just before it stopped
+                // (CMD_FINI does both): the answer counts, the stop is kept.
+                if let Some(sock) = self.sock.as_ref()
+                    && let Ok(DAEMON_MSG_SIZE) = recv(sock.as_fd(), &mut buf, MSG_DONTWAIT)
+                {
+                    self.trapped = Some(regs);
+                    return Ok(buf);
+                }
                 return Err(self.ended_at(regs.ip(), what));
             }
             if Instant::now() > deadline {
@@ -220,7 +228,7 @@ impl Parasite<'_> {
     /// Ends a running daemon: CMD_FINI (when crest still has its socket),
     /// then its trap, and checks it closed its end of the socket.
     pub(super) fn stop_daemon(&mut self) -> Result<()> {
-        if !self.remote.is_running() {
+        if !self.remote.is_running() && self.trapped.is_none() {
             // Never started, or already stopped by a fault or its trap.
             self.sock = None;
             return Ok(());
@@ -234,6 +242,9 @@ impl Parasite<'_> {
         fini?;
         let deadline = Instant::now() + DAEMON_TIMEOUT;
         let regs = loop {
+            if let Some(regs) = self.trapped.take() {
+                break regs;
+            }
             if let Some(regs) = self.remote.poll(what)? {
                 break regs;
             }
