@@ -222,8 +222,9 @@ fn sizes() -> Vec<u64> {
     }
 }
 
-/// Dump and restore of one size, five runs each; one table row each.
-fn size_rows(mib: u64, dir: &Path, base: &Path) -> (String, String) {
+/// The dumps of one size, five runs; its table row and the pid of the
+/// last dump, whose image stays in `dir` for the restores.
+fn dump_row(mib: u64, dir: &Path, base: &Path) -> (String, i32) {
     let (mut dd_w, mut dumps, mut rss) = (Vec::new(), Vec::new(), 0);
     let mut pid = dump(mib, dir).0;
     for _ in 0..RUNS {
@@ -232,6 +233,23 @@ fn size_rows(mib: u64, dir: &Path, base: &Path) -> (String, String) {
         (pid, rss) = (p, rss.max(r));
         dumps.push(t);
     }
+    let mb = (mib << 20) as f64 / 1e6;
+    let rate = |d: Duration| mb / d.as_secs_f64();
+    let (dd_w, dumps) = (median(dd_w), median(dumps));
+    let row = format!(
+        "| {mib} | {:.1} ms | {:.1} ms | {:.0} | {:.0} | {:.2}x | {:.1} MiB |",
+        ms(dd_w),
+        ms(dumps),
+        rate(dd_w),
+        rate(dumps),
+        dd_w.as_secs_f64() / dumps.as_secs_f64(),
+        rss as f64 / 1024.0
+    );
+    (row, pid)
+}
+
+/// The restores of one size from the image in `dir`, five runs.
+fn restore_row(mib: u64, dir: &Path, pid: i32) -> String {
     let pages = dir.join(format!("pages-{pid}.img"));
     restore(dir, pid);
     let (mut dd_r, mut fresh, mut copy, mut rs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -242,30 +260,18 @@ fn size_rows(mib: u64, dir: &Path, base: &Path) -> (String, String) {
         rs.push(restore(dir, pid));
     }
     let mb = (mib << 20) as f64 / 1e6;
-    let rate = |d: Duration| mb / d.as_secs_f64();
-    let (dd_w, dumps) = (median(dd_w), median(dumps));
-    let dump_row = format!(
-        "| {mib} | {:.1} ms | {:.1} ms | {:.0} | {:.0} | {:.2}x | {:.1} MiB |",
-        ms(dd_w),
-        ms(dumps),
-        rate(dd_w),
-        rate(dumps),
-        dd_w.as_secs_f64() / dumps.as_secs_f64(),
-        rss as f64 / 1024.0
-    );
     let (dd_r, fresh, copy, rs) = (median(dd_r), median(fresh), median(copy), median(rs));
-    let restore_row = format!(
+    format!(
         "| {mib} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.0} | {:.2}x | {:.2}x | {:.2}x |",
         ms(copy),
         ms(dd_r),
         ms(fresh),
         ms(rs),
-        rate(rs),
+        mb / rs.as_secs_f64(),
         dd_r.as_secs_f64() / rs.as_secs_f64(),
         fresh.as_secs_f64() / rs.as_secs_f64(),
         copy.as_secs_f64() / rs.as_secs_f64()
-    );
-    (dump_row, restore_row)
+    )
 }
 
 fn main() {
@@ -279,25 +285,35 @@ fn main() {
     let base = Path::new("/dev/shm").join(format!("crest-bench-roundtrip-{}", std::process::id()));
     std::fs::create_dir_all(&base).unwrap();
     let dir = base.join("images");
-    let rows: Vec<(String, String)> = sizes()
+    // Every dump first: crest is started through vfork, and its peak RSS
+    // starts at this process's own peak, which the restores' fresh-memory
+    // and memcpy references raise.
+    let dumped: Vec<(u64, String, i32, PathBuf)> = sizes()
         .into_iter()
-        .map(|m| size_rows(m, &dir, &base))
+        .map(|mib| {
+            let d = base.join(format!("images-{mib}"));
+            let (row, pid) = dump_row(mib, &d, &base);
+            (mib, row, pid, d)
+        })
         .collect();
     println!("dump (tmpfs), medians of {RUNS}");
     println!("| MiB | dd write | crest dump | dd MB/s | crest MB/s | vs dd | crest peak RSS |");
     println!("| --- | --- | --- | --- | --- | --- | --- |");
-    rows.iter().for_each(|(d, _)| println!("{d}"));
+    dumped.iter().for_each(|(_, row, _, _)| println!("{row}"));
+    let tiny_dump = median((0..TINY_RUNS).map(|_| dump(0, &dir).1).collect());
     println!("\nrestore -d (tmpfs), medians of {RUNS}");
     println!(
         "| MiB | memcpy | dd read | read into fresh memory | crest restore | crest MB/s | vs dd | vs fresh | vs memcpy |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-    rows.iter().for_each(|(_, r)| println!("{r}"));
+    for (mib, _, pid, d) in &dumped {
+        println!("{}", restore_row(*mib, d, *pid));
+        std::fs::remove_dir_all(d).unwrap();
+    }
     let (pid, _, _) = dump(0, &dir);
     restore(&dir, pid);
     let floor = median((0..TINY_RUNS).map(|_| crest(&["--version"]).0).collect());
     let tiny_restore = median((0..TINY_RUNS).map(|_| restore(&dir, pid)).collect());
-    let tiny_dump = median((0..TINY_RUNS).map(|_| dump(0, &dir).1).collect());
     println!(
         "\ntiny process, medians of {TINY_RUNS}: dump {:.1} ms, restore {:.1} ms (budget 10 ms: {:.2}x); crest --version {:.1} ms",
         ms(tiny_dump),
