@@ -13,8 +13,17 @@
 //!     1 reg:   path | u32 open_flags | u64 pos | file id
 //!     2 pipe:  u64 pipe_id | u32 open_flags
 //!     3 chr:   path | u32 open_flags | u64 rdev | u64 pos
+//!     4 eventfd:  u32 open_flags | u64 count | u8 semaphore (0 no, 1 yes, 2 not shown)
+//!     5 signalfd: u32 open_flags | u64 sigmask
+//!     6 timerfd:  u32 open_flags | i32 clockid | u32 settime_flags | u64 ticks
+//!                 | u64 value_ns (remaining) | u64 interval_ns
+//!     7 epoll:    u32 open_flags | u32 n | n x (i32 fd | u32 events | u64 data)
+//!     8 inotify:  u32 open_flags | u32 n | n x (i32 wd | u32 mask | path)
 //!  pipe-data:  u64 pipe_id | bytes data
 //! ```
+//!
+//! Kinds 4-8 are the anonymous-inode objects of an event loop; an older
+//! crest reads them as [`FdFile::Unknown`] and refuses them by number.
 //!
 //! An fd kind a newer crest added decodes as [`FdFile::Unknown`]; `crest show`
 //! prints it and a restore refuses it by name.
@@ -102,9 +111,80 @@ pub enum FdFile {
         /// The file position.
         pos: u64,
     },
+    /// An eventfd.
+    EventFd {
+        /// O_* flags (O_NONBLOCK).
+        flags: u32,
+        /// The counter.
+        count: u64,
+        /// EFD_SEMAPHORE, when the kernel shows it (6.4+).
+        semaphore: Option<bool>,
+    },
+    /// A signalfd.
+    SignalFd {
+        /// O_* flags (O_NONBLOCK).
+        flags: u32,
+        /// The signals it reads, bit `n - 1` for signal `n`.
+        sigmask: u64,
+    },
+    /// A timerfd.
+    TimerFd {
+        /// O_* flags (O_NONBLOCK).
+        flags: u32,
+        /// The clock (CLOCK_REALTIME, CLOCK_MONOTONIC, CLOCK_BOOTTIME...).
+        clockid: i32,
+        /// The flags of the last timerfd_settime (TFD_TIMER_ABSTIME...).
+        settime_flags: u32,
+        /// Expirations not read yet.
+        ticks: u64,
+        /// Time left until the next expiration, 0 when disarmed.
+        value_ns: u64,
+        /// The period, 0 for a one-shot timer.
+        interval_ns: u64,
+    },
+    /// An epoll instance.
+    Epoll {
+        /// O_* flags.
+        flags: u32,
+        /// What it watches, in the kernel's order.
+        targets: Vec<EpollTarget>,
+    },
+    /// An inotify instance.
+    Inotify {
+        /// O_* flags (O_NONBLOCK).
+        flags: u32,
+        /// Its watches, in increasing wd order.
+        watches: Vec<InotifyWatch>,
+    },
     /// A kind a newer crest wrote.
     Unknown(u8),
 }
+
+/// One file an epoll instance watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpollTarget {
+    /// The fd number it was added with, which still holds that file.
+    pub fd: i32,
+    /// The event mask (EPOLLIN, EPOLLET...).
+    pub events: u32,
+    /// The user data epoll_wait returns.
+    pub data: u64,
+}
+
+/// One inotify watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InotifyWatch {
+    /// The watch descriptor.
+    pub wd: i32,
+    /// The event mask (IN_MODIFY, IN_ONESHOT...).
+    pub mask: u32,
+    /// The watched file, as crest found it at the dump.
+    pub path: Vec<u8>,
+}
+
+/// The most targets or watches one fd record holds (the fd record is
+/// limited to 16 KiB).
+pub const MAX_FD_ITEMS: usize = 512;
 
 /// One file descriptor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,6 +235,7 @@ impl Record for Fd {
                 w.u64(*pos);
             }
             FdFile::Unknown(k) => w.u8(*k),
+            other => encode_anon(other, w),
         }
     }
 
@@ -181,6 +262,7 @@ impl Record for Fd {
                 rdev: r.u64()?,
                 pos: r.u64()?,
             },
+            k @ 4..=8 => decode_anon(k, r)?,
             k => FdFile::Unknown(k),
         };
         Ok(Fd { fd, fd_flags, file })
@@ -222,8 +304,193 @@ impl Record for Fd {
                 ("pos", Value::U(*pos)),
             ]),
             FdFile::Unknown(k) => v.push(("kind", Value::Str(format!("unknown-{k}")))),
+            other => v.extend(anon_value(other)),
         }
         Value::Obj(v)
+    }
+}
+
+/// Encodes kinds 4-8.
+fn encode_anon(file: &FdFile, w: &mut Writer) {
+    match file {
+        FdFile::EventFd {
+            flags,
+            count,
+            semaphore,
+        } => {
+            w.u8(4);
+            w.u32(*flags);
+            w.u64(*count);
+            w.u8(semaphore.map_or(2, u8::from));
+        }
+        FdFile::SignalFd { flags, sigmask } => {
+            w.u8(5);
+            w.u32(*flags);
+            w.u64(*sigmask);
+        }
+        FdFile::TimerFd {
+            flags,
+            clockid,
+            settime_flags,
+            ticks,
+            value_ns,
+            interval_ns,
+        } => {
+            w.u8(6);
+            w.u32(*flags);
+            w.i32(*clockid);
+            w.u32(*settime_flags);
+            w.u64(*ticks);
+            w.u64(*value_ns);
+            w.u64(*interval_ns);
+        }
+        FdFile::Epoll { flags, targets } => {
+            w.u8(7);
+            w.u32(*flags);
+            w.list(targets, |w, t| {
+                w.i32(t.fd);
+                w.u32(t.events);
+                w.u64(t.data);
+            });
+        }
+        FdFile::Inotify { flags, watches } => {
+            w.u8(8);
+            w.u32(*flags);
+            w.list(watches, |w, x| {
+                w.i32(x.wd);
+                w.u32(x.mask);
+                w.bytes(&x.path);
+            });
+        }
+        FdFile::Reg { .. } | FdFile::Pipe { .. } | FdFile::Chr { .. } | FdFile::Unknown(_) => {}
+    }
+}
+
+/// Decodes kinds 4-8.
+fn decode_anon(kind: u8, r: &mut Reader) -> Result<FdFile, ImageError> {
+    let flags = r.u32()?;
+    Ok(match kind {
+        4 => FdFile::EventFd {
+            flags,
+            count: r.u64()?,
+            semaphore: match r.u8()? {
+                0 => Some(false),
+                1 => Some(true),
+                2 => None,
+                v => return Err(r.error(format!("eventfd semaphore byte is {v}, not 0, 1 or 2"))),
+            },
+        },
+        5 => FdFile::SignalFd {
+            flags,
+            sigmask: r.u64()?,
+        },
+        6 => FdFile::TimerFd {
+            flags,
+            clockid: r.i32()?,
+            settime_flags: r.u32()?,
+            ticks: r.u64()?,
+            value_ns: r.u64()?,
+            interval_ns: r.u64()?,
+        },
+        7 => FdFile::Epoll {
+            flags,
+            targets: r.list("epoll targets", MAX_FD_ITEMS, 16, |r| {
+                Ok(EpollTarget {
+                    fd: r.i32()?,
+                    events: r.u32()?,
+                    data: r.u64()?,
+                })
+            })?,
+        },
+        _ => FdFile::Inotify {
+            flags,
+            watches: r.list("inotify watches", MAX_FD_ITEMS, 12, |r| {
+                Ok(InotifyWatch {
+                    wd: r.i32()?,
+                    mask: r.u32()?,
+                    path: r.bytes("watched path", PATH_MAX as usize)?,
+                })
+            })?,
+        },
+    })
+}
+
+/// `crest show` fields of kinds 4-8.
+fn anon_value(file: &FdFile) -> Vec<(&'static str, Value)> {
+    let kind = |k: &str| ("kind", Value::Str(k.into()));
+    match file {
+        FdFile::EventFd {
+            flags,
+            count,
+            semaphore,
+        } => vec![
+            kind("eventfd"),
+            ("flags", Value::Hex(*flags as u64)),
+            ("count", Value::U(*count)),
+            ("semaphore", semaphore.map_or(Value::Null, Value::Bool)),
+        ],
+        FdFile::SignalFd { flags, sigmask } => vec![
+            kind("signalfd"),
+            ("flags", Value::Hex(*flags as u64)),
+            ("sigmask", Value::Hex(*sigmask)),
+        ],
+        FdFile::TimerFd {
+            flags,
+            clockid,
+            settime_flags,
+            ticks,
+            value_ns,
+            interval_ns,
+        } => vec![
+            kind("timerfd"),
+            ("flags", Value::Hex(*flags as u64)),
+            ("clockid", Value::I(*clockid as i64)),
+            ("settime_flags", Value::Hex(*settime_flags as u64)),
+            ("ticks", Value::U(*ticks)),
+            ("value_ns", Value::U(*value_ns)),
+            ("interval_ns", Value::U(*interval_ns)),
+        ],
+        FdFile::Epoll { flags, targets } => vec![
+            kind("epoll"),
+            ("flags", Value::Hex(*flags as u64)),
+            (
+                "targets",
+                Value::List(
+                    targets
+                        .iter()
+                        .map(|t| {
+                            Value::Obj(vec![
+                                ("fd", Value::I(t.fd as i64)),
+                                ("events", Value::Hex(t.events as u64)),
+                                ("data", Value::Hex(t.data)),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ),
+        ],
+        FdFile::Inotify { flags, watches } => vec![
+            kind("inotify"),
+            ("flags", Value::Hex(*flags as u64)),
+            (
+                "watches",
+                Value::List(
+                    watches
+                        .iter()
+                        .map(|x| {
+                            Value::Obj(vec![
+                                ("wd", Value::I(x.wd as i64)),
+                                ("mask", Value::Hex(x.mask as u64)),
+                                ("path", Value::path(&x.path)),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ),
+        ],
+        FdFile::Reg { .. } | FdFile::Pipe { .. } | FdFile::Chr { .. } | FdFile::Unknown(_) => {
+            Vec::new()
+        }
     }
 }
 
