@@ -11,7 +11,10 @@
 //! - timerfd: clock, O_NONBLOCK, period, the time that was left at the dump
 //!   (counted from the restore; an absolute timer is re-armed at now + that
 //!   time, with TFD_TIMER_ABSTIME and TFD_TIMER_CANCEL_ON_SET as dumped), and
-//!   the unread expirations through TFD_IOC_SET_TICKS.
+//!   the unread expirations through TFD_IOC_SET_TICKS. A periodic timer
+//!   that had expired without being read shows no time left: its next
+//!   expiration is one period after the restore (the periods missed between
+//!   its expiration and the dump are not counted).
 //! - epoll: every target with its events and data, added by fd number.
 //! - inotify: every watch by path with its mask, in wd order; wds the dumped
 //!   instance had removed are skipped by adding and removing a watch on a
@@ -198,6 +201,9 @@ fn arm_timer(
     ticks: u64,
 ) -> Result<()> {
     let fail = |call, e| fail(call, fd, "a timerfd", e);
+    // A periodic timer whose expiration was not read yet shows 0 left (the
+    // kernel moves it on only at the read): it goes on one period from now.
+    let value_ns = if value_ns == 0 { interval_ns } else { value_ns };
     if value_ns != 0 {
         let (flags, value) = if settime_flags & TFD_TIMER_ABSTIME != 0 {
             let now = anonfd::clock_gettime_ns(clockid).map_err(|e| fail("clock_gettime", e))?;
