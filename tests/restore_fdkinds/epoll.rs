@@ -70,10 +70,8 @@ pub fn victim(c: &Child) -> Verdict {
     );
     ensure!(read_u64(EMPTY) == Ok(4), "the eventfd's value");
     // SAFETY: one byte from a live buffer.
-    ensure!(
-        unsafe { libc::write(PIPE_W, b"x".as_ptr().cast(), 1) } == 1,
-        "pipe write"
-    );
+    let wrote = unsafe { libc::write(PIPE_W, b"x".as_ptr().cast(), 1) };
+    ensure!(wrote == 1, "pipe write");
     let ev = wait_one(EP, 1000);
     ensure!(
         ev == Some((libc::EPOLLIN as u32, 2)),

@@ -131,10 +131,8 @@ pub fn deleted_victim(c: &Child) -> Verdict {
     c.ready(b"");
     c.wait_go();
     // SAFETY: one byte from a live buffer.
-    ensure!(
-        unsafe { libc::write(11, b"y".as_ptr().cast(), 1) } == 1,
-        "write"
-    );
+    let wrote = unsafe { libc::write(11, b"y".as_ptr().cast(), 1) };
+    ensure!(wrote == 1, "write");
     let mut buf = [0u8; 512];
     let ev = next_event(&mut buf);
     ensure!(
