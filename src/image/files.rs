@@ -117,7 +117,7 @@ pub enum FdFile {
         flags: u32,
         /// The counter.
         count: u64,
-        /// EFD_SEMAPHORE, when the kernel shows it (6.4+).
+        /// EFD_SEMAPHORE, when the kernel shows it (kernels after 6.1).
         semaphore: Option<bool>,
     },
     /// A signalfd.

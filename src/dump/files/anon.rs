@@ -40,7 +40,7 @@ pub fn collect(
             let (count, semaphore) = parsed(pid, &what, anon::eventfd(info))?;
             if semaphore.is_none() {
                 crate::warn!(
-                    "pid {pid}: fd {fd} is an eventfd and this kernel does not show whether it is EFD_SEMAPHORE (6.4+ does); it is restored as a plain counter"
+                    "pid {pid}: fd {fd} is an eventfd and this kernel does not show whether it is EFD_SEMAPHORE (kernels newer than 6.1 do); it is restored as a plain counter"
                 );
             }
             FdFile::EventFd {

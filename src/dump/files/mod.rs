@@ -140,11 +140,6 @@ fn lossy(b: &[u8]) -> std::borrow::Cow<'_, str> {
 /// Names the kind of a file crest does not dump, for the refusal.
 fn kind_name(target: &[u8], meta: &std::fs::Metadata) -> String {
     const ANON: &[(&[u8], &str)] = &[
-        (b"anon_inode:[eventfd]", "an eventfd"),
-        (b"anon_inode:[eventpoll]", "an epoll instance"),
-        (b"anon_inode:[timerfd]", "a timerfd"),
-        (b"anon_inode:[signalfd]", "a signalfd"),
-        (b"anon_inode:inotify", "an inotify instance"),
         (b"anon_inode:[fanotify]", "a fanotify instance"),
         (b"anon_inode:[io_uring]", "an io_uring instance"),
         (b"anon_inode:[perf_event]", "a perf event"),
@@ -152,6 +147,7 @@ fn kind_name(target: &[u8], meta: &std::fs::Metadata) -> String {
         (b"anon_inode:[userfaultfd]", "a userfaultfd"),
         (b"anon_inode:bpf-map", "a bpf map"),
         (b"anon_inode:bpf-prog", "a bpf program"),
+        (b"anon_inode:bpf_link", "a bpf link"),
     ];
     if let Some((_, name)) = ANON.iter().find(|(t, _)| target == *t) {
         return (*name).into();

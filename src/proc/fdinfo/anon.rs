@@ -7,7 +7,7 @@
 //! what a restore needs. The kernel prints these with fixed formats:
 //!
 //! ```text
-//!  eventfd-count:  %16llx         eventfd-semaphore: %d   (6.4+; absent before)
+//!  eventfd-count:  %16llx         eventfd-semaphore: %d   (added in 2023; 6.1 lacks it)
 //!  sigmask:        %016llx        (bit n-1 = signal n)
 //!  clockid: %d   ticks: %llu   settime flags: 0%o
 //!  it_value: (%llu, %llu)   it_interval: (%llu, %llu)   (seconds, nanoseconds)
@@ -217,8 +217,8 @@ mod tests {
     #[test]
     fn eventfd_count_is_hex_and_semaphore_optional() {
         assert_eq!(eventfd(&parse(EVENTFD).unwrap()).unwrap(), (5, Some(true)));
-        // 6.1 prints neither eventfd-id nor eventfd-semaphore.
-        let old = b"pos:\t0\nflags:\t02\nmnt_id:\t15\nino:\t1\neventfd-count:               1a\n";
+        // 6.1 does not print eventfd-semaphore.
+        let old = b"pos:\t0\nflags:\t02\nmnt_id:\t15\nino:\t1\neventfd-count:               1a\neventfd-id: 3\n";
         assert_eq!(eventfd(&parse(old).unwrap()).unwrap(), (26, None));
         assert!(eventfd(&parse(SIGNALFD).unwrap()).is_err());
     }
