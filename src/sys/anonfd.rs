@@ -93,15 +93,6 @@ pub fn timerfd_settime(fd: RawFd, flags: u32, value_ns: u64, interval_ns: u64) -
     unsafe { syscall!(Sysno::timerfd_settime, fd, flags, spec.as_ptr(), 0) }.map(drop)
 }
 
-/// timerfd_gettime(2): (value_ns, interval_ns).
-pub fn timerfd_gettime(fd: BorrowedFd<'_>) -> SysResult<(u64, u64)> {
-    let mut spec = [0i64; 4];
-    // SAFETY: `spec` is a struct itimerspec the kernel writes.
-    unsafe { syscall!(Sysno::timerfd_gettime, fd.as_raw_fd(), spec.as_mut_ptr()) }?;
-    let ns = |s: i64, n: i64| s as u64 * 1_000_000_000 + n as u64;
-    Ok((ns(spec[2], spec[3]), ns(spec[0], spec[1])))
-}
-
 /// ioctl(TFD_IOC_SET_TICKS): makes `ticks` expirations readable now.
 pub fn timerfd_set_ticks(fd: RawFd, ticks: u64) -> SysResult<()> {
     // SAFETY: the ioctl reads one u64.
@@ -137,25 +128,6 @@ pub fn epoll_add(epfd: RawFd, target: RawFd, events: u32, data: u64) -> SysResul
         )
     }
     .map(drop)
-}
-
-/// epoll_wait(2) for one event: Some((events, data)) or None on timeout.
-pub fn epoll_wait_one(epfd: BorrowedFd<'_>, timeout_ms: i32) -> SysResult<Option<(u32, u64)>> {
-    let mut ev = EpollEvent { events: 0, data: 0 };
-    // SAFETY: room for one struct epoll_event; the kernel writes at most one.
-    let n = unsafe {
-        syscall!(
-            Sysno::epoll_pwait,
-            epfd.as_raw_fd(),
-            &mut ev as *mut EpollEvent,
-            1,
-            timeout_ms,
-            0,
-            8
-        )
-    }?;
-    let (events, data) = (ev.events, ev.data);
-    Ok((n == 1).then_some((events, data)))
 }
 
 /// inotify_init1(2).

@@ -20,7 +20,9 @@ use std::os::unix::fs::MetadataExt;
 
 use super::super::{parsed, read_proc};
 use crate::error::{Error, Result};
-use crate::image::files::{EpollTarget, FdFile, InotifyWatch, MAX_FD_ITEMS};
+use crate::image::codec::Writer;
+use crate::image::files::{EpollTarget, Fd, FdFile, InotifyWatch, MAX_FD_ITEMS};
+use crate::image::record::Record;
 use crate::proc::fdinfo::{FdInfo, anon};
 use crate::sys::anonfd::{O_PATH, open_by_handle_at};
 use crate::sys::process::kcmp_epoll_tfd;
@@ -68,7 +70,27 @@ pub fn collect(
         b"anon_inode:inotify" => inotify(pid, fd, info, flags)?,
         _ => return Ok(None),
     };
-    Ok(Some(file))
+    fits(pid, fd, file).map(Some)
+}
+
+/// `file` fits in one fd record (many long inotify paths may not): refused
+/// here, before the process is touched, rather than when the image is written.
+fn fits(pid: u32, fd: i32, file: FdFile) -> Result<FdFile> {
+    let rec = Fd {
+        fd,
+        fd_flags: 0,
+        file,
+    };
+    let mut w = Writer::new();
+    rec.encode(&mut w);
+    let limit = crate::image::record::max_len(Fd::KIND);
+    if w.as_bytes().len() > limit as usize {
+        return Err(Error::Unsupported(format!(
+            "fd {fd} of pid {pid} needs {} bytes in the image (its epoll targets or inotify watch paths), more than an fd record holds ({limit}); reduce them before the dump",
+            w.as_bytes().len()
+        )));
+    }
+    Ok(rec.file)
 }
 
 fn too_many(pid: u32, fd: i32, kind: &str, n: usize) -> Error {
