@@ -221,8 +221,8 @@ fn refused(name: &str, extra: Extra, kind: &str) {
 }
 
 #[test]
-fn dump_refuses_an_eventfd_and_leaves_the_victim_unharmed() {
-    refused("eventfd", Extra::Eventfd, "eventfd");
+fn dump_refuses_an_io_uring_and_leaves_the_victim_unharmed() {
+    refused("io_uring", Extra::IoUring, "an io_uring instance");
 }
 
 #[test]

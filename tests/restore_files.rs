@@ -297,7 +297,7 @@ fn install_reproduces_the_fds_collect_files_saw_in_a_real_process() {
                 FdFile::Reg { .. } => "reg",
                 FdFile::Pipe { .. } => "pipe",
                 FdFile::Chr { .. } => "chr",
-                FdFile::Unknown(_) => "?",
+                _ => "?",
             };
             (f.fd, k)
         })

@@ -13,11 +13,24 @@
 //!     1 reg:   path | u32 open_flags | u64 pos | file id
 //!     2 pipe:  u64 pipe_id | u32 open_flags
 //!     3 chr:   path | u32 open_flags | u64 rdev | u64 pos
+//!     4 eventfd:  u32 open_flags | u64 count | u8 semaphore (0 no, 1 yes, 2 not shown)
+//!     5 signalfd: u32 open_flags | u64 sigmask
+//!     6 timerfd:  u32 open_flags | i32 clockid | u32 settime_flags | u64 ticks
+//!                 | u64 value_ns (remaining) | u64 interval_ns
+//!     7 epoll:    u32 open_flags | u32 n | n x (i32 fd | u32 events | u64 data)
+//!     8 inotify:  u32 open_flags | u32 n | n x (i32 wd | u32 mask | path)
 //!  pipe-data:  u64 pipe_id | bytes data
 //! ```
 //!
+//! Kinds 4-8 are the anonymous-inode objects of an event loop; an older
+//! crest reads them as [`FdFile::Unknown`] and refuses them by number.
+//!
 //! An fd kind a newer crest added decodes as [`FdFile::Unknown`]; `crest show`
 //! prints it and a restore refuses it by name.
+
+mod anon;
+
+pub use anon::{EpollTarget, InotifyWatch, MAX_FD_ITEMS};
 
 use super::codec::{Reader, Writer};
 use super::record::Record;
@@ -102,6 +115,51 @@ pub enum FdFile {
         /// The file position.
         pos: u64,
     },
+    /// An eventfd.
+    EventFd {
+        /// O_* flags (O_NONBLOCK).
+        flags: u32,
+        /// The counter.
+        count: u64,
+        /// EFD_SEMAPHORE, when the kernel shows it (kernels after 6.1).
+        semaphore: Option<bool>,
+    },
+    /// A signalfd.
+    SignalFd {
+        /// O_* flags (O_NONBLOCK).
+        flags: u32,
+        /// The signals it reads, bit `n - 1` for signal `n`.
+        sigmask: u64,
+    },
+    /// A timerfd.
+    TimerFd {
+        /// O_* flags (O_NONBLOCK).
+        flags: u32,
+        /// The clock (CLOCK_REALTIME, CLOCK_MONOTONIC, CLOCK_BOOTTIME...).
+        clockid: i32,
+        /// The flags of the last timerfd_settime (TFD_TIMER_ABSTIME...).
+        settime_flags: u32,
+        /// Expirations not read yet.
+        ticks: u64,
+        /// Time left until the next expiration, 0 when disarmed.
+        value_ns: u64,
+        /// The period, 0 for a one-shot timer.
+        interval_ns: u64,
+    },
+    /// An epoll instance.
+    Epoll {
+        /// O_* flags.
+        flags: u32,
+        /// What it watches, in the kernel's order.
+        targets: Vec<EpollTarget>,
+    },
+    /// An inotify instance.
+    Inotify {
+        /// O_* flags (O_NONBLOCK).
+        flags: u32,
+        /// Its watches, in increasing wd order.
+        watches: Vec<InotifyWatch>,
+    },
     /// A kind a newer crest wrote.
     Unknown(u8),
 }
@@ -155,6 +213,7 @@ impl Record for Fd {
                 w.u64(*pos);
             }
             FdFile::Unknown(k) => w.u8(*k),
+            other => anon::encode(other, w),
         }
     }
 
@@ -181,6 +240,7 @@ impl Record for Fd {
                 rdev: r.u64()?,
                 pos: r.u64()?,
             },
+            k @ 4..=8 => anon::decode(k, r)?,
             k => FdFile::Unknown(k),
         };
         Ok(Fd { fd, fd_flags, file })
@@ -222,6 +282,7 @@ impl Record for Fd {
                 ("pos", Value::U(*pos)),
             ]),
             FdFile::Unknown(k) => v.push(("kind", Value::Str(format!("unknown-{k}")))),
+            other => v.extend(anon::value(other)),
         }
         Value::Obj(v)
     }

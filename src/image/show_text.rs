@@ -162,11 +162,60 @@ fn fd(s: &mut String, f: &super::files::Fd) {
         FdFile::Unknown(k) => {
             let _ = write!(s, "unknown kind {k} (written by a newer crest)");
         }
+        other => anon_fd(s, other),
     }
     if f.fd_flags & 1 != 0 {
         s.push_str(" cloexec");
     }
     s.push('\n');
+}
+
+/// One line for an eventfd, signalfd, timerfd, epoll or inotify fd.
+fn anon_fd(s: &mut String, file: &FdFile) {
+    match file {
+        FdFile::EventFd {
+            flags,
+            count,
+            semaphore,
+        } => {
+            let sem = match semaphore {
+                Some(true) => " semaphore",
+                Some(false) => "",
+                None => " semaphore=unknown",
+            };
+            let _ = write!(s, "eventfd count={count}{sem} flags={flags:#o}");
+        }
+        FdFile::SignalFd { flags, sigmask } => {
+            let _ = write!(s, "signalfd sigmask={sigmask:#x} flags={flags:#o}");
+        }
+        FdFile::TimerFd {
+            flags,
+            clockid,
+            settime_flags,
+            ticks,
+            value_ns,
+            interval_ns,
+        } => {
+            let _ = write!(
+                s,
+                "timerfd clock={clockid} value={value_ns}ns interval={interval_ns}ns ticks={ticks} settime_flags={settime_flags:#x} flags={flags:#o}"
+            );
+        }
+        FdFile::Epoll { flags, targets } => {
+            let _ = write!(s, "epoll flags={flags:#o} targets:");
+            for t in targets {
+                let _ = write!(s, " fd{}/{:#x}/{:#x}", t.fd, t.events, t.data);
+            }
+        }
+        FdFile::Inotify { flags, watches } => {
+            let _ = write!(s, "inotify flags={flags:#o} watches:");
+            for w in watches {
+                let _ = write!(s, " wd{}/{:#x}/", w.wd, w.mask);
+                text_str(s, &String::from_utf8_lossy(&w.path));
+            }
+        }
+        FdFile::Reg { .. } | FdFile::Pipe { .. } | FdFile::Chr { .. } | FdFile::Unknown(_) => {}
+    }
 }
 
 /// Draws processes as a tree: roots are those whose parent is not listed.

@@ -3,7 +3,10 @@
 //! Every file has `pos`, `flags` (octal, the open flags incl. O_CLOEXEC as the
 //! kernel reports it) and `mnt_id`; most have `ino`. Kind-specific lines
 //! (eventfd-count, tfd, inotify, epoll targets...) are kept raw for the
-//! modules that handle those kinds.
+//! modules that handle those kinds; [`anon`] parses them for eventfd,
+//! signalfd, timerfd, epoll and inotify.
+
+pub mod anon;
 
 use super::{ParseError, fields, lines, udec};
 

@@ -21,6 +21,7 @@
 //! `# Safety` section.
 #![allow(unsafe_code)]
 
+pub mod anonfd;
 pub mod cpu;
 pub mod fd;
 pub mod fdtable;

@@ -1,7 +1,7 @@
 //! The victim of the `crest dump` command tests: a forked child with two
 //! threads, a memory region filled with a known pattern, signal handlers, a
 //! blocked signal left pending, an interval timer and a POSIX timer, and
-//! open regular-file and /dev/null fds (optionally an eventfd, which crest
+//! open regular-file and /dev/null fds (optionally an io_uring instance, which crest
 //! must refuse). When the test writes 1 to CMD it checks that all of it is
 //! still as it set it and reports in RESULT and FAILED.
 //!
@@ -45,7 +45,8 @@ pub const EXTRA_FD: i32 = 12;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Extra {
     None,
-    Eventfd,
+    /// An io_uring instance (eventfd, crest's first refusal, is dumped now).
+    IoUring,
     /// The read end of a pipe holding a few bytes.
     Pipe,
 }
@@ -247,7 +248,10 @@ fn setup_fds(file: &CString, extra: Extra) -> bool {
         let ok = ok && libc::close(n) == 0;
         let e = match extra {
             Extra::None => return ok,
-            Extra::Eventfd => libc::eventfd(0, 0),
+            Extra::IoUring => {
+                let mut params = [0u8; 120];
+                libc::syscall(libc::SYS_io_uring_setup, 4, params.as_mut_ptr()) as i32
+            }
             Extra::Pipe => {
                 let mut p = [-1; 2];
                 let made = libc::pipe(p.as_mut_ptr()) == 0;

@@ -196,7 +196,7 @@ fn normal(fds: &[Fd]) -> Vec<Fd> {
                     *flags &= !O_LARGEFILE;
                 }
                 FdFile::Reg { flags, .. } | FdFile::Chr { flags, .. } => *flags &= !O_LARGEFILE,
-                FdFile::Unknown(_) => {}
+                _ => {}
             }
             f
         })

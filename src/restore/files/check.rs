@@ -109,6 +109,13 @@ pub fn regular(fd: i32, path: &[u8], id: &FileId) -> Result<CString> {
     c_path(&what, path)
 }
 
+/// The file inotify watch `wd` of fd `fd` watched is still at `path`.
+pub fn watched(fd: i32, wd: i32, path: &[u8]) -> Result<CString> {
+    let what = format!("fd {fd}: the file of inotify watch {wd}");
+    stat(&what, path)?;
+    c_path(&what, path)
+}
+
 /// The major and minor numbers of a Linux dev_t.
 fn major_minor(dev: u64) -> (u64, u64) {
     let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);

@@ -65,18 +65,31 @@ pub fn install_files(plan: &FilesPlan, keep: &[i32]) -> Result<()> {
                     .map_err(|e| fail_path("lseek", what, f.fd, e))?;
             }
         }
+        if let How::Anon(a) = &f.how {
+            super::anon::create(a, f.fd, slots.open(i))?;
+        }
     }
     for (p, pipe) in plan.pipes.iter().enumerate() {
         make_pipe(pipe, slots.pipe(p, false), slots.pipe(p, true))?;
     }
     for (i, f) in plan.fds.iter().enumerate() {
         let from = match f.how {
-            How::Open { .. } => slots.open(i),
+            How::Open { .. } | How::Anon(_) => slots.open(i),
             How::Pipe { pipe, write } => slots.pipe(pipe, write),
             How::Tty => slots.tty(),
         };
         let flags = if f.cloexec { O_CLOEXEC } else { 0 };
         dup3(from, f.fd, flags).map_err(|e| fail("dup3", "its open file", f.fd, e))?;
+    }
+    // Epoll targets are added by number, so every fd must be in place first.
+    for f in &plan.fds {
+        if let How::Anon(super::anon::PlannedAnon {
+            what: super::anon::Anon::Epoll { targets },
+            ..
+        }) = &f.how
+        {
+            super::anon::add_epoll_targets(f.fd, targets)?;
+        }
     }
     close_others(plan, keep)?;
     enter_dirs(plan)
@@ -109,7 +122,7 @@ fn slots(plan: &FilesPlan, keep: &[i32]) -> Result<Slots> {
 }
 
 /// Moves the fd at `low` to `slot`, close-on-exec (already there if equal).
-fn to_slot(low: RawFd, slot: RawFd) -> Result<(), Errno> {
+pub(super) fn to_slot(low: RawFd, slot: RawFd) -> Result<(), Errno> {
     if low != slot {
         dup3(low, slot, O_CLOEXEC)?;
         close(low)?;

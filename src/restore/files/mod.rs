@@ -26,6 +26,7 @@
 //! process did not hold is closed after install: its reader sees end of file
 //! after the queued bytes, its writer gets EPIPE.
 
+mod anon;
 mod check;
 mod install;
 
@@ -76,6 +77,8 @@ enum How {
     Pipe { pipe: usize, write: bool },
     /// A dup of crest's terminal (`--shell-job`).
     Tty,
+    /// An eventfd, signalfd, timerfd, epoll or inotify object made anew.
+    Anon(anon::PlannedAnon),
 }
 
 /// A pipe to recreate.
@@ -127,8 +130,11 @@ pub fn plan_files(files: &FilesImage, misc: &TaskMisc, shell_job: bool) -> Resul
         first_free: fds.last().map_or(0, |f| f.fd + 1),
         tty_source: None,
     };
-    for f in fds {
-        let how = plan_fd(&mut plan, files, f, shell_job)?;
+    for f in &fds {
+        let how = match anon::plan(f, &fds)? {
+            Some(a) => How::Anon(a),
+            None => plan_fd(&mut plan, files, f, shell_job)?,
+        };
         plan.fds.push(PlannedFd {
             fd: f.fd,
             cloexec: f.fd_flags & crate::sys::fdtable::FD_CLOEXEC != 0,
@@ -193,6 +199,11 @@ fn plan_fd(plan: &mut FilesPlan, files: &FilesImage, f: &Fd, shell_job: bool) ->
         FdFile::Pipe { pipe_id, flags } => plan_pipe(plan, files, f.fd, *pipe_id, *flags),
         FdFile::Unknown(k) => Err(Error::Unsupported(format!(
             "fd {} in the image is of kind {k}, which this crest does not know; restore with the crest that made the image",
+            f.fd
+        ))),
+        // anon::plan took the anonymous kinds before this.
+        _ => Err(Error::Unsupported(format!(
+            "fd {} in the image is an anonymous-inode kind crest planned elsewhere; this is a bug in crest",
             f.fd
         ))),
     }

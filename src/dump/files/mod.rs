@@ -3,10 +3,11 @@
 //! file's type and identity) and `/proc/PID/fdinfo/N` (position, open flags
 //! with O_CLOEXEC, mount).
 //!
-//! Regular files and directories, character devices and pipes become fd
-//! records; everything else (sockets, eventfd, epoll, timerfd, signalfd,
-//! inotify, io_uring, perf events, bpf objects, pidfds, deleted files...) is
-//! refused with the fd number, its kind and the pid.
+//! Regular files and directories, character devices, pipes and the event
+//! loop's anonymous inodes (eventfd, signalfd, timerfd, epoll, inotify: see
+//! [`anon`]) become fd records; everything else (sockets, fanotify,
+//! io_uring, perf events, bpf objects, pidfds, userfaultfds, deleted
+//! files...) is refused with the fd number, its kind and the pid.
 //!
 //! The bytes queued in a pipe are copied by [`collect_pipe_data`] while the
 //! target is frozen, without taking them from it: crest gets the pipe with
@@ -14,6 +15,8 @@
 //! /proc/PID/fd/N), tee(2)s the queued buffers into a pipe of its own sized
 //! to hold them all, and reads that copy. The target's pipe is left as it
 //! was, byte for byte.
+
+mod anon;
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -76,8 +79,11 @@ pub fn collect_fd(pid: u32, fd: i32) -> Result<Fd> {
     } else {
         0
     };
-    let file = classify(target, &meta, info.flags & !O_CLOEXEC, info.pos)
-        .map_err(|kind| refusal(pid, fd, &kind))?;
+    let flags = info.flags & !O_CLOEXEC;
+    if let Some(file) = anon::collect(pid, fd, &target, &info, flags)? {
+        return Ok(Fd { fd, fd_flags, file });
+    }
+    let file = classify(target, &meta, flags, info.pos).map_err(|kind| refusal(pid, fd, &kind))?;
     Ok(Fd { fd, fd_flags, file })
 }
 
@@ -134,11 +140,6 @@ fn lossy(b: &[u8]) -> std::borrow::Cow<'_, str> {
 /// Names the kind of a file crest does not dump, for the refusal.
 fn kind_name(target: &[u8], meta: &std::fs::Metadata) -> String {
     const ANON: &[(&[u8], &str)] = &[
-        (b"anon_inode:[eventfd]", "an eventfd"),
-        (b"anon_inode:[eventpoll]", "an epoll instance"),
-        (b"anon_inode:[timerfd]", "a timerfd"),
-        (b"anon_inode:[signalfd]", "a signalfd"),
-        (b"anon_inode:inotify", "an inotify instance"),
         (b"anon_inode:[fanotify]", "a fanotify instance"),
         (b"anon_inode:[io_uring]", "an io_uring instance"),
         (b"anon_inode:[perf_event]", "a perf event"),
@@ -146,6 +147,7 @@ fn kind_name(target: &[u8], meta: &std::fs::Metadata) -> String {
         (b"anon_inode:[userfaultfd]", "a userfaultfd"),
         (b"anon_inode:bpf-map", "a bpf map"),
         (b"anon_inode:bpf-prog", "a bpf program"),
+        (b"anon_inode:bpf_link", "a bpf link"),
     ];
     if let Some((_, name)) = ANON.iter().find(|(t, _)| target == *t) {
         return (*name).into();
