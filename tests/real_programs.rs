@@ -374,11 +374,11 @@ fn redis_cli(cli: &Path, port: u16, args: &[&str]) -> Option<String> {
 }
 
 /// redis-server keeps its keys across a checkpoint. It listens on a TCP
-/// socket (and uses epoll and eventfd), which crest refuses to dump until
-/// socket support lands (issue 8); enable it then, with `redis-server`
-/// (which brings redis-cli) in CI's packages.
+/// socket, which crest refuses to dump until socket support lands (its
+/// epoll and eventfd are dumped already); enable it then, with
+/// `redis-server` (which brings redis-cli) in CI's packages.
 #[test]
-#[ignore = "needs TCP sockets and epoll (issue 8/socket support)"]
+#[ignore = "needs TCP sockets (socket support, issue 8)"]
 fn redis_server_keeps_its_keys() {
     let (Some(server), Some(cli)) = (
         need("redis-server", "redis-server"),
