@@ -1,0 +1,119 @@
+//! Sessions and process groups of a dumped tree, from /proc/PID/stat of
+//! every process on the machine: which of them the tree may share with
+//! processes outside it.
+//!
+//! Session and process group ids are pids. An outsider in a session or
+//! group whose id is a tree member's pid keeps that pid in use after the
+//! tree is killed, so restore could not give the member its pid back, and
+//! could not put the outsider back in the group either: always refused.
+//! A session or group led from outside the tree (its id is no member's
+//! pid) cannot be recreated by restore at all; the one exception is the
+//! root's own session and group when the tree is a job of a shell: with
+//! `--shell-job` restore puts the tree into crest's session and group
+//! (CRIU's semantics), so the shell and its other jobs may share them.
+//!
+//! Without `--shell-job` the root of a tree of several processes must lead
+//! its session (CRIU's rule: then every session and group of the tree was
+//! created inside it). A dump of a single process keeps the behaviour it
+//! had before trees: it is always treated as a shell job, restore putting
+//! it into crest's session and group.
+
+use crate::error::{Error, Result};
+use crate::image::pstree::Process;
+
+/// What crest knows about a process outside the tree.
+struct Outsider {
+    pid: u32,
+    comm: String,
+    pgid: u32,
+    sid: u32,
+    zombie: bool,
+}
+
+/// Refuses a tree (`procs`, the root first) whose sessions or groups are
+/// shared with outsiders beyond what the module doc allows.
+pub fn check_sessions(procs: &[Process], shell_job: bool) -> Result<()> {
+    let Some(root) = procs.first() else {
+        return Ok(());
+    };
+    let members: Vec<u32> = procs.iter().map(|p| p.pid).collect();
+    let job = shell_job || procs.len() == 1;
+    if !job && root.sid != root.pid {
+        return Err(Error::Unsupported(format!(
+            "pid {} is not a session leader: its session {} is led from outside its tree; dump it with --shell-job (-j) to restore the tree into crest's session, or start its root with setsid",
+            root.pid, root.sid
+        )));
+    }
+    // Ids led from outside the tree that the tree may share (a shell job).
+    let exempt = |id: u32| job && !members.contains(&id) && (id == root.sid || id == root.pgid);
+    let shared = |id: &u32| *id != 0 && !exempt(*id);
+    let sids: Vec<u32> = procs.iter().map(|p| p.sid).filter(shared).collect();
+    let pgids: Vec<u32> = procs.iter().map(|p| p.pgid).filter(shared).collect();
+    let me = std::process::id();
+    for o in outsiders(&members)? {
+        if o.pid == me {
+            continue;
+        }
+        let (what, id) = if sids.contains(&o.sid) {
+            ("session", o.sid)
+        } else if pgids.contains(&o.pgid) {
+            ("process group", o.pgid)
+        } else {
+            continue;
+        };
+        return Err(Error::Unsupported(refusal(&o, what, id, root, &members)));
+    }
+    Ok(())
+}
+
+fn refusal(o: &Outsider, what: &str, id: u32, root: &Process, members: &[u32]) -> String {
+    let zombie = if o.zombie { ", a zombie," } else { "" };
+    let (o_pid, o_comm, r) = (o.pid, &o.comm, root.pid);
+    if members.contains(&id) {
+        format!(
+            "pid {o_pid} (`{o_comm}`){zombie} outside the tree of pid {r} is in the {what} {id} led by a process of the tree; restore could not give that process its pid back: end pid {o_pid} or dump a tree that holds it"
+        )
+    } else {
+        let hint = if id == root.sid || id == root.pgid {
+            "; if the tree is a job of a shell, dump it with --shell-job (-j)"
+        } else {
+            ""
+        };
+        format!(
+            "pid {o_pid} (`{o_comm}`){zombie} outside the tree of pid {r} shares the {what} {id} with it, which restore could not recreate{hint}"
+        )
+    }
+}
+
+/// Every process on the machine that is not a member.
+fn outsiders(members: &[u32]) -> Result<Vec<Outsider>> {
+    let dir = std::fs::read_dir("/proc").map_err(|e| Error::io("list", "/proc", e))?;
+    let mut out = Vec::new();
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if members.contains(&pid) {
+            continue;
+        }
+        // A process gone meanwhile shares nothing any more.
+        let Ok(text) = std::fs::read(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Ok(st) = crate::proc::stat::parse(&text) else {
+            continue;
+        };
+        out.push(Outsider {
+            pid,
+            comm: String::from_utf8_lossy(&st.comm).into_owned(),
+            pgid: u32::try_from(st.pgrp).unwrap_or(0),
+            sid: u32::try_from(st.session).unwrap_or(0),
+            zombie: st.state == b'Z',
+        });
+    }
+    Ok(out)
+}
