@@ -39,7 +39,7 @@ use crate::image::vma::Backing;
 use crate::infect::tree;
 use crate::infect::{Member, Release, SeizedTree, seize_tree};
 use crate::sys::Pid;
-use crate::{info, warn};
+use crate::{debug, info, warn};
 
 /// How long crest waits for a killed target to be gone.
 const KILL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -148,7 +148,11 @@ fn precheck(root: u32, shell_job: bool) -> Result<()> {
         if pid == root || !matches!(p.state, TaskState::Zombie { .. }) {
             match collect_process(pid) {
                 Ok(state) => refuse_unsupported(&state)?,
-                Err(_) if pid != root && tree::state_of(pid as Pid).is_none_or(|s| s.0 == b'Z') => {
+                // A running child may be exiting (its mm already gone while
+                // its state still reads R) or a zombie by now: the frozen
+                // pass decides.
+                Err(e) if pid != root && (!matches!(e, Error::Unsupported(_)) || exited(pid)) => {
+                    debug!("pid {pid}: not checked before the seize: {e}");
                 }
                 Err(e) => return Err(e),
             }
@@ -159,6 +163,11 @@ fn precheck(root: u32, shell_job: bool) -> Result<()> {
         procs.push(p);
     }
     super::session::check_sessions(&procs, shell_job)
+}
+
+/// Whether `pid` is gone or a zombie.
+fn exited(pid: u32) -> bool {
+    tree::state_of(pid as Pid).is_none_or(|(state, _)| state == b'Z')
 }
 
 /// Every step that needs the tree seized; the tree is unchanged after it,

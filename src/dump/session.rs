@@ -22,8 +22,10 @@ use crate::error::{Error, Result};
 use crate::image::pstree::Process;
 
 /// What crest knows about a process outside the tree.
+#[derive(Clone)]
 struct Outsider {
     pid: u32,
+    ppid: i32,
     comm: String,
     pgid: u32,
     sid: u32,
@@ -68,7 +70,8 @@ pub fn check_sessions(procs: &[Process], shell_job: bool) -> Result<()> {
 
 fn refusal(o: &Outsider, what: &str, id: u32, root: &Process, members: &[u32]) -> String {
     let zombie = if o.zombie { ", a zombie," } else { "" };
-    let (o_pid, o_comm, r) = (o.pid, &o.comm, root.pid);
+    let (o_pid, r) = (o.pid, root.pid);
+    let o_comm = format!("{}, child of pid {}", o.comm, o.ppid);
     if members.contains(&id) {
         format!(
             "pid {o_pid} (`{o_comm}`){zombie} outside the tree of pid {r} is in the {what} {id} led by a process of the tree; restore could not give that process its pid back: end pid {o_pid} or dump a tree that holds it"
@@ -85,8 +88,33 @@ fn refusal(o: &Outsider, what: &str, id: u32, root: &Process, members: &[u32]) -
     }
 }
 
-/// Every process on the machine that is not a member.
+/// Every process on the machine that neither is a member nor descends
+/// from one. A descendant that is no member can only be a child forked
+/// while the tree still ran (the check before the seize); the seize takes
+/// it in.
 fn outsiders(members: &[u32]) -> Result<Vec<Outsider>> {
+    let all = processes()?;
+    let parent = |pid: u32| all.iter().find(|o| o.pid == pid).map(|o| o.ppid);
+    let descends = |o: &Outsider| {
+        let mut p = o.ppid;
+        for _ in 0..all.len() {
+            match u32::try_from(p) {
+                Ok(q) if members.contains(&q) => return true,
+                Ok(q) if q > 1 => p = parent(q).unwrap_or(0),
+                _ => return false,
+            }
+        }
+        false
+    };
+    Ok(all
+        .iter()
+        .filter(|o| !members.contains(&o.pid) && !descends(o))
+        .cloned()
+        .collect())
+}
+
+/// Every process on the machine.
+fn processes() -> Result<Vec<Outsider>> {
     let dir = std::fs::read_dir("/proc").map_err(|e| Error::io("list", "/proc", e))?;
     let mut out = Vec::new();
     for entry in dir.flatten() {
@@ -97,9 +125,6 @@ fn outsiders(members: &[u32]) -> Result<Vec<Outsider>> {
         else {
             continue;
         };
-        if members.contains(&pid) {
-            continue;
-        }
         // A process gone meanwhile shares nothing any more.
         let Ok(text) = std::fs::read(format!("/proc/{pid}/stat")) else {
             continue;
@@ -109,6 +134,7 @@ fn outsiders(members: &[u32]) -> Result<Vec<Outsider>> {
         };
         out.push(Outsider {
             pid,
+            ppid: st.ppid,
             comm: String::from_utf8_lossy(&st.comm).into_owned(),
             pgid: u32::try_from(st.pgrp).unwrap_or(0),
             sid: u32::try_from(st.session).unwrap_or(0),
