@@ -179,13 +179,15 @@ fn sweep(tree: &mut SeizedTree, known: &mut HashSet<Pid>) -> Result<usize> {
             continue;
         };
         let parent = s.pid();
-        let kids = children(parent, s.threads())?;
+        let mut kids = children(parent, s.threads())?;
+        kids.retain(|c| !known.contains(c));
         for c in kids {
-            if known.insert(c) {
-                found += 1;
-                if let Some(m) = adopt(parent, c)? {
-                    tree.members.push(m);
-                }
+            // A child that vanished is not remembered: should its pid be
+            // reused by a new child meanwhile, that one is adopted too.
+            found += 1;
+            if let Some(m) = adopt(parent, c)? {
+                known.insert(c);
+                tree.members.push(m);
             }
         }
         i += 1;
