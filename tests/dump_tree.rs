@@ -470,3 +470,99 @@ fn tree_dump_refuses_a_process_outside_the_tree_in_its_session() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Waits until `pid` has `n` children (or threads, with `threads`).
+fn wait_count(pid: i32, n: usize, threads: bool) {
+    let start = Instant::now();
+    loop {
+        let have = if threads {
+            tids(pid).len()
+        } else {
+            children(pid).len()
+        };
+        if have >= n {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{have} of {n}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn tree_dump_of_a_hundred_processes() {
+    use std::os::unix::process::CommandExt;
+    let dir = scratch("large");
+    // A shell leading its session with 100 sleeping children.
+    let mut sh = Command::new("sh");
+    sh.args(["-c", "for i in $(seq 100); do sleep 1000 & done; wait"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: setsid in the child before exec.
+    unsafe {
+        sh.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        })
+    };
+    let mut sh = sh.spawn().unwrap();
+    let root = sh.id() as i32;
+    wait_count(root, 100, false);
+    let truth = proc_tree(root);
+    let start = Instant::now();
+    let out = dump(root, &dir.join("img"), &["-R"]);
+    let took = start.elapsed();
+    assert!(out.status.success(), "dump failed: {}", stderr(&out));
+    let mut image = load_pstree(&ImageDir::open(&dir.join("img")).unwrap()).unwrap();
+    image.sort_by_key(|p| p.pid);
+    assert_eq!(image, truth, "101 processes as /proc showed them");
+    assert_eq!(proc_tree(root), truth, "every process as before");
+    for p in &truth {
+        assert_eq!(tracer(p.pid as i32).as_deref(), Some("0"));
+    }
+    eprintln!("dump -R of 101 processes: {took:?}");
+    // SAFETY: the shell's process group (its session) ends with it.
+    unsafe { libc::kill(-root, libc::SIGKILL) };
+    let _ = sh.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One process with `n` threads dumped with -R: every thread in the image,
+/// every thread still there and running afterwards.
+fn many_threads(n: usize) {
+    let dir = scratch(&format!("threads-{n}"));
+    let v = Victim::spawn(&format!("threads-{n}"), Shape::Threads(n));
+    wait_count(v.pid, n, true);
+    let before = tids(v.pid);
+    let start = Instant::now();
+    let out = dump(v.pid, &dir.join("img"), &["-R"]);
+    let took = start.elapsed();
+    assert!(out.status.success(), "dump failed: {}", stderr(&out));
+    let image = load_pstree(&ImageDir::open(&dir.join("img")).unwrap()).unwrap();
+    assert_eq!(image.len(), 1);
+    assert_eq!(image[0].threads, before, "every thread, the leader first");
+    assert_eq!(tids(v.pid), before, "every thread still there");
+    assert_eq!(tracer(v.pid).as_deref(), Some("0"));
+    assert!(v.runs(ROOT));
+    eprintln!(
+        "dump -R of 1 process with {} threads: {took:?}",
+        before.len()
+    );
+    // SAFETY: our own child.
+    unsafe {
+        libc::kill(v.pid, libc::SIGKILL);
+        libc::waitpid(v.pid, std::ptr::null_mut(), 0);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn tree_dump_of_a_process_with_200_threads() {
+    many_threads(200);
+}
+
+#[test]
+#[ignore = "about 12 s: each thread's CMD_DUMP_THREAD takes ~10 ms; run with --ignored"]
+fn tree_dump_of_a_process_with_1000_threads() {
+    many_threads(1000);
+}

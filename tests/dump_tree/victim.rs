@@ -12,6 +12,7 @@
 //!           grandchild the seize missed is seen after the tree is killed
 //!   Orphan: root (setsid) whose child X forked Y and exited: Y, reparented
 //!           out of the tree, stays in the root's session
+//!   Threads: one process (setsid) with many sleeping threads
 //! ```
 //!
 //! Every live process of Full keeps a private region with a pattern of its
@@ -68,9 +69,13 @@ static ROLE: AtomicUsize = AtomicUsize::new(0);
 /// The shape of the tree to fork.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
-    Full { own_session: bool },
+    Full {
+        own_session: bool,
+    },
     Forker,
     Orphan,
+    /// One process (setsid) with this many threads in all.
+    Threads(usize),
 }
 
 fn slot(i: usize) -> *mut u64 {
@@ -405,6 +410,37 @@ fn orphan_root() -> ! {
     }
 }
 
+fn many_threads(n: usize) -> ! {
+    // SAFETY: raw calls in the forked child.
+    need!(unsafe { libc::setsid() } > 0);
+    ROLE.store(ROOT, Ordering::Relaxed);
+    // SAFETY: a zeroed attr is initialised by pthread_attr_init.
+    let mut attr: libc::pthread_attr_t = unsafe { std::mem::zeroed() };
+    // SAFETY: attr is a live local.
+    unsafe {
+        libc::pthread_attr_init(&mut attr);
+        libc::pthread_attr_setstacksize(&mut attr, 64 << 10);
+    }
+    for _ in 1..n {
+        // SAFETY: a zeroed pthread_t is written by pthread_create.
+        let mut t: libc::pthread_t = unsafe { std::mem::zeroed() };
+        // SAFETY: idle only sleeps.
+        let r = unsafe { libc::pthread_create(&mut t, &attr, idle, std::ptr::null_mut()) };
+        need!(r == 0);
+    }
+    set(mine(READY), 1);
+    loop {
+        set(mine(COUNTER), get(mine(COUNTER)) + 1);
+        sleep_ms(1);
+    }
+}
+
+extern "C" fn idle(_: *mut c_void) -> *mut c_void {
+    loop {
+        sleep_ms(100);
+    }
+}
+
 fn child(area: usize, shape: Shape) -> ! {
     AREA_PTR.store(area, Ordering::Relaxed);
     // SAFETY: raw fd calls: /dev/null on 0-2, nothing of the harness's.
@@ -418,6 +454,7 @@ fn child(area: usize, shape: Shape) -> ! {
         Shape::Full { own_session } => full_root(own_session),
         Shape::Forker => forker(),
         Shape::Orphan => orphan_root(),
+        Shape::Threads(n) => many_threads(n),
     }
 }
 
