@@ -513,7 +513,7 @@ fn tree_dump_of_a_hundred_processes() {
     let out = dump(root, &dir.join("img"), &["-R"]);
     let took = start.elapsed();
     assert!(out.status.success(), "dump failed: {}", stderr(&out));
-    let mut image = load_pstree(&ImageDir::open(&dir.join("img")).unwrap()).unwrap();
+    let mut image = load_pstree(&ImageDir::open(dir.join("img")).unwrap()).unwrap();
     image.sort_by_key(|p| p.pid);
     assert_eq!(image, truth, "101 processes as /proc showed them");
     assert_eq!(proc_tree(root), truth, "every process as before");
@@ -538,7 +538,7 @@ fn many_threads(n: usize) {
     let out = dump(v.pid, &dir.join("img"), &["-R"]);
     let took = start.elapsed();
     assert!(out.status.success(), "dump failed: {}", stderr(&out));
-    let image = load_pstree(&ImageDir::open(&dir.join("img")).unwrap()).unwrap();
+    let image = load_pstree(&ImageDir::open(dir.join("img")).unwrap()).unwrap();
     assert_eq!(image.len(), 1);
     assert_eq!(image[0].threads, before, "every thread, the leader first");
     assert_eq!(tids(v.pid), before, "every thread still there");
