@@ -41,17 +41,20 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         name: "dump",
-        usage: "crest dump -t PID -D DIR [-R|--leave-running]",
-        summary: "checkpoint one process and its threads into an image directory",
-        details: "Seizes every thread of PID with ptrace, reads its registers and /proc state,\n\
-                  runs a parasite inside it for what only the process can tell (signal\n\
-                  actions, timers, memory pages...), removes the parasite and writes the\n\
-                  image to DIR, inventory.img last. Then the process is killed, or with -R\n\
-                  resumed exactly as before (a stopped process stays stopped). What crest\n\
-                  cannot dump yet (sockets, eventfd, SysV shared memory...) is\n\
-                  refused before the process is touched. On any failure the process is\n\
-                  left running as before and DIR has no inventory.img. Exit status: 0 on\n\
-                  success, 1 on failure, 2 for a usage error.",
+        usage: "crest dump -t PID -D DIR [-R|--leave-running] [-j|--shell-job]",
+        summary: "checkpoint the process tree under PID, every thread, into an image directory",
+        details: "Seizes PID, its children, theirs... and every thread with ptrace (a fork\n\
+                  during the seize is caught), reads their registers and /proc state, runs a\n\
+                  parasite inside each process for what only it can tell (signal actions,\n\
+                  timers, memory pages...), removes the parasite and writes the image to DIR,\n\
+                  inventory.img last. Zombies are recorded with their exit status. Then the\n\
+                  tree is killed, or with -R resumed exactly as before (a stopped process\n\
+                  stays stopped). What crest cannot dump yet (sockets, eventfd, SysV shared\n\
+                  memory...) is refused before any process is touched; so is a tree whose\n\
+                  root does not lead its session, unless -j says it is a job of a shell. On\n\
+                  any failure every process is left running as before and DIR has no\n\
+                  inventory.img. Exit status: 0 on success, 1 on failure, 2 for a usage\n\
+                  error.",
     },
     Command {
         name: "restore",

@@ -135,7 +135,7 @@ fn dump(args: &Args) -> Result<i32> {
         leave_running: args.leave_running,
         command_line: args.argv.clone(),
     };
-    crate::dump::run::run(&opts)?;
+    crate::dump::run::run_with(&opts, args.shell_job)?;
     Ok(0)
 }
 

@@ -24,7 +24,9 @@ pub mod inventory;
 pub mod mm;
 pub mod pages;
 pub mod parasite_state;
+pub mod process;
 pub mod run;
+pub mod session;
 pub mod shmem;
 pub mod signals;
 pub mod task;
@@ -119,15 +121,22 @@ pub fn write_metadata(d: &ImageDir, state: &ProcessState, options: &[String]) ->
     write_inventory(d, state.process.pid, options)
 }
 
-/// pstree.img, task-PID.img, mm-PID.img and files-PID.img of `state`.
+/// pstree.img (of this one process), task-PID.img, mm-PID.img and
+/// files-PID.img of `state`.
 pub fn write_process_files(d: &ImageDir, state: &ProcessState) -> Result<()> {
-    let pid = state.process.pid;
     write_file(
         d,
         dir::PSTREE,
         FileKind::Pstree,
         std::slice::from_ref(&state.process),
     )?;
+    write_task_files(d, state)
+}
+
+/// task-PID.img, mm-PID.img and files-PID.img of `state` (a tree dump
+/// writes pstree.img once, for every process).
+pub fn write_task_files(d: &ImageDir, state: &ProcessState) -> Result<()> {
+    let pid = state.process.pid;
     state.task.write(d, pid)?;
     state.mm.write(d, pid)?;
     state.files.write(d, pid)

@@ -1,37 +1,45 @@
-//! `crest dump -t PID -D DIR`: the whole dump of one process and its
-//! threads, in the order the steps depend on each other.
+//! `crest dump -t PID -D DIR`: the whole dump of the process tree under
+//! PID (every process and thread), in the order the steps depend on each
+//! other.
 //!
 //! ```text
-//!   collect_process (unseized) ─► refusals: nothing is touched yet
-//!   seize ─► collect_process + pipe data ─► fill_cores ─► inject ─► parasite state
-//!         ─► dump_pages ─► cure ─► task/mm/files/pstree ─► inventory.img
-//!         ─► release: SIGKILL (default) or resume as before (-R)
+//!   precheck (unseized tree) ─► refusals: nothing is touched yet
+//!   seize_tree ─► session rules ─► per process, parents first (process.rs):
+//!         collect + pipes ─► cores ─► inject ─► parasite state ─► pages
+//!         ─► cure ─► task/mm/files-PID.img
+//!   ─► pstree.img ─► inventory.img
+//!   ─► release: SIGKILL every process (default) or resume as before (-R)
 //! ```
 //!
-//! The registers are read (fill_cores) before the parasite plants its own.
 //! inventory.img is written last: a directory without it is an image cut
 //! short, and `crest show` reports it as such. On any failure the parasite
-//! is cured, the target is detached as it was (a stopped task stays
-//! stopped), and the error is returned; the files already written are left
-//! without an inventory.
+//! is cured, every process of the tree is detached as it was (a stopped
+//! task stays stopped, a zombie stays a zombie), and the error is
+//! returned; the files already written are left without an inventory.
 //!
 //! Fault injection (as CRIU's CRIU_FAULT): with `CREST_FAULT=STEP` in the
 //! environment the dump fails on purpose right after STEP (one of
-//! [`FAULT_STEPS`]), so tests can prove that the target survives a failure
-//! at every step.
+//! [`FAULT_STEPS`]), so tests can prove that the tree survives a failure
+//! at every step. `seize` and `metadata` are steps of the whole tree; the
+//! others fail in the first process that reaches them, or, with
+//! `CREST_FAULT_PID=PID`, in that process only.
 
 use std::path::PathBuf;
 
-use super::parasite_state::{apply_parasite_state, collect_parasite_state};
+use super::process::{Shared, dump_process};
+use super::task::collect_pstree;
 use super::{ProcessState, collect_process};
 use crate::error::{Error, Result};
 use crate::image::ImageDir;
 use crate::image::dir;
-use crate::image::pstree::TaskState;
+use crate::image::header::FileKind;
+use crate::image::load::write_file;
+use crate::image::pstree::{Process, TaskState};
 use crate::image::vma::Backing;
-use crate::infect::{Parasite, Release, Seized, seize};
+use crate::infect::tree;
+use crate::infect::{Member, Release, SeizedTree, seize_tree};
 use crate::sys::Pid;
-use crate::{info, warn};
+use crate::{debug, info, warn};
 
 /// How long crest waits for a killed target to be gone.
 const KILL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -48,8 +56,19 @@ pub const FAULT_STEPS: &[&str] = &[
     "metadata",
 ];
 
-/// Fails with a clear error if `CREST_FAULT` names `step`.
+/// Fails with a clear error if `CREST_FAULT` names `step` (and, if
+/// `CREST_FAULT_PID` is set, it names `pid`).
 pub fn fault_point(pid: Pid, step: &'static str) -> Result<()> {
+    let only = std::env::var("CREST_FAULT_PID").ok();
+    if only.is_some_and(|p| p.trim() != pid.to_string()) {
+        return Ok(());
+    }
+    fault_tree(pid, step)
+}
+
+/// Fails with a clear error if `CREST_FAULT` names `step`, a step of the
+/// whole tree (`pid` is its root).
+fn fault_tree(pid: Pid, step: &'static str) -> Result<()> {
     match std::env::var_os("CREST_FAULT") {
         Some(v) if v == step => Err(Error::Target {
             pid,
@@ -72,12 +91,19 @@ pub struct DumpOptions {
     pub command_line: Vec<String>,
 }
 
-/// Dumps `opts.pid` into `opts.dir`, then kills or resumes it.
+/// Dumps the tree under `opts.pid` into `opts.dir`, then kills or resumes
+/// it; the root's session and group are handled as without --shell-job.
 pub fn run(opts: &DumpOptions) -> Result<()> {
-    let pid = opts.pid;
-    info!("pid {pid}: checking what it holds before seizing it");
-    let pre = collect_process(pid_u32(pid)?)?;
-    refuse_unsupported(&pre)?;
+    run_with(opts, false)
+}
+
+/// Dumps the tree under `opts.pid`; `shell_job` (`-j`) allows the root's
+/// session and group to be led from outside the tree (see
+/// [`super::session`]).
+pub fn run_with(opts: &DumpOptions, shell_job: bool) -> Result<()> {
+    let root = opts.pid;
+    info!("pid {root}: checking its tree before seizing it");
+    precheck(pid_u32(root)?, shell_job)?;
     let d = ImageDir::create(&opts.dir)?;
     if d.exists(dir::INVENTORY) {
         return Err(Error::io(
@@ -89,21 +115,84 @@ pub fn run(opts: &DumpOptions) -> Result<()> {
             ),
         ));
     }
-    info!("pid {pid}: seizing every thread");
-    let seized = seize(pid)?;
-    match dump_seized(&seized, &d, opts) {
-        Ok(()) => finish(seized, opts),
+    info!("pid {root}: seizing every process of its tree and every thread");
+    let tree = seize_tree(root)?;
+    match dump_tree(&tree, &d, opts, shell_job) {
+        Ok(()) => finish(tree, opts),
         Err(e) => {
-            warn!("pid {pid}: dump failed, resuming the process as it was");
-            if let Err(r) = seized.release(Release::Resume) {
-                warn!("pid {pid}: {r}");
+            warn!("pid {root}: dump failed, resuming every process of the tree as it was");
+            if let Err(r) = tree.release(Release::Resume) {
+                warn!("pid {root}: {r}");
             }
             Err(e)
         }
     }
 }
 
-fn pid_u32(pid: Pid) -> Result<u32> {
+/// The refusals that need no ptrace, on the tree as /proc shows it while
+/// it still runs: what each process holds, and the sessions and groups.
+/// The same checks run again once the tree is frozen.
+fn precheck(root: u32, shell_job: bool) -> Result<()> {
+    let mut procs: Vec<Process> = Vec::new();
+    let mut i = 0;
+    let mut pids = vec![root];
+    while i < pids.len() {
+        let pid = pids[i];
+        i += 1;
+        let p = match collect_pstree(pid) {
+            Ok(p) => p,
+            // A child may exit while it runs; the seize decides about it.
+            Err(_) if pid != root => continue,
+            Err(e) => return Err(e),
+        };
+        if pid == root || !matches!(p.state, TaskState::Zombie { .. }) {
+            match collect_process(pid) {
+                Ok(state) => refuse_unsupported(&state)?,
+                // A running child may be exiting (its mm already gone while
+                // its state still reads R) or a zombie by now: the frozen
+                // pass decides.
+                Err(e) if pid != root && (!matches!(e, Error::Unsupported(_)) || exited(pid)) => {
+                    debug!("pid {pid}: not checked before the seize: {e}");
+                }
+                Err(e) => return Err(e),
+            }
+            let tids: Vec<Pid> = p.threads.iter().map(|&t| t as Pid).collect();
+            let kids = tree::children(pid as Pid, &tids)?;
+            pids.extend(kids.into_iter().filter_map(|c| u32::try_from(c).ok()));
+        }
+        procs.push(p);
+    }
+    super::session::check_sessions(&procs, shell_job)
+}
+
+/// Whether `pid` is gone or a zombie.
+fn exited(pid: u32) -> bool {
+    tree::state_of(pid as Pid).is_none_or(|(state, _)| state == b'Z')
+}
+
+/// Every step that needs the tree seized; the tree is unchanged after it,
+/// whatever it returns.
+fn dump_tree(tree: &SeizedTree, d: &ImageDir, opts: &DumpOptions, shell_job: bool) -> Result<()> {
+    let root = tree.root();
+    let mut procs = Vec::with_capacity(tree.members().len());
+    for m in tree.members() {
+        procs.push(collect_pstree(pid_u32(m.pid())?)?);
+    }
+    super::session::check_sessions(&procs, shell_job)?;
+    fault_tree(root, "seize")?;
+    let mut shared = Shared::default();
+    for (m, p) in tree.members().iter().zip(procs.iter_mut()) {
+        if let Member::Seized(s) = m {
+            *p = dump_process(s, d, &mut shared)?;
+        }
+    }
+    info!("pid {root}: writing the process tree and the inventory");
+    write_file(d, dir::PSTREE, FileKind::Pstree, &procs)?;
+    fault_tree(root, "metadata")?;
+    super::write_inventory(d, pid_u32(root)?, &opts.command_line)
+}
+
+pub(crate) fn pid_u32(pid: Pid) -> Result<u32> {
     u32::try_from(pid)
         .ok()
         .filter(|&p| p > 0)
@@ -113,7 +202,7 @@ fn pid_u32(pid: Pid) -> Result<u32> {
 /// Refuses what the image cannot hold yet, before ptrace touches the
 /// target. collect_process already refuses fds of unknown kinds, deleted
 /// files and seccomp filters.
-fn refuse_unsupported(state: &ProcessState) -> Result<()> {
+pub(crate) fn refuse_unsupported(state: &ProcessState) -> Result<()> {
     let pid = state.process.pid;
     let unsupported = |v: &&crate::image::vma::Vma| {
         matches!(v.backing, Backing::AnonShared { .. }) && !super::shmem::supported(v)
@@ -136,82 +225,23 @@ fn refuse_unsupported(state: &ProcessState) -> Result<()> {
     Ok(())
 }
 
-/// Every step that needs the target seized; the target is unchanged after
-/// it, whatever it returns.
-fn dump_seized(seized: &Seized, d: &ImageDir, opts: &DumpOptions) -> Result<()> {
-    let pid = seized.pid();
-    info!("pid {pid}: collecting /proc state of the seized process");
-    fault_point(pid, "seize")?;
-    let mut state = collect_process(pid_u32(pid)?)?;
-    refuse_unsupported(&state)?;
-    info!("pid {pid}: copying the data queued in its pipes");
-    state.files.pipes = super::files::collect_pipe_data(state.process.pid, &state.files.fds)?;
-    fault_point(pid, "collect")?;
-    state.process.state = match seized.stop_signal() {
-        Some(sig) => TaskState::Stopped { signal: sig as u32 },
-        None => TaskState::Running,
-    };
-    info!(
-        "pid {pid}: reading the registers of {} thread(s)",
-        seized.threads().len()
-    );
-    super::core::fill_cores(&mut state, seized)?;
-    fault_point(pid, "cores")?;
-    info!("pid {pid}: injecting the parasite");
-    let mut parasite = Parasite::inject(seized)?;
-    let inside = dump_inside(seized, &mut parasite, &mut state, d);
-    info!("pid {pid}: curing the parasite");
-    let cured = parasite.cure();
-    inside?;
-    cured?;
-    fault_point(pid, "cure")?;
-    write_image(d, &state, &opts.command_line)
-}
-
-/// The steps run through the parasite.
-fn dump_inside(
-    seized: &Seized,
-    parasite: &mut Parasite<'_>,
-    state: &mut ProcessState,
-    d: &ImageDir,
-) -> Result<()> {
-    let pid = seized.pid();
-    fault_point(pid, "inject")?;
-    info!("pid {pid}: collecting what only the process can tell");
-    let ids: Vec<i32> = state.task.posix_timers.iter().map(|t| t.id).collect();
-    let ps = collect_parasite_state(parasite, seized, &ids)?;
-    apply_parasite_state(state, &ps)?;
-    fault_point(pid, "parasite-state")?;
-    info!("pid {pid}: dumping memory pages");
-    super::pages::dump_pages(seized, parasite, &state.mm.vmas, d)?;
-    let objects = super::shmem::dump_shmem(pid as u32, &state.mm.vmas, d)?;
-    if objects > 0 {
-        info!("pid {pid}: dumped {objects} shared memory object(s)");
-    }
-    fault_point(pid, "pages")
-}
-
-/// The metadata files, inventory.img last so that it marks a complete image.
-fn write_image(d: &ImageDir, state: &ProcessState, command_line: &[String]) -> Result<()> {
-    let pid = state.process.pid;
-    info!("pid {pid}: writing the image metadata");
-    super::write_process_files(d, state)?;
-    fault_point(pid as Pid, "metadata")?;
-    super::write_inventory(d, pid, command_line)
-}
-
-/// After a complete dump: kill the target (and wait until it is gone or a
-/// zombie for its parent to reap) or resume it with `-R`.
-fn finish(seized: Seized, opts: &DumpOptions) -> Result<()> {
-    let pid = seized.pid();
+/// After a complete dump: kill every process of the tree (and wait until
+/// each is gone or a zombie for its parent to reap) or resume them (-R).
+fn finish(tree: SeizedTree, opts: &DumpOptions) -> Result<()> {
+    let root = tree.root();
+    let count = tree.members().len();
     if opts.leave_running {
-        seized.release(Release::Resume)?;
-        info!("pid {pid}: dump complete, process resumed");
+        tree.release(Release::Resume)?;
+        info!("pid {root}: dump complete, {count} process(es) resumed");
         return Ok(());
     }
-    seized.release(Release::Kill)?;
+    let pids: Vec<Pid> = tree.members().iter().map(Member::pid).collect();
+    // Children first: nothing can fork meanwhile, every process is frozen
+    // until its SIGKILL, and a killed child stays a zombie until its
+    // parent dies too, then init reaps it.
+    tree.release(Release::Kill)?;
     let start = std::time::Instant::now();
-    while !gone(pid) {
+    while let Some(&pid) = pids.iter().find(|&&p| !gone(p)) {
         if start.elapsed() > KILL_WAIT {
             return Err(Error::Target {
                 pid,
@@ -221,7 +251,7 @@ fn finish(seized: Seized, opts: &DumpOptions) -> Result<()> {
         }
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
-    info!("pid {pid}: dump complete, process killed");
+    info!("pid {root}: dump complete, {count} process(es) killed");
     Ok(())
 }
 

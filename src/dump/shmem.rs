@@ -1,6 +1,6 @@
 //! Shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS, which maps show as
 //! `/dev/zero (deleted)`): each shmem object
-//! once, by inode, into pagemap-shmem-ID.img and pages-shmem-ID.img, where a
+//! once per tree (however many processes map it), by inode, into pagemap-shmem-ID.img and pages-shmem-ID.img, where a
 //! run's "address" is its byte offset in the object.
 //!
 //! The object is read through `/proc/PID/map_files/START-END`, which opens
@@ -38,7 +38,19 @@ pub fn supported(v: &Vma) -> bool {
 
 /// Dumps every shmem object `vmas` map, once each; returns how many.
 pub fn dump_shmem(pid: u32, vmas: &[Vma], dir: &ImageDir) -> Result<usize> {
-    let mut done: Vec<u64> = Vec::new();
+    dump_shmem_once(pid, vmas, dir, &mut Vec::new())
+}
+
+/// Dumps every shmem object `vmas` map that is not in `done` (objects
+/// already dumped from another process of the tree), adding each to it;
+/// returns how many this call dumped.
+pub fn dump_shmem_once(
+    pid: u32,
+    vmas: &[Vma],
+    dir: &ImageDir,
+    done: &mut Vec<u64>,
+) -> Result<usize> {
+    let before = done.len();
     for v in vmas {
         let Backing::AnonShared { shmid } = v.backing else {
             continue;
@@ -49,7 +61,7 @@ pub fn dump_shmem(pid: u32, vmas: &[Vma], dir: &ImageDir) -> Result<usize> {
         dump_object(pid, v, shmid, dir)?;
         done.push(shmid);
     }
-    Ok(done.len())
+    Ok(done.len() - before)
 }
 
 fn dump_object(pid: u32, v: &Vma, shmid: u64, dir: &ImageDir) -> Result<()> {

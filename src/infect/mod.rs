@@ -6,6 +6,8 @@
 //! drop order is the cure order:
 //!
 //! ```text
+//!   tree::SeizedTree     every process under the root, each a Seized (or a
+//!                        zombie); Drop detaches them all, children first
 //!   seize::Seized        every thread PTRACE_SEIZE'd and stopped; Drop detaches
 //!     └ remote::Remote     one thread's registers, sigmask and a planted
 //!         │                `syscall; trap` word saved; Drop puts them back
@@ -30,11 +32,13 @@ pub mod remote;
 pub mod seize;
 mod stop;
 mod target;
+pub mod tree;
 
 pub use parasite::{InjectStep, Parasite};
 pub use remote::Remote;
 pub use seize::{Release, Seized, seize};
 pub use stop::{Stop, wait_stop};
+pub use tree::{Member, SeizedTree, seize_tree};
 
 use crate::error::Error;
 use crate::sys::Pid;

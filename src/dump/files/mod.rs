@@ -173,9 +173,17 @@ const O_ACCMODE: u32 = 3;
 /// holding data, copied without taking them from the pipe. `pid` must be
 /// frozen (seized), or a pipe may change while it is copied.
 pub fn collect_pipe_data(pid: u32, fds: &[Fd]) -> Result<Vec<PipeData>> {
-    let mut seen: Vec<u64> = Vec::new();
+    collect_pipe_data_once(pid, fds, &mut Vec::new())
+}
+
+/// As [`collect_pipe_data`], skipping the pipes in `seen` (already stored
+/// with another process of the tree) and adding the others to it: a pipe
+/// whose ends sit in several processes is stored once, in the files image
+/// of the first process (in pstree order) holding an end of it.
+pub fn collect_pipe_data_once(pid: u32, fds: &[Fd], seen: &mut Vec<u64>) -> Result<Vec<PipeData>> {
     let mut out = Vec::new();
-    if !fds.iter().any(|f| matches!(f.file, FdFile::Pipe { .. })) {
+    let fresh = |f: &Fd| matches!(f.file, FdFile::Pipe { pipe_id, .. } if !seen.contains(&pipe_id));
+    if !fds.iter().any(fresh) {
         return Ok(out);
     }
     let pidfd = pidfd_open(pid as i32).map_err(|e| {

@@ -1,0 +1,98 @@
+//! The dump of one seized process of the tree, in the order the steps
+//! depend on each other:
+//!
+//! ```text
+//!   collect_process + pipe data ─► fill_cores ─► inject ─► parasite state
+//!         ─► dump_pages + shared memory ─► cure ─► task/mm/files-PID.img
+//! ```
+//!
+//! The registers are read (fill_cores) before the parasite plants its own.
+//! Whatever happens, the parasite is cured before this returns, so the
+//! process is exactly as before and the tree can be released. What several
+//! processes share is stored once ([`Shared`]): a pipe's queued bytes with
+//! the first process holding an end of it, a shared memory object with the
+//! first process mapping it.
+
+use super::parasite_state::{apply_parasite_state, collect_parasite_state};
+use super::run::{fault_point, pid_u32, refuse_unsupported};
+use super::{ProcessState, collect_process};
+use crate::error::Result;
+use crate::image::ImageDir;
+use crate::image::pstree::{Process, TaskState};
+use crate::infect::{Parasite, Seized};
+use crate::{debug, info};
+
+/// What the processes of a tree share, dumped once: the pipes whose data
+/// is stored and the shared memory objects dumped so far.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// Pipe ids (inode numbers) already looked at.
+    pub pipes: Vec<u64>,
+    /// Shared memory object ids (shmids) already in the image.
+    pub shmem: Vec<u64>,
+}
+
+/// Dumps `seized` into `d` (task, mm, files, pagemap and pages files);
+/// returns its process record. The process is unchanged afterwards,
+/// whatever this returns.
+pub fn dump_process(seized: &Seized, d: &ImageDir, shared: &mut Shared) -> Result<Process> {
+    let pid = seized.pid();
+    info!("pid {pid}: collecting /proc state of the seized process");
+    let mut state = collect_process(pid_u32(pid)?)?;
+    refuse_unsupported(&state)?;
+    info!("pid {pid}: copying the data queued in its pipes");
+    state.files.pipes = super::files::collect_pipe_data_once(
+        state.process.pid,
+        &state.files.fds,
+        &mut shared.pipes,
+    )?;
+    fault_point(pid, "collect")?;
+    state.process.state = match seized.stop_signal() {
+        Some(sig) => TaskState::Stopped { signal: sig as u32 },
+        None => TaskState::Running,
+    };
+    info!(
+        "pid {pid}: reading the registers of {} thread(s)",
+        seized.threads().len()
+    );
+    super::core::fill_cores(&mut state, seized)?;
+    fault_point(pid, "cores")?;
+    info!("pid {pid}: injecting the parasite");
+    let mut parasite = Parasite::inject(seized)?;
+    let inside = dump_inside(seized, &mut parasite, &mut state, d, shared);
+    info!("pid {pid}: curing the parasite");
+    let cured = parasite.cure();
+    inside?;
+    cured?;
+    fault_point(pid, "cure")?;
+    info!("pid {pid}: writing its image files");
+    super::write_task_files(d, &state)?;
+    Ok(state.process)
+}
+
+/// The steps run through the parasite.
+fn dump_inside(
+    seized: &Seized,
+    parasite: &mut Parasite<'_>,
+    state: &mut ProcessState,
+    d: &ImageDir,
+    shared: &mut Shared,
+) -> Result<()> {
+    let pid = seized.pid();
+    fault_point(pid, "inject")?;
+    info!("pid {pid}: collecting what only the process can tell");
+    let ids: Vec<i32> = state.task.posix_timers.iter().map(|t| t.id).collect();
+    let ps = collect_parasite_state(parasite, seized, &ids)?;
+    apply_parasite_state(state, &ps)?;
+    fault_point(pid, "parasite-state")?;
+    info!("pid {pid}: dumping memory pages");
+    super::pages::dump_pages(seized, parasite, &state.mm.vmas, d)?;
+    let vmas = &state.mm.vmas;
+    let objects = super::shmem::dump_shmem_once(pid_u32(pid)?, vmas, d, &mut shared.shmem)?;
+    if objects > 0 {
+        info!("pid {pid}: dumped {objects} shared memory object(s)");
+    } else {
+        debug!("pid {pid}: no shared memory object it maps is new to the image");
+    }
+    fault_point(pid, "pages")
+}
