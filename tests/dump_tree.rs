@@ -137,7 +137,13 @@ fn end(v: &Victim, truth: &[Process]) {
 }
 
 fn spawn_full(name: &str, own_session: bool) -> (Victim, Vec<Process>) {
-    let v = Victim::spawn(name, Shape::Full { own_session });
+    let v = Victim::spawn(
+        name,
+        Shape::Full {
+            own_session,
+            sharing: true,
+        },
+    );
     wait_state(v.of(S, PID) as i32, 'T');
     wait_state(v.pid_of_zombie(), 'Z');
     let truth = proc_tree(v.pid);

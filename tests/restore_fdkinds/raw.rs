@@ -90,7 +90,7 @@ pub fn timer_get(fd: i32) -> Option<(u64, u64)> {
 /// timerfd_settime with nanosecond value and interval.
 pub fn timer_set(fd: i32, flags: i32, value_ns: u64, interval_ns: u64) -> Result<(), Msg> {
     let ts = |ns: u64| libc::timespec {
-        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+        tv_sec: (ns / 1_000_000_000) as _,
         tv_nsec: (ns % 1_000_000_000) as libc::c_long,
     };
     let t = libc::itimerspec {
