@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use crate::common::victim::{Child, Verdict};
+use crate::common::victim::{Child, Verdict, read_file};
 use crate::raw::{check_flags, place, read_u64, write_u64};
 
 const PLAIN: i32 = 10;
@@ -31,8 +31,18 @@ fn setup() -> Verdict {
     Ok(())
 }
 
+/// Whether this kernel shows EFD_SEMAPHORE in fdinfo (the line came in
+/// 2023: 6.1 lacks it). Without it a dump cannot tell, and restore makes a
+/// plain counter (documented, with a warning).
+fn semaphore_visible() -> bool {
+    let mut buf = [0u8; 512];
+    let text = read_file(c"/proc/self/fdinfo/11", &mut buf);
+    text.windows(17).any(|w| w == b"eventfd-semaphore")
+}
+
 pub fn victim(c: &Child) -> Verdict {
     setup()?;
+    let visible = semaphore_visible();
     c.ready(b"");
     c.wait_go();
     check_flags(PLAIN, true, false)?;
@@ -48,9 +58,16 @@ pub fn victim(c: &Child) -> Verdict {
         again == Err(libc::EAGAIN),
         "plain counter after read: {again:?}"
     );
-    for i in 0..3 {
-        let v = read_u64(SEM);
-        ensure!(v == Ok(1), "semaphore read {i}: {v:?}");
+    let first = read_u64(SEM);
+    if visible || first == Ok(1) {
+        ensure!(first == Ok(1), "semaphore read 0: {first:?}");
+        for i in 1..3 {
+            let v = read_u64(SEM);
+            ensure!(v == Ok(1), "semaphore read {i}: {v:?}");
+        }
+    } else {
+        // The restored plain counter of a kernel that hides the flag.
+        ensure!(first == Ok(3), "counter without its flag: {first:?}");
     }
     let v = read_u64(SEM);
     ensure!(v == Err(libc::EAGAIN), "semaphore after 3 reads: {v:?}");
