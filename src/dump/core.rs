@@ -144,7 +144,7 @@ pub fn collect_thread_core(tid: Pid) -> Result<ThreadCore> {
 }
 
 /// The NT_PRSTATUS size of the architecture crest runs on.
-fn gpregs_size() -> usize {
+pub fn gpregs_size() -> usize {
     use crate::image::thread::{AARCH64_GPREGS, X86_64_GPREGS};
     if cfg!(target_arch = "aarch64") {
         AARCH64_GPREGS

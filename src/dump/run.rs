@@ -256,7 +256,7 @@ fn finish(tree: SeizedTree, opts: &DumpOptions) -> Result<()> {
 }
 
 /// True once `pid` no longer runs: /proc/PID is gone or shows a zombie.
-fn gone(pid: Pid) -> bool {
+pub fn gone(pid: Pid) -> bool {
     match std::fs::read(format!("/proc/{pid}/stat")) {
         Err(_) => true,
         Ok(text) => {

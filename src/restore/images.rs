@@ -223,7 +223,7 @@ fn check_threads(p: &Process, task: &TaskImage) -> Result<()> {
         )));
     }
     for t in &task.threads {
-        if t.arch != Arch::host() || t.gpregs.len() != gpregs_size() {
+        if t.arch != Arch::host() || t.gpregs.len() != crate::dump::core::gpregs_size() {
             return Err(Error::Image(crate::image::ImageError::new(
                 &crate::image::dir::task_file(p.pid),
                 0,
@@ -232,14 +232,6 @@ fn check_threads(p: &Process, task: &TaskImage) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn gpregs_size() -> usize {
-    if cfg!(target_arch = "x86_64") {
-        crate::image::thread::X86_64_GPREGS
-    } else {
-        crate::image::thread::AARCH64_GPREGS
-    }
 }
 
 /// On x86_64 each thread's XSAVE area names the state components it holds;

@@ -233,7 +233,7 @@ fn wait_restorer(b: &plan::Built, pid: Pid, root: Pid, msg: u64) -> Result<()> {
         {
             return Err(died(b, pid, status, msg));
         }
-        if pid != root && !alive(pid) {
+        if pid != root && crate::dump::run::gone(pid) {
             return Err(died(b, pid, 0, msg));
         }
         if start.elapsed() > RESTORER_TIMEOUT {
@@ -308,17 +308,6 @@ fn died(b: &plan::Built, pid: Pid, status: i32, msg: u64) -> Error {
         problem: format!(
             "the new task died (wait status {status:#x}) while the restorer was {what}"
         ),
-    }
-}
-
-/// Whether `pid` exists and is not a zombie.
-fn alive(pid: Pid) -> bool {
-    match std::fs::read(format!("/proc/{pid}/stat")) {
-        Err(_) => false,
-        Ok(text) => {
-            let after = memchr::memrchr(b')', &text).map_or(&text[..], |i| &text[i + 1..]);
-            !matches!(after.get(1), Some(b'Z' | b'X'))
-        }
     }
 }
 
