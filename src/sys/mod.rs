@@ -36,6 +36,8 @@ pub mod spawn;
 pub mod splice;
 pub mod uffd;
 pub mod unix;
+pub mod unix_diag;
+pub mod unix_sock;
 
 pub use syscalls::Errno;
 
