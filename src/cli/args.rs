@@ -120,6 +120,13 @@ pub const OPTIONS: &[OptSpec] = &[
         help: "the process belongs to a shell session: use crest's terminal",
     },
     OptSpec {
+        long: "external",
+        short: None,
+        value: Some("RES"),
+        commands: &["dump"],
+        help: "unix[INO]: the socket with inode INO, outside the tree, may be a peer",
+    },
+    OptSpec {
         long: "workload",
         short: None,
         value: Some("DIR"),
@@ -161,6 +168,8 @@ pub struct Args {
     pub pidfile: Option<PathBuf>,
     /// `-j` / `--shell-job`.
     pub shell_job: bool,
+    /// `--external RES`, in order (`unix[INO]`).
+    pub external: Vec<String>,
     /// `--workload DIR` (internal, `selftest` re-executing itself).
     pub workload: Option<PathBuf>,
     /// The whole command line, as given (the inventory records it).
@@ -280,6 +289,7 @@ fn apply(args: &mut Args, spec: &OptSpec, value: Option<String>) -> Result<()> {
         "restore-detached" => args.detach = true,
         "pidfile" => args.pidfile = Some(PathBuf::from(value)),
         "shell-job" => args.shell_job = true,
+        "external" => args.external.push(value),
         "workload" => args.workload = Some(PathBuf::from(value)),
         other => return Err(Error::Usage(format!("option --{other} is not handled"))),
     }

@@ -134,6 +134,7 @@ fn dump(args: &Args) -> Result<i32> {
         dir,
         leave_running: args.leave_running,
         command_line: args.argv.clone(),
+        external: args.external.clone(),
     };
     crate::dump::run::run_with(&opts, args.shell_job)?;
     Ok(0)

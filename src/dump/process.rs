@@ -30,6 +30,10 @@ pub struct Shared {
     pub pipes: Vec<u64>,
     /// Shared memory object ids (shmids) already in the image.
     pub shmem: Vec<u64>,
+    /// The inode of every socket the tree holds.
+    pub sockets: Vec<u64>,
+    /// Socket inodes outside the tree `--external unix[INO]` allows as peers.
+    pub external: Vec<u64>,
 }
 
 /// Dumps `seized` into `d` (task, mm, files, pagemap and pages files);
@@ -46,6 +50,15 @@ pub fn dump_process(seized: &Seized, d: &ImageDir, shared: &mut Shared) -> Resul
         &state.files.fds,
         &mut shared.pipes,
     )?;
+    let files = &mut state.files;
+    super::files::unix::check_peers(
+        state.process.pid,
+        &mut files.fds,
+        &shared.sockets,
+        &shared.external,
+    )?;
+    info!("pid {pid}: copying the data queued in its unix sockets");
+    files.unix_queues = super::files::unix::collect_queues(state.process.pid, &files.fds)?;
     fault_point(pid, "collect")?;
     state.process.state = match seized.stop_signal() {
         Some(sig) => TaskState::Stopped { signal: sig as u32 },

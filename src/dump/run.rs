@@ -89,6 +89,9 @@ pub struct DumpOptions {
     pub leave_running: bool,
     /// The command line, recorded in the inventory.
     pub command_line: Vec<String>,
+    /// `--external`: resources outside the tree the dump may refer to
+    /// (`unix[INO]`: a unix socket peer, by inode).
+    pub external: Vec<String>,
 }
 
 /// Dumps the tree under `opts.pid` into `opts.dir`, then kills or resumes
@@ -102,6 +105,7 @@ pub fn run(opts: &DumpOptions) -> Result<()> {
 /// [`super::session`]).
 pub fn run_with(opts: &DumpOptions, shell_job: bool) -> Result<()> {
     let root = opts.pid;
+    super::files::unix::parse_external(&opts.external)?;
     info!("pid {root}: checking its tree before seizing it");
     precheck(pid_u32(root)?, shell_job)?;
     let d = ImageDir::create(&opts.dir)?;
@@ -180,7 +184,12 @@ fn dump_tree(tree: &SeizedTree, d: &ImageDir, opts: &DumpOptions, shell_job: boo
     }
     super::session::check_sessions(&procs, shell_job)?;
     fault_tree(root, "seize")?;
-    let mut shared = Shared::default();
+    let pids: Vec<u32> = procs.iter().map(|p| p.pid).collect();
+    let mut shared = Shared {
+        sockets: super::files::unix::tree_sockets(&pids),
+        external: super::files::unix::parse_external(&opts.external)?,
+        ..Shared::default()
+    };
     for (m, p) in tree.members().iter().zip(procs.iter_mut()) {
         if let Member::Seized(s) = m {
             *p = dump_process(s, d, &mut shared)?;

@@ -20,6 +20,7 @@
 //!     7 epoll:    u32 open_flags | u32 n | n x (i32 fd | u32 events | u64 data)
 //!     8 inotify:  u32 open_flags | u32 n | n x (i32 wd | u32 mask | path)
 //!  pipe-data:  u64 pipe_id | bytes data
+//!    20 unix:    see [`unix`] (and its unix-queue record)
 //! ```
 //!
 //! Kinds 4-8 are the anonymous-inode objects of an event loop; an older
@@ -29,8 +30,10 @@
 //! prints it and a restore refuses it by name.
 
 mod anon;
+pub mod unix;
 
 pub use anon::{EpollTarget, InotifyWatch, MAX_FD_ITEMS};
+pub use unix::{UnixMessage, UnixPeer, UnixQueue, UnixSocket};
 
 use super::codec::{Reader, Writer};
 use super::record::Record;
@@ -162,6 +165,8 @@ pub enum FdFile {
     },
     /// A kind a newer crest wrote.
     Unknown(u8),
+    /// A unix socket.
+    Unix(UnixSocket),
 }
 
 /// One file descriptor.
@@ -213,6 +218,7 @@ impl Record for Fd {
                 w.u64(*pos);
             }
             FdFile::Unknown(k) => w.u8(*k),
+            FdFile::Unix(s) => unix::encode(s, w),
             other => anon::encode(other, w),
         }
     }
@@ -241,6 +247,7 @@ impl Record for Fd {
                 pos: r.u64()?,
             },
             k @ 4..=8 => anon::decode(k, r)?,
+            unix::KIND_UNIX => FdFile::Unix(unix::decode(r)?),
             k => FdFile::Unknown(k),
         };
         Ok(Fd { fd, fd_flags, file })
@@ -282,6 +289,7 @@ impl Record for Fd {
                 ("pos", Value::U(*pos)),
             ]),
             FdFile::Unknown(k) => v.push(("kind", Value::Str(format!("unknown-{k}")))),
+            FdFile::Unix(s) => v.extend(unix::value(s)),
             other => v.extend(anon::value(other)),
         }
         Value::Obj(v)

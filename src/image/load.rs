@@ -11,7 +11,7 @@ use std::io::Write;
 use super::ImageError;
 use super::creds::Creds;
 use super::dir::{self, ImageDir};
-use super::files::{Fd, PipeData};
+use super::files::{Fd, PipeData, UnixQueue};
 use super::header::FileKind;
 use super::inventory::Inventory;
 use super::mm::Mm;
@@ -272,6 +272,8 @@ pub struct FilesImage {
     pub fds: Vec<Fd>,
     /// Buffered pipe contents.
     pub pipes: Vec<PipeData>,
+    /// What waited in unix sockets' receive queues.
+    pub unix_queues: Vec<UnixQueue>,
 }
 
 impl FilesImage {
@@ -283,6 +285,9 @@ impl FilesImage {
         }
         for p in &self.pipes {
             w.write(p)?;
+        }
+        for q in &self.unix_queues {
+            w.write(q)?;
         }
         w.finish()?;
         Ok(())
@@ -299,6 +304,7 @@ impl FilesImage {
                 }
                 AnyRecord::Fd(f) => img.fds.push(f),
                 AnyRecord::PipeData(p) => img.pipes.push(p),
+                AnyRecord::UnixQueue(q) => img.unix_queues.push(q),
                 _ => {}
             }
         }

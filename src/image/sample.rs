@@ -12,7 +12,7 @@ use std::io::Write;
 
 use super::creds::Creds;
 use super::dir::{self, ImageDir};
-use super::files::{Fd, FdFile, FileId, PipeData};
+use super::files::{Fd, FdFile, FileId, PipeData, UnixMessage, UnixQueue};
 use super::header::{Arch, FileKind};
 use super::inventory::{CpuFeatures, ImageKind, Inventory};
 use super::load::{FilesImage, MmImage, TaskImage};
@@ -208,6 +208,13 @@ pub fn every_record() -> Vec<AnyRecord> {
         AnyRecord::PipeData(PipeData {
             pipe_id: 99_001,
             data: b"queued in the pipe\n".to_vec(),
+        }),
+        AnyRecord::UnixQueue(UnixQueue {
+            ino: 99_002,
+            messages: vec![UnixMessage {
+                data: b"queued in a socket".to_vec(),
+                fds: vec![fds()[3].file.clone()],
+            }],
         }),
         AnyRecord::PagemapHead(PagemapHead {
             space: Space::Process(ROOT),
@@ -504,6 +511,7 @@ pub fn files_image() -> FilesImage {
             pipe_id: 99_001,
             data: b"queued in the pipe\n".to_vec(),
         }],
+        unix_queues: Vec::new(),
     }
 }
 

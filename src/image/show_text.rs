@@ -214,6 +214,14 @@ fn anon_fd(s: &mut String, file: &FdFile) {
                 text_str(s, &String::from_utf8_lossy(&w.path));
             }
         }
+        FdFile::Unix(u) => {
+            let name = crate::image::files::unix::show_name(&u.name);
+            let _ = write!(
+                s,
+                "unix socket:[{}] type={} state={} name={name:?} peer={:?} shutdown={} flags={:#o}",
+                u.ino, u.kind, u.state, u.peer, u.shutdown, u.flags
+            );
+        }
         FdFile::Reg { .. } | FdFile::Pipe { .. } | FdFile::Chr { .. } | FdFile::Unknown(_) => {}
     }
 }

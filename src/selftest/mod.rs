@@ -195,6 +195,7 @@ fn round_trip(dir: &Path, w: &mut Workload, say: &mut dyn FnMut(String)) -> Resu
         dir: images.clone(),
         leave_running: false,
         command_line: vec!["selftest".into()],
+        external: Vec::new(),
     };
     crate::dump::run::run(&opts).map_err(|e| phase("dump", e))?;
     let dump = start.elapsed();

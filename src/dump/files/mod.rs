@@ -17,6 +17,7 @@
 //! was, byte for byte.
 
 mod anon;
+pub mod unix;
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -44,6 +45,7 @@ pub fn collect_files(pid: u32) -> Result<Vec<Fd>> {
     let dir = format!("/proc/{pid}/fd");
     let entries = std::fs::read_dir(&dir).map_err(|e| gone_or(pid, Error::io("list", &dir, e)))?;
     let mut fds = Vec::new();
+    let mut diag: unix::DiagCache = None;
     for entry in entries {
         let entry = entry.map_err(|e| gone_or(pid, Error::io("list", &dir, e)))?;
         let Some(fd) = entry
@@ -53,7 +55,7 @@ pub fn collect_files(pid: u32) -> Result<Vec<Fd>> {
         else {
             continue;
         };
-        match collect_fd(pid, fd) {
+        match collect_fd_cached(pid, fd, &mut diag) {
             Ok(f) => fds.push(f),
             // Closed between the listing and now: a running process may do
             // that; a frozen one cannot, so nothing is lost.
@@ -69,6 +71,12 @@ pub fn collect_files(pid: u32) -> Result<Vec<Fd>> {
 
 /// One fd as an fd record, or a refusal naming its kind.
 pub fn collect_fd(pid: u32, fd: i32) -> Result<Fd> {
+    collect_fd_cached(pid, fd, &mut None)
+}
+
+/// [`collect_fd`], with what unix_diag showed kept in `diag` for the next
+/// socket.
+fn collect_fd_cached(pid: u32, fd: i32, diag: &mut unix::DiagCache) -> Result<Fd> {
     let link = format!("/proc/{pid}/fd/{fd}");
     let target = readlink(pid, &link)?;
     let text = read_proc(pid, &format!("fdinfo/{fd}"))?;
@@ -81,6 +89,9 @@ pub fn collect_fd(pid: u32, fd: i32) -> Result<Fd> {
     };
     let flags = info.flags & !O_CLOEXEC;
     if let Some(file) = anon::collect(pid, fd, &target, &info, flags)? {
+        return Ok(Fd { fd, fd_flags, file });
+    }
+    if let Some(file) = unix::collect(pid, fd, &target, flags, diag)? {
         return Ok(Fd { fd, fd_flags, file });
     }
     let file = classify(target, &meta, flags, info.pos).map_err(|kind| refusal(pid, fd, &kind))?;
@@ -154,7 +165,7 @@ fn kind_name(target: &[u8], meta: &std::fs::Metadata) -> String {
     }
     let ft = meta.file_type();
     if target.starts_with(b"socket:[") || ft.is_socket() {
-        "a socket".into()
+        "a socket that is not a unix socket of crest's network namespace".into()
     } else if target.starts_with(b"anon_inode:") {
         format!("an anonymous inode ({})", lossy(&target[11..]))
     } else if ft.is_fifo() {

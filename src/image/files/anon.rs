@@ -85,7 +85,11 @@ pub(super) fn encode(file: &FdFile, w: &mut Writer) {
                 w.bytes(&x.path);
             });
         }
-        FdFile::Reg { .. } | FdFile::Pipe { .. } | FdFile::Chr { .. } | FdFile::Unknown(_) => {}
+        FdFile::Reg { .. }
+        | FdFile::Pipe { .. }
+        | FdFile::Chr { .. }
+        | FdFile::Unknown(_)
+        | FdFile::Unix(_) => {}
     }
 }
 
@@ -211,9 +215,11 @@ pub(super) fn value(file: &FdFile) -> Vec<(&'static str, Value)> {
                 ),
             ),
         ],
-        FdFile::Reg { .. } | FdFile::Pipe { .. } | FdFile::Chr { .. } | FdFile::Unknown(_) => {
-            Vec::new()
-        }
+        FdFile::Reg { .. }
+        | FdFile::Pipe { .. }
+        | FdFile::Chr { .. }
+        | FdFile::Unknown(_)
+        | FdFile::Unix(_) => Vec::new(),
     }
 }
 

@@ -1,0 +1,431 @@
+//! Unix sockets of a process: what unix_diag tells about each (type, state,
+//! name, file, peer, pending connections, shutdown bits), the options read
+//! through a copy of the socket (pidfd_getfd, then getsockopt), and, while
+//! the tree is frozen, the receive queue, read without consuming it.
+//!
+//! The queue is peeked through the copy with MSG_PEEK and SO_PEEK_OFF
+//! stepping through it: one peek per datagram or seqpacket record (their
+//! boundaries kept), and for a stream one stretch of bytes up to each
+//! message that carries fds (a stream read stops after such a message;
+//! a binary search with short peeks finds where its bytes start). The fds
+//! in flight arrive in crest as new fds and are dumped like fds of the
+//! process. The target's own SO_PEEK_OFF is put back afterwards.
+//!
+//! A peer outside the dumped tree is refused, naming the fd, both inodes
+//! and the holder of the peer, unless `--external unix[INO]` allows it.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use crate::dump::gone_or;
+use crate::error::{Error, Result};
+use crate::image::files::{Fd, FdFile, UnixMessage, UnixPeer, UnixQueue, UnixSocket};
+use crate::sys::process::{pidfd_getfd, pidfd_open};
+use crate::sys::unix_diag::{self, TCP_ESTABLISHED, TCP_LISTEN, UnixDiag};
+use crate::sys::unix_sock::{
+    self, MSG_TRUNC, SO_PASSCRED, SO_PEEK_OFF, SO_RCVBUF, SO_SNDBUF, SOCK_DGRAM, SOCK_STREAM,
+};
+
+/// What unix_diag showed, fetched once per process on its first socket.
+pub type DiagCache = Option<Vec<UnixDiag>>;
+
+/// The socket inode of a `socket:[N]` link target.
+pub fn socket_ino(target: &[u8]) -> Option<u64> {
+    let inner = target.strip_prefix(b"socket:[")?.strip_suffix(b"]")?;
+    std::str::from_utf8(inner).ok()?.parse().ok()
+}
+
+/// The fd record of a unix socket, or None when `target` is no unix
+/// socket crest can see (another kind of socket, or another network
+/// namespace): the caller refuses it by kind.
+pub fn collect(
+    pid: u32,
+    fd: i32,
+    target: &[u8],
+    flags: u32,
+    cache: &mut DiagCache,
+) -> Result<Option<FdFile>> {
+    let Some(ino) = socket_ino(target) else {
+        return Ok(None);
+    };
+    if cache.is_none() {
+        let all = unix_diag::dump_all()
+            .map_err(|e| Error::sys("sock_diag", "listing unix sockets (unix_diag)", e))?;
+        *cache = Some(all);
+    }
+    let all = cache.as_deref().unwrap_or_default();
+    let Some(d) = all.iter().find(|d| u64::from(d.ino) == ino) else {
+        return Ok(None);
+    };
+    let copy = copy_fd(pid, fd)?;
+    let opt = |name, what: &str| {
+        unix_sock::get_int(copy.as_raw_fd(), name).map_err(|e| {
+            Error::sys(
+                "getsockopt",
+                format!("reading {what} of fd {fd} of pid {pid}"),
+                e,
+            )
+        })
+    };
+    Ok(Some(FdFile::Unix(UnixSocket {
+        flags,
+        ino,
+        kind: d.kind,
+        state: d.state,
+        name: name_of(d),
+        file: d.vfs.map_or((0, 0), |(i, dev)| (i.into(), dev.into())),
+        peer: peer_of(d, all),
+        shutdown: d.shutdown,
+        backlog: if d.state == TCP_LISTEN { d.rqlen.1 } else { 0 },
+        sndbuf: opt(SO_SNDBUF, "SO_SNDBUF")? as u32,
+        rcvbuf: opt(SO_RCVBUF, "SO_RCVBUF")? as u32,
+        passcred: opt(SO_PASSCRED, "SO_PASSCRED")? != 0,
+        peek_off: opt(SO_PEEK_OFF, "SO_PEEK_OFF")?,
+    })))
+}
+
+/// The name without the NUL the kernel keeps after a path.
+fn name_of(d: &UnixDiag) -> Vec<u8> {
+    let mut n = d.name.clone().unwrap_or_default();
+    if n.first() != Some(&0) {
+        while n.last() == Some(&0) {
+            n.pop();
+        }
+    }
+    n
+}
+
+/// The peer as far as unix_diag tells; whether it is in the tree is
+/// decided by [`check_peers`].
+fn peer_of(d: &UnixDiag, all: &[UnixDiag]) -> UnixPeer {
+    if d.peer != 0 {
+        return UnixPeer::Socket(d.peer.into());
+    }
+    if d.state != TCP_ESTABLISHED || u32::from(d.kind) == SOCK_DGRAM {
+        return UnixPeer::None;
+    }
+    // A connection not accepted yet: its peer is the listener's embryo,
+    // which has no file; the listener names the client among its icons.
+    match all
+        .iter()
+        .find(|l| l.state == TCP_LISTEN && l.icons.contains(&d.ino))
+    {
+        Some(l) => UnixPeer::Pending(l.ino.into()),
+        None => UnixPeer::Gone,
+    }
+}
+
+/// A copy of fd `fd` of `pid` in crest.
+fn copy_fd(pid: u32, fd: i32) -> Result<OwnedFd> {
+    let ctx = || format!("taking a copy of socket fd {fd} of pid {pid}");
+    let pidfd =
+        pidfd_open(pid as i32).map_err(|e| gone_or(pid, Error::sys("pidfd_open", ctx(), e)))?;
+    pidfd_getfd(std::os::fd::AsFd::as_fd(&pidfd), fd)
+        .map_err(|e| gone_or(pid, Error::sys("pidfd_getfd", ctx(), e)))
+}
+
+/// `--external` values: the socket inodes `unix[INO]` names.
+pub fn parse_external(values: &[String]) -> Result<Vec<u64>> {
+    values
+        .iter()
+        .map(|v| {
+            v.strip_prefix("unix[")
+                .and_then(|r| r.strip_suffix(']'))
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| {
+                    Error::Usage(format!(
+                        "bad --external `{v}`: crest knows unix[INO], a unix socket by its inode (see `ss -xp`)"
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// The inodes of every socket the processes `pids` hold.
+pub fn tree_sockets(pids: &[u32]) -> Vec<u64> {
+    let mut out = Vec::new();
+    for pid in pids {
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for e in dir.flatten() {
+            if let Ok(t) = std::fs::read_link(e.path())
+                && let Some(i) = socket_ino(t.as_os_str().as_encoded_bytes())
+            {
+                out.push(i);
+            }
+        }
+    }
+    out
+}
+
+/// Which process holds socket `ino`, for a refusal.
+fn holder(ino: u64) -> String {
+    let want = format!("socket:[{ino}]");
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return "no process crest can see".into();
+    };
+    for p in procs.flatten() {
+        let name = p.file_name();
+        let Some(pid) = name.to_str().filter(|n| n.parse::<u32>().is_ok()) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        if fds
+            .flatten()
+            .any(|e| std::fs::read_link(e.path()).is_ok_and(|t| t.as_os_str() == want.as_str()))
+        {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            return format!("pid {pid} (`{}`)", comm.trim());
+        }
+    }
+    "no process (it may be passed around in a socket)".into()
+}
+
+/// Refuses a socket whose peer (or listener) is outside the tree
+/// (`tree`: every socket inode the tree holds) unless `external` names
+/// it; an allowed one becomes [`UnixPeer::External`] with its name.
+pub fn check_peers(pid: u32, fds: &mut [Fd], tree: &[u64], external: &[u64]) -> Result<()> {
+    let mut cache: DiagCache = None;
+    for f in fds.iter_mut() {
+        let FdFile::Unix(s) = &mut f.file else {
+            continue;
+        };
+        let (UnixPeer::Socket(peer) | UnixPeer::Pending(peer)) = s.peer else {
+            continue;
+        };
+        if tree.contains(&peer) {
+            continue;
+        }
+        if !external.contains(&peer) {
+            let what = match s.peer {
+                UnixPeer::Pending(_) => "waits to be accepted by the listening socket",
+                _ => "is connected to",
+            };
+            return Err(Error::Unsupported(format!(
+                "fd {} of pid {pid} is unix socket socket:[{}], which {what} socket:[{peer}] outside the dumped tree (held by {}); dump a tree that holds both, or allow it with --external unix[{peer}]",
+                f.fd,
+                s.ino,
+                holder(peer)
+            )));
+        }
+        if cache.is_none() {
+            cache = Some(
+                unix_diag::dump_all()
+                    .map_err(|e| Error::sys("sock_diag", "listing unix sockets (unix_diag)", e))?,
+            );
+        }
+        let d = cache
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .find(|d| u64::from(d.ino) == peer);
+        s.peer = UnixPeer::External(peer, d.map(name_of).unwrap_or_default());
+    }
+    Ok(())
+}
+
+/// The receive queue of every unix socket among `fds` of the frozen `pid`
+/// (each socket once), with the files in flight.
+pub fn collect_queues(pid: u32, fds: &[Fd]) -> Result<Vec<UnixQueue>> {
+    let mut out: Vec<UnixQueue> = Vec::new();
+    for f in fds {
+        let FdFile::Unix(s) = &f.file else { continue };
+        if s.state == TCP_LISTEN || out.iter().any(|q| q.ino == s.ino) {
+            continue;
+        }
+        if let UnixPeer::Pending(l) = s.peer {
+            refuse_early_data(pid, f.fd, s.ino, l)?;
+        }
+        let copy = copy_fd(pid, f.fd)?;
+        let messages = peek_all(copy.as_raw_fd(), s).map_err(|e| e.at(pid, f.fd, s.ino))?;
+        if !messages.is_empty() {
+            crate::debug!(
+                "pid {pid}: socket {} holds {} message(s)",
+                s.ino,
+                messages.len()
+            );
+            out.push(UnixQueue {
+                ino: s.ino,
+                messages,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// A client whose connection is not accepted yet may have sent bytes to
+/// the listener's embryo, which no fd reaches: refused.
+fn refuse_early_data(pid: u32, fd: i32, ino: u64, listener: u64) -> Result<()> {
+    let all = unix_diag::dump_all()
+        .map_err(|e| Error::sys("sock_diag", "listing unix sockets (unix_diag)", e))?;
+    let sent = all
+        .iter()
+        .find(|d| u64::from(d.ino) == ino)
+        .map_or(0, |d| d.rqlen.1);
+    if sent > 0 {
+        return Err(Error::Unsupported(format!(
+            "fd {fd} of pid {pid} is unix socket socket:[{ino}], which sent data over a connection socket:[{listener}] has not accepted yet; crest cannot read it: dump once the connection is accepted"
+        )));
+    }
+    Ok(())
+}
+
+/// Why peeking a queue failed, before the fd is known.
+pub(crate) enum PeekError {
+    Sys(&'static str, crate::error::Errno),
+    Problem(String),
+}
+
+impl PeekError {
+    fn at(self, pid: u32, fd: i32, ino: u64) -> Error {
+        match self {
+            PeekError::Sys(call, e) => Error::sys(
+                call,
+                format!("reading the queue of unix socket socket:[{ino}] at fd {fd} of pid {pid}"),
+                e,
+            ),
+            PeekError::Problem(p) => Error::Unsupported(format!(
+                "fd {fd} of pid {pid} is unix socket socket:[{ino}] {p}"
+            )),
+        }
+    }
+}
+
+/// Every message of the queue of `sock` (a copy of the target's socket),
+/// the target's SO_PEEK_OFF put back whatever happens.
+fn peek_all(sock: RawFd, s: &UnixSocket) -> Result<Vec<UnixMessage>, PeekError> {
+    let old = unix_sock::get_int(sock, SO_PEEK_OFF).map_err(|e| PeekError::Sys("getsockopt", e))?;
+    unix_sock::set_int(sock, SO_PEEK_OFF, 0).map_err(|e| PeekError::Sys("setsockopt", e))?;
+    let got = peek_from(sock, s);
+    let back = unix_sock::set_int(sock, SO_PEEK_OFF, old);
+    let got = got?;
+    back.map_err(|e| PeekError::Sys("setsockopt", e))?;
+    Ok(got)
+}
+
+/// The buffer one peek uses: the largest datagram a socket may queue is
+/// bounded by the sender's SO_SNDBUF, which crest does not know.
+const PEEK_BUF: usize = 4 << 20;
+
+fn peek_from(sock: RawFd, s: &UnixSocket) -> Result<Vec<UnixMessage>, PeekError> {
+    let mut buf = vec![0u8; PEEK_BUF];
+    let mut out = Vec::new();
+    let mut off = 0usize;
+    let mut total = 0usize;
+    loop {
+        let p = match unix_sock::recvmsg_peek(sock, &mut buf, 0) {
+            Ok(p) => p,
+            Err(crate::error::Errno::EAGAIN) => return Ok(out),
+            Err(e) => return Err(PeekError::Sys("recvmsg", e)),
+        };
+        if p.flags & MSG_TRUNC != 0 {
+            return Err(PeekError::Problem(format!(
+                "holding a message larger than {PEEK_BUF} bytes, which crest cannot dump"
+            )));
+        }
+        total += p.len;
+        if total > crate::image::MAX_RECORD as usize / 2 {
+            return Err(PeekError::Problem(
+                "holding more queued bytes than an image record holds; drain it before the dump"
+                    .into(),
+            ));
+        }
+        // A stream or seqpacket socket whose peer shut its side down reads
+        // end of file once its queue is empty.
+        let eof = u32::from(s.kind) != SOCK_DGRAM && s.shutdown & 1 != 0;
+        if p.len == 0 && p.fds.is_empty() && (eof || u32::from(s.kind) == SOCK_STREAM) {
+            return Ok(out);
+        }
+        let fds = in_flight(&p.fds)?;
+        if u32::from(s.kind) == SOCK_STREAM && !fds.is_empty() {
+            let start = fd_start(sock, off, p.len)?;
+            if start > 0 {
+                out.push(UnixMessage {
+                    data: buf[..start].to_vec(),
+                    fds: Vec::new(),
+                });
+            }
+            out.push(UnixMessage {
+                data: buf[start..p.len].to_vec(),
+                fds,
+            });
+        } else {
+            out.push(UnixMessage {
+                data: buf[..p.len].to_vec(),
+                fds,
+            });
+        }
+        off += p.len;
+        // Keep SO_PEEK_OFF where the next message starts (fd_start moved it).
+        unix_sock::set_int(sock, SO_PEEK_OFF, off as i32)
+            .map_err(|e| PeekError::Sys("setsockopt", e))?;
+    }
+}
+
+/// In a stretch of `len` stream bytes at `off` whose last message carries
+/// fds, where that message starts (relative to `off`): the shortest peek
+/// from `off` that brings the fds ends in its first byte.
+fn fd_start(sock: RawFd, off: usize, len: usize) -> Result<usize, PeekError> {
+    let mut one = vec![0u8; len];
+    let (mut lo, mut hi) = (1usize, len);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        unix_sock::set_int(sock, SO_PEEK_OFF, off as i32)
+            .map_err(|e| PeekError::Sys("setsockopt", e))?;
+        let p = unix_sock::recvmsg_peek(sock, &mut one[..mid], 0)
+            .map_err(|e| PeekError::Sys("recvmsg", e))?;
+        if p.fds.is_empty() {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo - 1)
+}
+
+/// The files that came with a peeked message, as fd records' files.
+fn in_flight(fds: &[OwnedFd]) -> Result<Vec<FdFile>, PeekError> {
+    let me = std::process::id();
+    let mut out = Vec::with_capacity(fds.len());
+    for f in fds {
+        let rec = super::collect_fd(me, f.as_raw_fd()).map_err(|e| {
+            PeekError::Problem(format!("carrying a file in flight crest cannot dump: {e}"))
+        })?;
+        match rec.file {
+            FdFile::Reg { .. } | FdFile::Chr { .. } => out.push(rec.file),
+            other => {
+                return Err(PeekError::Problem(format!(
+                    "carrying {} in an SCM_RIGHTS message still queued; crest restores regular files and devices in flight only: let the process read it before the dump",
+                    flight_kind(&other)
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn flight_kind(f: &FdFile) -> &'static str {
+    match f {
+        FdFile::Pipe { .. } => "a pipe",
+        FdFile::Unix(_) => "a unix socket",
+        _ => "an event-loop file",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inodes_and_external_values() {
+        assert_eq!(socket_ino(b"socket:[12345]"), Some(12345));
+        assert_eq!(socket_ino(b"pipe:[12345]"), None);
+        assert_eq!(socket_ino(b"socket:[x]"), None);
+        let ok = parse_external(&["unix[7]".into(), "unix[99]".into()]).unwrap();
+        assert_eq!(ok, vec![7, 99]);
+        assert!(parse_external(&["tcp[1]".into()]).is_err());
+        assert!(parse_external(&["unix[]".into()]).is_err());
+    }
+}
