@@ -90,6 +90,12 @@ impl SockAddrUn {
     }
 }
 
+/// unlinkat(AT_FDCWD, path, 0): removes a path socket's stale file.
+pub fn unlink(path: &std::ffi::CStr) -> SysResult<()> {
+    // SAFETY: `path` is NUL-terminated and outlives the call.
+    unsafe { syscall!(Sysno::unlinkat, super::fd::AT_FDCWD, path.as_ptr(), 0) }.map(drop)
+}
+
 /// socket(AF_UNIX, `kind` | SOCK_CLOEXEC, 0).
 pub fn socket(kind: u32) -> SysResult<RawFd> {
     // SAFETY: integers only.

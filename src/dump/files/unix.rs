@@ -6,8 +6,7 @@
 //! The queue is peeked through the copy with MSG_PEEK and SO_PEEK_OFF
 //! stepping through it: one peek per datagram or seqpacket record (their
 //! boundaries kept), and for a stream one stretch of bytes up to each
-//! message that carries fds (a stream read stops after such a message;
-//! a binary search with short peeks finds where its bytes start). The fds
+//! message that carries fds (a stream read stops after such a message). The fds
 //! in flight arrive in crest as new fds and are dumped like fds of the
 //! process. The target's own SO_PEEK_OFF is put back afterwards.
 //!
@@ -312,7 +311,6 @@ const PEEK_BUF: usize = 4 << 20;
 fn peek_from(sock: RawFd, s: &UnixSocket) -> Result<Vec<UnixMessage>, PeekError> {
     let mut buf = vec![0u8; PEEK_BUF];
     let mut out = Vec::new();
-    let mut off = 0usize;
     let mut total = 0usize;
     loop {
         let p = match unix_sock::recvmsg_peek(sock, &mut buf, 0) {
@@ -338,51 +336,15 @@ fn peek_from(sock: RawFd, s: &UnixSocket) -> Result<Vec<UnixMessage>, PeekError>
         if p.len == 0 && p.fds.is_empty() && (eof || u32::from(s.kind) == SOCK_STREAM) {
             return Ok(out);
         }
-        let fds = in_flight(&p.fds)?;
-        if u32::from(s.kind) == SOCK_STREAM && !fds.is_empty() {
-            let start = fd_start(sock, off, p.len)?;
-            if start > 0 {
-                out.push(UnixMessage {
-                    data: buf[..start].to_vec(),
-                    fds: Vec::new(),
-                });
-            }
-            out.push(UnixMessage {
-                data: buf[start..p.len].to_vec(),
-                fds,
-            });
-        } else {
-            out.push(UnixMessage {
-                data: buf[..p.len].to_vec(),
-                fds,
-            });
-        }
-        off += p.len;
-        // Keep SO_PEEK_OFF where the next message starts (fd_start moved it).
-        unix_sock::set_int(sock, SO_PEEK_OFF, off as i32)
-            .map_err(|e| PeekError::Sys("setsockopt", e))?;
+        // A stream peek stops after the first message carrying fds and
+        // reports them for any stretch that reaches into it, so the fds are
+        // kept with the whole stretch (after restore they arrive with its
+        // first byte rather than with their own message's).
+        out.push(UnixMessage {
+            data: buf[..p.len].to_vec(),
+            fds: in_flight(&p.fds)?,
+        });
     }
-}
-
-/// In a stretch of `len` stream bytes at `off` whose last message carries
-/// fds, where that message starts (relative to `off`): the shortest peek
-/// from `off` that brings the fds ends in its first byte.
-fn fd_start(sock: RawFd, off: usize, len: usize) -> Result<usize, PeekError> {
-    let mut one = vec![0u8; len];
-    let (mut lo, mut hi) = (1usize, len);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        unix_sock::set_int(sock, SO_PEEK_OFF, off as i32)
-            .map_err(|e| PeekError::Sys("setsockopt", e))?;
-        let p = unix_sock::recvmsg_peek(sock, &mut one[..mid], 0)
-            .map_err(|e| PeekError::Sys("recvmsg", e))?;
-        if p.fds.is_empty() {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    Ok(lo - 1)
 }
 
 /// The files that came with a peeked message, as fd records' files.

@@ -41,6 +41,9 @@ impl Slots {
     fn tty(&self) -> RawFd {
         self.base + self.nfds + 2 * self.npipes
     }
+    fn unix(&self, k: usize) -> RawFd {
+        self.tty() + 1 + k as RawFd
+    }
 }
 
 /// Runs in the new task (single-threaded crest code, before the restorer blob): makes the
@@ -72,11 +75,13 @@ pub fn install_files(plan: &FilesPlan, keep: &[i32]) -> Result<()> {
     for (p, pipe) in plan.pipes.iter().enumerate() {
         make_pipe(pipe, slots.pipe(p, false), slots.pipe(p, true))?;
     }
+    super::unix::create(&plan.unix, |k| slots.unix(k))?;
     for (i, f) in plan.fds.iter().enumerate() {
         let from = match f.how {
             How::Open { .. } | How::Anon(_) => slots.open(i),
             How::Pipe { pipe, write } => slots.pipe(pipe, write),
             How::Tty => slots.tty(),
+            How::Unix(k) => slots.unix(k),
         };
         let flags = if f.cloexec { O_CLOEXEC } else { 0 };
         dup3(from, f.fd, flags).map_err(|e| fail("dup3", "its open file", f.fd, e))?;

@@ -29,6 +29,7 @@
 mod anon;
 mod check;
 mod install;
+mod unix;
 
 use std::ffi::CString;
 
@@ -55,6 +56,8 @@ pub struct FilesPlan {
     /// crest's terminal fd (0, 1 or 2) when a tty fd is restored with
     /// `--shell-job`.
     tty_source: Option<i32>,
+    /// The unix sockets and the steps that make them.
+    unix: unix::UnixPlan,
 }
 
 /// One fd to install.
@@ -79,6 +82,8 @@ enum How {
     Tty,
     /// An eventfd, signalfd, timerfd, epoll or inotify object made anew.
     Anon(anon::PlannedAnon),
+    /// Unix socket slot `n` of the plan's sockets.
+    Unix(usize),
 }
 
 /// A pipe to recreate.
@@ -108,7 +113,7 @@ impl FilesPlan {
     /// How many temporary fds install_files uses above the kept ones (the
     /// task's RLIMIT_NOFILE must leave room for them).
     pub fn temp_fds(&self) -> usize {
-        self.fds.len() + 2 * self.pipes.len() + 1
+        self.fds.len() + 2 * self.pipes.len() + 1 + self.unix.slots
     }
 }
 
@@ -129,6 +134,7 @@ pub fn plan_files(files: &FilesImage, misc: &TaskMisc, shell_job: bool) -> Resul
         },
         first_free: fds.last().map_or(0, |f| f.fd + 1),
         tty_source: None,
+        unix: unix::plan(&fds, &files.unix_queues)?,
     };
     for f in &fds {
         let how = match anon::plan(f, &fds)? {
@@ -197,6 +203,12 @@ fn plan_fd(plan: &mut FilesPlan, files: &FilesImage, f: &Fd, shell_job: bool) ->
             })
         }
         FdFile::Pipe { pipe_id, flags } => plan_pipe(plan, files, f.fd, *pipe_id, *flags),
+        FdFile::Unix(s) => plan.unix.slot_of(s.ino).map(How::Unix).ok_or_else(|| {
+            Error::Unsupported(format!(
+                "fd {}: unix socket socket:[{}] is missing from the plan; this is a bug in crest",
+                f.fd, s.ino
+            ))
+        }),
         FdFile::Unknown(k) => Err(Error::Unsupported(format!(
             "fd {} in the image is of kind {k}, which this crest does not know; restore with the crest that made the image",
             f.fd
