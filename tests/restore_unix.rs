@@ -1,0 +1,234 @@
+//! Round trips of unix sockets in the zdtm style of tests/restore.rs: the
+//! victim (tests/restore_unix/victim.rs) makes a stream, a datagram and a
+//! seqpacket pair with data queued both ways and a file in flight, a
+//! listener on a path with an accepted and a pending connection, and a
+//! listener on an abstract name; the test dumps it (`dump -R`, or dump
+//! then `crest restore`), and after go the victim checks every queue byte
+//! for byte with its boundaries, the file in flight, shutdown, options, and
+//! that both listeners accept at their names.
+//!
+//! The refusal tests: a socket connected to a peer outside the tree is
+//! refused at dump naming the fd, the socket and the peer, the victim left
+//! running; `--external unix[INO]` lets it through.
+
+#![allow(clippy::result_large_err)]
+
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(crate::common::victim::Msg::new(format_args!($($fmt)+)));
+        }
+    };
+}
+
+mod common;
+#[path = "restore_fdkinds/raw.rs"]
+#[allow(dead_code)]
+mod raw;
+#[path = "restore_unix/victim.rs"]
+mod victim;
+
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::victim::{Victim, crest, pid_gone, scratch};
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn dump(v: &Victim, extra: &[&str]) -> PathBuf {
+    let img = v.dir.join("img");
+    let pid = v.pid.to_string();
+    let mut args = vec!["dump", "-t", &pid, "-D", img.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = crest(&args);
+    assert!(out.status.success(), "dump failed: {}", stderr(&out));
+    img
+}
+
+fn restore_and_check(v: &mut Victim, img: &Path) {
+    let err = img.with_file_name("restore.stderr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crest"))
+        .args(["restore", "-D", img.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(&err).unwrap())
+        .spawn()
+        .expect("start crest restore");
+    let text = |e: &Path| std::fs::read_to_string(e).unwrap_or_default();
+    v.adopt();
+    v.go();
+    let report = v.wait_report(|| match child.try_wait().unwrap() {
+        Some(s) if !s.success() => Some(format!("crest restore: {s}: {}", text(&err))),
+        _ => None,
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "crest hangs");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    assert_eq!(report.trim(), "pass", "restored victim {}", v.pid);
+    assert!(status.success(), "crest restore: {}", text(&err));
+    v.forget();
+}
+
+fn go_and_pass(v: &mut Victim) {
+    v.go();
+    let report = v.wait_report(|| None);
+    let status = v.reap();
+    assert_eq!(report.trim(), "pass");
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+}
+
+#[test]
+fn baseline() {
+    let dir = scratch("unix-base");
+    victim::prepare(&dir);
+    let mut v = Victim::spawn(&dir, victim::victim);
+    go_and_pass(&mut v);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `dump -R` peeks every queue without taking anything: the original
+/// reads all of it afterwards; `crest show` names the sockets.
+#[test]
+fn survives_dump_leave_running() {
+    let dir = scratch("unix-R");
+    victim::prepare(&dir);
+    let mut v = Victim::spawn(&dir, victim::victim);
+    let img = dump(&v, &["-R"]);
+    assert!(v.try_reap().is_none(), "the victim runs on after dump -R");
+    go_and_pass(&mut v);
+    let out = crest(&["show", img.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "unix socket:[",
+        "type=5 state=10",
+        "@crest-unix-test-",
+        "Pending(",
+        "unix-queue",
+    ] {
+        assert!(text.contains(want), "show lacks {want:?}:\n{text}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn round_trip() {
+    let dir = scratch("unix-rt");
+    victim::prepare(&dir);
+    let mut v = Victim::spawn(&dir, victim::victim);
+    let img = dump(&v, &[]);
+    let status = v.reap();
+    assert!(libc::WIFSIGNALED(status), "dump kills: status {status:#x}");
+    let start = Instant::now();
+    while !pid_gone(v.pid) {
+        assert!(start.elapsed() < Duration::from_secs(10), "pid stays");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The path listener's file stays behind after the kill: restore binds
+    // the path again in its place.
+    assert!(dir.join("sock").exists());
+    restore_and_check(&mut v, &img);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Something else at the listener's path is not overwritten: refused
+/// before any process exists.
+#[test]
+fn a_foreign_file_at_the_socket_path_is_refused() {
+    let dir = scratch("unix-path");
+    victim::prepare(&dir);
+    let mut v = Victim::spawn(&dir, victim::victim);
+    let img = dump(&v, &[]);
+    v.reap();
+    std::fs::remove_file(dir.join("sock")).unwrap();
+    std::fs::write(dir.join("sock"), b"not a socket").unwrap();
+    let start = Instant::now();
+    while !pid_gone(v.pid) {
+        assert!(start.elapsed() < Duration::from_secs(10), "pid stays");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = crest(&["restore", "-D", img.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("another file now sits"), "{err}");
+    assert!(pid_gone(v.pid), "no process is left behind");
+    assert_eq!(std::fs::read(dir.join("sock")).unwrap(), b"not a socket");
+    v.forget();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A listener of the test; the victim connects, the test accepts.
+fn external_peer(dir: &Path) -> (std::os::unix::net::UnixListener, String) {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!(
+        "crest-unix-ext-{}-{}",
+        std::process::id(),
+        dir.display().to_string().len()
+    );
+    std::fs::write(dir.join("ext"), &name).unwrap();
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    (
+        std::os::unix::net::UnixListener::bind_addr(&addr).unwrap(),
+        name,
+    )
+}
+
+#[test]
+fn an_external_peer_is_refused_unless_allowed() {
+    let dir = scratch("unix-ext");
+    let (l, _) = external_peer(&dir);
+    let mut v = Victim::spawn(&dir, victim::external_victim);
+    let (server, _) = l.accept().unwrap();
+    let ino = std::fs::metadata(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&server)
+    ))
+    .unwrap()
+    .ino();
+    let img = v.dir.join("img");
+    let pid = v.pid.to_string();
+    let out = crest(&["dump", "-t", &pid, "-D", img.to_str().unwrap()]);
+    assert!(!out.status.success(), "dump must refuse");
+    let err = stderr(&out);
+    for want in [
+        format!("fd 20 of pid {pid}"),
+        format!("socket:[{ino}] outside the dumped tree"),
+        format!("--external unix[{ino}]"),
+        format!("pid {}", std::process::id()),
+    ] {
+        assert!(err.contains(&want), "message lacks {want:?}: {err}");
+    }
+    assert!(
+        v.try_reap().is_none(),
+        "the victim runs on after the refusal"
+    );
+    let allow = format!("unix[{ino}]");
+    let img2 = v.dir.join("img2");
+    let out = crest(&[
+        "dump",
+        "-t",
+        &pid,
+        "-D",
+        img2.to_str().unwrap(),
+        "-R",
+        "--external",
+        &allow,
+    ]);
+    assert!(out.status.success(), "allowed: {}", stderr(&out));
+    go_and_pass(&mut v);
+    let mut buf = [0u8; 16];
+    let n = std::io::Read::read(&mut &server, &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"still-here");
+    let show = crest(&["show", img2.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&show.stdout).contains(&format!("External({ino}")));
+    let _ = std::fs::remove_dir_all(&dir);
+}
