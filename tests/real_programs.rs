@@ -374,8 +374,8 @@ fn redis_cli(cli: &Path, port: u16, args: &[&str]) -> Option<String> {
 }
 
 /// redis-server keeps its keys across a checkpoint. It listens on a TCP
-/// socket, which crest refuses to dump until socket support lands (its
-/// epoll and eventfd are dumped already); enable it then, with
+/// socket, which crest refuses to dump until TCP support lands (its
+/// epoll, eventfd and unix sockets are dumped already); enable it then, with
 /// `redis-server` (which brings redis-cli) in CI's packages.
 #[test]
 #[ignore = "needs TCP sockets (socket support, issue 8)"]
