@@ -164,6 +164,7 @@ fn a_foreign_file_at_the_socket_path_is_refused() {
     assert_eq!(std::fs::read(dir.join("sock")).unwrap(), b"not a socket");
     v.forget();
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(scratch("unix-split"));
 }
 
 /// A listener of the test; the victim connects, the test accepts.
@@ -231,4 +232,73 @@ fn an_external_peer_is_refused_unless_allowed() {
     let show = crest(&["show", img2.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&show.stdout).contains(&format!("External({ino}")));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A dump that fails after the queues were peeked leaves every queue, peek
+/// offset and option as it was: the victim passes its checks afterwards.
+#[test]
+fn a_failed_dump_leaves_every_socket_as_it_was() {
+    let dir = scratch("unix-fault");
+    victim::prepare(&dir);
+    let mut v = Victim::spawn(&dir, victim::victim);
+    let img = v.dir.join("img");
+    let out = Command::new(env!("CARGO_BIN_EXE_crest"))
+        .args([
+            "dump",
+            "-t",
+            &v.pid.to_string(),
+            "-D",
+            img.to_str().unwrap(),
+        ])
+        .env("CREST_FAULT", "collect")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the fault makes the dump fail");
+    assert!(stderr(&out).contains("collect"), "{}", stderr(&out));
+    assert!(v.try_reap().is_none(), "the victim runs on");
+    go_and_pass(&mut v);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A socketpair whose ends live in two processes of the tree dumps (both
+/// ends are in the tree) but is refused at restore, by name, before any
+/// process exists, until sharing between processes is rebuilt.
+#[test]
+fn a_pair_split_between_processes_is_refused_at_restore() {
+    let dir = scratch("unix-split");
+    let mut v = Victim::spawn(&dir, victim::split_pair_victim);
+    dump(&v, &["-j", "-R"]);
+    go_and_pass(&mut v);
+    let dir = scratch("unix-split-kill");
+    let mut v = Victim::spawn(&dir, victim::split_pair_victim);
+    let img = v.dir.join("img-kill");
+    let pid = v.pid.to_string();
+    let out = crest(&["dump", "-t", &pid, "-j", "-D", img.to_str().unwrap()]);
+    assert!(out.status.success(), "dump: {}", stderr(&out));
+    v.reap();
+    let procs =
+        crest::image::load::load_pstree(&crest::image::ImageDir::open(&img).unwrap()).unwrap();
+    assert_eq!(procs.len(), 2, "the victim and its child");
+    let start = Instant::now();
+    // The child, an orphan now, stays a zombie until init reaps it.
+    while procs
+        .iter()
+        .any(|p| Path::new(&format!("/proc/{}", p.pid)).exists())
+    {
+        assert!(start.elapsed() < Duration::from_secs(10), "pids stay");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = crest(&["restore", "-j", "-D", img.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("another process of the tree"), "{err}");
+    assert!(err.contains("fd 2"), "names the fd: {err}");
+    assert!(
+        procs.iter().all(|p| pid_gone(p.pid as i32)),
+        "no process left"
+    );
+    v.forget();
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(scratch("unix-split"));
 }
