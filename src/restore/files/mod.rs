@@ -30,6 +30,7 @@ mod anon;
 mod check;
 mod install;
 mod unix;
+mod unix_make;
 
 use std::ffi::CString;
 

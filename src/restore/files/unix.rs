@@ -22,14 +22,14 @@
 //! receive queue (with its fds in flight opened and sent by SCM_RIGHTS);
 //! then shutdown bits, then options and file status flags.
 
-use std::ffi::CString;
-use std::os::fd::RawFd;
-
-use crate::error::{Errno, Error, Result};
+use crate::error::{Error, Result};
 use crate::image::files::unix::show_name;
 use crate::image::files::{Fd, FdFile, UnixPeer, UnixQueue, UnixSocket};
 use crate::sys::unix_diag::TCP_LISTEN;
 use crate::sys::unix_sock::{self as us, SockAddrUn};
+use std::ffi::CString;
+
+pub use super::unix_make::create;
 
 /// One step over socket slots.
 #[derive(Debug)]
@@ -61,11 +61,16 @@ pub enum Op {
 /// What a socket's options come back as.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
-    sndbuf: u32,
-    rcvbuf: u32,
-    passcred: bool,
-    peek_off: i32,
-    flags: u32,
+    /// SO_SNDBUF as dumped (twice what is set).
+    pub sndbuf: u32,
+    /// SO_RCVBUF as dumped.
+    pub rcvbuf: u32,
+    /// SO_PASSCRED.
+    pub passcred: bool,
+    /// SO_PEEK_OFF (-1: leave off).
+    pub peek_off: i32,
+    /// File status flags.
+    pub flags: u32,
 }
 
 /// Everything [`create`] needs.
@@ -155,112 +160,177 @@ fn sockets<'a>(fds: &[&'a Fd]) -> Vec<(i32, &'a UnixSocket)> {
 /// Plans every unix socket among `fds`, with the queues of `queues`.
 pub fn plan(fds: &[&Fd], queues: &[UnixQueue]) -> Result<UnixPlan> {
     let socks = sockets(fds);
-    let mut p = UnixPlan {
-        inos: socks.iter().map(|(_, s)| s.ino).collect(),
-        slots: socks.len(),
-        ..UnixPlan::default()
+    let mut pl = Planner {
+        p: UnixPlan {
+            inos: socks.iter().map(|(_, s)| s.ino).collect(),
+            slots: socks.len(),
+            ..UnixPlan::default()
+        },
+        made: vec![false; socks.len()],
+        socks,
+        later: Vec::new(),
+        gone_ends: Vec::new(),
     };
-    let find = |ino: u64| socks.iter().position(|(_, s)| s.ino == ino);
-    let mut made = vec![false; socks.len()];
-    let mut later = Vec::new();
-    // Listeners first: accepted and pending connections need them.
-    for (k, (fd, s)) in socks.iter().enumerate() {
-        if s.state == TCP_LISTEN {
-            p.ops.push(Op::Socket(k, s.kind.into()));
-            p.ops.push(bind_op(*fd, k, s)?);
-            p.ops.push(Op::Listen(k, s.backlog));
-            made[k] = true;
+    pl.listeners()?;
+    for k in 0..pl.socks.len() {
+        if !pl.made[k] {
+            pl.one(k)?;
         }
     }
-    let mut gone_ends = Vec::new();
-    for (k, (fd, s)) in socks.iter().enumerate() {
-        if made[k] {
-            continue;
+    for k in std::mem::take(&mut pl.later) {
+        pl.deferred(k)?;
+    }
+    for q in queues {
+        pl.queue(q)?;
+    }
+    for (_, tmp) in std::mem::take(&mut pl.gone_ends) {
+        pl.p.ops.push(Op::Close(tmp));
+    }
+    pl.finish();
+    Ok(pl.p)
+}
+
+/// The plan being built.
+struct Planner<'a> {
+    p: UnixPlan,
+    /// (first fd holding it, socket), by slot.
+    socks: Vec<(i32, &'a UnixSocket)>,
+    /// Slots whose socket exists by now.
+    made: Vec<bool>,
+    /// Slots connected by name after every other socket exists.
+    later: Vec<usize>,
+    /// (socket inode, helper slot) for sockets whose peer was closed.
+    gone_ends: Vec<(u64, usize)>,
+}
+
+impl Planner<'_> {
+    fn find(&self, ino: u64) -> Option<usize> {
+        self.socks.iter().position(|(_, s)| s.ino == ino)
+    }
+
+    /// The listener whose name `x` carries (`x` was accepted from it).
+    fn listener_of(&self, x: &UnixSocket) -> Option<usize> {
+        self.socks.iter().position(|(_, l)| {
+            l.state == TCP_LISTEN && !x.name.is_empty() && l.name == x.name && l.kind == x.kind
+        })
+    }
+
+    fn helper(&mut self) -> usize {
+        self.p.slots += 1;
+        self.p.slots - 1
+    }
+
+    /// socket(), then bind if it has a name.
+    fn named(&mut self, k: usize) -> Result<()> {
+        let (fd, s) = self.socks[k];
+        self.p.ops.push(Op::Socket(k, s.kind.into()));
+        if !s.name.is_empty() {
+            self.p.ops.push(bind_op(fd, k, s)?);
         }
-        let listener_of = |x: &UnixSocket| {
-            socks.iter().position(|(_, l)| {
-                l.state == TCP_LISTEN && !x.name.is_empty() && l.name == x.name && l.kind == x.kind
-            })
-        };
+        self.made[k] = true;
+        Ok(())
+    }
+
+    /// Listeners first: accepted and pending connections need them.
+    fn listeners(&mut self) -> Result<()> {
+        for k in 0..self.socks.len() {
+            let s = self.socks[k].1;
+            if s.state == TCP_LISTEN {
+                self.named(k)?;
+                self.p.ops.push(Op::Listen(k, s.backlog));
+            }
+        }
+        Ok(())
+    }
+
+    /// Socket `k` and, when connected to one, its peer.
+    fn one(&mut self, k: usize) -> Result<()> {
+        let (fd, s) = self.socks[k];
         match &s.peer {
             UnixPeer::Socket(peer) => {
-                let Some(j) = find(*peer) else {
+                let Some(j) = self.find(*peer) else {
                     return Err(refuse(
-                        *fd,
+                        fd,
                         s,
                         &format!(
                             "connected to socket:[{peer}] of another process of the tree; restoring sockets shared between processes comes with process-tree sharing"
                         ),
                     ));
                 };
-                let (o, mutual) = (socks[j].1, socks[j].1.peer == UnixPeer::Socket(s.ino));
+                let mutual = self.socks[j].1.peer == UnixPeer::Socket(s.ino);
                 if u32::from(s.kind) == us::SOCK_DGRAM && !mutual {
-                    later.push(k);
-                    continue;
+                    self.later.push(k);
+                    return Ok(());
                 }
-                if let Some(l) = listener_of(s).or_else(|| listener_of(o)) {
-                    let (acc, cli) = if listener_of(s).is_some() {
-                        (k, j)
-                    } else {
-                        (j, k)
-                    };
-                    p.ops.push(Op::Socket(cli, s.kind.into()));
-                    if !socks[cli].1.name.is_empty() {
-                        p.ops.push(bind_op(socks[cli].0, cli, socks[cli].1)?);
-                    }
-                    p.ops
-                        .push(Op::Connect(cli, addr(*fd, s, &socks[l].1.name)?));
-                    p.ops.push(Op::Accept(l, acc));
-                } else {
-                    p.ops.push(Op::Pair(k, j, s.kind.into()));
-                    for x in [k, j] {
-                        let (xfd, xs) = socks[x];
-                        if xs.name.is_empty() {
-                            continue;
-                        }
-                        // A stream end named like a listener that is gone
-                        // was accepted from it: its name cannot be bound again.
-                        if u32::from(xs.kind) == us::SOCK_DGRAM {
-                            p.ops.push(bind_op(xfd, x, xs)?);
-                        } else {
-                            crate::warn!(
-                                "fd {xfd}: unix socket socket:[{}] comes back without its name `{}` (its listener is not in the image)",
-                                xs.ino,
-                                show_name(&xs.name)
-                            );
-                        }
-                    }
+                let o = self.socks[j].1;
+                match (self.listener_of(s), self.listener_of(o)) {
+                    (Some(l), _) => self.accepted(l, k, j),
+                    (None, Some(l)) => self.accepted(l, j, k),
+                    (None, None) => self.pair(k, j),
                 }
-                made[k] = true;
-                made[j] = true;
             }
             UnixPeer::Gone => {
-                let tmp = p.slots;
-                p.slots += 1;
-                p.ops.push(Op::Pair(k, tmp, s.kind.into()));
-                gone_ends.push((s.ino, tmp));
-                made[k] = true;
+                let tmp = self.helper();
+                self.p.ops.push(Op::Pair(k, tmp, s.kind.into()));
+                self.gone_ends.push((s.ino, tmp));
+                self.made[k] = true;
+                Ok(())
             }
-            UnixPeer::Pending(_) | UnixPeer::External(..) => later.push(k),
-            UnixPeer::None => {
-                p.ops.push(Op::Socket(k, s.kind.into()));
-                if !s.name.is_empty() {
-                    p.ops.push(bind_op(*fd, k, s)?);
-                }
-                made[k] = true;
+            UnixPeer::Pending(_) | UnixPeer::External(..) => {
+                self.later.push(k);
+                Ok(())
             }
+            UnixPeer::None => self.named(k),
         }
     }
-    for k in later {
-        let (fd, s) = socks[k];
-        p.ops.push(Op::Socket(k, s.kind.into()));
-        if !s.name.is_empty() {
-            p.ops.push(bind_op(fd, k, s)?);
-        }
-        let target = match &s.peer {
-            UnixPeer::Socket(i) | UnixPeer::Pending(i) => {
-                socks[find(*i).unwrap_or(k)].1.name.clone()
+
+    /// A connection accepted from listener `l`: `cli` connects, `l`
+    /// accepts it as `acc`.
+    fn accepted(&mut self, l: usize, acc: usize, cli: usize) -> Result<()> {
+        let (fd, s) = self.socks[acc];
+        self.named(cli)?;
+        let to = addr(fd, s, &self.socks[l].1.name)?;
+        self.p.ops.push(Op::Connect(cli, to));
+        self.p.ops.push(Op::Accept(l, acc));
+        self.made[acc] = true;
+        Ok(())
+    }
+
+    /// A socketpair; datagram ends get their names back.
+    fn pair(&mut self, k: usize, j: usize) -> Result<()> {
+        let kind = self.socks[k].1.kind;
+        self.p.ops.push(Op::Pair(k, j, kind.into()));
+        for x in [k, j] {
+            self.made[x] = true;
+            let (xfd, xs) = self.socks[x];
+            if xs.name.is_empty() {
+                continue;
             }
+            // A stream end named like a listener that is gone was
+            // accepted from it: that name cannot be bound again.
+            if u32::from(xs.kind) == us::SOCK_DGRAM {
+                self.p.ops.push(bind_op(xfd, x, xs)?);
+            } else {
+                crate::warn!(
+                    "fd {xfd}: unix socket socket:[{}] comes back without its name `{}` (its listener is not in the image)",
+                    xs.ino,
+                    show_name(&xs.name)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// A socket connected by name: a one-way datagram connect, a
+    /// connection still in a listener's backlog, an external peer.
+    fn deferred(&mut self, k: usize) -> Result<()> {
+        let (fd, s) = self.socks[k];
+        self.named(k)?;
+        let target = match &s.peer {
+            UnixPeer::Socket(i) | UnixPeer::Pending(i) => self
+                .find(*i)
+                .map(|j| self.socks[j].1.name.clone())
+                .unwrap_or_default(),
             UnixPeer::External(_, name) => name.clone(),
             _ => Vec::new(),
         };
@@ -271,74 +341,68 @@ pub fn plan(fds: &[&Fd], queues: &[UnixQueue]) -> Result<UnixPlan> {
                 "connected to a socket without a name, which crest cannot connect to again",
             ));
         }
-        p.ops.push(Op::Connect(k, addr(fd, s, &target)?));
+        self.p.ops.push(Op::Connect(k, addr(fd, s, &target)?));
+        Ok(())
     }
-    plan_queues(&mut p, &socks, queues, &gone_ends)?;
-    for (_, tmp) in &gone_ends {
-        p.ops.push(Op::Close(*tmp));
-    }
-    for (k, (_, s)) in socks.iter().enumerate() {
-        if s.shutdown != 0 && s.state != TCP_LISTEN {
-            p.ops.push(Op::Shutdown(k, u32::from(s.shutdown & 3) - 1));
-        }
-        p.ops.push(Op::Options(
-            k,
-            Options {
-                sndbuf: s.sndbuf,
-                rcvbuf: s.rcvbuf,
-                passcred: s.passcred,
-                peek_off: s.peek_off,
-                flags: s.flags,
-            },
-        ));
-    }
-    Ok(p)
-}
 
-/// The sends that refill every receive queue, from the peer's side.
-fn plan_queues(
-    p: &mut UnixPlan,
-    socks: &[(i32, &UnixSocket)],
-    queues: &[UnixQueue],
-    gone_ends: &[(u64, usize)],
-) -> Result<()> {
-    for q in queues {
-        let Some(r) = socks.iter().position(|(_, s)| s.ino == q.ino) else {
-            continue;
+    /// The sends that refill the receive queue `q`, from the peer's side
+    /// (a datagram socket with no peer here gets them from a helper
+    /// socket connected to its name).
+    fn queue(&mut self, q: &UnixQueue) -> Result<()> {
+        let Some(r) = self.find(q.ino) else {
+            return Ok(());
         };
-        let (fd, s) = socks[r];
+        let (fd, s) = self.socks[r];
         let from = match &s.peer {
-            UnixPeer::Socket(i) => socks
+            UnixPeer::Socket(i) => self
+                .socks
                 .iter()
                 .position(|(_, o)| o.ino == *i && o.peer == UnixPeer::Socket(s.ino)),
-            UnixPeer::Gone => gone_ends.iter().find(|(i, _)| *i == s.ino).map(|(_, t)| *t),
+            UnixPeer::Gone => self
+                .gone_ends
+                .iter()
+                .find(|(i, _)| *i == s.ino)
+                .map(|(_, t)| *t),
             _ => None,
         };
-        let from = match from {
-            Some(f) => f,
-            None if u32::from(s.kind) == us::SOCK_DGRAM && !s.name.is_empty() => {
-                let tmp = p.slots;
-                p.slots += 1;
-                p.ops.push(Op::Socket(tmp, us::SOCK_DGRAM));
-                p.ops.push(Op::Connect(tmp, addr(fd, s, &s.name)?));
-                p.ops.push(Op::Close(tmp));
-                // The close must come after the sends: move it to the end.
-                let close = p.ops.pop();
-                plan_sends(p, tmp, q)?;
-                p.ops.extend(close);
-                continue;
-            }
-            None => {
-                return Err(refuse(
-                    fd,
-                    s,
-                    "holds queued data from a sender crest cannot recreate (an external peer, or a datagram socket without a name)",
-                ));
-            }
-        };
-        plan_sends(p, from, q)?;
+        if let Some(from) = from {
+            return plan_sends(&mut self.p, from, q);
+        }
+        if u32::from(s.kind) != us::SOCK_DGRAM || s.name.is_empty() {
+            return Err(refuse(
+                fd,
+                s,
+                "holds queued data from a sender crest cannot recreate (an external peer, or a datagram socket without a name)",
+            ));
+        }
+        let tmp = self.helper();
+        self.p.ops.push(Op::Socket(tmp, us::SOCK_DGRAM));
+        self.p.ops.push(Op::Connect(tmp, addr(fd, s, &s.name)?));
+        plan_sends(&mut self.p, tmp, q)?;
+        self.p.ops.push(Op::Close(tmp));
+        Ok(())
     }
-    Ok(())
+
+    /// Shutdown bits after the data, then options and flags.
+    fn finish(&mut self) {
+        for (k, (_, s)) in self.socks.iter().enumerate() {
+            if s.shutdown != 0 && s.state != TCP_LISTEN {
+                self.p
+                    .ops
+                    .push(Op::Shutdown(k, u32::from(s.shutdown & 3) - 1));
+            }
+            self.p.ops.push(Op::Options(
+                k,
+                Options {
+                    sndbuf: s.sndbuf,
+                    rcvbuf: s.rcvbuf,
+                    passcred: s.passcred,
+                    peek_off: s.peek_off,
+                    flags: s.flags,
+                },
+            ));
+        }
+    }
 }
 
 /// One send per message from slot `from`, its files in flight opened first.
@@ -387,117 +451,134 @@ fn plan_sends(p: &mut UnixPlan, from: usize, q: &UnixQueue) -> Result<()> {
     Ok(())
 }
 
-fn fail(call: &'static str, k: usize, e: Errno) -> Error {
-    Error::sys(call, format!("recreating unix socket {k} of the image"), e)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::files::UnixMessage;
 
-/// Runs the plan's steps; slot `k` is at fd `slot(k)`. No allocation but
-/// on an error.
-pub fn create(p: &UnixPlan, slot: impl Fn(usize) -> RawFd) -> Result<()> {
-    use super::install::to_slot;
-    for op in &p.ops {
-        match op {
-            Op::Socket(k, kind) => {
-                let fd = us::socket(*kind).map_err(|e| fail("socket", *k, e))?;
-                to_slot(fd, slot(*k)).map_err(|e| fail("dup3", *k, e))?;
-            }
-            Op::Pair(a, b, kind) => {
-                let (x, y) = us::socketpair(*kind).map_err(|e| fail("socketpair", *a, e))?;
-                to_slot(x, slot(*a)).map_err(|e| fail("dup3", *a, e))?;
-                to_slot(y, slot(*b)).map_err(|e| fail("dup3", *b, e))?;
-            }
-            Op::Bind(k, a, unlink) => {
-                if let Some(path) = unlink {
-                    us::unlink(path).map_err(|e| fail("unlink", *k, e))?;
-                }
-                us::bind(slot(*k), a).map_err(|e| fail("bind", *k, e))?;
-            }
-            Op::Listen(k, backlog) => {
-                us::listen(slot(*k), *backlog).map_err(|e| fail("listen", *k, e))?
-            }
-            Op::Connect(k, a) => us::connect(slot(*k), a).map_err(|e| fail("connect", *k, e))?,
-            Op::Accept(l, k) => {
-                let fd = us::accept_queued(slot(*l)).map_err(|e| fail("accept4", *k, e))?;
-                to_slot(fd, slot(*k)).map_err(|e| fail("dup3", *k, e))?;
-            }
-            Op::Open(k, path, flags, pos) => {
-                let fd = crate::sys::fdtable::open_raw(path, *flags)
-                    .map_err(|e| fail("openat", *k, e))?;
-                to_slot(fd, slot(*k)).map_err(|e| fail("dup3", *k, e))?;
-                if *pos != 0 {
-                    crate::sys::fdtable::lseek(
-                        slot(*k),
-                        *pos as i64,
-                        crate::sys::fdtable::SEEK_SET,
-                    )
-                    .map_err(|e| fail("lseek", *k, e))?;
-                }
-            }
-            Op::Send(k, data, fds) => send(slot(*k), *k, data, fds, &slot)?,
-            Op::Close(k) => {
-                crate::sys::fdtable::close(slot(*k)).map_err(|e| fail("close", *k, e))?
-            }
-            Op::Shutdown(k, how) => {
-                us::shutdown(slot(*k), *how).map_err(|e| fail("shutdown", *k, e))?
-            }
-            Op::Options(k, o) => options(slot(*k), *k, o)?,
+    fn sock(ino: u64, kind: u8, state: u8, name: &[u8], peer: UnixPeer) -> Fd {
+        Fd {
+            fd: ino as i32,
+            fd_flags: 0,
+            file: FdFile::Unix(UnixSocket {
+                flags: 2,
+                ino,
+                kind,
+                state,
+                name: name.to_vec(),
+                file: (0, 0),
+                peer,
+                shutdown: 0,
+                backlog: 4,
+                sndbuf: 4096,
+                rcvbuf: 4096,
+                passcred: false,
+                peek_off: -1,
+            }),
         }
     }
-    Ok(())
-}
 
-/// One message, never blocking: the sender's buffer is raised first so a
-/// queue that fitted at the dump fits again.
-fn send(
-    fd: RawFd,
-    k: usize,
-    data: &[u8],
-    fds: &[usize],
-    slot: &impl Fn(usize) -> RawFd,
-) -> Result<()> {
-    let mut raw = [0 as RawFd; us::SCM_MAX_FD];
-    for (i, s) in fds.iter().take(us::SCM_MAX_FD).enumerate() {
-        raw[i] = slot(*s);
+    fn tags(p: &UnixPlan) -> Vec<String> {
+        p.ops
+            .iter()
+            .filter(|o| !matches!(o, Op::Options(..)))
+            .map(|o| match o {
+                Op::Socket(k, _) => format!("socket{k}"),
+                Op::Pair(a, b, _) => format!("pair{a}-{b}"),
+                Op::Bind(k, ..) => format!("bind{k}"),
+                Op::Listen(k, _) => format!("listen{k}"),
+                Op::Connect(k, _) => format!("connect{k}"),
+                Op::Accept(l, k) => format!("accept{l}>{k}"),
+                Op::Open(k, ..) => format!("open{k}"),
+                Op::Send(k, d, _) => format!("send{k}:{}", String::from_utf8_lossy(d)),
+                Op::Close(k) => format!("close{k}"),
+                Op::Shutdown(k, how) => format!("shutdown{k}/{how}"),
+                Op::Options(..) => String::new(),
+            })
+            .collect()
     }
-    let need = us::get_int(fd, us::SO_SNDBUF).unwrap_or(0).max(0) as usize + 2 * data.len() + 4096;
-    let _ = us::set_int(
-        fd,
-        us::SO_SNDBUFFORCE,
-        i32::try_from(need).unwrap_or(i32::MAX),
-    );
-    let flags = us::MSG_DONTWAIT | us::MSG_NOSIGNAL;
-    let mut off = 0;
-    loop {
-        let n = us::sendmsg_fds(
-            fd,
-            &data[off..],
-            if off == 0 { &raw[..fds.len()] } else { &[] },
-            flags,
-        )
-        .map_err(|e| fail("sendmsg", k, e))?;
-        off += n;
-        if off >= data.len() {
-            return Ok(());
+
+    fn queue(ino: u64, data: &[u8]) -> UnixQueue {
+        UnixQueue {
+            ino,
+            messages: vec![UnixMessage {
+                data: data.to_vec(),
+                fds: Vec::new(),
+            }],
         }
     }
-}
 
-/// Buffer sizes (the kernel doubles what is set, so half the dumped
-/// value), SO_PASSCRED, SO_PEEK_OFF, then O_NONBLOCK.
-fn options(fd: RawFd, k: usize, o: &Options) -> Result<()> {
-    for (force, plain, v) in [
-        (us::SO_SNDBUFFORCE, us::SO_SNDBUF, o.sndbuf),
-        (us::SO_RCVBUFFORCE, us::SO_RCVBUF, o.rcvbuf),
-    ] {
-        let half = i32::try_from(v / 2).unwrap_or(i32::MAX);
-        if us::set_int(fd, force, half).is_err() {
-            us::set_int(fd, plain, half).map_err(|e| fail("setsockopt", k, e))?;
+    #[test]
+    fn accepted_before_pending_and_data_from_the_peer() {
+        let name = b"\0srv";
+        let fds = [
+            sock(10, 1, 10, name, UnixPeer::None),
+            sock(11, 1, 1, b"", UnixPeer::Socket(12)),
+            sock(12, 1, 1, name, UnixPeer::Socket(11)),
+            sock(13, 1, 1, b"", UnixPeer::Pending(10)),
+            sock(14, 2, 1, b"", UnixPeer::Socket(15)),
+            sock(15, 2, 1, b"", UnixPeer::Socket(14)),
+        ];
+        let refs: Vec<&Fd> = fds.iter().collect();
+        let p = plan(&refs, &[queue(12, b"hi"), queue(14, b"dg")]).unwrap();
+        assert_eq!(
+            tags(&p),
+            [
+                "socket0",
+                "bind0",
+                "listen0",
+                "socket1",
+                "connect1",
+                "accept0>2",
+                "pair4-5",
+                "socket3",
+                "connect3",
+                "send1:hi",
+                "send5:dg"
+            ]
+        );
+        assert_eq!(p.slots, 6);
+        assert_eq!(p.slot_of(13), Some(3));
+    }
+
+    #[test]
+    fn a_closed_peer_sends_then_closes_and_shutdown_comes_last() {
+        let mut f = sock(20, 5, 1, b"", UnixPeer::Gone);
+        if let FdFile::Unix(s) = &mut f.file {
+            s.shutdown = 3;
         }
+        let p = plan(&[&f], &[queue(20, b"last words")]).unwrap();
+        assert_eq!(
+            tags(&p),
+            ["pair0-1", "send1:last words", "close1", "shutdown0/2"]
+        );
     }
-    us::set_int(fd, us::SO_PASSCRED, i32::from(o.passcred))
-        .map_err(|e| fail("setsockopt", k, e))?;
-    if o.peek_off >= 0 {
-        us::set_int(fd, us::SO_PEEK_OFF, o.peek_off).map_err(|e| fail("setsockopt", k, e))?;
+
+    #[test]
+    fn a_datagram_queue_without_a_peer_comes_through_a_helper() {
+        let f = sock(30, 2, 7, b"\0dgram", UnixPeer::None);
+        let p = plan(&[&f], &[queue(30, b"x")]).unwrap();
+        assert_eq!(
+            tags(&p),
+            [
+                "socket0", "bind0", "socket1", "connect1", "send1:x", "close1"
+            ]
+        );
     }
-    crate::sys::fdtable::set_status_flags(fd, o.flags).map_err(|e| fail("fcntl(F_SETFL)", k, e))
+
+    #[test]
+    fn what_cannot_be_rebuilt_is_refused_by_name() {
+        let split = sock(40, 1, 1, b"", UnixPeer::Socket(41));
+        let e = plan(&[&split], &[]).unwrap_err().to_string();
+        assert!(e.contains("fd 40") && e.contains("another process"), "{e}");
+        let ext = sock(42, 1, 1, b"", UnixPeer::External(9, b"\0x".to_vec()));
+        let e = plan(&[&ext], &[queue(42, b"y")]).unwrap_err().to_string();
+        assert!(
+            e.contains("socket:[42]") && e.contains("queued data"),
+            "{e}"
+        );
+        let anon = sock(43, 1, 1, b"", UnixPeer::External(9, Vec::new()));
+        let e = plan(&[&anon], &[]).unwrap_err().to_string();
+        assert!(e.contains("without a name"), "{e}");
+    }
 }
