@@ -50,15 +50,7 @@ pub fn dump_process(seized: &Seized, d: &ImageDir, shared: &mut Shared) -> Resul
         &state.files.fds,
         &mut shared.pipes,
     )?;
-    let files = &mut state.files;
-    super::files::unix::check_peers(
-        state.process.pid,
-        &mut files.fds,
-        &shared.sockets,
-        &shared.external,
-    )?;
-    info!("pid {pid}: copying the data queued in its unix sockets");
-    files.unix_queues = super::files::unix::collect_queues(state.process.pid, &files.fds)?;
+    collect_sockets(&mut state, shared)?;
     fault_point(pid, "collect")?;
     state.process.state = match seized.stop_signal() {
         Some(sig) => TaskState::Stopped { signal: sig as u32 },
@@ -81,6 +73,19 @@ pub fn dump_process(seized: &Seized, d: &ImageDir, shared: &mut Shared) -> Resul
     info!("pid {pid}: writing its image files");
     super::write_task_files(d, &state)?;
     Ok(state.process)
+}
+
+/// The queues of the process's unix sockets (with the sockets in flight
+/// in them), then the refusal of peers outside the tree.
+fn collect_sockets(state: &mut ProcessState, shared: &Shared) -> Result<()> {
+    use super::files::unix;
+    let (pid, files) = (state.process.pid, &mut state.files);
+    info!("pid {pid}: copying the data queued in its unix sockets");
+    files.unix_queues = unix::collect_queues(pid, &files.fds)?;
+    let mut known = shared.sockets.clone();
+    known.extend(unix::in_flight_sockets(&files.unix_queues).map(|s| s.ino));
+    unix::check_in_flight_peers(pid, &files.unix_queues, &known)?;
+    unix::check_peers(pid, &mut files.fds, &known, &shared.external)
 }
 
 /// The steps run through the parasite.

@@ -2,7 +2,9 @@
 //! - 20/21 a stream pair: 21 sends "F" with the file `inflight` in
 //!   SCM_RIGHTS, then "stream-one" and "two", then shuts down writing;
 //!   20 sends "back"; 20 is non-blocking with SO_SNDBUF 65536.
-//! - 22/23 a datagram pair: 23 sends "d1", "" and "dgram-three".
+//! - 22/23 a datagram pair: 23 sends "d1", "" and "dgram-three", then
+//!   "sock" carrying 32, one end of the stream pair 31/32, closed after
+//!   31 sent it "via-flight".
 //! - 24/25 a seqpacket pair: 24 sends "sp-a" and "sp-bb"; 25 has
 //!   SO_PEEK_OFF 0 and SO_PASSCRED.
 //! - 26 a stream listener on the path `sock` (backlog 4), 27 a client
@@ -10,7 +12,8 @@
 //! - 30 a seqpacket listener on an abstract name.
 //!
 //! After go it checks every queue byte for byte, in order, with its
-//! boundaries; the file in flight reads `inflight`'s text; shutdown holds
+//! boundaries; the file in flight reads `inflight`'s text; the socket in
+//! flight reads its queued bytes and talks to its peer; shutdown holds
 //! (end of file after the data, EPIPE on the shut side); the options are
 //! as set; both listeners accept new connections at their names and the
 //! pending one.
@@ -195,6 +198,13 @@ fn setup(c: &Child, path: &CStr, abs: &[u8]) -> Verdict {
     for m in [&b"d1"[..], b"", b"dgram-three"] {
         send(23, m)?;
     }
+    // A socket in flight, with bytes of its own queued: 32 goes into
+    // 22's queue and is closed here; its peer 31 stays.
+    pair(libc::SOCK_STREAM, 31, 32)?;
+    send(31, b"via-flight")?;
+    send_fd(23, b"sock", 32)?;
+    // SAFETY: our own fd, now in flight.
+    unsafe { libc::close(32) };
     pair(libc::SOCK_SEQPACKET, 24, 25)?;
     send(24, b"sp-a")?;
     send(24, b"sp-bb")?;
@@ -275,6 +285,10 @@ fn check_packets() -> Verdict {
             core::str::from_utf8(m)
         );
     }
+    let carried = expect(22, b"sock", true)?;
+    expect(carried, b"via-flight", false)?;
+    send(carried, b"pong")?;
+    expect(31, b"pong", false)?;
     let mut buf = [0u8; 8];
     let (n, _) = recv(22, &mut buf, libc::MSG_DONTWAIT);
     ensure!(

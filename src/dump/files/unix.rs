@@ -229,6 +229,8 @@ pub fn check_peers(pid: u32, fds: &mut [Fd], tree: &[u64], external: &[u64]) -> 
 /// (each socket once), with the files in flight.
 pub fn collect_queues(pid: u32, fds: &[Fd]) -> Result<Vec<UnixQueue>> {
     let mut out: Vec<UnixQueue> = Vec::new();
+    // The queues of sockets in flight, read through crest's own copies.
+    let mut carried: Vec<UnixQueue> = Vec::new();
     for f in fds {
         let FdFile::Unix(s) = &f.file else { continue };
         if s.state == TCP_LISTEN || out.iter().any(|q| q.ino == s.ino) {
@@ -238,7 +240,8 @@ pub fn collect_queues(pid: u32, fds: &[Fd]) -> Result<Vec<UnixQueue>> {
             refuse_early_data(pid, f.fd, s.ino, l)?;
         }
         let copy = copy_fd(pid, f.fd)?;
-        let messages = peek_all(copy.as_raw_fd(), s).map_err(|e| e.at(pid, f.fd, s.ino))?;
+        let messages = peek_all(copy.as_raw_fd(), s, Some(&mut carried))
+            .map_err(|e| e.at(pid, f.fd, s.ino))?;
         if !messages.is_empty() {
             crate::debug!(
                 "pid {pid}: socket {} holds {} message(s)",
@@ -251,7 +254,40 @@ pub fn collect_queues(pid: u32, fds: &[Fd]) -> Result<Vec<UnixQueue>> {
             });
         }
     }
+    for q in carried {
+        if !out.iter().any(|o| o.ino == q.ino) {
+            out.push(q);
+        }
+    }
     Ok(out)
+}
+
+/// The sockets in flight in `queues`.
+pub fn in_flight_sockets(queues: &[UnixQueue]) -> impl Iterator<Item = &UnixSocket> {
+    queues
+        .iter()
+        .flat_map(|q| q.messages.iter().flat_map(|m| m.fds.iter()))
+        .filter_map(|f| match f {
+            FdFile::Unix(s) => Some(s),
+            _ => None,
+        })
+}
+
+/// Refuses a socket in flight whose peer is neither in the tree nor in
+/// flight itself (`known`): crest cannot name such a peer at restore.
+pub fn check_in_flight_peers(pid: u32, queues: &[UnixQueue], known: &[u64]) -> Result<()> {
+    for s in in_flight_sockets(queues) {
+        if let UnixPeer::Socket(p) | UnixPeer::Pending(p) = s.peer
+            && !known.contains(&p)
+        {
+            return Err(Error::Unsupported(format!(
+                "pid {pid} has unix socket socket:[{}] in flight in an SCM_RIGHTS message, connected to socket:[{p}] outside the dumped tree (held by {}); crest cannot restore that peer",
+                s.ino,
+                holder(p)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A client whose connection is not accepted yet may have sent bytes to
@@ -294,10 +330,16 @@ impl PeekError {
 
 /// Every message of the queue of `sock` (a copy of the target's socket),
 /// the target's SO_PEEK_OFF put back whatever happens.
-fn peek_all(sock: RawFd, s: &UnixSocket) -> Result<Vec<UnixMessage>, PeekError> {
+/// `carried` receives the queues of the sockets in flight (None: a socket
+/// in flight is refused, as in a socket that is itself in flight).
+fn peek_all(
+    sock: RawFd,
+    s: &UnixSocket,
+    carried: Option<&mut Vec<UnixQueue>>,
+) -> Result<Vec<UnixMessage>, PeekError> {
     let old = unix_sock::get_int(sock, SO_PEEK_OFF).map_err(|e| PeekError::Sys("getsockopt", e))?;
     unix_sock::set_int(sock, SO_PEEK_OFF, 0).map_err(|e| PeekError::Sys("setsockopt", e))?;
-    let got = peek_from(sock, s);
+    let got = peek_from(sock, s, carried);
     let back = unix_sock::set_int(sock, SO_PEEK_OFF, old);
     let got = got?;
     back.map_err(|e| PeekError::Sys("setsockopt", e))?;
@@ -308,7 +350,11 @@ fn peek_all(sock: RawFd, s: &UnixSocket) -> Result<Vec<UnixMessage>, PeekError> 
 /// bounded by the sender's SO_SNDBUF, which crest does not know.
 const PEEK_BUF: usize = 4 << 20;
 
-fn peek_from(sock: RawFd, s: &UnixSocket) -> Result<Vec<UnixMessage>, PeekError> {
+fn peek_from(
+    sock: RawFd,
+    s: &UnixSocket,
+    mut carried: Option<&mut Vec<UnixQueue>>,
+) -> Result<Vec<UnixMessage>, PeekError> {
     let mut buf = vec![0u8; PEEK_BUF];
     let mut out = Vec::new();
     let mut total = 0usize;
@@ -342,28 +388,42 @@ fn peek_from(sock: RawFd, s: &UnixSocket) -> Result<Vec<UnixMessage>, PeekError>
         // first byte rather than with their own message's).
         out.push(UnixMessage {
             data: buf[..p.len].to_vec(),
-            fds: in_flight(&p.fds)?,
+            fds: in_flight(&p.fds, carried.as_deref_mut())?,
         });
     }
 }
 
-/// The files that came with a peeked message, as fd records' files.
-fn in_flight(fds: &[OwnedFd]) -> Result<Vec<FdFile>, PeekError> {
+/// The files that came with a peeked message, as fd records' files; the
+/// queue of a socket among them goes to `carried`.
+fn in_flight(
+    fds: &[OwnedFd],
+    mut carried: Option<&mut Vec<UnixQueue>>,
+) -> Result<Vec<FdFile>, PeekError> {
     let me = std::process::id();
     let mut out = Vec::with_capacity(fds.len());
     for f in fds {
         let rec = super::collect_fd(me, f.as_raw_fd()).map_err(|e| {
             PeekError::Problem(format!("carrying a file in flight crest cannot dump: {e}"))
         })?;
-        match rec.file {
-            FdFile::Reg { .. } | FdFile::Chr { .. } => out.push(rec.file),
-            other => {
+        match (&rec.file, carried.as_deref_mut()) {
+            (FdFile::Reg { .. } | FdFile::Chr { .. }, _) => {}
+            (FdFile::Unix(s), Some(queues)) => {
+                if s.state != TCP_LISTEN && !queues.iter().any(|q| q.ino == s.ino) {
+                    let messages = peek_all(f.as_raw_fd(), s, None)?;
+                    queues.push(UnixQueue {
+                        ino: s.ino,
+                        messages,
+                    });
+                }
+            }
+            (other, _) => {
                 return Err(PeekError::Problem(format!(
-                    "carrying {} in an SCM_RIGHTS message still queued; crest restores regular files and devices in flight only: let the process read it before the dump",
-                    flight_kind(&other)
+                    "carrying {} in an SCM_RIGHTS message still queued; crest restores regular files, devices and unix sockets (not themselves in flight) in flight only: let the process read it before the dump",
+                    flight_kind(other)
                 )));
             }
         }
+        out.push(rec.file);
     }
     Ok(out)
 }
@@ -371,7 +431,7 @@ fn in_flight(fds: &[OwnedFd]) -> Result<Vec<FdFile>, PeekError> {
 fn flight_kind(f: &FdFile) -> &'static str {
     match f {
         FdFile::Pipe { .. } => "a pipe",
-        FdFile::Unix(_) => "a unix socket",
+        FdFile::Unix(_) => "a unix socket inside a socket in flight",
         _ => "an event-loop file",
     }
 }

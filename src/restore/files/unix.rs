@@ -144,14 +144,21 @@ fn bind_op(fd: i32, k: usize, s: &UnixSocket) -> Result<Op> {
     Ok(Op::Bind(k, a, unlink))
 }
 
-/// The sockets of `fds` (each once, by inode, with the fd that first holds it).
-fn sockets<'a>(fds: &[&'a Fd]) -> Vec<(i32, &'a UnixSocket)> {
+/// The sockets of `fds` (each once, by inode, with the fd that first
+/// holds it), then the sockets in flight in `queues` that no fd holds
+/// (fd -1).
+fn sockets<'a>(fds: &[&'a Fd], queues: &'a [UnixQueue]) -> Vec<(i32, &'a UnixSocket)> {
     let mut out: Vec<(i32, &UnixSocket)> = Vec::new();
-    for f in fds {
-        if let FdFile::Unix(s) = &f.file
+    let held = fds.iter().map(|f| (f.fd, &f.file));
+    let carried = queues
+        .iter()
+        .flat_map(|q| q.messages.iter().flat_map(|m| m.fds.iter()))
+        .map(|f| (-1, f));
+    for (fd, file) in held.chain(carried) {
+        if let FdFile::Unix(s) = file
             && !out.iter().any(|(_, o)| o.ino == s.ino)
         {
-            out.push((f.fd, s));
+            out.push((fd, s));
         }
     }
     out
@@ -159,7 +166,7 @@ fn sockets<'a>(fds: &[&'a Fd]) -> Vec<(i32, &'a UnixSocket)> {
 
 /// Plans every unix socket among `fds`, with the queues of `queues`.
 pub fn plan(fds: &[&Fd], queues: &[UnixQueue]) -> Result<UnixPlan> {
-    let socks = sockets(fds);
+    let socks = sockets(fds, queues);
     let mut pl = Planner {
         p: UnixPlan {
             inos: socks.iter().map(|(_, s)| s.ino).collect(),
@@ -409,7 +416,18 @@ impl Planner<'_> {
 fn plan_sends(p: &mut UnixPlan, from: usize, q: &UnixQueue) -> Result<()> {
     for m in &q.messages {
         let mut slots = Vec::with_capacity(m.fds.len());
+        let mut opened = Vec::new();
         for f in &m.fds {
+            if let FdFile::Unix(s) = f {
+                // Made with the other sockets; install closes its slot.
+                slots.push(p.slot_of(s.ino).ok_or_else(|| {
+                    Error::Unsupported(format!(
+                        "socket:[{}] in flight is missing from the plan; this is a bug in crest",
+                        s.ino
+                    ))
+                })?);
+                continue;
+            }
             let k = p.slots;
             p.slots += 1;
             let (path, flags, pos) = match f {
@@ -442,9 +460,10 @@ fn plan_sends(p: &mut UnixPlan, from: usize, q: &UnixQueue) -> Result<()> {
             };
             p.ops.push(Op::Open(k, path, flags, pos));
             slots.push(k);
+            opened.push(k);
         }
-        p.ops.push(Op::Send(from, m.data.clone(), slots.clone()));
-        for k in slots {
+        p.ops.push(Op::Send(from, m.data.clone(), slots));
+        for k in opened {
             p.ops.push(Op::Close(k));
         }
     }
