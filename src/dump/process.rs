@@ -88,6 +88,11 @@ fn dump_inside(
     info!("pid {pid}: dumping memory pages");
     super::pages::dump_pages(seized, parasite, &state.mm.vmas, d)?;
     let vmas = &state.mm.vmas;
+    let fds = &state.files.fds;
+    let memfds = super::files::memfd::dump_memfds(pid_u32(pid)?, fds, vmas, d, &mut shared.shmem)?;
+    if memfds > 0 {
+        info!("pid {pid}: dumped {memfds} memfd(s)");
+    }
     let objects = super::shmem::dump_shmem_once(pid_u32(pid)?, vmas, d, &mut shared.shmem)?;
     if objects > 0 {
         info!("pid {pid}: dumped {objects} shared memory object(s)");

@@ -19,6 +19,9 @@
 //!                 | u64 value_ns (remaining) | u64 interval_ns
 //!     7 epoll:    u32 open_flags | u32 n | n x (i32 fd | u32 events | u64 data)
 //!     8 inotify:  u32 open_flags | u32 n | n x (i32 wd | u32 mask | path)
+//!    16 memfd:    u32 open_flags | u64 pos | u64 id | name | u64 size | u32 seals
+//!                 | u32 mode          (contents: pagemap-shmem-ID.img by id)
+//!    18 fifo:     u32 open_flags | u64 id (inode; its data: pipe-data, pipe_id = id) | path
 //!  pipe-data:  u64 pipe_id | bytes data
 //! ```
 //!
@@ -29,6 +32,7 @@
 //! prints it and a restore refuses it by name.
 
 mod anon;
+pub mod kinds;
 
 pub use anon::{EpollTarget, InotifyWatch, MAX_FD_ITEMS};
 
@@ -162,6 +166,32 @@ pub enum FdFile {
     },
     /// A kind a newer crest wrote.
     Unknown(u8),
+    /// A memfd (its contents are stored by `id`, see [`kinds`]).
+    Memfd {
+        /// O_* flags.
+        flags: u32,
+        /// The file position.
+        pos: u64,
+        /// The object's id (its inode number), shared with its mappings.
+        id: u64,
+        /// The name given to memfd_create (without `memfd:`).
+        name: Vec<u8>,
+        /// Its size in bytes.
+        size: u64,
+        /// F_GET_SEALS.
+        seals: u32,
+        /// st_mode.
+        mode: u32,
+    },
+    /// A named FIFO (its queued bytes: a pipe-data record for `id`).
+    Fifo {
+        /// The path at dump time.
+        path: Vec<u8>,
+        /// O_* flags.
+        flags: u32,
+        /// The FIFO's inode number.
+        id: u64,
+    },
 }
 
 /// One file descriptor.
@@ -213,6 +243,7 @@ impl Record for Fd {
                 w.u64(*pos);
             }
             FdFile::Unknown(k) => w.u8(*k),
+            f @ (FdFile::Memfd { .. } | FdFile::Fifo { .. }) => kinds::encode(f, w),
             other => anon::encode(other, w),
         }
     }
@@ -241,6 +272,7 @@ impl Record for Fd {
                 pos: r.u64()?,
             },
             k @ 4..=8 => anon::decode(k, r)?,
+            k if kinds::is_kind(k) => kinds::decode(k, r)?,
             k => FdFile::Unknown(k),
         };
         Ok(Fd { fd, fd_flags, file })
@@ -282,6 +314,7 @@ impl Record for Fd {
                 ("pos", Value::U(*pos)),
             ]),
             FdFile::Unknown(k) => v.push(("kind", Value::Str(format!("unknown-{k}")))),
+            f @ (FdFile::Memfd { .. } | FdFile::Fifo { .. }) => v.extend(kinds::value(f)),
             other => v.extend(anon::value(other)),
         }
         Value::Obj(v)

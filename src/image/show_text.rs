@@ -214,7 +214,11 @@ fn anon_fd(s: &mut String, file: &FdFile) {
                 text_str(s, &String::from_utf8_lossy(&w.path));
             }
         }
-        FdFile::Reg { .. } | FdFile::Pipe { .. } | FdFile::Chr { .. } | FdFile::Unknown(_) => {}
+        other => {
+            if let Some(t) = super::files::kinds::text(other) {
+                s.push_str(&t);
+            }
+        }
     }
 }
 

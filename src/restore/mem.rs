@@ -38,6 +38,8 @@ const ADVICE: [(u64, u32); 8] = [
 pub struct HelperFds {
     base: i32,
     open: Vec<(Vec<u8>, bool, OwnedFd)>,
+    /// The memfds crest recreated (files::memfd), by id, at their numbers.
+    memfds: Vec<(u64, i32)>,
 }
 
 impl HelperFds {
@@ -46,7 +48,21 @@ impl HelperFds {
         HelperFds {
             base,
             open: Vec::new(),
+            memfds: Vec::new(),
         }
+    }
+
+    /// Keeps the recreated memfd `id` (its fds reopen it, its shared
+    /// mappings map it).
+    pub fn keep_memfd(&mut self, id: u64, fd: OwnedFd) -> Result<i32> {
+        let raw = self.keep(fd, b"", true)?;
+        self.memfds.push((id, raw));
+        Ok(raw)
+    }
+
+    /// The recreated memfds as (id, helper fd number).
+    pub fn memfds(&self) -> &[(u64, i32)] {
+        &self.memfds
     }
 
     /// The fd of `path`, opened once per path and mode, after checking it is
@@ -138,7 +154,11 @@ pub fn plan_vmas(
     let mut out = Vec::new();
     for v in vmas.iter().filter(|v| !is_special(v)) {
         if let Backing::AnonShared { shmid } = v.backing {
-            out.push(shmem_vma(v, shmid, shmids, pages.page_size)?);
+            let memfd = fds.memfds.iter().find(|(id, _)| *id == shmid);
+            out.push(match memfd {
+                Some(&(_, fd)) => memfd_vma(v, fd, pages.page_size),
+                None => shmem_vma(v, shmid, shmids, pages.page_size)?,
+            });
             continue;
         }
         let (fd, kind) = match &v.backing {
@@ -199,6 +219,21 @@ fn shmem_vma(v: &Vma, shmid: u64, shmids: &[u64], page: u64) -> Result<PlanVma> 
         fill: VMA_SHMEM,
         advice: advice(v.advice),
     })
+}
+
+/// A shared mapping of a memfd crest recreated (helper fd `fd`): mapped
+/// from it, its contents already in it.
+fn memfd_vma(v: &Vma, fd: i32, page: u64) -> PlanVma {
+    PlanVma {
+        start: v.start,
+        len: v.end - v.start,
+        offset: v.pgoff * page,
+        prot: v.prot,
+        flags: MAP_SHARED | (v.flags & MAP_NORESERVE),
+        fd,
+        fill: 0,
+        advice: advice(v.advice),
+    }
 }
 
 /// The shared memory objects: each created whole in the restorer mapping

@@ -17,6 +17,7 @@
 //! was, byte for byte.
 
 mod anon;
+pub mod memfd;
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -81,6 +82,9 @@ pub fn collect_fd(pid: u32, fd: i32) -> Result<Fd> {
     };
     let flags = info.flags & !O_CLOEXEC;
     if let Some(file) = anon::collect(pid, fd, &target, &info, flags)? {
+        return Ok(Fd { fd, fd_flags, file });
+    }
+    if let Some(file) = memfd::collect(pid, fd, &target, &meta, flags, info.pos)? {
         return Ok(Fd { fd, fd_flags, file });
     }
     let file = classify(target, &meta, flags, info.pos).map_err(|kind| refusal(pid, fd, &kind))?;

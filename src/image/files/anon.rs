@@ -85,7 +85,7 @@ pub(super) fn encode(file: &FdFile, w: &mut Writer) {
                 w.bytes(&x.path);
             });
         }
-        FdFile::Reg { .. } | FdFile::Pipe { .. } | FdFile::Chr { .. } | FdFile::Unknown(_) => {}
+        _ => {}
     }
 }
 
@@ -211,9 +211,7 @@ pub(super) fn value(file: &FdFile) -> Vec<(&'static str, Value)> {
                 ),
             ),
         ],
-        FdFile::Reg { .. } | FdFile::Pipe { .. } | FdFile::Chr { .. } | FdFile::Unknown(_) => {
-            Vec::new()
-        }
+        _ => Vec::new(),
     }
 }
 

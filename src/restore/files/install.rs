@@ -68,13 +68,18 @@ pub fn install_files(plan: &FilesPlan, keep: &[i32]) -> Result<()> {
         if let How::Anon(a) = &f.how {
             super::anon::create(a, f.fd, slots.open(i))?;
         }
+        if let How::Memfd { id, flags, pos } = f.how {
+            let helper = plan.memfds.iter().find(|(m, _)| *m == id);
+            let &(_, helper) = helper.ok_or_else(|| super::memfd::missing(f.fd, id))?;
+            super::memfd::open(helper, flags, pos, f.fd, slots.open(i))?;
+        }
     }
     for (p, pipe) in plan.pipes.iter().enumerate() {
         make_pipe(pipe, slots.pipe(p, false), slots.pipe(p, true))?;
     }
     for (i, f) in plan.fds.iter().enumerate() {
         let from = match f.how {
-            How::Open { .. } | How::Anon(_) => slots.open(i),
+            How::Open { .. } | How::Anon(_) | How::Memfd { .. } => slots.open(i),
             How::Pipe { pipe, write } => slots.pipe(pipe, write),
             How::Tty => slots.tty(),
         };

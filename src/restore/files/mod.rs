@@ -29,6 +29,7 @@
 mod anon;
 mod check;
 mod install;
+mod memfd;
 
 use std::ffi::CString;
 
@@ -38,6 +39,7 @@ use crate::image::load::FilesImage;
 use crate::image::task::TaskMisc;
 
 pub use install::install_files;
+pub use memfd::create_memfds;
 
 /// Everything about the files, checked in the parent before any process exists.
 #[derive(Debug)]
@@ -55,6 +57,8 @@ pub struct FilesPlan {
     /// crest's terminal fd (0, 1 or 2) when a tty fd is restored with
     /// `--shell-job`.
     tty_source: Option<i32>,
+    /// The recreated memfds as (id, helper fd), set by [`FilesPlan::set_memfds`].
+    memfds: Vec<(u64, i32)>,
 }
 
 /// One fd to install.
@@ -79,6 +83,8 @@ enum How {
     Tty,
     /// An eventfd, signalfd, timerfd, epoll or inotify object made anew.
     Anon(anon::PlannedAnon),
+    /// A new open of memfd `id` (recreated in crest, see [`memfd`]).
+    Memfd { id: u64, flags: u32, pos: u64 },
 }
 
 /// A pipe to recreate.
@@ -105,6 +111,20 @@ impl FilesPlan {
         self.fds.iter().map(|f| f.fd)
     }
 
+    /// Gives the plan the memfds crest recreated (id, helper fd number),
+    /// which its memfd fds reopen; refuses a memfd fd without one.
+    pub fn set_memfds(&mut self, memfds: &[(u64, i32)]) -> Result<()> {
+        for f in &self.fds {
+            if let How::Memfd { id, .. } = f.how
+                && !memfds.iter().any(|(m, _)| *m == id)
+            {
+                return Err(memfd::missing(f.fd, id));
+            }
+        }
+        self.memfds = memfds.to_vec();
+        Ok(())
+    }
+
     /// How many temporary fds install_files uses above the kept ones (the
     /// task's RLIMIT_NOFILE must leave room for them).
     pub fn temp_fds(&self) -> usize {
@@ -129,6 +149,7 @@ pub fn plan_files(files: &FilesImage, misc: &TaskMisc, shell_job: bool) -> Resul
         },
         first_free: fds.last().map_or(0, |f| f.fd + 1),
         tty_source: None,
+        memfds: Vec::new(),
     };
     for f in &fds {
         let how = match anon::plan(f, &fds)? {
@@ -197,6 +218,11 @@ fn plan_fd(plan: &mut FilesPlan, files: &FilesImage, f: &Fd, shell_job: bool) ->
             })
         }
         FdFile::Pipe { pipe_id, flags } => plan_pipe(plan, files, f.fd, *pipe_id, *flags),
+        FdFile::Memfd { id, flags, pos, .. } => Ok(How::Memfd {
+            id: *id,
+            flags: check::open_flags(*flags),
+            pos: *pos,
+        }),
         FdFile::Unknown(k) => Err(Error::Unsupported(format!(
             "fd {} in the image is of kind {k}, which this crest does not know; restore with the crest that made the image",
             f.fd

@@ -1,0 +1,182 @@
+//! The fd kinds whose object crest recreates from data the image holds
+//! (16 memfd, 17 FIFO): their fields' encoding, `crest show` values and
+//! text. The layout is drawn in the parent module.
+//!
+//! A memfd's contents are not in its fd record: they are stored once per
+//! object, by its id (the inode number), in the page store of shared memory
+//! (pagemap-shmem-ID.img and pages-shmem-ID.img, a run's address being its
+//! byte offset), which a shared mapping of the same memfd uses too. A FIFO's
+//! queued bytes are a pipe-data record whose pipe id is the FIFO's inode.
+
+use super::FdFile;
+use crate::image::codec::{Reader, Writer};
+use crate::image::value::Value;
+use crate::image::{ImageError, PATH_MAX};
+
+/// The longest memfd name the kernel takes (MFD_NAME_MAX_LEN is 249).
+pub const MEMFD_NAME_MAX: usize = 249;
+
+/// Whether `kind` is one of this module's.
+pub(super) fn is_kind(kind: u8) -> bool {
+    matches!(kind, 16 | 18)
+}
+
+/// Encodes kinds 16 and 18.
+pub(super) fn encode(file: &FdFile, w: &mut Writer) {
+    match file {
+        FdFile::Memfd {
+            flags,
+            pos,
+            id,
+            name,
+            size,
+            seals,
+            mode,
+        } => {
+            w.u8(16);
+            w.u32(*flags);
+            w.u64(*pos);
+            w.u64(*id);
+            w.bytes(name);
+            w.u64(*size);
+            w.u32(*seals);
+            w.u32(*mode);
+        }
+        FdFile::Fifo { path, flags, id } => {
+            w.u8(18);
+            w.u32(*flags);
+            w.u64(*id);
+            w.bytes(path);
+        }
+        _ => {}
+    }
+}
+
+/// Decodes kinds 16 and 18.
+pub(super) fn decode(kind: u8, r: &mut Reader) -> Result<FdFile, ImageError> {
+    let flags = r.u32()?;
+    Ok(match kind {
+        16 => FdFile::Memfd {
+            flags,
+            pos: r.u64()?,
+            id: r.u64()?,
+            name: r.bytes("memfd name", MEMFD_NAME_MAX)?,
+            size: r.u64()?,
+            seals: r.u32()?,
+            mode: r.u32()?,
+        },
+        _ => FdFile::Fifo {
+            flags,
+            id: r.u64()?,
+            path: r.bytes("path", PATH_MAX as usize)?,
+        },
+    })
+}
+
+/// `crest show` fields of kinds 16 and 18.
+pub(super) fn value(file: &FdFile) -> Vec<(&'static str, Value)> {
+    match file {
+        FdFile::Memfd {
+            flags,
+            pos,
+            id,
+            name,
+            size,
+            seals,
+            mode,
+        } => vec![
+            ("kind", Value::Str("memfd".into())),
+            ("name", Value::path(name)),
+            ("flags", Value::Hex(*flags as u64)),
+            ("pos", Value::U(*pos)),
+            ("id", Value::U(*id)),
+            ("size", Value::U(*size)),
+            ("seals", Value::Hex(*seals as u64)),
+            ("mode", Value::Str(format!("{mode:o}"))),
+        ],
+        FdFile::Fifo { path, flags, id } => vec![
+            ("kind", Value::Str("fifo".into())),
+            ("path", Value::path(path)),
+            ("flags", Value::Hex(*flags as u64)),
+            ("id", Value::U(*id)),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+/// The `crest show` text of kinds 16 and 18 (after "fd N ").
+pub fn text(file: &FdFile) -> Option<String> {
+    Some(match file {
+        FdFile::Memfd {
+            flags,
+            pos,
+            id,
+            name,
+            size,
+            seals,
+            ..
+        } => format!(
+            "memfd name={} id={id} size={size} seals={seals:#x} flags={flags:#o} pos={pos}",
+            String::from_utf8_lossy(name)
+        ),
+        FdFile::Fifo { path, flags, id } => format!(
+            "fifo {} id={id} flags={flags:#o}",
+            String::from_utf8_lossy(path)
+        ),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Fd, Record};
+    use super::*;
+
+    fn round_trip(file: FdFile) {
+        let fd = Fd {
+            fd: 7,
+            fd_flags: 0,
+            file,
+        };
+        let mut w = Writer::new();
+        fd.encode(&mut w);
+        let mut r = Reader::new(w.as_bytes(), "files-1.img", 0);
+        assert_eq!(Fd::decode(&mut r).unwrap(), fd);
+        assert!(!r.has_more(), "every byte read");
+    }
+
+    #[test]
+    fn memfd_and_fifo_round_trip() {
+        round_trip(FdFile::Memfd {
+            flags: 0o100002,
+            pos: 12,
+            id: 4242,
+            name: b"buf with space".to_vec(),
+            size: 10_000,
+            seals: 0xf,
+            mode: 0o100777,
+        });
+        round_trip(FdFile::Fifo {
+            path: b"/tmp/f f".to_vec(),
+            flags: 0o4000,
+            id: 99,
+        });
+    }
+
+    #[test]
+    fn a_memfd_name_longer_than_the_kernel_takes_is_refused() {
+        let mut w = Writer::new();
+        w.i32(3);
+        w.u32(0);
+        w.u8(16);
+        w.u32(2);
+        w.u64(0);
+        w.u64(1);
+        w.bytes(&[b'a'; MEMFD_NAME_MAX + 1]);
+        w.u64(0);
+        w.u32(0);
+        w.u32(0);
+        let mut r = Reader::new(w.as_bytes(), "files-1.img", 0);
+        assert!(Fd::decode(&mut r).is_err());
+    }
+}
