@@ -25,6 +25,8 @@ macro_rules! ensure {
 }
 
 mod common;
+#[path = "restore_kinds/ghost.rs"]
+mod ghost;
 #[path = "restore_kinds/memfd.rs"]
 mod memfd;
 #[path = "restore_fdkinds/raw.rs"]
@@ -152,15 +154,82 @@ macro_rules! victim_tests {
 }
 
 victim_tests!(memfd_victim, memfd);
+victim_tests!(ghost_victim, ghost);
+
+/// A deleted file bigger than --ghost-limit is refused, naming the mapping
+/// (checked before the fds) or fd,
+/// the path and the option; the victim runs on.
+#[test]
+fn ghost_over_the_limit_is_refused() {
+    refused_with(
+        "kinds-ghost-limit",
+        ghost::prepare,
+        ghost::victim,
+        &["--ghost-limit", "64K"],
+        &[
+            "of pid",
+            "is the deleted file",
+            "/gone` of 65636 bytes",
+            "--ghost-limit",
+        ],
+    );
+}
+
+/// `crest show` names the new kinds.
+#[test]
+fn show_prints_memfd_and_ghost_fds() {
+    for (name, prepare, body, want) in [
+        (
+            "kinds-show-memfd",
+            memfd::prepare as fn(&Path),
+            memfd::victim as fn(&Child) -> Verdict,
+            "memfd name=crest-buf",
+        ),
+        (
+            "kinds-show-ghost",
+            ghost::prepare,
+            ghost::victim,
+            "gone (deleted) size=65636",
+        ),
+    ] {
+        let dir = scratch(name);
+        prepare(&dir);
+        let mut v = Victim::spawn(&dir, body);
+        let img = dump(&v, &["-R"]);
+        v.go();
+        let report = v.wait_report(|| None);
+        v.reap();
+        assert_eq!(report.trim(), "pass");
+        let out = crest(&["show", img.to_str().unwrap()]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(text.contains(want), "show lacks {want:?}:\n{text}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
 
 /// Runs a refusal victim: the dump must fail naming `want`, and the victim,
 /// left running, passes its checks.
 fn refused(name: &str, body: fn(&Child) -> Verdict, want: &[&str]) {
+    refused_with(name, |_| {}, body, &[], want);
+}
+
+/// As [`refused`], with `prepare` run first and `extra` dump options.
+fn refused_with(
+    name: &str,
+    prepare: fn(&Path),
+    body: fn(&Child) -> Verdict,
+    extra: &[&str],
+    want: &[&str],
+) {
     let dir = scratch(name);
+    prepare(&dir);
     let mut v = Victim::spawn(&dir, body);
     let img = v.dir.join("img");
     let pid = v.pid.to_string();
-    let out = crest(&["dump", "-t", &pid, "-D", img.to_str().unwrap()]);
+    let mut args = vec!["dump", "-t", &pid, "-D", img.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = crest(&args);
     assert!(!out.status.success(), "dump must refuse");
     let err = stderr(&out);
     for w in want {

@@ -90,7 +90,7 @@ pub fn collect_process(pid: u32) -> Result<ProcessState> {
         mm: MmImage { mm, vmas },
         files: FilesImage {
             fds: files,
-            pipes: Vec::new(),
+            ..FilesImage::default()
         },
         shared_pending: status.shared_pending,
         oom_score_adj: task::collect_oom_score_adj(pid)?,

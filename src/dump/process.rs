@@ -46,6 +46,8 @@ pub fn dump_process(seized: &Seized, d: &ImageDir, shared: &mut Shared) -> Resul
         &state.files.fds,
         &mut shared.pipes,
     )?;
+    state.files.ghosts =
+        super::files::ghost::collect_data(state.process.pid, &state.files.fds, &state.mm.vmas)?;
     fault_point(pid, "collect")?;
     state.process.state = match seized.stop_signal() {
         Some(sig) => TaskState::Stopped { signal: sig as u32 },

@@ -21,8 +21,10 @@
 //!     8 inotify:  u32 open_flags | u32 n | n x (i32 wd | u32 mask | path)
 //!    16 memfd:    u32 open_flags | u64 pos | u64 id | name | u64 size | u32 seals
 //!                 | u32 mode          (contents: pagemap-shmem-ID.img by id)
+//!    17 ghost:    u32 open_flags | u64 pos | file id | path (without " (deleted)")
 //!    18 fifo:     u32 open_flags | u64 id (inode; its data: pipe-data, pipe_id = id) | path
 //!  pipe-data:  u64 pipe_id | bytes data
+//!  ghost-data: u64 dev | u64 ino | u64 offset | bytes data   (a deleted file's contents)
 //! ```
 //!
 //! Kinds 4-8 are the anonymous-inode objects of an event loop; an older
@@ -35,6 +37,7 @@ mod anon;
 pub mod kinds;
 
 pub use anon::{EpollTarget, InotifyWatch, MAX_FD_ITEMS};
+pub use kinds::GhostData;
 
 use super::codec::{Reader, Writer};
 use super::record::Record;
@@ -183,6 +186,17 @@ pub enum FdFile {
         /// st_mode.
         mode: u32,
     },
+    /// A deleted file still open (its contents: ghost-data records).
+    Ghost {
+        /// The path it had, without " (deleted)".
+        path: Vec<u8>,
+        /// O_* flags.
+        flags: u32,
+        /// The file position.
+        pos: u64,
+        /// Its identity, size, mtime and mode at the dump.
+        id: FileId,
+    },
     /// A named FIFO (its queued bytes: a pipe-data record for `id`).
     Fifo {
         /// The path at dump time.
@@ -243,7 +257,9 @@ impl Record for Fd {
                 w.u64(*pos);
             }
             FdFile::Unknown(k) => w.u8(*k),
-            f @ (FdFile::Memfd { .. } | FdFile::Fifo { .. }) => kinds::encode(f, w),
+            f @ (FdFile::Memfd { .. } | FdFile::Ghost { .. } | FdFile::Fifo { .. }) => {
+                kinds::encode(f, w)
+            }
             other => anon::encode(other, w),
         }
     }
@@ -314,7 +330,9 @@ impl Record for Fd {
                 ("pos", Value::U(*pos)),
             ]),
             FdFile::Unknown(k) => v.push(("kind", Value::Str(format!("unknown-{k}")))),
-            f @ (FdFile::Memfd { .. } | FdFile::Fifo { .. }) => v.extend(kinds::value(f)),
+            f @ (FdFile::Memfd { .. } | FdFile::Ghost { .. } | FdFile::Fifo { .. }) => {
+                v.extend(kinds::value(f))
+            }
             other => v.extend(anon::value(other)),
         }
         Value::Obj(v)

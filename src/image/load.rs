@@ -272,6 +272,8 @@ pub struct FilesImage {
     pub fds: Vec<Fd>,
     /// Buffered pipe contents.
     pub pipes: Vec<PipeData>,
+    /// The contents of deleted files still open or mapped.
+    pub ghosts: Vec<crate::image::files::GhostData>,
 }
 
 impl FilesImage {
@@ -283,6 +285,9 @@ impl FilesImage {
         }
         for p in &self.pipes {
             w.write(p)?;
+        }
+        for g in &self.ghosts {
+            w.write(g)?;
         }
         w.finish()?;
         Ok(())
@@ -299,6 +304,7 @@ impl FilesImage {
                 }
                 AnyRecord::Fd(f) => img.fds.push(f),
                 AnyRecord::PipeData(p) => img.pipes.push(p),
+                AnyRecord::GhostData(g) => img.ghosts.push(g),
                 _ => {}
             }
         }

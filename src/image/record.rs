@@ -126,6 +126,7 @@ kinds! {
     PipeData = 14, "pipe-data", MAX_RECORD, super::files::PipeData;
     PagemapHead = 15, "pagemap-head", 16 << 10, super::pagemap::PagemapHead;
     PageRun = 16, "page-run", 1 << 10, super::pagemap::PageRun;
+    GhostData = 40, "ghost-data", MAX_RECORD, super::files::GhostData;
 }
 
 /// Every known kind number, in order.

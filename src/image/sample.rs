@@ -504,6 +504,7 @@ pub fn files_image() -> FilesImage {
             pipe_id: 99_001,
             data: b"queued in the pipe\n".to_vec(),
         }],
+        ..FilesImage::default()
     }
 }
 

@@ -40,6 +40,8 @@ pub struct HelperFds {
     open: Vec<(Vec<u8>, bool, OwnedFd)>,
     /// The memfds crest recreated (files::memfd), by id, at their numbers.
     memfds: Vec<(u64, i32)>,
+    /// The deleted files crest recreated (files::ghost), by (dev, ino).
+    ghosts: Vec<((u64, u64), i32)>,
 }
 
 impl HelperFds {
@@ -49,7 +51,34 @@ impl HelperFds {
             base,
             open: Vec::new(),
             memfds: Vec::new(),
+            ghosts: Vec::new(),
         }
+    }
+
+    /// Keeps the recreated deleted file `key` (st_dev, st_ino at the dump).
+    pub fn keep_ghost(&mut self, key: (u64, u64), fd: OwnedFd) -> Result<i32> {
+        let raw = self.keep(fd, b"", true)?;
+        self.ghosts.push((key, raw));
+        Ok(raw)
+    }
+
+    /// The recreated deleted files as ((dev, ino), helper fd number).
+    pub fn ghosts(&self) -> &[((u64, u64), i32)] {
+        &self.ghosts
+    }
+
+    /// The helper fd of the deleted file mapped by `path` (which ends in
+    /// " (deleted)"), if crest recreated it.
+    fn ghost(&self, path: &[u8], id: &FileId) -> Option<i32> {
+        let key = (id.dev, id.ino);
+        path.ends_with(b" (deleted)")
+            .then(|| {
+                self.ghosts
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, fd)| *fd)
+            })
+            .flatten()
     }
 
     /// Keeps the recreated memfd `id` (its fds reopen it, its shared
@@ -163,6 +192,13 @@ pub fn plan_vmas(
         }
         let (fd, kind) = match &v.backing {
             Backing::AnonPrivate => (-1, MAP_PRIVATE | MAP_ANONYMOUS),
+            Backing::FilePrivate { path, id } | Backing::FileShared { path, id }
+                if fds.ghost(path, id).is_some() =>
+            {
+                let shared = matches!(v.backing, Backing::FileShared { .. });
+                let kind = if shared { MAP_SHARED } else { MAP_PRIVATE };
+                (fds.ghost(path, id).unwrap_or(-1), kind)
+            }
             Backing::FilePrivate { path, id } => {
                 let what = format!("mapped at {:#x}", v.start);
                 (fds.file(path, id, false, &what)?, MAP_PRIVATE)

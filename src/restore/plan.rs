@@ -99,6 +99,7 @@ pub fn build(
     let blob = crate::blob::restorer();
     let mut fds = HelperFds::new(helper_base);
     super::files::create_memfds(img, &mut fds)?;
+    super::files::create_ghosts(img, &mut fds)?;
     let shmids: Vec<u64> = img.shmem.iter().map(|(id, _)| *id).collect();
     let vmas = mem::plan_vmas(&img.mm.vmas, &img.pages, &shmids, &mut fds)?;
     let runs = mem::plan_runs(&img.pages, &vmas)?;

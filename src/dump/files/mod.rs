@@ -3,11 +3,12 @@
 //! file's type and identity) and `/proc/PID/fdinfo/N` (position, open flags
 //! with O_CLOEXEC, mount).
 //!
-//! Regular files and directories, character devices, pipes and the event
+//! Regular files and directories, character devices, pipes, the event
 //! loop's anonymous inodes (eventfd, signalfd, timerfd, epoll, inotify: see
-//! [`anon`]) become fd records; everything else (sockets, fanotify,
-//! io_uring, perf events, bpf objects, pidfds, userfaultfds, deleted
-//! files...) is refused with the fd number, its kind and the pid.
+//! [`anon`]), memfds ([`memfd`]) and deleted files ([`ghost`]) become fd
+//! records; everything else (sockets, fanotify, io_uring, perf events, bpf
+//! objects, pidfds, userfaultfds, deleted directories...) is refused with
+//! the fd number, its kind and the pid.
 //!
 //! The bytes queued in a pipe are copied by [`collect_pipe_data`] while the
 //! target is frozen, without taking them from it: crest gets the pipe with
@@ -17,6 +18,7 @@
 //! was, byte for byte.
 
 mod anon;
+pub mod ghost;
 pub mod memfd;
 
 use std::ffi::CString;
@@ -85,6 +87,9 @@ pub fn collect_fd(pid: u32, fd: i32) -> Result<Fd> {
         return Ok(Fd { fd, fd_flags, file });
     }
     if let Some(file) = memfd::collect(pid, fd, &target, &meta, flags, info.pos)? {
+        return Ok(Fd { fd, fd_flags, file });
+    }
+    if let Some(file) = ghost::collect(pid, fd, &target, &meta, flags, info.pos)? {
         return Ok(Fd { fd, fd_flags, file });
     }
     let file = classify(target, &meta, flags, info.pos).map_err(|kind| refusal(pid, fd, &kind))?;

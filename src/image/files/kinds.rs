@@ -1,6 +1,7 @@
 //! The fd kinds whose object crest recreates from data the image holds
-//! (16 memfd, 17 FIFO): their fields' encoding, `crest show` values and
-//! text. The layout is drawn in the parent module.
+//! (16 memfd, 17 ghost file, 18 FIFO): their fields' encoding, `crest show`
+//! values and text, and the ghost-data record holding a deleted file's
+//! contents. The layout is drawn in the parent module.
 //!
 //! A memfd's contents are not in its fd record: they are stored once per
 //! object, by its id (the inode number), in the page store of shared memory
@@ -8,17 +9,18 @@
 //! byte offset), which a shared mapping of the same memfd uses too. A FIFO's
 //! queued bytes are a pipe-data record whose pipe id is the FIFO's inode.
 
-use super::FdFile;
+use super::{FdFile, FileId};
 use crate::image::codec::{Reader, Writer};
+use crate::image::record::Record;
 use crate::image::value::Value;
-use crate::image::{ImageError, PATH_MAX};
+use crate::image::{ImageError, MAX_RECORD, PATH_MAX};
 
 /// The longest memfd name the kernel takes (MFD_NAME_MAX_LEN is 249).
 pub const MEMFD_NAME_MAX: usize = 249;
 
 /// Whether `kind` is one of this module's.
 pub(super) fn is_kind(kind: u8) -> bool {
-    matches!(kind, 16 | 18)
+    matches!(kind, 16..=18)
 }
 
 /// Encodes kinds 16 and 18.
@@ -42,6 +44,18 @@ pub(super) fn encode(file: &FdFile, w: &mut Writer) {
             w.u32(*seals);
             w.u32(*mode);
         }
+        FdFile::Ghost {
+            path,
+            flags,
+            pos,
+            id,
+        } => {
+            w.u8(17);
+            w.u32(*flags);
+            w.u64(*pos);
+            id.encode(w);
+            w.bytes(path);
+        }
         FdFile::Fifo { path, flags, id } => {
             w.u8(18);
             w.u32(*flags);
@@ -64,6 +78,12 @@ pub(super) fn decode(kind: u8, r: &mut Reader) -> Result<FdFile, ImageError> {
             size: r.u64()?,
             seals: r.u32()?,
             mode: r.u32()?,
+        },
+        17 => FdFile::Ghost {
+            flags,
+            pos: r.u64()?,
+            id: FileId::decode(r)?,
+            path: r.bytes("path", PATH_MAX as usize)?,
         },
         _ => FdFile::Fifo {
             flags,
@@ -94,6 +114,18 @@ pub(super) fn value(file: &FdFile) -> Vec<(&'static str, Value)> {
             ("seals", Value::Hex(*seals as u64)),
             ("mode", Value::Str(format!("{mode:o}"))),
         ],
+        FdFile::Ghost {
+            path,
+            flags,
+            pos,
+            id,
+        } => vec![
+            ("kind", Value::Str("ghost".into())),
+            ("path", Value::path(path)),
+            ("flags", Value::Hex(*flags as u64)),
+            ("pos", Value::U(*pos)),
+            ("id", id.to_value()),
+        ],
         FdFile::Fifo { path, flags, id } => vec![
             ("kind", Value::Str("fifo".into())),
             ("path", Value::path(path)),
@@ -119,12 +151,67 @@ pub fn text(file: &FdFile) -> Option<String> {
             "memfd name={} id={id} size={size} seals={seals:#x} flags={flags:#o} pos={pos}",
             String::from_utf8_lossy(name)
         ),
+        FdFile::Ghost {
+            path,
+            flags,
+            pos,
+            id,
+        } => format!(
+            "ghost {} (deleted) size={} flags={flags:#o} pos={pos}",
+            String::from_utf8_lossy(path),
+            id.size
+        ),
         FdFile::Fifo { path, flags, id } => format!(
             "fifo {} id={id} flags={flags:#o}",
             String::from_utf8_lossy(path)
         ),
         _ => return None,
     })
+}
+
+/// A stretch of a deleted file's contents (the ranges SEEK_DATA finds; the
+/// rest reads as zeros), stored once per file in the files image of the
+/// process that holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GhostData {
+    /// st_dev of the deleted file.
+    pub dev: u64,
+    /// st_ino of the deleted file.
+    pub ino: u64,
+    /// Where the bytes go.
+    pub offset: u64,
+    /// The bytes.
+    pub data: Vec<u8>,
+}
+
+impl Record for GhostData {
+    const KIND: u16 = 40;
+    const NAME: &'static str = "ghost-data";
+
+    fn encode(&self, w: &mut Writer) {
+        w.u64(self.dev);
+        w.u64(self.ino);
+        w.u64(self.offset);
+        w.bytes(&self.data);
+    }
+
+    fn decode(r: &mut Reader) -> Result<Self, ImageError> {
+        Ok(GhostData {
+            dev: r.u64()?,
+            ino: r.u64()?,
+            offset: r.u64()?,
+            data: r.bytes("ghost data", MAX_RECORD as usize)?,
+        })
+    }
+
+    fn to_value(&self) -> Value {
+        Value::Obj(vec![
+            ("dev", Value::Hex(self.dev)),
+            ("ino", Value::U(self.ino)),
+            ("offset", Value::U(self.offset)),
+            ("size", Value::U(self.data.len() as u64)),
+        ])
+    }
 }
 
 #[cfg(test)]
@@ -155,6 +242,18 @@ mod tests {
             size: 10_000,
             seals: 0xf,
             mode: 0o100777,
+        });
+        round_trip(FdFile::Ghost {
+            path: b"/tmp/gone".to_vec(),
+            flags: 0o2,
+            pos: 5,
+            id: FileId {
+                dev: 1,
+                ino: 2,
+                size: 3,
+                mtime_ns: 4,
+                mode: 0o100600,
+            },
         });
         round_trip(FdFile::Fifo {
             path: b"/tmp/f f".to_vec(),

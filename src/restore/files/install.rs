@@ -68,9 +68,19 @@ pub fn install_files(plan: &FilesPlan, keep: &[i32]) -> Result<()> {
         if let How::Anon(a) = &f.how {
             super::anon::create(a, f.fd, slots.open(i))?;
         }
-        if let How::Memfd { id, flags, pos } = f.how {
-            let helper = plan.memfds.iter().find(|(m, _)| *m == id);
-            let &(_, helper) = helper.ok_or_else(|| super::memfd::missing(f.fd, id))?;
+        let object = match f.how {
+            How::Memfd { id, flags, pos } => {
+                let h = plan.memfds.iter().find(|(m, _)| *m == id).map(|m| m.1);
+                Some((h, flags, pos))
+            }
+            How::Ghost { key, flags, pos } => {
+                let h = plan.ghosts.iter().find(|(k, _)| *k == key).map(|g| g.1);
+                Some((h, flags, pos))
+            }
+            _ => None,
+        };
+        if let Some((helper, flags, pos)) = object {
+            let helper = helper.ok_or_else(|| super::memfd::missing(f.fd))?;
             super::memfd::open(helper, flags, pos, f.fd, slots.open(i))?;
         }
     }
@@ -79,7 +89,9 @@ pub fn install_files(plan: &FilesPlan, keep: &[i32]) -> Result<()> {
     }
     for (i, f) in plan.fds.iter().enumerate() {
         let from = match f.how {
-            How::Open { .. } | How::Anon(_) | How::Memfd { .. } => slots.open(i),
+            How::Open { .. } | How::Anon(_) | How::Memfd { .. } | How::Ghost { .. } => {
+                slots.open(i)
+            }
             How::Pipe { pipe, write } => slots.pipe(pipe, write),
             How::Tty => slots.tty(),
         };

@@ -150,8 +150,9 @@ fn fill(img: &Images, idx: &PageIndex, to: &File, size: u64) -> std::io::Result<
     Ok(())
 }
 
-/// How fd `fd` of memfd `id` is made at install: a new open of the helper
-/// fd `helper` with the dumped flags, at `slot`, then its position.
+/// How fd `fd` of a memfd or deleted file is made at install: a new open
+/// of the helper fd `helper` with the dumped flags, at `slot`, then its
+/// position.
 pub fn open(helper: RawFd, flags: u32, pos: u64, fd: RawFd, slot: RawFd) -> Result<()> {
     let mut buf = [0u8; 32];
     let path = super::anon::proc_fd_path(&mut buf, helper);
@@ -165,9 +166,10 @@ pub fn open(helper: RawFd, flags: u32, pos: u64, fd: RawFd, slot: RawFd) -> Resu
     Ok(())
 }
 
-/// Fails when `plan_files` named a memfd no object was made for.
-pub fn missing(fd: RawFd, id: u64) -> Error {
+/// Fails when `plan_files` named a memfd or deleted file no object was
+/// made for.
+pub fn missing(fd: RawFd) -> Error {
     Error::Unsupported(format!(
-        "fd {fd} in the image is memfd {id}, whose object crest did not recreate; this is a bug in crest"
+        "fd {fd} in the image is a memfd or deleted file crest did not recreate; this is a bug in crest"
     ))
 }

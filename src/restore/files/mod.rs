@@ -28,6 +28,7 @@
 
 mod anon;
 mod check;
+mod ghost;
 mod install;
 mod memfd;
 
@@ -38,6 +39,7 @@ use crate::image::files::{Fd, FdFile};
 use crate::image::load::FilesImage;
 use crate::image::task::TaskMisc;
 
+pub use ghost::create_ghosts;
 pub use install::install_files;
 pub use memfd::create_memfds;
 
@@ -57,8 +59,10 @@ pub struct FilesPlan {
     /// crest's terminal fd (0, 1 or 2) when a tty fd is restored with
     /// `--shell-job`.
     tty_source: Option<i32>,
-    /// The recreated memfds as (id, helper fd), set by [`FilesPlan::set_memfds`].
+    /// The recreated memfds as (id, helper fd), set by [`FilesPlan::set_objects`].
     memfds: Vec<(u64, i32)>,
+    /// The recreated deleted files as ((dev, ino), helper fd), likewise.
+    ghosts: Vec<((u64, u64), i32)>,
 }
 
 /// One fd to install.
@@ -85,6 +89,12 @@ enum How {
     Anon(anon::PlannedAnon),
     /// A new open of memfd `id` (recreated in crest, see [`memfd`]).
     Memfd { id: u64, flags: u32, pos: u64 },
+    /// A new open of the deleted file `key` (dev, ino; see [`ghost`]).
+    Ghost {
+        key: (u64, u64),
+        flags: u32,
+        pos: u64,
+    },
 }
 
 /// A pipe to recreate.
@@ -111,17 +121,22 @@ impl FilesPlan {
         self.fds.iter().map(|f| f.fd)
     }
 
-    /// Gives the plan the memfds crest recreated (id, helper fd number),
-    /// which its memfd fds reopen; refuses a memfd fd without one.
-    pub fn set_memfds(&mut self, memfds: &[(u64, i32)]) -> Result<()> {
+    /// Gives the plan the memfds and deleted files crest recreated as the
+    /// task's helper fds, which their fds reopen; refuses an fd without one.
+    pub fn set_objects(&mut self, helpers: &crate::restore::mem::HelperFds) -> Result<()> {
+        let (memfds, ghosts) = (helpers.memfds(), helpers.ghosts());
         for f in &self.fds {
-            if let How::Memfd { id, .. } = f.how
-                && !memfds.iter().any(|(m, _)| *m == id)
-            {
-                return Err(memfd::missing(f.fd, id));
+            let found = match f.how {
+                How::Memfd { id, .. } => memfds.iter().any(|(m, _)| *m == id),
+                How::Ghost { key, .. } => ghosts.iter().any(|(k, _)| *k == key),
+                _ => true,
+            };
+            if !found {
+                return Err(memfd::missing(f.fd));
             }
         }
         self.memfds = memfds.to_vec();
+        self.ghosts = ghosts.to_vec();
         Ok(())
     }
 
@@ -150,6 +165,7 @@ pub fn plan_files(files: &FilesImage, misc: &TaskMisc, shell_job: bool) -> Resul
         first_free: fds.last().map_or(0, |f| f.fd + 1),
         tty_source: None,
         memfds: Vec::new(),
+        ghosts: Vec::new(),
     };
     for f in &fds {
         let how = match anon::plan(f, &fds)? {
@@ -220,6 +236,11 @@ fn plan_fd(plan: &mut FilesPlan, files: &FilesImage, f: &Fd, shell_job: bool) ->
         FdFile::Pipe { pipe_id, flags } => plan_pipe(plan, files, f.fd, *pipe_id, *flags),
         FdFile::Memfd { id, flags, pos, .. } => Ok(How::Memfd {
             id: *id,
+            flags: check::open_flags(*flags),
+            pos: *pos,
+        }),
+        FdFile::Ghost { flags, pos, id, .. } => Ok(How::Ghost {
+            key: (id.dev, id.ino),
             flags: check::open_flags(*flags),
             pos: *pos,
         }),
