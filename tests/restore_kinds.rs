@@ -25,6 +25,8 @@ macro_rules! ensure {
 }
 
 mod common;
+#[path = "restore_kinds/fifo.rs"]
+mod fifo;
 #[path = "restore_kinds/ghost.rs"]
 mod ghost;
 #[path = "restore_kinds/memfd.rs"]
@@ -155,6 +157,7 @@ macro_rules! victim_tests {
 
 victim_tests!(memfd_victim, memfd);
 victim_tests!(ghost_victim, ghost);
+victim_tests!(fifo_victim, fifo);
 
 /// A deleted file bigger than --ghost-limit is refused, naming the mapping
 /// (checked before the fds) or fd,

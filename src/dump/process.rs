@@ -46,6 +46,9 @@ pub fn dump_process(seized: &Seized, d: &ImageDir, shared: &mut Shared) -> Resul
         &state.files.fds,
         &mut shared.pipes,
     )?;
+    let fifos =
+        super::files::fifo::collect_data(state.process.pid, &state.files.fds, &mut shared.pipes)?;
+    state.files.pipes.extend(fifos);
     state.files.ghosts =
         super::files::ghost::collect_data(state.process.pid, &state.files.fds, &state.mm.vmas)?;
     fault_point(pid, "collect")?;

@@ -5,7 +5,8 @@
 //!
 //! Regular files and directories, character devices, pipes, the event
 //! loop's anonymous inodes (eventfd, signalfd, timerfd, epoll, inotify: see
-//! [`anon`]), memfds ([`memfd`]) and deleted files ([`ghost`]) become fd
+//! [`anon`]), memfds ([`memfd`]), deleted files ([`ghost`]) and named FIFOs
+//! ([`fifo`]) become fd
 //! records; everything else (sockets, fanotify, io_uring, perf events, bpf
 //! objects, pidfds, userfaultfds, deleted directories...) is refused with
 //! the fd number, its kind and the pid.
@@ -18,6 +19,7 @@
 //! was, byte for byte.
 
 mod anon;
+pub mod fifo;
 pub mod ghost;
 pub mod memfd;
 
@@ -90,6 +92,9 @@ pub fn collect_fd(pid: u32, fd: i32) -> Result<Fd> {
         return Ok(Fd { fd, fd_flags, file });
     }
     if let Some(file) = ghost::collect(pid, fd, &target, &meta, flags, info.pos)? {
+        return Ok(Fd { fd, fd_flags, file });
+    }
+    if let Some(file) = fifo::collect(&target, &meta, flags) {
         return Ok(Fd { fd, fd_flags, file });
     }
     let file = classify(target, &meta, flags, info.pos).map_err(|kind| refusal(pid, fd, &kind))?;

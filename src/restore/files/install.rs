@@ -7,7 +7,8 @@
 //!  fd numbers:  0 ........ first_free-1 | first_free ... (keep) ... | base ..... base+temp_fds-1
 //!               the image's fds         | crest's kept fds          | temporary slots:
 //!                                                                     opened files (one per fd),
-//!                                                                     pipes (read, write), tty
+//!                                                                     pipes (read, write), tty,
+//!                                                                     FIFO keepers (one per FIFO)
 //! ```
 //!
 //! Everything is first made at its slot (so nothing crest holds is hit,
@@ -41,6 +42,9 @@ impl Slots {
     fn tty(&self) -> RawFd {
         self.base + self.nfds + 2 * self.npipes
     }
+    fn fifo(&self, fifo: usize) -> RawFd {
+        self.tty() + 1 + fifo as RawFd
+    }
 }
 
 /// Runs in the new task (single-threaded crest code, before the restorer blob): makes the
@@ -55,7 +59,13 @@ pub fn install_files(plan: &FilesPlan, keep: &[i32]) -> Result<()> {
     if let Some(src) = plan.tty_source {
         dup3(src, slots.tty(), O_CLOEXEC).map_err(|e| fail("dup3", "crest's terminal", src, e))?;
     }
+    for (n, fifo) in plan.fifos.iter().enumerate() {
+        super::fifo::keep_open(fifo, slots.fifo(n))?;
+    }
     for (i, f) in plan.fds.iter().enumerate() {
+        if let How::Fifo { fifo, flags } = f.how {
+            super::fifo::open(&plan.fifos[fifo], flags, f.fd, slots.open(i))?;
+        }
         if let How::Open { path, flags, pos } = &f.how {
             let what = path.to_bytes();
             let low = open_raw(path, *flags).map_err(|e| fail_path("openat", what, f.fd, e))?;
@@ -89,9 +99,11 @@ pub fn install_files(plan: &FilesPlan, keep: &[i32]) -> Result<()> {
     }
     for (i, f) in plan.fds.iter().enumerate() {
         let from = match f.how {
-            How::Open { .. } | How::Anon(_) | How::Memfd { .. } | How::Ghost { .. } => {
-                slots.open(i)
-            }
+            How::Open { .. }
+            | How::Anon(_)
+            | How::Memfd { .. }
+            | How::Ghost { .. }
+            | How::Fifo { .. } => slots.open(i),
             How::Pipe { pipe, write } => slots.pipe(pipe, write),
             How::Tty => slots.tty(),
         };

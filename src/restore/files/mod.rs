@@ -28,6 +28,7 @@
 
 mod anon;
 mod check;
+mod fifo;
 mod ghost;
 mod install;
 mod memfd;
@@ -63,6 +64,8 @@ pub struct FilesPlan {
     memfds: Vec<(u64, i32)>,
     /// The recreated deleted files as ((dev, ino), helper fd), likewise.
     ghosts: Vec<((u64, u64), i32)>,
+    /// The named FIFOs the fds open.
+    fifos: Vec<fifo::PlannedFifo>,
 }
 
 /// One fd to install.
@@ -95,6 +98,8 @@ enum How {
         flags: u32,
         pos: u64,
     },
+    /// An open of `fifos[fifo]` with `flags` (see [`fifo`]).
+    Fifo { fifo: usize, flags: u32 },
 }
 
 /// A pipe to recreate.
@@ -143,7 +148,7 @@ impl FilesPlan {
     /// How many temporary fds install_files uses above the kept ones (the
     /// task's RLIMIT_NOFILE must leave room for them).
     pub fn temp_fds(&self) -> usize {
-        self.fds.len() + 2 * self.pipes.len() + 1
+        self.fds.len() + 2 * self.pipes.len() + 1 + self.fifos.len()
     }
 }
 
@@ -166,6 +171,7 @@ pub fn plan_files(files: &FilesImage, misc: &TaskMisc, shell_job: bool) -> Resul
         tty_source: None,
         memfds: Vec::new(),
         ghosts: Vec::new(),
+        fifos: Vec::new(),
     };
     for f in &fds {
         let how = match anon::plan(f, &fds)? {
@@ -239,6 +245,7 @@ fn plan_fd(plan: &mut FilesPlan, files: &FilesImage, f: &Fd, shell_job: bool) ->
             flags: check::open_flags(*flags),
             pos: *pos,
         }),
+        FdFile::Fifo { path, flags, id } => fifo::plan(plan, files, f.fd, path, *id, *flags),
         FdFile::Ghost { flags, pos, id, .. } => Ok(How::Ghost {
             key: (id.dev, id.ino),
             flags: check::open_flags(*flags),
