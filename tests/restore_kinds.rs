@@ -31,6 +31,8 @@ mod fifo;
 mod ghost;
 #[path = "restore_kinds/memfd.rs"]
 mod memfd;
+#[path = "restore_kinds/pty.rs"]
+mod pty;
 #[path = "restore_fdkinds/raw.rs"]
 #[allow(dead_code)]
 mod raw;
@@ -158,6 +160,7 @@ macro_rules! victim_tests {
 victim_tests!(memfd_victim, memfd);
 victim_tests!(ghost_victim, ghost);
 victim_tests!(fifo_victim, fifo);
+victim_tests!(pty_victim, pty);
 
 /// A deleted file bigger than --ghost-limit is refused, naming the mapping
 /// (checked before the fds) or fd,
@@ -180,7 +183,7 @@ fn ghost_over_the_limit_is_refused() {
 
 /// `crest show` names the new kinds.
 #[test]
-fn show_prints_memfd_and_ghost_fds() {
+fn show_prints_the_new_fd_kinds() {
     for (name, prepare, body, want) in [
         (
             "kinds-show-memfd",

@@ -22,6 +22,9 @@
 //!    16 memfd:    u32 open_flags | u64 pos | u64 id | name | u64 size | u32 seals
 //!                 | u32 mode          (contents: pagemap-shmem-ID.img by id)
 //!    17 ghost:    u32 open_flags | u64 pos | file id | path (without " (deleted)")
+//!    19 pty-master: u32 open_flags | u32 index | termios (36 bytes) | 4 x u16 winsize
+//!                 | u8 bits (1 locked, 2 packet mode)
+//!    20 pty-slave: u32 open_flags | u32 index       (its master is in the same image)
 //!    18 fifo:     u32 open_flags | u64 id (inode; its data: pipe-data, pipe_id = id) | path
 //!  pipe-data:  u64 pipe_id | bytes data
 //!  ghost-data: u64 dev | u64 ino | u64 offset | bytes data   (a deleted file's contents)
@@ -37,7 +40,7 @@ mod anon;
 pub mod kinds;
 
 pub use anon::{EpollTarget, InotifyWatch, MAX_FD_ITEMS};
-pub use kinds::GhostData;
+pub use kinds::{GhostData, PtyState};
 
 use super::codec::{Reader, Writer};
 use super::record::Record;
@@ -197,6 +200,23 @@ pub enum FdFile {
         /// Its identity, size, mtime and mode at the dump.
         id: FileId,
     },
+    /// The master of a pseudo-terminal pair whose slave the process holds
+    /// too (/dev/ptmx).
+    PtyMaster {
+        /// O_* flags.
+        flags: u32,
+        /// The pair's index (/dev/pts/INDEX) at the dump.
+        index: u32,
+        /// Termios, window size, lock, packet mode.
+        state: PtyState,
+    },
+    /// The slave of a pair whose master the process holds.
+    PtySlave {
+        /// O_* flags.
+        flags: u32,
+        /// The pair's index at the dump.
+        index: u32,
+    },
     /// A named FIFO (its queued bytes: a pipe-data record for `id`).
     Fifo {
         /// The path at dump time.
@@ -257,9 +277,11 @@ impl Record for Fd {
                 w.u64(*pos);
             }
             FdFile::Unknown(k) => w.u8(*k),
-            f @ (FdFile::Memfd { .. } | FdFile::Ghost { .. } | FdFile::Fifo { .. }) => {
-                kinds::encode(f, w)
-            }
+            f @ (FdFile::Memfd { .. }
+            | FdFile::Ghost { .. }
+            | FdFile::Fifo { .. }
+            | FdFile::PtyMaster { .. }
+            | FdFile::PtySlave { .. }) => kinds::encode(f, w),
             other => anon::encode(other, w),
         }
     }
@@ -330,9 +352,11 @@ impl Record for Fd {
                 ("pos", Value::U(*pos)),
             ]),
             FdFile::Unknown(k) => v.push(("kind", Value::Str(format!("unknown-{k}")))),
-            f @ (FdFile::Memfd { .. } | FdFile::Ghost { .. } | FdFile::Fifo { .. }) => {
-                v.extend(kinds::value(f))
-            }
+            f @ (FdFile::Memfd { .. }
+            | FdFile::Ghost { .. }
+            | FdFile::Fifo { .. }
+            | FdFile::PtyMaster { .. }
+            | FdFile::PtySlave { .. }) => v.extend(kinds::value(f)),
             other => v.extend(anon::value(other)),
         }
         Value::Obj(v)

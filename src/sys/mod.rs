@@ -35,6 +35,7 @@ pub mod rlimit;
 pub mod signal;
 pub mod spawn;
 pub mod splice;
+pub mod tty;
 pub mod uffd;
 pub mod unix;
 

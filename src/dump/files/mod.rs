@@ -22,6 +22,7 @@ mod anon;
 pub mod fifo;
 pub mod ghost;
 pub mod memfd;
+pub mod pty;
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -69,6 +70,7 @@ pub fn collect_files(pid: u32) -> Result<Vec<Fd>> {
         }
     }
     fds.sort_by_key(|f| f.fd);
+    pty::pair(pid, &mut fds)?;
     Ok(fds)
 }
 

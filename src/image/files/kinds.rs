@@ -1,5 +1,6 @@
 //! The fd kinds whose object crest recreates from data the image holds
-//! (16 memfd, 17 ghost file, 18 FIFO): their fields' encoding, `crest show`
+//! (16 memfd, 17 ghost file, 18 FIFO, 19 and 20 the ends of a pseudo-terminal
+//! pair): their fields' encoding, `crest show`
 //! values and text, and the ghost-data record holding a deleted file's
 //! contents. The layout is drawn in the parent module.
 //!
@@ -20,7 +21,25 @@ pub const MEMFD_NAME_MAX: usize = 249;
 
 /// Whether `kind` is one of this module's.
 pub(super) fn is_kind(kind: u8) -> bool {
-    matches!(kind, 16..=18)
+    matches!(kind, 16..=20)
+}
+
+/// The bytes of a `struct termios` as TCGETS returns it (4 flag words, the
+/// line discipline, 19 control characters).
+pub const TERMIOS_LEN: usize = 36;
+
+/// What a pseudo-terminal pair keeps besides its buffers, read through
+/// its master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PtyState {
+    /// The pair's `struct termios` (TCGETS).
+    pub termios: [u8; TERMIOS_LEN],
+    /// rows, cols, xpixel, ypixel (TIOCGWINSZ).
+    pub winsize: [u16; 4],
+    /// TIOCGPTLCK: the slave may not be opened.
+    pub locked: bool,
+    /// TIOCGPKT: packet mode.
+    pub packet: bool,
 }
 
 /// Encodes kinds 16 and 18.
@@ -62,6 +81,25 @@ pub(super) fn encode(file: &FdFile, w: &mut Writer) {
             w.u64(*id);
             w.bytes(path);
         }
+        FdFile::PtyMaster {
+            flags,
+            index,
+            state,
+        } => {
+            w.u8(19);
+            w.u32(*flags);
+            w.u32(*index);
+            w.raw(&state.termios);
+            for v in state.winsize {
+                w.u16(v);
+            }
+            w.u8(u8::from(state.locked) | (u8::from(state.packet) << 1));
+        }
+        FdFile::PtySlave { flags, index } => {
+            w.u8(20);
+            w.u32(*flags);
+            w.u32(*index);
+        }
         _ => {}
     }
 }
@@ -85,10 +123,30 @@ pub(super) fn decode(kind: u8, r: &mut Reader) -> Result<FdFile, ImageError> {
             id: FileId::decode(r)?,
             path: r.bytes("path", PATH_MAX as usize)?,
         },
-        _ => FdFile::Fifo {
+        18 => FdFile::Fifo {
             flags,
             id: r.u64()?,
             path: r.bytes("path", PATH_MAX as usize)?,
+        },
+        19 => {
+            let index = r.u32()?;
+            let termios = r.array::<TERMIOS_LEN>()?;
+            let winsize = [r.u16()?, r.u16()?, r.u16()?, r.u16()?];
+            let bits = r.u8()?;
+            FdFile::PtyMaster {
+                flags,
+                index,
+                state: PtyState {
+                    termios,
+                    winsize,
+                    locked: bits & 1 != 0,
+                    packet: bits & 2 != 0,
+                },
+            }
+        }
+        _ => FdFile::PtySlave {
+            flags,
+            index: r.u32()?,
         },
     })
 }
@@ -132,6 +190,25 @@ pub(super) fn value(file: &FdFile) -> Vec<(&'static str, Value)> {
             ("flags", Value::Hex(*flags as u64)),
             ("id", Value::U(*id)),
         ],
+        FdFile::PtyMaster {
+            flags,
+            index,
+            state,
+        } => vec![
+            ("kind", Value::Str("pty-master".into())),
+            ("flags", Value::Hex(*flags as u64)),
+            ("index", Value::U(*index as u64)),
+            ("termios", Value::Bytes(state.termios.to_vec())),
+            ("rows", Value::U(state.winsize[0] as u64)),
+            ("cols", Value::U(state.winsize[1] as u64)),
+            ("locked", Value::Bool(state.locked)),
+            ("packet", Value::Bool(state.packet)),
+        ],
+        FdFile::PtySlave { flags, index } => vec![
+            ("kind", Value::Str("pty-slave".into())),
+            ("flags", Value::Hex(*flags as u64)),
+            ("index", Value::U(*index as u64)),
+        ],
         _ => Vec::new(),
     }
 }
@@ -165,6 +242,19 @@ pub fn text(file: &FdFile) -> Option<String> {
             "fifo {} id={id} flags={flags:#o}",
             String::from_utf8_lossy(path)
         ),
+        FdFile::PtyMaster {
+            flags,
+            index,
+            state,
+        } => format!(
+            "pty master of /dev/pts/{index} {}x{}{} flags={flags:#o}",
+            state.winsize[1],
+            state.winsize[0],
+            if state.locked { " locked" } else { "" }
+        ),
+        FdFile::PtySlave { flags, index } => {
+            format!("pty slave /dev/pts/{index} flags={flags:#o}")
+        }
         _ => return None,
     })
 }
@@ -254,6 +344,20 @@ mod tests {
                 mtime_ns: 4,
                 mode: 0o100600,
             },
+        });
+        round_trip(FdFile::PtyMaster {
+            flags: 0o100002,
+            index: 3,
+            state: PtyState {
+                termios: [7; TERMIOS_LEN],
+                winsize: [24, 80, 1, 2],
+                locked: true,
+                packet: false,
+            },
+        });
+        round_trip(FdFile::PtySlave {
+            flags: 0o400,
+            index: 3,
         });
         round_trip(FdFile::Fifo {
             path: b"/tmp/f f".to_vec(),

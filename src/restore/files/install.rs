@@ -63,8 +63,16 @@ pub fn install_files(plan: &FilesPlan, keep: &[i32]) -> Result<()> {
         super::fifo::keep_open(fifo, slots.fifo(n))?;
     }
     for (i, f) in plan.fds.iter().enumerate() {
+        if let How::PtyMaster { flags, state } = &f.how {
+            super::pty::open_master(*flags, state, f.fd, slots.open(i))?;
+        }
+    }
+    for (i, f) in plan.fds.iter().enumerate() {
         if let How::Fifo { fifo, flags } = f.how {
             super::fifo::open(&plan.fifos[fifo], flags, f.fd, slots.open(i))?;
+        }
+        if let How::PtySlave { master, flags } = f.how {
+            super::pty::open_slave(slots.open(master), flags, f.fd, slots.open(i))?;
         }
         if let How::Open { path, flags, pos } = &f.how {
             let what = path.to_bytes();
@@ -94,6 +102,11 @@ pub fn install_files(plan: &FilesPlan, keep: &[i32]) -> Result<()> {
             super::memfd::open(helper, flags, pos, f.fd, slots.open(i))?;
         }
     }
+    for (i, f) in plan.fds.iter().enumerate() {
+        if let How::PtyMaster { state, .. } = &f.how {
+            super::pty::relock(state, f.fd, slots.open(i))?;
+        }
+    }
     for (p, pipe) in plan.pipes.iter().enumerate() {
         make_pipe(pipe, slots.pipe(p, false), slots.pipe(p, true))?;
     }
@@ -103,7 +116,9 @@ pub fn install_files(plan: &FilesPlan, keep: &[i32]) -> Result<()> {
             | How::Anon(_)
             | How::Memfd { .. }
             | How::Ghost { .. }
-            | How::Fifo { .. } => slots.open(i),
+            | How::Fifo { .. }
+            | How::PtyMaster { .. }
+            | How::PtySlave { .. } => slots.open(i),
             How::Pipe { pipe, write } => slots.pipe(pipe, write),
             How::Tty => slots.tty(),
         };

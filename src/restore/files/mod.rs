@@ -32,6 +32,7 @@ mod fifo;
 mod ghost;
 mod install;
 mod memfd;
+mod pty;
 
 use std::ffi::CString;
 
@@ -100,6 +101,13 @@ enum How {
     },
     /// An open of `fifos[fifo]` with `flags` (see [`fifo`]).
     Fifo { fifo: usize, flags: u32 },
+    /// A new pseudo-terminal pair's master (see [`pty`]).
+    PtyMaster {
+        flags: u32,
+        state: crate::image::files::PtyState,
+    },
+    /// The slave of the pair whose master is `fds[master]`.
+    PtySlave { master: usize, flags: u32 },
 }
 
 /// A pipe to recreate.
@@ -174,9 +182,17 @@ pub fn plan_files(files: &FilesImage, misc: &TaskMisc, shell_job: bool) -> Resul
         fifos: Vec::new(),
     };
     for f in &fds {
-        let how = match anon::plan(f, &fds)? {
-            Some(a) => How::Anon(a),
-            None => plan_fd(&mut plan, files, f, shell_job)?,
+        let how = match (&f.file, anon::plan(f, &fds)?) {
+            (_, Some(a)) => How::Anon(a),
+            (FdFile::PtyMaster { flags, state, .. }, _) => How::PtyMaster {
+                flags: check::open_flags(*flags),
+                state: *state,
+            },
+            (FdFile::PtySlave { flags, index }, _) => How::PtySlave {
+                master: pty::master_of(&fds, f.fd, *index)?,
+                flags: check::open_flags(*flags),
+            },
+            _ => plan_fd(&mut plan, files, f, shell_job)?,
         };
         plan.fds.push(PlannedFd {
             fd: f.fd,
