@@ -92,7 +92,7 @@ mod tests {
     fn slave_indexes_follow_the_device_numbers() {
         assert_eq!(slave_index(0x8803), Some(3));
         assert_eq!(slave_index((137 << 8) | 4), Some(260));
-        assert_eq!(slave_index((136 << 8) | (1 << 20) | 5), Some(0x1005));
+        assert_eq!(slave_index((136 << 8) | (0x10 << 20) | 5), Some(0x1005));
         assert_eq!(slave_index(0x103), None);
         assert!(is_ptmx(0x502) && !is_ptmx(0x500));
     }
