@@ -162,7 +162,7 @@ fn build(dir: &Path) -> Built {
         img: FilesImage {
             fds,
             pipes,
-            ..Default::default()
+            ..FilesImage::default()
         },
         p1_data,
         p2_data,
@@ -313,7 +313,7 @@ fn install_reproduces_the_fds_collect_files_saw_in_a_real_process() {
     let img = FilesImage {
         fds,
         pipes,
-        ..Default::default()
+        ..FilesImage::default()
     };
     let plan = plan_files(&img, &misc(&cwd), false).expect("plan");
     let inst =

@@ -127,6 +127,13 @@ pub const OPTIONS: &[OptSpec] = &[
         help: "unix[INO]: the socket with inode INO, outside the tree, may be a peer",
     },
     OptSpec {
+        long: "ghost-limit",
+        short: None,
+        value: Some("SIZE"),
+        commands: &["dump"],
+        help: "store deleted files still open or mapped up to SIZE bytes each (K, M, G suffixes; default 1M)",
+    },
+    OptSpec {
         long: "workload",
         short: None,
         value: Some("DIR"),
@@ -170,6 +177,8 @@ pub struct Args {
     pub shell_job: bool,
     /// `--external RES`, in order (`unix[INO]`).
     pub external: Vec<String>,
+    /// `--ghost-limit SIZE`, in bytes.
+    pub ghost_limit: Option<u64>,
     /// `--workload DIR` (internal, `selftest` re-executing itself).
     pub workload: Option<PathBuf>,
     /// The whole command line, as given (the inventory records it).
@@ -291,9 +300,29 @@ fn apply(args: &mut Args, spec: &OptSpec, value: Option<String>) -> Result<()> {
         "shell-job" => args.shell_job = true,
         "external" => args.external.push(value),
         "workload" => args.workload = Some(PathBuf::from(value)),
+        "ghost-limit" => args.ghost_limit = Some(parse_size(&value)?),
         other => return Err(Error::Usage(format!("option --{other} is not handled"))),
     }
     Ok(())
+}
+
+/// A size as CRIU takes it: bytes, or a number with a K, M or G suffix.
+fn parse_size(text: &str) -> Result<u64> {
+    let (digits, shift) = match text.as_bytes().last() {
+        Some(b'K' | b'k') => (&text[..text.len() - 1], 10),
+        Some(b'M' | b'm') => (&text[..text.len() - 1], 20),
+        Some(b'G' | b'g') => (&text[..text.len() - 1], 30),
+        _ => (text, 0),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "bad size `{text}`: give bytes or a number with K, M or G (e.g. 16M)"
+            ))
+        })
 }
 
 /// Refuses options that the chosen command does not take.
@@ -365,6 +394,22 @@ mod tests {
         assert!(matches!(p(&["show", "--all"]), Err(Error::Usage(_))));
         assert!(matches!(p(&["check", "--help=1"]), Err(Error::Usage(_))));
         assert!(matches!(p(&["check", "-t", "1"]), Err(Error::Usage(_))));
+    }
+
+    #[test]
+    fn ghost_limit_takes_criu_sizes() {
+        let g = |v: &str| p(&["dump", "--ghost-limit", v]).map(|a| a.ghost_limit);
+        assert_eq!(g("4096").unwrap(), Some(4096));
+        assert_eq!(g("16M").unwrap(), Some(16 << 20));
+        assert_eq!(g("2k").unwrap(), Some(2048));
+        assert_eq!(g("1G").unwrap(), Some(1 << 30));
+        assert!(matches!(g("x"), Err(Error::Usage(_))));
+        assert!(matches!(g("M"), Err(Error::Usage(_))));
+        assert!(matches!(g("99999999999999G"), Err(Error::Usage(_))));
+        assert!(matches!(
+            p(&["restore", "--ghost-limit", "1"]),
+            Err(Error::Usage(_))
+        ));
     }
 
     #[test]

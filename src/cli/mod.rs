@@ -129,6 +129,9 @@ fn dump(args: &Args) -> Result<i32> {
         .ok()
         .filter(|&p| p > 0)
         .ok_or_else(|| Error::Usage(format!("bad pid `{tree}`: -t takes a positive number")))?;
+    if let Some(limit) = args.ghost_limit {
+        crate::dump::files::ghost::set_ghost_limit(limit);
+    }
     let opts = crate::dump::run::DumpOptions {
         pid,
         dir,

@@ -51,6 +51,11 @@ pub fn dump_process(seized: &Seized, d: &ImageDir, shared: &mut Shared) -> Resul
         &mut shared.pipes,
     )?;
     collect_sockets(&mut state, shared)?;
+    let fifos =
+        super::files::fifo::collect_data(state.process.pid, &state.files.fds, &mut shared.pipes)?;
+    state.files.pipes.extend(fifos);
+    state.files.ghosts =
+        super::files::ghost::collect_data(state.process.pid, &state.files.fds, &state.mm.vmas)?;
     fault_point(pid, "collect")?;
     state.process.state = match seized.stop_signal() {
         Some(sig) => TaskState::Stopped { signal: sig as u32 },
@@ -106,6 +111,11 @@ fn dump_inside(
     info!("pid {pid}: dumping memory pages");
     super::pages::dump_pages(seized, parasite, &state.mm.vmas, d)?;
     let vmas = &state.mm.vmas;
+    let fds = &state.files.fds;
+    let memfds = super::files::memfd::dump_memfds(pid_u32(pid)?, fds, vmas, d, &mut shared.shmem)?;
+    if memfds > 0 {
+        info!("pid {pid}: dumped {memfds} memfd(s)");
+    }
     let objects = super::shmem::dump_shmem_once(pid_u32(pid)?, vmas, d, &mut shared.shmem)?;
     if objects > 0 {
         info!("pid {pid}: dumped {objects} shared memory object(s)");

@@ -12,7 +12,9 @@
 //! passing through crest. The process is seized meanwhile, so nothing in it
 //! writes to the object.
 //!
-//! SysV shared memory, memfd mappings and named shared anonymous memory
+//! A memfd's mappings are stored with the memfd (files::memfd, called
+//! first, which leaves its id in `done`).
+//! SysV shared memory and named shared anonymous memory
 //! (`[anon_shmem:NAME]`) are refused before the dump: they need their IPC
 //! object, fd or name restored with them.
 
@@ -31,9 +33,10 @@ use crate::sys::splice::sendfile;
 const SEEK_DATA: u32 = 3;
 const SEEK_HOLE: u32 = 4;
 
-/// Whether crest can dump the shared anonymous mapping `v` (by its name).
+/// Whether crest can dump the shared anonymous mapping `v` (by its name):
+/// shared anonymous memory here, a memfd in files::memfd.
 pub fn supported(v: &Vma) -> bool {
-    v.name == b"/dev/zero (deleted)"
+    v.name == b"/dev/zero (deleted)" || super::files::memfd::memfd_name(&v.name).is_some()
 }
 
 /// Dumps every shmem object `vmas` map, once each; returns how many.

@@ -7,8 +7,11 @@
 //! private, anonymous shared (shared /dev/zero, SysV shm and memfd mappings:
 //! shmem objects whose pages are stored once by their inode), a file with its
 //! identity (so restore refuses a file that changed), or one of the kernel's
-//! special mappings. Mappings crest cannot rebuild (hugetlbfs, VM_IO/VM_PFNMAP
-//! device memory, a deleted file, other special mappings) are refused by name.
+//! special mappings. A mapping of a deleted file is a file mapping whose path
+//! ends in " (deleted)": its contents go into the image (files::ghost).
+//! Mappings crest cannot rebuild (hugetlbfs, VM_IO/VM_PFNMAP device memory, a
+//! private mapping of a memfd, a deleted file over --ghost-limit, other
+//! special mappings) are refused by name.
 
 use std::os::unix::fs::MetadataExt;
 
@@ -61,7 +64,7 @@ fn collect_vma(pid: u32, e: &SmapsEntry<'_>) -> Result<Vma> {
         backing,
         Backing::FilePrivate { .. } | Backing::FileShared { .. }
     );
-    Ok(Vma {
+    let vma = Vma {
         start: m.start,
         end: m.end,
         pgoff: m.offset / crate::sys::mm::page_size() as u64,
@@ -77,7 +80,9 @@ fn collect_vma(pid: u32, e: &SmapsEntry<'_>) -> Result<Vma> {
         } else {
             m.path.to_vec()
         },
-    })
+    };
+    super::files::ghost::check_mapping(pid, &vma)?;
+    Ok(vma)
 }
 
 /// The MAP_* flags an mmap re-creating the mapping would take.
@@ -105,8 +110,11 @@ fn refuse_unsupported(pid: u32, e: &SmapsEntry<'_>) -> Result<()> {
         "a hugetlbfs mapping"
     } else if e.vm_flags & (VM_IO | VM_PFNMAP) != 0 {
         "device memory (VM_IO/VM_PFNMAP)"
-    } else if e.map.is_deleted() && !is_shmem(&e.map) {
-        "a mapping of a deleted file"
+    } else if e.map.is_deleted()
+        && !is_shmem(&e.map)
+        && super::files::memfd::memfd_name(e.map.path).is_some()
+    {
+        "a private mapping of a memfd"
     } else {
         return Ok(());
     };

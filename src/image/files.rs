@@ -19,8 +19,16 @@
 //!                 | u64 value_ns (remaining) | u64 interval_ns
 //!     7 epoll:    u32 open_flags | u32 n | n x (i32 fd | u32 events | u64 data)
 //!     8 inotify:  u32 open_flags | u32 n | n x (i32 wd | u32 mask | path)
+//!    16 memfd:    u32 open_flags | u64 pos | u64 id | name | u64 size | u32 seals
+//!                 | u32 mode          (contents: pagemap-shmem-ID.img by id)
+//!    17 ghost:    u32 open_flags | u64 pos | file id | path (without " (deleted)")
+//!    19 pty-master: u32 open_flags | u32 index | termios (36 bytes) | 4 x u16 winsize
+//!                 | u8 bits (1 locked, 2 packet mode)
+//!    20 pty-slave: u32 open_flags | u32 index       (its master is in the same image)
+//!    18 fifo:     u32 open_flags | u64 id (inode; its data: pipe-data, pipe_id = id) | path
 //!  pipe-data:  u64 pipe_id | bytes data
-//!    20 unix:    see [`unix`] (and its unix-queue record)
+//!    21 unix:    see [`unix`] (and its unix-queue record)
+//!  ghost-data: u64 dev | u64 ino | u64 offset | bytes data   (a deleted file's contents)
 //! ```
 //!
 //! Kinds 4-8 are the anonymous-inode objects of an event loop; an older
@@ -30,9 +38,11 @@
 //! prints it and a restore refuses it by name.
 
 mod anon;
+pub mod kinds;
 pub mod unix;
 
 pub use anon::{EpollTarget, InotifyWatch, MAX_FD_ITEMS};
+pub use kinds::{GhostData, PtyState};
 pub use unix::{UnixMessage, UnixPeer, UnixQueue, UnixSocket};
 
 use super::codec::{Reader, Writer};
@@ -167,6 +177,60 @@ pub enum FdFile {
     Unknown(u8),
     /// A unix socket.
     Unix(UnixSocket),
+    /// A memfd (its contents are stored by `id`, see [`kinds`]).
+    Memfd {
+        /// O_* flags.
+        flags: u32,
+        /// The file position.
+        pos: u64,
+        /// The object's id (its inode number), shared with its mappings.
+        id: u64,
+        /// The name given to memfd_create (without `memfd:`).
+        name: Vec<u8>,
+        /// Its size in bytes.
+        size: u64,
+        /// F_GET_SEALS.
+        seals: u32,
+        /// st_mode.
+        mode: u32,
+    },
+    /// A deleted file still open (its contents: ghost-data records).
+    Ghost {
+        /// The path it had, without " (deleted)".
+        path: Vec<u8>,
+        /// O_* flags.
+        flags: u32,
+        /// The file position.
+        pos: u64,
+        /// Its identity, size, mtime and mode at the dump.
+        id: FileId,
+    },
+    /// The master of a pseudo-terminal pair whose slave the process holds
+    /// too (/dev/ptmx).
+    PtyMaster {
+        /// O_* flags.
+        flags: u32,
+        /// The pair's index (/dev/pts/INDEX) at the dump.
+        index: u32,
+        /// Termios, window size, lock, packet mode.
+        state: PtyState,
+    },
+    /// The slave of a pair whose master the process holds.
+    PtySlave {
+        /// O_* flags.
+        flags: u32,
+        /// The pair's index at the dump.
+        index: u32,
+    },
+    /// A named FIFO (its queued bytes: a pipe-data record for `id`).
+    Fifo {
+        /// The path at dump time.
+        path: Vec<u8>,
+        /// O_* flags.
+        flags: u32,
+        /// The FIFO's inode number.
+        id: u64,
+    },
 }
 
 /// One file descriptor.
@@ -219,6 +283,11 @@ impl Record for Fd {
             }
             FdFile::Unknown(k) => w.u8(*k),
             FdFile::Unix(s) => unix::encode(s, w),
+            f @ (FdFile::Memfd { .. }
+            | FdFile::Ghost { .. }
+            | FdFile::Fifo { .. }
+            | FdFile::PtyMaster { .. }
+            | FdFile::PtySlave { .. }) => kinds::encode(f, w),
             other => anon::encode(other, w),
         }
     }
@@ -248,6 +317,7 @@ impl Record for Fd {
             },
             k @ 4..=8 => anon::decode(k, r)?,
             unix::KIND_UNIX => FdFile::Unix(unix::decode(r)?),
+            k if kinds::is_kind(k) => kinds::decode(k, r)?,
             k => FdFile::Unknown(k),
         };
         Ok(Fd { fd, fd_flags, file })
@@ -290,6 +360,11 @@ impl Record for Fd {
             ]),
             FdFile::Unknown(k) => v.push(("kind", Value::Str(format!("unknown-{k}")))),
             FdFile::Unix(s) => v.extend(unix::value(s)),
+            f @ (FdFile::Memfd { .. }
+            | FdFile::Ghost { .. }
+            | FdFile::Fifo { .. }
+            | FdFile::PtyMaster { .. }
+            | FdFile::PtySlave { .. }) => v.extend(kinds::value(f)),
             other => v.extend(anon::value(other)),
         }
         Value::Obj(v)

@@ -274,6 +274,8 @@ pub struct FilesImage {
     pub pipes: Vec<PipeData>,
     /// What waited in unix sockets' receive queues.
     pub unix_queues: Vec<UnixQueue>,
+    /// The contents of deleted files still open or mapped.
+    pub ghosts: Vec<crate::image::files::GhostData>,
 }
 
 impl FilesImage {
@@ -288,6 +290,9 @@ impl FilesImage {
         }
         for q in &self.unix_queues {
             w.write(q)?;
+        }
+        for g in &self.ghosts {
+            w.write(g)?;
         }
         w.finish()?;
         Ok(())
@@ -305,6 +310,7 @@ impl FilesImage {
                 AnyRecord::Fd(f) => img.fds.push(f),
                 AnyRecord::PipeData(p) => img.pipes.push(p),
                 AnyRecord::UnixQueue(q) => img.unix_queues.push(q),
+                AnyRecord::GhostData(g) => img.ghosts.push(g),
                 _ => {}
             }
         }

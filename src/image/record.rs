@@ -126,7 +126,8 @@ kinds! {
     PipeData = 14, "pipe-data", MAX_RECORD, super::files::PipeData;
     PagemapHead = 15, "pagemap-head", 16 << 10, super::pagemap::PagemapHead;
     PageRun = 16, "page-run", 1 << 10, super::pagemap::PageRun;
-    UnixQueue = 40, "unix-queue", MAX_RECORD, super::files::UnixQueue;
+    GhostData = 40, "ghost-data", MAX_RECORD, super::files::GhostData;
+    UnixQueue = 41, "unix-queue", MAX_RECORD, super::files::UnixQueue;
 }
 
 /// Every known kind number, in order.

@@ -511,7 +511,7 @@ pub fn files_image() -> FilesImage {
             pipe_id: 99_001,
             data: b"queued in the pipe\n".to_vec(),
         }],
-        unix_queues: Vec::new(),
+        ..FilesImage::default()
     }
 }
 

@@ -223,6 +223,11 @@ fn anon_fd(s: &mut String, file: &FdFile) {
             );
         }
         FdFile::Reg { .. } | FdFile::Pipe { .. } | FdFile::Chr { .. } | FdFile::Unknown(_) => {}
+        other => {
+            if let Some(t) = super::files::kinds::text(other) {
+                s.push_str(&t);
+            }
+        }
     }
 }
 

@@ -141,11 +141,13 @@ fn check_sharing(tree: &Tree) -> Result<()> {
     Ok(())
 }
 
-/// The page index of every shared memory object the VMAs map, once each.
+/// The page index of every shared memory object the VMAs map, once each
+/// (a memfd's are read where it is recreated, files::memfd).
 fn load_shmem(d: &ImageDir, mm: &MmImage) -> Result<Vec<(u64, PageIndex)>> {
     let mut out: Vec<(u64, PageIndex)> = Vec::new();
     for v in &mm.vmas {
         if let crate::image::vma::Backing::AnonShared { shmid } = v.backing
+            && crate::dump::files::memfd::memfd_name(&v.name).is_none()
             && !out.iter().any(|(id, _)| *id == shmid)
         {
             let idx = PageIndex::load(d, &crate::image::dir::shmem_pagemap_file(shmid))?;

@@ -38,6 +38,10 @@ const ADVICE: [(u64, u32); 8] = [
 pub struct HelperFds {
     base: i32,
     open: Vec<(Vec<u8>, bool, OwnedFd)>,
+    /// The memfds crest recreated (files::memfd), by id, at their numbers.
+    memfds: Vec<(u64, i32)>,
+    /// The deleted files crest recreated (files::ghost), by (dev, ino).
+    ghosts: Vec<((u64, u64), i32)>,
 }
 
 impl HelperFds {
@@ -46,7 +50,48 @@ impl HelperFds {
         HelperFds {
             base,
             open: Vec::new(),
+            memfds: Vec::new(),
+            ghosts: Vec::new(),
         }
+    }
+
+    /// Keeps the recreated deleted file `key` (st_dev, st_ino at the dump).
+    pub fn keep_ghost(&mut self, key: (u64, u64), fd: OwnedFd) -> Result<i32> {
+        let raw = self.keep(fd, b"", true)?;
+        self.ghosts.push((key, raw));
+        Ok(raw)
+    }
+
+    /// The recreated deleted files as ((dev, ino), helper fd number).
+    pub fn ghosts(&self) -> &[((u64, u64), i32)] {
+        &self.ghosts
+    }
+
+    /// The helper fd of the deleted file mapped by `path` (which ends in
+    /// " (deleted)"), if crest recreated it.
+    fn ghost(&self, path: &[u8], id: &FileId) -> Option<i32> {
+        let key = (id.dev, id.ino);
+        path.ends_with(b" (deleted)")
+            .then(|| {
+                self.ghosts
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, fd)| *fd)
+            })
+            .flatten()
+    }
+
+    /// Keeps the recreated memfd `id` (its fds reopen it, its shared
+    /// mappings map it).
+    pub fn keep_memfd(&mut self, id: u64, fd: OwnedFd) -> Result<i32> {
+        let raw = self.keep(fd, b"", true)?;
+        self.memfds.push((id, raw));
+        Ok(raw)
+    }
+
+    /// The recreated memfds as (id, helper fd number).
+    pub fn memfds(&self) -> &[(u64, i32)] {
+        &self.memfds
     }
 
     /// The fd of `path`, opened once per path and mode, after checking it is
@@ -138,11 +183,22 @@ pub fn plan_vmas(
     let mut out = Vec::new();
     for v in vmas.iter().filter(|v| !is_special(v)) {
         if let Backing::AnonShared { shmid } = v.backing {
-            out.push(shmem_vma(v, shmid, shmids, pages.page_size)?);
+            let memfd = fds.memfds.iter().find(|(id, _)| *id == shmid);
+            out.push(match memfd {
+                Some(&(_, fd)) => memfd_vma(v, fd, pages.page_size),
+                None => shmem_vma(v, shmid, shmids, pages.page_size)?,
+            });
             continue;
         }
         let (fd, kind) = match &v.backing {
             Backing::AnonPrivate => (-1, MAP_PRIVATE | MAP_ANONYMOUS),
+            Backing::FilePrivate { path, id } | Backing::FileShared { path, id }
+                if fds.ghost(path, id).is_some() =>
+            {
+                let shared = matches!(v.backing, Backing::FileShared { .. });
+                let kind = if shared { MAP_SHARED } else { MAP_PRIVATE };
+                (fds.ghost(path, id).unwrap_or(-1), kind)
+            }
             Backing::FilePrivate { path, id } => {
                 let what = format!("mapped at {:#x}", v.start);
                 (fds.file(path, id, false, &what)?, MAP_PRIVATE)
@@ -199,6 +255,21 @@ fn shmem_vma(v: &Vma, shmid: u64, shmids: &[u64], page: u64) -> Result<PlanVma> 
         fill: VMA_SHMEM,
         advice: advice(v.advice),
     })
+}
+
+/// A shared mapping of a memfd crest recreated (helper fd `fd`): mapped
+/// from it, its contents already in it.
+fn memfd_vma(v: &Vma, fd: i32, page: u64) -> PlanVma {
+    PlanVma {
+        start: v.start,
+        len: v.end - v.start,
+        offset: v.pgoff * page,
+        prot: v.prot,
+        flags: MAP_SHARED | (v.flags & MAP_NORESERVE),
+        fd,
+        fill: 0,
+        advice: advice(v.advice),
+    }
 }
 
 /// The shared memory objects: each created whole in the restorer mapping

@@ -98,6 +98,8 @@ pub fn build(
 ) -> Result<Built> {
     let blob = crate::blob::restorer();
     let mut fds = HelperFds::new(helper_base);
+    super::files::create_memfds(img, &mut fds)?;
+    super::files::create_ghosts(img, &mut fds)?;
     let shmids: Vec<u64> = img.shmem.iter().map(|(id, _)| *id).collect();
     let vmas = mem::plan_vmas(&img.mm.vmas, &img.pages, &shmids, &mut fds)?;
     let runs = mem::plan_runs(&img.pages, &vmas)?;

@@ -95,8 +95,9 @@ fn prepare_task<'a>(
     opts: &RestoreOptions,
     pids: &PidSource,
 ) -> Result<Task<'a>> {
-    let files = files::plan_files(&img.files, &img.task.misc, opts.shell_job)?;
+    let mut files = files::plan_files(&img.files, &img.task.misc, opts.shell_job)?;
     let mut built = plan::build(img, files.first_free_fd(), restorer_fault(), pids.file())?;
+    files.set_objects(&built.fds)?;
     let msg = built.layout.alloc(MSG_LEN, 16)?;
     let code = built.layout.alloc(16, 16)?;
     crate::debug!("pid {}: {}", img.process.pid, plan::describe(&built));

@@ -14,8 +14,7 @@ fn refusal(img: &FilesImage, dir: &Path, shell_job: bool) -> String {
 fn one(fd: Fd) -> FilesImage {
     FilesImage {
         fds: vec![fd],
-        pipes: Vec::new(),
-        ..Default::default()
+        ..FilesImage::default()
     }
 }
 
@@ -143,8 +142,7 @@ fn a_terminal_needs_shell_job_and_then_shares_crests_terminal() {
     };
     let img = FilesImage {
         fds: vec![tty(0), tty(1), tty(2), chr(4, CLOEXEC, "/dev/null", RDWR)],
-        pipes: Vec::new(),
-        ..Default::default()
+        ..FilesImage::default()
     };
     let e = refusal(&img, &dir, false);
     assert!(e.contains("fd 0") && e.contains(&path), "{e}");
@@ -218,7 +216,7 @@ fn install_raises_a_low_fd_limit_and_refuses_one_it_cannot_raise() {
             pipe_id: 7,
             data: b"over the limit".to_vec(),
         }],
-        ..Default::default()
+        ..FilesImage::default()
     };
     let plan = plan_files(&img, &misc(&dir), false).unwrap();
     // fds 100-121 and the slots above the kept 500/501 are all above 64.

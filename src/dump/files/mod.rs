@@ -3,11 +3,13 @@
 //! file's type and identity) and `/proc/PID/fdinfo/N` (position, open flags
 //! with O_CLOEXEC, mount).
 //!
-//! Regular files and directories, character devices, pipes and the event
+//! Regular files and directories, character devices, pipes, the event
 //! loop's anonymous inodes (eventfd, signalfd, timerfd, epoll, inotify: see
-//! [`anon`]) become fd records; everything else (sockets, fanotify,
-//! io_uring, perf events, bpf objects, pidfds, userfaultfds, deleted
-//! files...) is refused with the fd number, its kind and the pid.
+//! [`anon`]), memfds ([`memfd`]), deleted files ([`ghost`]) and named FIFOs
+//! ([`fifo`]) become fd
+//! records; everything else (sockets, fanotify, io_uring, perf events, bpf
+//! objects, pidfds, userfaultfds, deleted directories...) is refused with
+//! the fd number, its kind and the pid.
 //!
 //! The bytes queued in a pipe are copied by [`collect_pipe_data`] while the
 //! target is frozen, without taking them from it: crest gets the pipe with
@@ -17,6 +19,10 @@
 //! was, byte for byte.
 
 mod anon;
+pub mod fifo;
+pub mod ghost;
+pub mod memfd;
+pub mod pty;
 pub mod unix;
 
 use std::ffi::CString;
@@ -66,6 +72,7 @@ pub fn collect_files(pid: u32) -> Result<Vec<Fd>> {
         }
     }
     fds.sort_by_key(|f| f.fd);
+    pty::pair(pid, &mut fds)?;
     Ok(fds)
 }
 
@@ -92,6 +99,15 @@ fn collect_fd_cached(pid: u32, fd: i32, diag: &mut unix::DiagCache) -> Result<Fd
         return Ok(Fd { fd, fd_flags, file });
     }
     if let Some(file) = unix::collect(pid, fd, &target, flags, diag)? {
+        return Ok(Fd { fd, fd_flags, file });
+    }
+    if let Some(file) = memfd::collect(pid, fd, &target, &meta, flags, info.pos)? {
+        return Ok(Fd { fd, fd_flags, file });
+    }
+    if let Some(file) = ghost::collect(pid, fd, &target, &meta, flags, info.pos)? {
+        return Ok(Fd { fd, fd_flags, file });
+    }
+    if let Some(file) = fifo::collect(&target, &meta, flags) {
         return Ok(Fd { fd, fd_flags, file });
     }
     let file = classify(target, &meta, flags, info.pos).map_err(|kind| refusal(pid, fd, &kind))?;

@@ -85,11 +85,7 @@ pub(super) fn encode(file: &FdFile, w: &mut Writer) {
                 w.bytes(&x.path);
             });
         }
-        FdFile::Reg { .. }
-        | FdFile::Pipe { .. }
-        | FdFile::Chr { .. }
-        | FdFile::Unknown(_)
-        | FdFile::Unix(_) => {}
+        _ => {}
     }
 }
 
@@ -215,11 +211,7 @@ pub(super) fn value(file: &FdFile) -> Vec<(&'static str, Value)> {
                 ),
             ),
         ],
-        FdFile::Reg { .. }
-        | FdFile::Pipe { .. }
-        | FdFile::Chr { .. }
-        | FdFile::Unknown(_)
-        | FdFile::Unix(_) => Vec::new(),
+        _ => Vec::new(),
     }
 }
 

@@ -1,16 +1,16 @@
-//! Unix sockets in files-PID.img: fd kind 20 (one socket, by inode) and
+//! Unix sockets in files-PID.img: fd kind 21 (one socket, by inode) and
 //! the unix-queue record (what waited in a socket's receive queue, with
 //! the files still in flight in SCM_RIGHTS messages).
 //!
 //! ```text
-//!  fd kind 20 unix:  u32 open_flags | u64 ino | u8 type (SOCK_*) | u8 state (TCP_*)
+//!  fd kind 21 unix:  u32 open_flags | u64 ino | u8 type (SOCK_*) | u8 state (TCP_*)
 //!                    | name | u64 file_ino | u64 file_dev | peer | u8 shutdown
 //!                    | u32 backlog | u32 sndbuf | u32 rcvbuf | u8 passcred | i32 peek_off
 //!     name:          bytes: empty unbound, a path (no NUL), or NUL + abstract name
 //!     file_ino/dev:  a path socket's file at the dump (dev as the kernel encodes it), else 0
 //!     peer:          u8 tag, then: 0 none | 1 socket: u64 ino | 2 gone (closed)
 //!                    | 3 pending: u64 listener ino | 4 external: u64 ino, name
-//!  unix-queue (40):  u64 ino | u32 n | n x (bytes data | u32 m | m x fd)
+//!  unix-queue (41):  u64 ino | u32 n | n x (bytes data | u32 m | m x fd)
 //!     fd:            an fd record's fields (i32 fd = index, u32 0, u8 kind...)
 //! ```
 //!
@@ -24,7 +24,7 @@ use crate::image::value::Value;
 use crate::image::{ImageError, MAX_RECORD};
 
 /// The fd kind number of a unix socket.
-pub const KIND_UNIX: u8 = 20;
+pub const KIND_UNIX: u8 = 21;
 /// The most bytes of a socket name (sun_path).
 const NAME_MAX: usize = 108;
 /// The most messages one queue record holds.
@@ -197,7 +197,7 @@ pub struct UnixQueue {
 }
 
 impl Record for UnixQueue {
-    const KIND: u16 = 40;
+    const KIND: u16 = 41;
     const NAME: &'static str = "unix-queue";
 
     fn encode(&self, w: &mut Writer) {

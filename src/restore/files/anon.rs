@@ -227,7 +227,7 @@ fn arm_timer(
 }
 
 /// `/proc/self/fd/N` as a C string in `buf`, without allocating.
-fn proc_fd_path(buf: &mut [u8; 32], n: RawFd) -> &std::ffi::CStr {
+pub(super) fn proc_fd_path(buf: &mut [u8; 32], n: RawFd) -> &std::ffi::CStr {
     const PREFIX: &[u8] = b"/proc/self/fd/";
     buf[..PREFIX.len()].copy_from_slice(PREFIX);
     let mut digits = [0u8; 10];

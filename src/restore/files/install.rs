@@ -7,7 +7,8 @@
 //!  fd numbers:  0 ........ first_free-1 | first_free ... (keep) ... | base ..... base+temp_fds-1
 //!               the image's fds         | crest's kept fds          | temporary slots:
 //!                                                                     opened files (one per fd),
-//!                                                                     pipes (read, write), tty
+//!                                                                     pipes (read, write), tty,
+//!                                                                     FIFO keepers (one per FIFO)
 //! ```
 //!
 //! Everything is first made at its slot (so nothing crest holds is hit,
@@ -29,6 +30,7 @@ struct Slots {
     base: RawFd,
     nfds: RawFd,
     npipes: RawFd,
+    nunix: RawFd,
 }
 
 impl Slots {
@@ -44,6 +46,9 @@ impl Slots {
     fn unix(&self, k: usize) -> RawFd {
         self.tty() + 1 + k as RawFd
     }
+    fn fifo(&self, fifo: usize) -> RawFd {
+        self.tty() + 1 + self.nunix + fifo as RawFd
+    }
 }
 
 /// Runs in the new task (single-threaded crest code, before the restorer blob): makes the
@@ -58,7 +63,21 @@ pub fn install_files(plan: &FilesPlan, keep: &[i32]) -> Result<()> {
     if let Some(src) = plan.tty_source {
         dup3(src, slots.tty(), O_CLOEXEC).map_err(|e| fail("dup3", "crest's terminal", src, e))?;
     }
+    for (n, fifo) in plan.fifos.iter().enumerate() {
+        super::fifo::keep_open(fifo, slots.fifo(n))?;
+    }
     for (i, f) in plan.fds.iter().enumerate() {
+        if let How::PtyMaster { flags, state } = &f.how {
+            super::pty::open_master(*flags, state, f.fd, slots.open(i))?;
+        }
+    }
+    for (i, f) in plan.fds.iter().enumerate() {
+        if let How::Fifo { fifo, flags } = f.how {
+            super::fifo::open(&plan.fifos[fifo], flags, f.fd, slots.open(i))?;
+        }
+        if let How::PtySlave { master, flags } = f.how {
+            super::pty::open_slave(slots.open(master), flags, f.fd, slots.open(i))?;
+        }
         if let How::Open { path, flags, pos } = &f.how {
             let what = path.to_bytes();
             let low = open_raw(path, *flags).map_err(|e| fail_path("openat", what, f.fd, e))?;
@@ -71,6 +90,26 @@ pub fn install_files(plan: &FilesPlan, keep: &[i32]) -> Result<()> {
         if let How::Anon(a) = &f.how {
             super::anon::create(a, f.fd, slots.open(i))?;
         }
+        let object = match f.how {
+            How::Memfd { id, flags, pos } => {
+                let h = plan.memfds.iter().find(|(m, _)| *m == id).map(|m| m.1);
+                Some((h, flags, pos))
+            }
+            How::Ghost { key, flags, pos } => {
+                let h = plan.ghosts.iter().find(|(k, _)| *k == key).map(|g| g.1);
+                Some((h, flags, pos))
+            }
+            _ => None,
+        };
+        if let Some((helper, flags, pos)) = object {
+            let helper = helper.ok_or_else(|| super::memfd::missing(f.fd))?;
+            super::memfd::open(helper, flags, pos, f.fd, slots.open(i))?;
+        }
+    }
+    for (i, f) in plan.fds.iter().enumerate() {
+        if let How::PtyMaster { state, .. } = &f.how {
+            super::pty::relock(state, f.fd, slots.open(i))?;
+        }
     }
     for (p, pipe) in plan.pipes.iter().enumerate() {
         make_pipe(pipe, slots.pipe(p, false), slots.pipe(p, true))?;
@@ -78,7 +117,13 @@ pub fn install_files(plan: &FilesPlan, keep: &[i32]) -> Result<()> {
     super::unix::create(&plan.unix, |k| slots.unix(k))?;
     for (i, f) in plan.fds.iter().enumerate() {
         let from = match f.how {
-            How::Open { .. } | How::Anon(_) => slots.open(i),
+            How::Open { .. }
+            | How::Anon(_)
+            | How::Memfd { .. }
+            | How::Ghost { .. }
+            | How::Fifo { .. }
+            | How::PtyMaster { .. }
+            | How::PtySlave { .. } => slots.open(i),
             How::Pipe { pipe, write } => slots.pipe(pipe, write),
             How::Tty => slots.tty(),
             How::Unix(k) => slots.unix(k),
@@ -123,6 +168,7 @@ fn slots(plan: &FilesPlan, keep: &[i32]) -> Result<Slots> {
         base,
         nfds: plan.fds.len() as RawFd,
         npipes: plan.pipes.len() as RawFd,
+        nunix: plan.unix.slots as RawFd,
     })
 }
 

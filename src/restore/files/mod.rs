@@ -28,7 +28,11 @@
 
 mod anon;
 mod check;
+mod fifo;
+mod ghost;
 mod install;
+mod memfd;
+mod pty;
 mod unix;
 mod unix_make;
 
@@ -39,7 +43,9 @@ use crate::image::files::{Fd, FdFile};
 use crate::image::load::FilesImage;
 use crate::image::task::TaskMisc;
 
+pub use ghost::create_ghosts;
 pub use install::install_files;
+pub use memfd::create_memfds;
 
 /// Everything about the files, checked in the parent before any process exists.
 #[derive(Debug)]
@@ -59,6 +65,12 @@ pub struct FilesPlan {
     tty_source: Option<i32>,
     /// The unix sockets and the steps that make them.
     unix: unix::UnixPlan,
+    /// The recreated memfds as (id, helper fd), set by [`FilesPlan::set_objects`].
+    memfds: Vec<(u64, i32)>,
+    /// The recreated deleted files as ((dev, ino), helper fd), likewise.
+    ghosts: Vec<((u64, u64), i32)>,
+    /// The named FIFOs the fds open.
+    fifos: Vec<fifo::PlannedFifo>,
 }
 
 /// One fd to install.
@@ -85,6 +97,23 @@ enum How {
     Anon(anon::PlannedAnon),
     /// Unix socket slot `n` of the plan's sockets.
     Unix(usize),
+    /// A new open of memfd `id` (recreated in crest, see [`memfd`]).
+    Memfd { id: u64, flags: u32, pos: u64 },
+    /// A new open of the deleted file `key` (dev, ino; see [`ghost`]).
+    Ghost {
+        key: (u64, u64),
+        flags: u32,
+        pos: u64,
+    },
+    /// An open of `fifos[fifo]` with `flags` (see [`fifo`]).
+    Fifo { fifo: usize, flags: u32 },
+    /// A new pseudo-terminal pair's master (see [`pty`]).
+    PtyMaster {
+        flags: u32,
+        state: crate::image::files::PtyState,
+    },
+    /// The slave of the pair whose master is `fds[master]`.
+    PtySlave { master: usize, flags: u32 },
 }
 
 /// A pipe to recreate.
@@ -111,10 +140,29 @@ impl FilesPlan {
         self.fds.iter().map(|f| f.fd)
     }
 
+    /// Gives the plan the memfds and deleted files crest recreated as the
+    /// task's helper fds, which their fds reopen; refuses an fd without one.
+    pub fn set_objects(&mut self, helpers: &crate::restore::mem::HelperFds) -> Result<()> {
+        let (memfds, ghosts) = (helpers.memfds(), helpers.ghosts());
+        for f in &self.fds {
+            let found = match f.how {
+                How::Memfd { id, .. } => memfds.iter().any(|(m, _)| *m == id),
+                How::Ghost { key, .. } => ghosts.iter().any(|(k, _)| *k == key),
+                _ => true,
+            };
+            if !found {
+                return Err(memfd::missing(f.fd));
+            }
+        }
+        self.memfds = memfds.to_vec();
+        self.ghosts = ghosts.to_vec();
+        Ok(())
+    }
+
     /// How many temporary fds install_files uses above the kept ones (the
     /// task's RLIMIT_NOFILE must leave room for them).
     pub fn temp_fds(&self) -> usize {
-        self.fds.len() + 2 * self.pipes.len() + 1 + self.unix.slots
+        self.fds.len() + 2 * self.pipes.len() + 1 + self.unix.slots + self.fifos.len()
     }
 }
 
@@ -136,11 +184,22 @@ pub fn plan_files(files: &FilesImage, misc: &TaskMisc, shell_job: bool) -> Resul
         first_free: fds.last().map_or(0, |f| f.fd + 1),
         tty_source: None,
         unix: unix::plan(&fds, &files.unix_queues)?,
+        memfds: Vec::new(),
+        ghosts: Vec::new(),
+        fifos: Vec::new(),
     };
     for f in &fds {
-        let how = match anon::plan(f, &fds)? {
-            Some(a) => How::Anon(a),
-            None => plan_fd(&mut plan, files, f, shell_job)?,
+        let how = match (&f.file, anon::plan(f, &fds)?) {
+            (_, Some(a)) => How::Anon(a),
+            (FdFile::PtyMaster { flags, state, .. }, _) => How::PtyMaster {
+                flags: check::open_flags(*flags),
+                state: *state,
+            },
+            (FdFile::PtySlave { flags, index }, _) => How::PtySlave {
+                master: pty::master_of(&fds, f.fd, *index)?,
+                flags: check::open_flags(*flags),
+            },
+            _ => plan_fd(&mut plan, files, f, shell_job)?,
         };
         plan.fds.push(PlannedFd {
             fd: f.fd,
@@ -209,6 +268,17 @@ fn plan_fd(plan: &mut FilesPlan, files: &FilesImage, f: &Fd, shell_job: bool) ->
                 "fd {}: unix socket socket:[{}] is missing from the plan; this is a bug in crest",
                 f.fd, s.ino
             ))
+        }),
+        FdFile::Memfd { id, flags, pos, .. } => Ok(How::Memfd {
+            id: *id,
+            flags: check::open_flags(*flags),
+            pos: *pos,
+        }),
+        FdFile::Fifo { path, flags, id } => fifo::plan(plan, files, f.fd, path, *id, *flags),
+        FdFile::Ghost { flags, pos, id, .. } => Ok(How::Ghost {
+            key: (id.dev, id.ino),
+            flags: check::open_flags(*flags),
+            pos: *pos,
         }),
         FdFile::Unknown(k) => Err(Error::Unsupported(format!(
             "fd {} in the image is of kind {k}, which this crest does not know; restore with the crest that made the image",

@@ -1,0 +1,218 @@
+//! memfds: the fd record ([`collect`]: name, size, seals, mode, from the
+//! /proc/PID/fd/N link, stat and fcntl(F_GET_SEALS)) and the contents
+//! ([`dump_memfds`]), taken without the parasite.
+//!
+//! A memfd is a shmem file on the kernel's internal mount, so its link
+//! reads `/memfd:NAME (deleted)` and it has no links; crest tells it from a
+//! deleted file of the same name by its device, which is that of a memfd
+//! crest makes itself. The contents are read through a file crest opens on
+//! the same object (`/proc/PID/fd/N`, or `/proc/PID/map_files/START-END`
+//! for a memfd that is only mapped): SEEK_DATA/SEEK_HOLE find what is
+//! allocated, sendfile moves it into pages-shmem-ID.img (holes stay holes;
+//! the page after the end of a file whose size is not a page multiple is
+//! padded with zeros). The object is stored once, by its inode, for every
+//! fd and mapping of it: a shared mapping of a memfd is a shared memory
+//! object of the same id, so restore maps the very memfd it recreated.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::MetadataExt;
+use std::sync::OnceLock;
+
+use crate::error::{Error, Result};
+use crate::image::ImageDir;
+use crate::image::dir::{shmem_pagemap_file, shmem_pages_file};
+use crate::image::files::kinds::MEMFD_NAME_MAX;
+use crate::image::files::{Fd, FdFile};
+use crate::image::pagemap::Space;
+use crate::image::pages::PageWriter;
+use crate::image::vma::{Backing, Vma};
+use crate::sys::fdtable::lseek;
+use crate::sys::splice::sendfile;
+
+const SEEK_DATA: u32 = 3;
+const SEEK_HOLE: u32 = 4;
+const PREFIX: &[u8] = b"/memfd:";
+const DELETED: &[u8] = b" (deleted)";
+
+/// The device of the kernel's internal shmem mount, where every memfd
+/// lives (None if crest cannot make a memfd).
+fn memfd_dev() -> Option<u64> {
+    static DEV: OnceLock<Option<u64>> = OnceLock::new();
+    *DEV.get_or_init(|| {
+        let m = crate::sys::mm::memfd_create(c"crest-probe", crate::sys::mm::MFD_CLOEXEC).ok()?;
+        File::from(m).metadata().ok().map(|meta| meta.dev())
+    })
+}
+
+/// The memfd name in a link target or mapping name `/memfd:NAME (deleted)`.
+pub fn memfd_name(target: &[u8]) -> Option<&[u8]> {
+    target.strip_prefix(PREFIX)?.strip_suffix(DELETED)
+}
+
+/// Whether the file behind `target` (a /proc/PID/fd link) is a memfd.
+pub fn is_memfd(target: &[u8], meta: &std::fs::Metadata) -> bool {
+    memfd_name(target).is_some()
+        && meta.file_type().is_file()
+        && meta.nlink() == 0
+        && Some(meta.dev()) == memfd_dev()
+}
+
+/// The fd record of fd `fd` of `pid` when it is a memfd.
+pub fn collect(
+    pid: u32,
+    fd: i32,
+    target: &[u8],
+    meta: &std::fs::Metadata,
+    flags: u32,
+    pos: u64,
+) -> Result<Option<FdFile>> {
+    if !is_memfd(target, meta) {
+        return Ok(None);
+    }
+    let name = memfd_name(target).unwrap_or_default().to_vec();
+    if name.len() > MEMFD_NAME_MAX {
+        return Err(Error::Unsupported(format!(
+            "fd {fd} of pid {pid} is a memfd whose name is longer than memfd_create takes; the link is not what crest expects"
+        )));
+    }
+    let link = format!("/proc/{pid}/fd/{fd}");
+    let file = File::open(&link).map_err(|e| super::gone_or(pid, Error::io("open", &link, e)))?;
+    let seals = crate::sys::memfd::get_seals(file.as_fd())
+        .map_err(|e| Error::sys("fcntl(F_GET_SEALS)", format!("fd {fd} of pid {pid}"), e))?;
+    Ok(Some(FdFile::Memfd {
+        flags,
+        pos,
+        id: meta.ino(),
+        name,
+        size: meta.size(),
+        seals,
+        mode: meta.mode(),
+    }))
+}
+
+/// Stores the contents of every memfd `fds` and `vmas` of `pid` hold that
+/// is not in `done` (stored already, from another process of the tree),
+/// adding each to it; returns how many this call stored. `pid` must be
+/// frozen.
+pub fn dump_memfds(
+    pid: u32,
+    fds: &[Fd],
+    vmas: &[Vma],
+    dir: &ImageDir,
+    done: &mut Vec<u64>,
+) -> Result<usize> {
+    let before = done.len();
+    for f in fds {
+        if let FdFile::Memfd { id, .. } = f.file
+            && !done.contains(&id)
+        {
+            dump_object(pid, &format!("/proc/{pid}/fd/{}", f.fd), id, dir)?;
+            done.push(id);
+        }
+    }
+    for v in vmas {
+        if let Backing::AnonShared { shmid } = v.backing
+            && memfd_name(&v.name).is_some()
+            && !done.contains(&shmid)
+        {
+            let path = format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end);
+            dump_object(pid, &path, shmid, dir)?;
+            done.push(shmid);
+        }
+    }
+    Ok(done.len() - before)
+}
+
+/// Stores the object behind `path` as shared memory object `id`.
+fn dump_object(pid: u32, path: &str, id: u64, dir: &ImageDir) -> Result<()> {
+    let file = File::open(path).map_err(|e| super::gone_or(pid, Error::io("open", path, e)))?;
+    let size = file
+        .metadata()
+        .map_err(|e| Error::io("stat", path, e))?
+        .len();
+    let mut w = PageWriter::create(
+        dir,
+        &shmem_pagemap_file(id),
+        &shmem_pages_file(id),
+        Space::Shmem(id),
+    )?;
+    let page = crate::sys::mm::page_size() as u64;
+    let fd = file.as_raw_fd();
+    let mut off = 0;
+    while off < size {
+        let data = match lseek(fd, off as i64, SEEK_DATA) {
+            Ok(d) => d,
+            Err(crate::sys::Errno::ENXIO) => break,
+            Err(e) => return Err(Error::sys("lseek(SEEK_DATA)", path.to_string(), e)),
+        };
+        let hole = lseek(fd, data as i64, SEEK_HOLE)
+            .map_err(|e| Error::sys("lseek(SEEK_HOLE)", path.to_string(), e))?
+            .min(size);
+        let start = data / page * page;
+        let end = hole.next_multiple_of(page).min(size.next_multiple_of(page));
+        w.add_pages_with(start, (end - start) / page, |out, bytes| {
+            copy_padded(&file, start, size, out, bytes)
+        })?;
+        off = end;
+    }
+    w.finish()?;
+    crate::debug!("pid {pid}: memfd {id} ({size} bytes) stored");
+    Ok(())
+}
+
+/// Copies `bytes` of `from` at `at` to `to`, the part past `size` as
+/// zeros; a file that shrank meanwhile is an error, never a short run.
+fn copy_padded(
+    from: &File,
+    mut at: u64,
+    size: u64,
+    to: &mut File,
+    bytes: u64,
+) -> std::io::Result<u64> {
+    let real = bytes.min(size.saturating_sub(at));
+    let mut done = 0;
+    while done < real {
+        let n = sendfile(to.as_fd(), from.as_fd(), &mut at, (real - done) as usize)
+            .map_err(|e| std::io::Error::from_raw_os_error(e.into_raw()))?;
+        if n == 0 {
+            return Err(std::io::Error::other("the memfd shrank during the dump"));
+        }
+        done += n as u64;
+    }
+    let zeros = vec![0u8; (bytes - real) as usize];
+    to.write_all(&zeros)?;
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memfd_names_come_from_the_link() {
+        assert_eq!(memfd_name(b"/memfd:buf (deleted)"), Some(&b"buf"[..]));
+        assert_eq!(memfd_name(b"/memfd: (deleted)"), Some(&b""[..]));
+        assert_eq!(memfd_name(b"/memfd:buf"), None);
+        assert_eq!(memfd_name(b"/tmp/memfd:x (deleted)"), None);
+    }
+
+    #[test]
+    fn a_memfd_is_told_from_a_deleted_file() {
+        let m = crate::sys::mm::memfd_create(c"probe-test", 0).unwrap();
+        let link = format!("/proc/self/fd/{}", m.as_raw_fd());
+        let target = std::fs::read_link(&link).unwrap();
+        let target = target.as_os_str().as_encoded_bytes();
+        let meta = std::fs::metadata(&link).unwrap();
+        assert!(is_memfd(target, &meta), "{target:?}");
+        let dir = std::env::temp_dir().join(format!("crest-memfd-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("memfd:x");
+        let f = File::create(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let meta = f.metadata().unwrap();
+        assert!(!is_memfd(b"/memfd:x (deleted)", &meta));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

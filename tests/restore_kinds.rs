@@ -1,0 +1,287 @@
+//! Round trips of the fd kinds whose objects crest recreates from the image
+//! (memfd with its mappings, FIFOs) in the zdtm style of
+//! tests/restore_fdkinds.rs: each victim (tests/restore_kinds/*.rs) makes
+//! its objects, the test dumps it (`dump -R`, or dump then `crest restore`),
+//! and after go the victim checks that every object behaves as before:
+//! a memfd keeps its name, size, holes, seals, contents, flags and
+//! positions, and a write through its fd shows in its shared mapping (one
+//! object, not two); a FIFO's queued bytes are read back.
+//!
+//! Each victim also runs without a checkpoint (the baseline). The refusal
+//! tests check that kinds crest cannot dump are refused at dump, naming
+//! the fd and its kind, the target left running.
+
+// A victim's failure reason lives inline in the Err (Msg, 240 bytes):
+// a forked victim must not allocate, so it cannot be boxed.
+#![allow(clippy::result_large_err)]
+
+// A failed check in a victim: returns the reason from the victim's body.
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(crate::common::victim::Msg::new(format_args!($($fmt)+)));
+        }
+    };
+}
+
+mod common;
+#[path = "restore_kinds/fifo.rs"]
+mod fifo;
+#[path = "restore_kinds/ghost.rs"]
+mod ghost;
+#[path = "restore_kinds/memfd.rs"]
+mod memfd;
+#[path = "restore_kinds/pty.rs"]
+mod pty;
+#[path = "restore_fdkinds/raw.rs"]
+#[allow(dead_code)]
+mod raw;
+#[path = "restore_kinds/refuse.rs"]
+mod refuse;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::victim::{Child, Verdict, Victim, crest, pid_gone, scratch};
+
+/// What the test does to a victim between ready and go.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    /// Nothing: the victim's own checks must pass untouched.
+    Baseline,
+    /// `dump -R`; the original goes on and must pass.
+    LeaveRunning,
+    /// dump (kills), restore with crest as the parent.
+    RoundTrip,
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn dump(v: &Victim, extra: &[&str]) -> PathBuf {
+    let img = v.dir.join("img");
+    let pid = v.pid.to_string();
+    let mut args = vec!["dump", "-t", &pid, "-D", img.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = crest(&args);
+    assert!(out.status.success(), "dump failed: {}", stderr(&out));
+    img
+}
+
+/// Restores from `img` with crest as the parent and checks the report.
+fn restore_and_check(v: &mut Victim, img: &Path) {
+    let err = img.with_file_name("restore.stderr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crest"))
+        .args(["restore", "-D", img.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(&err).unwrap())
+        .spawn()
+        .expect("start crest restore");
+    let text = |e: &Path| std::fs::read_to_string(e).unwrap_or_default();
+    v.adopt();
+    v.go();
+    let report = v.wait_report(|| match child.try_wait().unwrap() {
+        Some(s) if !s.success() => Some(format!("crest restore: {s}: {}", text(&err))),
+        _ => None,
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "crest hangs");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    assert_eq!(report.trim(), "pass", "restored victim {}", v.pid);
+    assert!(status.success(), "crest restore: {}", text(&err));
+    v.forget();
+}
+
+/// One victim through one mode, start to finish.
+fn run(name: &str, prepare: fn(&Path), body: fn(&Child) -> Verdict, mode: Mode) {
+    let dir = scratch(name);
+    prepare(&dir);
+    let mut v = Victim::spawn(&dir, body);
+    match mode {
+        Mode::Baseline | Mode::LeaveRunning => {
+            if mode == Mode::LeaveRunning {
+                dump(&v, &["-R"]);
+                assert!(v.try_reap().is_none(), "the victim runs on after dump -R");
+            }
+            v.go();
+            let report = v.wait_report(|| None);
+            let status = v.reap();
+            assert_eq!(report.trim(), "pass", "{mode:?}");
+            assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+        }
+        Mode::RoundTrip => {
+            let img = dump(&v, &[]);
+            let status = v.reap();
+            assert!(libc::WIFSIGNALED(status), "dump kills: status {status:#x}");
+            let start = Instant::now();
+            while !pid_gone(v.pid) {
+                assert!(start.elapsed() < Duration::from_secs(10), "pid stays");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            restore_and_check(&mut v, &img);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The three modes of one victim as three tests.
+macro_rules! victim_tests {
+    ($victim:ident, $module:ident) => {
+        mod $victim {
+            use super::*;
+            #[test]
+            fn baseline() {
+                let name = concat!("kinds-", stringify!($module), "-base");
+                run(name, $module::prepare, $module::victim, Mode::Baseline);
+            }
+            #[test]
+            fn survives_dump_leave_running() {
+                let name = concat!("kinds-", stringify!($module), "-R");
+                run(name, $module::prepare, $module::victim, Mode::LeaveRunning);
+            }
+            #[test]
+            fn round_trip() {
+                let name = concat!("kinds-", stringify!($module), "-rt");
+                run(name, $module::prepare, $module::victim, Mode::RoundTrip);
+            }
+        }
+    };
+}
+
+victim_tests!(memfd_victim, memfd);
+victim_tests!(ghost_victim, ghost);
+victim_tests!(fifo_victim, fifo);
+victim_tests!(pty_victim, pty);
+
+/// A deleted file bigger than --ghost-limit is refused, naming the mapping
+/// (checked before the fds) or fd,
+/// the path and the option; the victim runs on.
+#[test]
+fn ghost_over_the_limit_is_refused() {
+    refused_with(
+        "kinds-ghost-limit",
+        ghost::prepare,
+        ghost::victim,
+        &["--ghost-limit", "64K"],
+        &[
+            "of pid",
+            "is the deleted file",
+            "/gone` of 65636 bytes",
+            "--ghost-limit",
+        ],
+    );
+}
+
+/// `crest show` names the new kinds.
+#[test]
+fn show_prints_the_new_fd_kinds() {
+    for (name, prepare, body, want) in [
+        (
+            "kinds-show-memfd",
+            memfd::prepare as fn(&Path),
+            memfd::victim as fn(&Child) -> Verdict,
+            "memfd name=crest-buf",
+        ),
+        (
+            "kinds-show-ghost",
+            ghost::prepare,
+            ghost::victim,
+            "gone (deleted) size=65636",
+        ),
+    ] {
+        let dir = scratch(name);
+        prepare(&dir);
+        let mut v = Victim::spawn(&dir, body);
+        let img = dump(&v, &["-R"]);
+        v.go();
+        let report = v.wait_report(|| None);
+        v.reap();
+        assert_eq!(report.trim(), "pass");
+        let out = crest(&["show", img.to_str().unwrap()]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(text.contains(want), "show lacks {want:?}:\n{text}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// Runs a refusal victim: the dump must fail naming `want`, and the victim,
+/// left running, passes its checks.
+fn refused(name: &str, body: fn(&Child) -> Verdict, want: &[&str]) {
+    refused_with(name, |_| {}, body, &[], want);
+}
+
+/// As [`refused`], with `prepare` run first and `extra` dump options.
+fn refused_with(
+    name: &str,
+    prepare: fn(&Path),
+    body: fn(&Child) -> Verdict,
+    extra: &[&str],
+    want: &[&str],
+) {
+    let dir = scratch(name);
+    prepare(&dir);
+    let mut v = Victim::spawn(&dir, body);
+    let img = v.dir.join("img");
+    let pid = v.pid.to_string();
+    let mut args = vec!["dump", "-t", &pid, "-D", img.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = crest(&args);
+    assert!(!out.status.success(), "dump must refuse");
+    let err = stderr(&out);
+    for w in want {
+        assert!(err.contains(w), "message lacks {w:?}: {err}");
+    }
+    assert!(
+        v.try_reap().is_none(),
+        "the victim runs on after the refusal"
+    );
+    v.go();
+    let report = v.wait_report(|| None);
+    v.reap();
+    assert_eq!(report.trim(), "pass");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Each kind crest cannot dump is refused at dump, naming the fd, the pid
+/// and the kind; the victim runs on with the object intact.
+mod refusals {
+    use super::*;
+
+    fn check(name: &str, body: fn(&Child) -> Verdict, kind: &str) {
+        refused(name, body, &["fd 30 of pid", kind, "cannot dump"]);
+    }
+    #[test]
+    fn io_uring_is_refused() {
+        check("kinds-no-uring", refuse::io_uring, "an io_uring instance");
+    }
+    #[test]
+    fn perf_event_is_refused() {
+        check("kinds-no-perf", refuse::perf_event, "a perf event");
+    }
+    #[test]
+    fn userfaultfd_is_refused() {
+        check("kinds-no-uffd", refuse::userfaultfd, "a userfaultfd");
+    }
+    #[test]
+    fn pidfd_is_refused() {
+        check("kinds-no-pidfd", refuse::pidfd, "a pidfd");
+    }
+    #[test]
+    fn fanotify_is_refused() {
+        check("kinds-no-fanotify", refuse::fanotify, "a fanotify instance");
+    }
+    #[test]
+    fn bpf_map_is_refused() {
+        check("kinds-no-bpf", refuse::bpf_map, "a bpf map");
+    }
+}
