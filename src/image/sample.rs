@@ -209,6 +209,12 @@ pub fn every_record() -> Vec<AnyRecord> {
             pipe_id: 99_001,
             data: b"queued in the pipe\n".to_vec(),
         }),
+        AnyRecord::GhostData(super::files::GhostData {
+            dev: 0x803,
+            ino: 99_003,
+            offset: 8192,
+            data: b"a deleted file's bytes".to_vec(),
+        }),
         AnyRecord::UnixQueue(UnixQueue {
             ino: 99_002,
             messages: vec![UnixMessage {
