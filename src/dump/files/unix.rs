@@ -158,7 +158,7 @@ pub fn tree_sockets(pids: &[u32]) -> Vec<u64> {
 }
 
 /// Which process holds socket `ino`, for a refusal.
-fn holder(ino: u64) -> String {
+pub(crate) fn holder(ino: u64) -> String {
     let want = format!("socket:[{ino}]");
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return "no process crest can see".into();

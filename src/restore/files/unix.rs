@@ -7,8 +7,9 @@
 //!
 //! How each socket comes back:
 //! - a listener: socket, bind to its name, listen with its backlog; a
-//!   path socket's old file is removed first when it is the dumped socket's
-//!   own (same inode), and anything else at the path is refused.
+//!   path socket's old file is removed first when no socket is bound to it
+//!   any more (the dumped socket's own, or a failed restore's); a live
+//!   socket or any other file at the path is refused.
 //! - a connected stream/seqpacket pair held here: socketpair; an accepted
 //!   connection (its socket carries a listener's name): connect to the
 //!   listener, then accept; a connection still in a listener's backlog:
@@ -126,22 +127,41 @@ fn bind_op(fd: i32, k: usize, s: &UnixSocket) -> Result<Op> {
         Err(_) => None,
         Ok(m) => {
             use std::os::unix::fs::{FileTypeExt, MetadataExt};
-            if !m.file_type().is_socket() || (s.file.0 != 0 && m.ino() != s.file.0) {
-                return Err(refuse(
+            let sits = |what: String| {
+                refuse(
                     fd,
                     s,
                     &format!(
-                        "bound to `{}`, where another file now sits (inode {}, not the socket's {}); move that file away and restore again",
-                        path.display(),
-                        m.ino(),
-                        s.file.0
+                        "bound to `{}`, where {what} now sits; move it away and restore again",
+                        path.display()
                     ),
-                ));
+                )
+            };
+            if !m.file_type().is_socket() {
+                return Err(sits(format!("another file (inode {})", m.ino())));
             }
+            if let Some(live) = bound_at(m.ino())? {
+                return Err(sits(format!(
+                    "the live socket socket:[{live}] (held by {})",
+                    crate::dump::files::unix::holder(live.into())
+                )));
+            }
+            // A socket file no socket is bound to: the dumped socket's own,
+            // or one a failed restore left; bound again in its place.
             CString::new(s.name.clone()).ok()
         }
     };
     Ok(Op::Bind(k, a, unlink))
+}
+
+/// The live socket bound to the socket file with inode `file_ino`, if any.
+fn bound_at(file_ino: u64) -> Result<Option<u32>> {
+    let all = crate::sys::unix_diag::dump_all()
+        .map_err(|e| Error::sys("sock_diag", "looking for sockets bound to a path", e))?;
+    Ok(all
+        .iter()
+        .find(|d| d.vfs.is_some_and(|(i, _)| u64::from(i) == file_ino))
+        .map(|d| d.ino))
 }
 
 /// The sockets of `fds` (each once, by inode, with the fd that first
