@@ -10,6 +10,8 @@
 //! - 26 a stream listener on the path `sock` (backlog 4), 27 a client
 //!   accepted as 28 (27 sent "to-server"), 29 a client not accepted yet.
 //! - 30 a seqpacket listener on an abstract name.
+//! - 33 a datagram socket bound to the path `dsock` (SO_RCVBUF 32768),
+//!   34 connected to it one way, having sent "one-way".
 //!
 //! After go it checks every queue byte for byte, in order, with its
 //! boundaries; the file in flight reads `inflight`'s text; the socket in
@@ -215,7 +217,34 @@ fn setup(c: &Child, path: &CStr, abs: &[u8]) -> Verdict {
     place(accept(26)?, 28, false)?;
     send(27, b"to-server")?;
     place(connect(libc::SOCK_STREAM, path.to_bytes())?, 29, false)?;
-    listener(libc::SOCK_SEQPACKET, abs, 30)
+    listener(libc::SOCK_SEQPACKET, abs, 30)?;
+    dgram_server(c)
+}
+
+/// 33: an unconnected datagram socket bound to the path `dsock`, with
+/// SO_RCVBUF 32768; 34 connected to it one way, having sent "one-way".
+fn dgram_server(c: &Child) -> Verdict {
+    let path = c.path("dsock");
+    // SAFETY: plain socket calls on live structs.
+    unsafe {
+        let s = libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0);
+        let (a, len) = addr(path.to_bytes());
+        let r = libc::bind(s, (&a as *const libc::sockaddr_un).cast(), len);
+        ensure!(r == 0, "bind dsock: errno {}", errno());
+        place(s, 33, false)?;
+    }
+    setopt(33, libc::SO_RCVBUF, 32768)?;
+    place(connect(libc::SOCK_DGRAM, path.to_bytes())?, 34, false)?;
+    send(34, b"one-way")
+}
+
+fn check_dgram_server(rcvbuf: i32) -> Verdict {
+    expect(33, b"one-way", false)?;
+    send(34, b"again")?;
+    expect(33, b"again", false)?;
+    let now = sockopt(33, libc::SO_RCVBUF);
+    ensure!(now == rcvbuf, "SO_RCVBUF {now} != {rcvbuf}");
+    Ok(())
 }
 
 fn expect(fd: i32, want: &[u8], with_fd: bool) -> Result<i32, Msg> {
@@ -339,10 +368,12 @@ pub fn victim(c: &Child) -> Verdict {
     let abs = abstract_name(&mut name);
     setup(c, &path, abs)?;
     let sndbuf = sockopt(20, libc::SO_SNDBUF);
+    let rcvbuf = sockopt(33, libc::SO_RCVBUF);
     c.ready(b"");
     c.wait_go();
     check_stream(sndbuf)?;
     check_packets()?;
+    check_dgram_server(rcvbuf)?;
     check_listeners(&path, abs)
 }
 
