@@ -4,7 +4,9 @@
 //!   20 sends "back"; 20 is non-blocking with SO_SNDBUF 65536.
 //! - 22/23 a datagram pair: 23 sends "d1", "" and "dgram-three", then
 //!   "sock" carrying 32, one end of the stream pair 31/32, closed after
-//!   31 sent it "via-flight".
+//!   31 sent it "via-flight"; then "pipe" carrying the read end of a pipe
+//!   holding "pipe-bytes" (no writer left) and "wpipe" carrying the write
+//!   end of the pipe 35/36 the victim holds.
 //! - 24/25 a seqpacket pair: 24 sends "sp-a" and "sp-bb"; 25 has
 //!   SO_PEEK_OFF 0 and SO_PASSCRED.
 //! - 26 a stream listener on the path `sock` (backlog 4), 27 a client
@@ -207,6 +209,7 @@ fn setup(c: &Child, path: &CStr, abs: &[u8]) -> Verdict {
     send_fd(23, b"sock", 32)?;
     // SAFETY: our own fd, now in flight.
     unsafe { libc::close(32) };
+    pipes_in_flight()?;
     pair(libc::SOCK_SEQPACKET, 24, 25)?;
     send(24, b"sp-a")?;
     send(24, b"sp-bb")?;
@@ -244,6 +247,52 @@ fn check_dgram_server(rcvbuf: i32) -> Verdict {
     expect(33, b"again", false)?;
     let now = sockopt(33, libc::SO_RCVBUF);
     ensure!(now == rcvbuf, "SO_RCVBUF {now} != {rcvbuf}");
+    Ok(())
+}
+
+/// A pipe only in flight (its read end, its bytes "pipe-bytes", no
+/// writer left), then the write end of the pipe 35/36 the victim holds.
+fn pipes_in_flight() -> Verdict {
+    let mut p = [0i32; 2];
+    // SAFETY: two ints for pipe.
+    ensure!(unsafe { libc::pipe(p.as_mut_ptr()) } == 0, "pipe");
+    // SAFETY: live buffers and our own fds.
+    unsafe {
+        libc::write(p[1], b"pipe-bytes".as_ptr().cast(), 10);
+        libc::close(p[1]);
+    }
+    send_fd(23, b"pipe", p[0])?;
+    // SAFETY: our own fd, now in flight.
+    unsafe { libc::close(p[0]) };
+    // SAFETY: two ints for pipe.
+    ensure!(unsafe { libc::pipe(p.as_mut_ptr()) } == 0, "pipe");
+    place(p[0], 35, false)?;
+    place(p[1], 36, false)?;
+    send_fd(23, b"wpipe", 36)
+}
+
+fn check_pipes_in_flight() -> Verdict {
+    let r = expect(22, b"pipe", true)?;
+    let mut buf = [0u8; 32];
+    // SAFETY: our own fd and buffer.
+    let n = unsafe { libc::read(r, buf.as_mut_ptr().cast(), 32) };
+    ensure!(
+        n == 10 && &buf[..10] == b"pipe-bytes",
+        "pipe in flight reads {n}"
+    );
+    // SAFETY: as above.
+    let n = unsafe { libc::read(r, buf.as_mut_ptr().cast(), 32) };
+    ensure!(
+        n == 0,
+        "pipe in flight: end of file after its bytes, got {n}"
+    );
+    let w = expect(22, b"wpipe", true)?;
+    // SAFETY: live buffers and our own fds.
+    let n = unsafe { libc::write(w, b"through".as_ptr().cast(), 7) };
+    ensure!(n == 7, "write into the pipe end in flight");
+    // SAFETY: as above.
+    let n = unsafe { libc::read(35, buf.as_mut_ptr().cast(), 32) };
+    ensure!(n == 7 && &buf[..7] == b"through", "the held pipe reads {n}");
     Ok(())
 }
 
@@ -318,6 +367,7 @@ fn check_packets() -> Verdict {
     expect(carried, b"via-flight", false)?;
     send(carried, b"pong")?;
     expect(31, b"pong", false)?;
+    check_pipes_in_flight()?;
     let mut buf = [0u8; 8];
     let (n, _) = recv(22, &mut buf, libc::MSG_DONTWAIT);
     ensure!(

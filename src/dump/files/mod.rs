@@ -18,6 +18,7 @@
 
 mod anon;
 pub mod unix;
+pub mod unix_queue;
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};

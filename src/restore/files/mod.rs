@@ -31,6 +31,7 @@ mod check;
 mod install;
 mod unix;
 mod unix_make;
+mod unix_send;
 
 use std::ffi::CString;
 
@@ -135,7 +136,7 @@ pub fn plan_files(files: &FilesImage, misc: &TaskMisc, shell_job: bool) -> Resul
         },
         first_free: fds.last().map_or(0, |f| f.fd + 1),
         tty_source: None,
-        unix: unix::plan(&fds, &files.unix_queues)?,
+        unix: unix::plan(&fds, &files.unix_queues, &files.pipes)?,
     };
     for f in &fds {
         let how = match anon::plan(f, &fds)? {
