@@ -1,7 +1,8 @@
 //! Real programs through a checkpoint and a restore, each verified by the
 //! program itself and by what it wrote: a python3 interpreter holding a
 //! dict and a loop counter, a bash loop appending to files, and
-//! redis-server with keys read back by redis-cli (waiting for sockets).
+//! redis-server with keys read back by redis-cli over a unix socket (over
+//! TCP it waits for TCP support).
 //!
 //! Each program is started the way crest can take it: in its own session
 //! (setsid), /dev/null on fds 0-2 and no other fd of the test harness
@@ -422,6 +423,59 @@ fn redis_server_keeps_its_keys() {
     }
     assert_eq!(redis_cli(&cli, port, &["dbsize"]).as_deref(), Some("100"));
     let _ = redis_cli(&cli, port, &["shutdown", "nosave"]);
+    assert_eq!(r.code(), Some(0), "{}", r.stderr());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// redis-server listening on a unix socket only (`--port 0`) keeps its
+/// keys across a checkpoint: its listener comes back at its path, its
+/// event loop (epoll, pipe) with it, and redis-cli connects again.
+#[test]
+fn redis_server_over_a_unix_socket_keeps_its_keys() {
+    let (Some(server), Some(cli)) = (
+        need("redis-server", "redis-server"),
+        need("redis-cli", "redis-tools"),
+    ) else {
+        return;
+    };
+    let dir = scratch("redis-unix");
+    let sock = dir.join("redis.sock");
+    let sock = sock.to_str().unwrap();
+    let mut cmd = Command::new(server);
+    cmd.args(["--port", "0", "--unixsocket", sock, "--save", ""]);
+    cmd.args(["--appendonly", "no", "--daemonize", "no"]);
+    let mut p = Program(start(cmd, &dir));
+    let pid = p.0.id() as i32;
+    let run = |args: &[&str]| {
+        let out = Command::new(&cli)
+            .args(["-s", sock])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let ping = || run(&["ping"]).filter(|s| s == "PONG");
+    wait_for("redis to answer PING", ping, || None);
+    for i in 0..100 {
+        let (k, v) = (format!("key{i}"), format!("value-{i}-{}", i * i));
+        assert_eq!(run(&["set", &k, &v]).as_deref(), Some("OK"));
+    }
+    let img = dump(&mut p, &dir);
+    assert!(
+        ping().is_none(),
+        "redis still answers after the dump killed it"
+    );
+    let mut r = Restore::start(&img, pid);
+    wait_for("the restored redis to answer PING", ping, || r.ended());
+    for i in 0..100 {
+        let v = run(&["get", &format!("key{i}")]);
+        assert_eq!(v, Some(format!("value-{i}-{}", i * i)), "key{i}");
+    }
+    assert_eq!(run(&["dbsize"]).as_deref(), Some("100"));
+    let _ = run(&["shutdown", "nosave"]);
     assert_eq!(r.code(), Some(0), "{}", r.stderr());
     let _ = std::fs::remove_dir_all(&dir);
 }

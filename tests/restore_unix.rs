@@ -159,11 +159,73 @@ fn a_foreign_file_at_the_socket_path_is_refused() {
     let out = crest(&["restore", "-D", img.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("another file now sits"), "{err}");
+    assert!(err.contains("another file (inode"), "{err}");
     assert!(pid_gone(v.pid), "no process is left behind");
     assert_eq!(std::fs::read(dir.join("sock")).unwrap(), b"not a socket");
     v.forget();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Dumps (killing) a fresh victim in `name` and waits until its pid is free.
+fn dumped(name: &str) -> (Victim, PathBuf) {
+    let dir = scratch(name);
+    victim::prepare(&dir);
+    let mut v = Victim::spawn(&dir, victim::victim);
+    let img = dump(&v, &[]);
+    v.reap();
+    let start = Instant::now();
+    while !pid_gone(v.pid) {
+        assert!(start.elapsed() < Duration::from_secs(10), "pid stays");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    (v, img)
+}
+
+/// A restore that fails after the sockets were made (and the path bound)
+/// leaves no process, and the next restore binds the path again.
+#[test]
+fn a_failed_restore_leaves_nothing_and_the_next_one_works() {
+    let (mut v, img) = dumped("unix-refail");
+    let out = Command::new(env!("CARGO_BIN_EXE_crest"))
+        .args(["restore", "-D", img.to_str().unwrap()])
+        .env("CREST_FAULT", "restore-files")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the fault makes the restore fail");
+    assert!(stderr(&out).contains("restore-files"), "{}", stderr(&out));
+    let start = Instant::now();
+    while !pid_gone(v.pid) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no process is left"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    restore_and_check(&mut v, &img);
+    let _ = std::fs::remove_dir_all(&v.dir);
+}
+
+/// A live socket bound at the listener's path now is not taken over:
+/// refused, naming it and its holder.
+#[test]
+fn a_live_socket_at_the_path_is_refused() {
+    let (mut v, img) = dumped("unix-live");
+    let path = v.dir.join("sock");
+    std::fs::remove_file(&path).unwrap();
+    let live = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let out = crest(&["restore", "-D", img.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("the live socket socket:["), "{err}");
+    assert!(
+        err.contains(&format!("pid {}", std::process::id())),
+        "{err}"
+    );
+    assert!(pid_gone(v.pid), "no process");
+    drop(live);
+    v.forget();
+    let _ = std::fs::remove_dir_all(&v.dir);
 }
 
 /// A listener of the test; the victim connects, the test accepts.

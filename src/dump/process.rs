@@ -83,10 +83,23 @@ pub fn dump_process(seized: &Seized, d: &ImageDir, shared: &mut Shared) -> Resul
 /// The queues of the process's unix sockets (with the sockets in flight
 /// in them), then the refusal of peers outside the tree.
 fn collect_sockets(state: &mut ProcessState, shared: &Shared) -> Result<()> {
-    use super::files::unix;
+    use super::files::{unix, unix_queue};
     let (pid, files) = (state.process.pid, &mut state.files);
     info!("pid {pid}: copying the data queued in its unix sockets");
-    files.unix_queues = unix::collect_queues(pid, &files.fds)?;
+    // A pipe in flight is stored with this process unless it holds the
+    // pipe itself (its bytes are stored already): restore remakes it for
+    // this process.
+    let mut seen: Vec<u64> = files
+        .fds
+        .iter()
+        .filter_map(|f| match f.file {
+            crate::image::files::FdFile::Pipe { pipe_id, .. } => Some(pipe_id),
+            _ => None,
+        })
+        .collect();
+    let (queues, pipes) = unix_queue::collect_queues(pid, &files.fds, &mut seen)?;
+    files.unix_queues = queues;
+    files.pipes.extend(pipes);
     let mut known = shared.sockets.clone();
     known.extend(unix::in_flight_sockets(&files.unix_queues).map(|s| s.ino));
     unix::check_in_flight_peers(pid, &files.unix_queues, &known)?;

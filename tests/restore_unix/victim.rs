@@ -4,12 +4,16 @@
 //!   20 sends "back"; 20 is non-blocking with SO_SNDBUF 65536.
 //! - 22/23 a datagram pair: 23 sends "d1", "" and "dgram-three", then
 //!   "sock" carrying 32, one end of the stream pair 31/32, closed after
-//!   31 sent it "via-flight".
+//!   31 sent it "via-flight"; then "pipe" carrying the read end of a pipe
+//!   holding "pipe-bytes" (no writer left) and "wpipe" carrying the write
+//!   end of the pipe 35/36 the victim holds.
 //! - 24/25 a seqpacket pair: 24 sends "sp-a" and "sp-bb"; 25 has
 //!   SO_PEEK_OFF 0 and SO_PASSCRED.
 //! - 26 a stream listener on the path `sock` (backlog 4), 27 a client
 //!   accepted as 28 (27 sent "to-server"), 29 a client not accepted yet.
 //! - 30 a seqpacket listener on an abstract name.
+//! - 33 a datagram socket bound to the path `dsock` (SO_RCVBUF 32768),
+//!   34 connected to it one way, having sent "one-way".
 //!
 //! After go it checks every queue byte for byte, in order, with its
 //! boundaries; the file in flight reads `inflight`'s text; the socket in
@@ -205,6 +209,7 @@ fn setup(c: &Child, path: &CStr, abs: &[u8]) -> Verdict {
     send_fd(23, b"sock", 32)?;
     // SAFETY: our own fd, now in flight.
     unsafe { libc::close(32) };
+    pipes_in_flight()?;
     pair(libc::SOCK_SEQPACKET, 24, 25)?;
     send(24, b"sp-a")?;
     send(24, b"sp-bb")?;
@@ -215,7 +220,80 @@ fn setup(c: &Child, path: &CStr, abs: &[u8]) -> Verdict {
     place(accept(26)?, 28, false)?;
     send(27, b"to-server")?;
     place(connect(libc::SOCK_STREAM, path.to_bytes())?, 29, false)?;
-    listener(libc::SOCK_SEQPACKET, abs, 30)
+    listener(libc::SOCK_SEQPACKET, abs, 30)?;
+    dgram_server(c)
+}
+
+/// 33: an unconnected datagram socket bound to the path `dsock`, with
+/// SO_RCVBUF 32768; 34 connected to it one way, having sent "one-way".
+fn dgram_server(c: &Child) -> Verdict {
+    let path = c.path("dsock");
+    // SAFETY: plain socket calls on live structs.
+    unsafe {
+        let s = libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0);
+        let (a, len) = addr(path.to_bytes());
+        let r = libc::bind(s, (&a as *const libc::sockaddr_un).cast(), len);
+        ensure!(r == 0, "bind dsock: errno {}", errno());
+        place(s, 33, false)?;
+    }
+    setopt(33, libc::SO_RCVBUF, 32768)?;
+    place(connect(libc::SOCK_DGRAM, path.to_bytes())?, 34, false)?;
+    send(34, b"one-way")
+}
+
+fn check_dgram_server(rcvbuf: i32) -> Verdict {
+    expect(33, b"one-way", false)?;
+    send(34, b"again")?;
+    expect(33, b"again", false)?;
+    let now = sockopt(33, libc::SO_RCVBUF);
+    ensure!(now == rcvbuf, "SO_RCVBUF {now} != {rcvbuf}");
+    Ok(())
+}
+
+/// A pipe only in flight (its read end, its bytes "pipe-bytes", no
+/// writer left), then the write end of the pipe 35/36 the victim holds.
+fn pipes_in_flight() -> Verdict {
+    let mut p = [0i32; 2];
+    // SAFETY: two ints for pipe.
+    ensure!(unsafe { libc::pipe(p.as_mut_ptr()) } == 0, "pipe");
+    // SAFETY: live buffers and our own fds.
+    unsafe {
+        libc::write(p[1], b"pipe-bytes".as_ptr().cast(), 10);
+        libc::close(p[1]);
+    }
+    send_fd(23, b"pipe", p[0])?;
+    // SAFETY: our own fd, now in flight.
+    unsafe { libc::close(p[0]) };
+    // SAFETY: two ints for pipe.
+    ensure!(unsafe { libc::pipe(p.as_mut_ptr()) } == 0, "pipe");
+    place(p[0], 35, false)?;
+    place(p[1], 36, false)?;
+    send_fd(23, b"wpipe", 36)
+}
+
+fn check_pipes_in_flight() -> Verdict {
+    let r = expect(22, b"pipe", true)?;
+    let mut buf = [0u8; 32];
+    // SAFETY: our own fd and buffer.
+    let n = unsafe { libc::read(r, buf.as_mut_ptr().cast(), 32) };
+    ensure!(
+        n == 10 && &buf[..10] == b"pipe-bytes",
+        "pipe in flight reads {n}"
+    );
+    // SAFETY: as above.
+    let n = unsafe { libc::read(r, buf.as_mut_ptr().cast(), 32) };
+    ensure!(
+        n == 0,
+        "pipe in flight: end of file after its bytes, got {n}"
+    );
+    let w = expect(22, b"wpipe", true)?;
+    // SAFETY: live buffers and our own fds.
+    let n = unsafe { libc::write(w, b"through".as_ptr().cast(), 7) };
+    ensure!(n == 7, "write into the pipe end in flight");
+    // SAFETY: as above.
+    let n = unsafe { libc::read(35, buf.as_mut_ptr().cast(), 32) };
+    ensure!(n == 7 && &buf[..7] == b"through", "the held pipe reads {n}");
+    Ok(())
 }
 
 fn expect(fd: i32, want: &[u8], with_fd: bool) -> Result<i32, Msg> {
@@ -289,6 +367,7 @@ fn check_packets() -> Verdict {
     expect(carried, b"via-flight", false)?;
     send(carried, b"pong")?;
     expect(31, b"pong", false)?;
+    check_pipes_in_flight()?;
     let mut buf = [0u8; 8];
     let (n, _) = recv(22, &mut buf, libc::MSG_DONTWAIT);
     ensure!(
@@ -339,10 +418,12 @@ pub fn victim(c: &Child) -> Verdict {
     let abs = abstract_name(&mut name);
     setup(c, &path, abs)?;
     let sndbuf = sockopt(20, libc::SO_SNDBUF);
+    let rcvbuf = sockopt(33, libc::SO_RCVBUF);
     c.ready(b"");
     c.wait_go();
     check_stream(sndbuf)?;
     check_packets()?;
+    check_dgram_server(rcvbuf)?;
     check_listeners(&path, abs)
 }
 

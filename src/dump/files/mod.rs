@@ -24,6 +24,7 @@ pub mod ghost;
 pub mod memfd;
 pub mod pty;
 pub mod unix;
+pub mod unix_queue;
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};

@@ -1,28 +1,19 @@
 //! Unix sockets of a process: what unix_diag tells about each (type, state,
-//! name, file, peer, pending connections, shutdown bits), the options read
-//! through a copy of the socket (pidfd_getfd, then getsockopt), and, while
-//! the tree is frozen, the receive queue, read without consuming it.
-//!
-//! The queue is peeked through the copy with MSG_PEEK and SO_PEEK_OFF
-//! stepping through it: one peek per datagram or seqpacket record (their
-//! boundaries kept), and for a stream one stretch of bytes up to each
-//! message that carries fds (a stream read stops after such a message). The fds
-//! in flight arrive in crest as new fds and are dumped like fds of the
-//! process. The target's own SO_PEEK_OFF is put back afterwards.
+//! name, file, peer, pending connections, shutdown bits) and the options
+//! read through a copy of the socket (pidfd_getfd, then getsockopt). The
+//! receive queues are [`super::unix_queue`]'s.
 //!
 //! A peer outside the dumped tree is refused, naming the fd, both inodes
 //! and the holder of the peer, unless `--external unix[INO]` allows it.
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use crate::dump::gone_or;
 use crate::error::{Error, Result};
-use crate::image::files::{Fd, FdFile, UnixMessage, UnixPeer, UnixQueue, UnixSocket};
+use crate::image::files::{Fd, FdFile, UnixPeer, UnixQueue, UnixSocket};
 use crate::sys::process::{pidfd_getfd, pidfd_open};
 use crate::sys::unix_diag::{self, TCP_ESTABLISHED, TCP_LISTEN, UnixDiag};
-use crate::sys::unix_sock::{
-    self, MSG_TRUNC, SO_PASSCRED, SO_PEEK_OFF, SO_RCVBUF, SO_SNDBUF, SOCK_DGRAM, SOCK_STREAM,
-};
+use crate::sys::unix_sock::{self, SO_PASSCRED, SO_PEEK_OFF, SO_RCVBUF, SO_SNDBUF, SOCK_DGRAM};
 
 /// What unix_diag showed, fetched once per process on its first socket.
 pub type DiagCache = Option<Vec<UnixDiag>>;
@@ -114,7 +105,7 @@ fn peer_of(d: &UnixDiag, all: &[UnixDiag]) -> UnixPeer {
 }
 
 /// A copy of fd `fd` of `pid` in crest.
-fn copy_fd(pid: u32, fd: i32) -> Result<OwnedFd> {
+pub(super) fn copy_fd(pid: u32, fd: i32) -> Result<OwnedFd> {
     let ctx = || format!("taking a copy of socket fd {fd} of pid {pid}");
     let pidfd =
         pidfd_open(pid as i32).map_err(|e| gone_or(pid, Error::sys("pidfd_open", ctx(), e)))?;
@@ -158,7 +149,7 @@ pub fn tree_sockets(pids: &[u32]) -> Vec<u64> {
 }
 
 /// Which process holds socket `ino`, for a refusal.
-fn holder(ino: u64) -> String {
+pub(crate) fn holder(ino: u64) -> String {
     let want = format!("socket:[{ino}]");
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return "no process crest can see".into();
@@ -225,43 +216,6 @@ pub fn check_peers(pid: u32, fds: &mut [Fd], tree: &[u64], external: &[u64]) -> 
     Ok(())
 }
 
-/// The receive queue of every unix socket among `fds` of the frozen `pid`
-/// (each socket once), with the files in flight.
-pub fn collect_queues(pid: u32, fds: &[Fd]) -> Result<Vec<UnixQueue>> {
-    let mut out: Vec<UnixQueue> = Vec::new();
-    // The queues of sockets in flight, read through crest's own copies.
-    let mut carried: Vec<UnixQueue> = Vec::new();
-    for f in fds {
-        let FdFile::Unix(s) = &f.file else { continue };
-        if s.state == TCP_LISTEN || out.iter().any(|q| q.ino == s.ino) {
-            continue;
-        }
-        if let UnixPeer::Pending(l) = s.peer {
-            refuse_early_data(pid, f.fd, s.ino, l)?;
-        }
-        let copy = copy_fd(pid, f.fd)?;
-        let messages = peek_all(copy.as_raw_fd(), s, Some(&mut carried))
-            .map_err(|e| e.at(pid, f.fd, s.ino))?;
-        if !messages.is_empty() {
-            crate::debug!(
-                "pid {pid}: socket {} holds {} message(s)",
-                s.ino,
-                messages.len()
-            );
-            out.push(UnixQueue {
-                ino: s.ino,
-                messages,
-            });
-        }
-    }
-    for q in carried {
-        if !out.iter().any(|o| o.ino == q.ino) {
-            out.push(q);
-        }
-    }
-    Ok(out)
-}
-
 /// The sockets in flight in `queues`.
 pub fn in_flight_sockets(queues: &[UnixQueue]) -> impl Iterator<Item = &UnixSocket> {
     queues
@@ -288,152 +242,6 @@ pub fn check_in_flight_peers(pid: u32, queues: &[UnixQueue], known: &[u64]) -> R
         }
     }
     Ok(())
-}
-
-/// A client whose connection is not accepted yet may have sent bytes to
-/// the listener's embryo, which no fd reaches: refused.
-fn refuse_early_data(pid: u32, fd: i32, ino: u64, listener: u64) -> Result<()> {
-    let all = unix_diag::dump_all()
-        .map_err(|e| Error::sys("sock_diag", "listing unix sockets (unix_diag)", e))?;
-    let sent = all
-        .iter()
-        .find(|d| u64::from(d.ino) == ino)
-        .map_or(0, |d| d.rqlen.1);
-    if sent > 0 {
-        return Err(Error::Unsupported(format!(
-            "fd {fd} of pid {pid} is unix socket socket:[{ino}], which sent data over a connection socket:[{listener}] has not accepted yet; crest cannot read it: dump once the connection is accepted"
-        )));
-    }
-    Ok(())
-}
-
-/// Why peeking a queue failed, before the fd is known.
-pub(crate) enum PeekError {
-    Sys(&'static str, crate::error::Errno),
-    Problem(String),
-}
-
-impl PeekError {
-    fn at(self, pid: u32, fd: i32, ino: u64) -> Error {
-        match self {
-            PeekError::Sys(call, e) => Error::sys(
-                call,
-                format!("reading the queue of unix socket socket:[{ino}] at fd {fd} of pid {pid}"),
-                e,
-            ),
-            PeekError::Problem(p) => Error::Unsupported(format!(
-                "fd {fd} of pid {pid} is unix socket socket:[{ino}] {p}"
-            )),
-        }
-    }
-}
-
-/// Every message of the queue of `sock` (a copy of the target's socket),
-/// the target's SO_PEEK_OFF put back whatever happens.
-/// `carried` receives the queues of the sockets in flight (None: a socket
-/// in flight is refused, as in a socket that is itself in flight).
-fn peek_all(
-    sock: RawFd,
-    s: &UnixSocket,
-    carried: Option<&mut Vec<UnixQueue>>,
-) -> Result<Vec<UnixMessage>, PeekError> {
-    let old = unix_sock::get_int(sock, SO_PEEK_OFF).map_err(|e| PeekError::Sys("getsockopt", e))?;
-    unix_sock::set_int(sock, SO_PEEK_OFF, 0).map_err(|e| PeekError::Sys("setsockopt", e))?;
-    let got = peek_from(sock, s, carried);
-    let back = unix_sock::set_int(sock, SO_PEEK_OFF, old);
-    let got = got?;
-    back.map_err(|e| PeekError::Sys("setsockopt", e))?;
-    Ok(got)
-}
-
-/// The buffer one peek uses: the largest datagram a socket may queue is
-/// bounded by the sender's SO_SNDBUF, which crest does not know.
-const PEEK_BUF: usize = 4 << 20;
-
-fn peek_from(
-    sock: RawFd,
-    s: &UnixSocket,
-    mut carried: Option<&mut Vec<UnixQueue>>,
-) -> Result<Vec<UnixMessage>, PeekError> {
-    let mut buf = vec![0u8; PEEK_BUF];
-    let mut out = Vec::new();
-    let mut total = 0usize;
-    loop {
-        let p = match unix_sock::recvmsg_peek(sock, &mut buf, 0) {
-            Ok(p) => p,
-            Err(crate::error::Errno::EAGAIN) => return Ok(out),
-            Err(e) => return Err(PeekError::Sys("recvmsg", e)),
-        };
-        if p.flags & MSG_TRUNC != 0 {
-            return Err(PeekError::Problem(format!(
-                "holding a message larger than {PEEK_BUF} bytes, which crest cannot dump"
-            )));
-        }
-        total += p.len;
-        if total > crate::image::MAX_RECORD as usize / 2 {
-            return Err(PeekError::Problem(
-                "holding more queued bytes than an image record holds; drain it before the dump"
-                    .into(),
-            ));
-        }
-        // A stream or seqpacket socket whose peer shut its side down reads
-        // end of file once its queue is empty.
-        let eof = u32::from(s.kind) != SOCK_DGRAM && s.shutdown & 1 != 0;
-        if p.len == 0 && p.fds.is_empty() && (eof || u32::from(s.kind) == SOCK_STREAM) {
-            return Ok(out);
-        }
-        // A stream peek stops after the first message carrying fds and
-        // reports them for any stretch that reaches into it, so the fds are
-        // kept with the whole stretch (after restore they arrive with its
-        // first byte rather than with their own message's).
-        out.push(UnixMessage {
-            data: buf[..p.len].to_vec(),
-            fds: in_flight(&p.fds, carried.as_deref_mut())?,
-        });
-    }
-}
-
-/// The files that came with a peeked message, as fd records' files; the
-/// queue of a socket among them goes to `carried`.
-fn in_flight(
-    fds: &[OwnedFd],
-    mut carried: Option<&mut Vec<UnixQueue>>,
-) -> Result<Vec<FdFile>, PeekError> {
-    let me = std::process::id();
-    let mut out = Vec::with_capacity(fds.len());
-    for f in fds {
-        let rec = super::collect_fd(me, f.as_raw_fd()).map_err(|e| {
-            PeekError::Problem(format!("carrying a file in flight crest cannot dump: {e}"))
-        })?;
-        match (&rec.file, carried.as_deref_mut()) {
-            (FdFile::Reg { .. } | FdFile::Chr { .. }, _) => {}
-            (FdFile::Unix(s), Some(queues)) => {
-                if s.state != TCP_LISTEN && !queues.iter().any(|q| q.ino == s.ino) {
-                    let messages = peek_all(f.as_raw_fd(), s, None)?;
-                    queues.push(UnixQueue {
-                        ino: s.ino,
-                        messages,
-                    });
-                }
-            }
-            (other, _) => {
-                return Err(PeekError::Problem(format!(
-                    "carrying {} in an SCM_RIGHTS message still queued; crest restores regular files, devices and unix sockets (not themselves in flight) in flight only: let the process read it before the dump",
-                    flight_kind(other)
-                )));
-            }
-        }
-        out.push(rec.file);
-    }
-    Ok(out)
-}
-
-fn flight_kind(f: &FdFile) -> &'static str {
-    match f {
-        FdFile::Pipe { .. } => "a pipe",
-        FdFile::Unix(_) => "a unix socket inside a socket in flight",
-        _ => "an event-loop file",
-    }
 }
 
 #[cfg(test)]

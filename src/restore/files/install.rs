@@ -114,6 +114,13 @@ pub fn install_files(plan: &FilesPlan, keep: &[i32]) -> Result<()> {
     for (p, pipe) in plan.pipes.iter().enumerate() {
         make_pipe(pipe, slots.pipe(p, false), slots.pipe(p, true))?;
     }
+    for &(id, write, k) in &plan.unix.borrowed {
+        // A pipe end in flight that the process holds too: the same pipe.
+        if let Some(p) = plan.pipes.iter().position(|p| p.id == id) {
+            dup3(slots.pipe(p, write), slots.unix(k), O_CLOEXEC)
+                .map_err(|e| fail("dup3", "a pipe end in flight", -1, e))?;
+        }
+    }
     super::unix::create(&plan.unix, |k| slots.unix(k))?;
     for (i, f) in plan.fds.iter().enumerate() {
         let from = match f.how {

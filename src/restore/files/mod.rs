@@ -35,6 +35,7 @@ mod memfd;
 mod pty;
 mod unix;
 mod unix_make;
+mod unix_send;
 
 use std::ffi::CString;
 
@@ -183,7 +184,7 @@ pub fn plan_files(files: &FilesImage, misc: &TaskMisc, shell_job: bool) -> Resul
         },
         first_free: fds.last().map_or(0, |f| f.fd + 1),
         tty_source: None,
-        unix: unix::plan(&fds, &files.unix_queues)?,
+        unix: unix::plan(&fds, &files.unix_queues, &files.pipes)?,
         memfds: Vec::new(),
         ghosts: Vec::new(),
         fifos: Vec::new(),

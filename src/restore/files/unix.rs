@@ -7,8 +7,9 @@
 //!
 //! How each socket comes back:
 //! - a listener: socket, bind to its name, listen with its backlog; a
-//!   path socket's old file is removed first when it is the dumped socket's
-//!   own (same inode), and anything else at the path is refused.
+//!   path socket's old file is removed first when no socket is bound to it
+//!   any more (the dumped socket's own, or a failed restore's); a live
+//!   socket or any other file at the path is refused.
 //! - a connected stream/seqpacket pair held here: socketpair; an accepted
 //!   connection (its socket carries a listener's name): connect to the
 //!   listener, then accept; a connection still in a listener's backlog:
@@ -24,7 +25,7 @@
 
 use crate::error::{Error, Result};
 use crate::image::files::unix::show_name;
-use crate::image::files::{Fd, FdFile, UnixPeer, UnixQueue, UnixSocket};
+use crate::image::files::{Fd, FdFile, PipeData, UnixPeer, UnixQueue, UnixSocket};
 use crate::sys::unix_diag::TCP_LISTEN;
 use crate::sys::unix_sock::{self as us, SockAddrUn};
 use std::ffi::CString;
@@ -46,6 +47,10 @@ pub enum Op {
     Connect(usize, SockAddrUn),
     /// accept the queued connection of listener slot .0 into slot .1.
     Accept(usize, usize),
+    /// a pipe (read slot, write slot) holding these bytes.
+    Pipe(usize, usize, Vec<u8>),
+    /// fcntl(F_SETFL) of a helper slot (a pipe end in flight).
+    Flags(usize, u32),
     /// open a file in flight at slot (path, flags, pos).
     Open(usize, CString, u32, u64),
     /// send one message from slot, with the files at the slots in .2.
@@ -82,6 +87,10 @@ pub struct UnixPlan {
     pub slots: usize,
     /// The socket inode of each socket slot, for the fds to find theirs.
     pub inos: Vec<u64>,
+    /// Ends of pipes the process holds that are also in flight: (pipe
+    /// id, write end, slot); install puts a copy of the end at the slot
+    /// before [`create`] runs.
+    pub borrowed: Vec<(u64, bool, usize)>,
 }
 
 impl UnixPlan {
@@ -126,22 +135,41 @@ fn bind_op(fd: i32, k: usize, s: &UnixSocket) -> Result<Op> {
         Err(_) => None,
         Ok(m) => {
             use std::os::unix::fs::{FileTypeExt, MetadataExt};
-            if !m.file_type().is_socket() || (s.file.0 != 0 && m.ino() != s.file.0) {
-                return Err(refuse(
+            let sits = |what: String| {
+                refuse(
                     fd,
                     s,
                     &format!(
-                        "bound to `{}`, where another file now sits (inode {}, not the socket's {}); move that file away and restore again",
-                        path.display(),
-                        m.ino(),
-                        s.file.0
+                        "bound to `{}`, where {what} now sits; move it away and restore again",
+                        path.display()
                     ),
-                ));
+                )
+            };
+            if !m.file_type().is_socket() {
+                return Err(sits(format!("another file (inode {})", m.ino())));
             }
+            if let Some(live) = bound_at(m.ino())? {
+                return Err(sits(format!(
+                    "the live socket socket:[{live}] (held by {})",
+                    crate::dump::files::unix::holder(live.into())
+                )));
+            }
+            // A socket file no socket is bound to: the dumped socket's own,
+            // or one a failed restore left; bound again in its place.
             CString::new(s.name.clone()).ok()
         }
     };
     Ok(Op::Bind(k, a, unlink))
+}
+
+/// The live socket bound to the socket file with inode `file_ino`, if any.
+fn bound_at(file_ino: u64) -> Result<Option<u32>> {
+    let all = crate::sys::unix_diag::dump_all()
+        .map_err(|e| Error::sys("sock_diag", "looking for sockets bound to a path", e))?;
+    Ok(all
+        .iter()
+        .find(|d| d.vfs.is_some_and(|(i, _)| u64::from(i) == file_ino))
+        .map(|d| d.ino))
 }
 
 /// The sockets of `fds` (each once, by inode, with the fd that first
@@ -165,7 +193,7 @@ fn sockets<'a>(fds: &[&'a Fd], queues: &'a [UnixQueue]) -> Vec<(i32, &'a UnixSoc
 }
 
 /// Plans every unix socket among `fds`, with the queues of `queues`.
-pub fn plan(fds: &[&Fd], queues: &[UnixQueue]) -> Result<UnixPlan> {
+pub fn plan(fds: &[&Fd], queues: &[UnixQueue], pipes: &[PipeData]) -> Result<UnixPlan> {
     let socks = sockets(fds, queues);
     let mut pl = Planner {
         p: UnixPlan {
@@ -177,6 +205,15 @@ pub fn plan(fds: &[&Fd], queues: &[UnixQueue]) -> Result<UnixPlan> {
         socks,
         later: Vec::new(),
         gone_ends: Vec::new(),
+        held_pipes: fds
+            .iter()
+            .filter_map(|f| match f.file {
+                FdFile::Pipe { pipe_id, .. } => Some(pipe_id),
+                _ => None,
+            })
+            .collect(),
+        pipes,
+        flight_pipes: Vec::new(),
     };
     pl.listeners()?;
     for k in 0..pl.socks.len() {
@@ -198,8 +235,8 @@ pub fn plan(fds: &[&Fd], queues: &[UnixQueue]) -> Result<UnixPlan> {
 }
 
 /// The plan being built.
-struct Planner<'a> {
-    p: UnixPlan,
+pub(super) struct Planner<'a> {
+    pub(super) p: UnixPlan,
     /// (first fd holding it, socket), by slot.
     socks: Vec<(i32, &'a UnixSocket)>,
     /// Slots whose socket exists by now.
@@ -208,6 +245,12 @@ struct Planner<'a> {
     later: Vec<usize>,
     /// (socket inode, helper slot) for sockets whose peer was closed.
     gone_ends: Vec<(u64, usize)>,
+    /// The pipes the process holds, by id.
+    pub(super) held_pipes: Vec<u64>,
+    /// The image's pipe-data records.
+    pub(super) pipes: &'a [PipeData],
+    /// Pipes only in flight: (pipe id, read slot, write slot).
+    pub(super) flight_pipes: Vec<(u64, usize, usize)>,
 }
 
 impl Planner<'_> {
@@ -222,7 +265,7 @@ impl Planner<'_> {
         })
     }
 
-    fn helper(&mut self) -> usize {
+    pub(super) fn helper(&mut self) -> usize {
         self.p.slots += 1;
         self.p.slots - 1
     }
@@ -373,7 +416,7 @@ impl Planner<'_> {
             _ => None,
         };
         if let Some(from) = from {
-            return plan_sends(&mut self.p, from, q);
+            return self.sends(from, q);
         }
         if u32::from(s.kind) != us::SOCK_DGRAM || s.name.is_empty() {
             return Err(refuse(
@@ -385,7 +428,7 @@ impl Planner<'_> {
         let tmp = self.helper();
         self.p.ops.push(Op::Socket(tmp, us::SOCK_DGRAM));
         self.p.ops.push(Op::Connect(tmp, addr(fd, s, &s.name)?));
-        plan_sends(&mut self.p, tmp, q)?;
+        self.sends(tmp, q)?;
         self.p.ops.push(Op::Close(tmp));
         Ok(())
     }
@@ -410,64 +453,6 @@ impl Planner<'_> {
             ));
         }
     }
-}
-
-/// One send per message from slot `from`, its files in flight opened first.
-fn plan_sends(p: &mut UnixPlan, from: usize, q: &UnixQueue) -> Result<()> {
-    for m in &q.messages {
-        let mut slots = Vec::with_capacity(m.fds.len());
-        let mut opened = Vec::new();
-        for f in &m.fds {
-            if let FdFile::Unix(s) = f {
-                // Made with the other sockets; install closes its slot.
-                slots.push(p.slot_of(s.ino).ok_or_else(|| {
-                    Error::Unsupported(format!(
-                        "socket:[{}] in flight is missing from the plan; this is a bug in crest",
-                        s.ino
-                    ))
-                })?);
-                continue;
-            }
-            let k = p.slots;
-            p.slots += 1;
-            let (path, flags, pos) = match f {
-                FdFile::Reg {
-                    path,
-                    flags,
-                    pos,
-                    id,
-                } => (
-                    super::check::regular(-1, path, id)?,
-                    super::check::open_flags(*flags),
-                    *pos,
-                ),
-                FdFile::Chr {
-                    path,
-                    flags,
-                    rdev,
-                    pos,
-                } => (
-                    super::check::char_device(-1, path, *rdev)?,
-                    super::check::open_flags(*flags) | super::check::O_NOCTTY,
-                    *pos,
-                ),
-                _ => {
-                    return Err(Error::Unsupported(format!(
-                        "socket:[{}] in the image has a file in flight of a kind crest does not restore in flight",
-                        q.ino
-                    )));
-                }
-            };
-            p.ops.push(Op::Open(k, path, flags, pos));
-            slots.push(k);
-            opened.push(k);
-        }
-        p.ops.push(Op::Send(from, m.data.clone(), slots));
-        for k in opened {
-            p.ops.push(Op::Close(k));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -511,6 +496,8 @@ mod tests {
                 Op::Open(k, ..) => format!("open{k}"),
                 Op::Send(k, d, _) => format!("send{k}:{}", String::from_utf8_lossy(d)),
                 Op::Close(k) => format!("close{k}"),
+                Op::Pipe(r, w, d) => format!("pipe{r}-{w}:{}", String::from_utf8_lossy(d)),
+                Op::Flags(k, _) => format!("flags{k}"),
                 Op::Shutdown(k, how) => format!("shutdown{k}/{how}"),
                 Op::Options(..) => String::new(),
             })
@@ -539,7 +526,7 @@ mod tests {
             sock(15, 2, 1, b"", UnixPeer::Socket(14)),
         ];
         let refs: Vec<&Fd> = fds.iter().collect();
-        let p = plan(&refs, &[queue(12, b"hi"), queue(14, b"dg")]).unwrap();
+        let p = plan(&refs, &[queue(12, b"hi"), queue(14, b"dg")], &[]).unwrap();
         assert_eq!(
             tags(&p),
             [
@@ -566,7 +553,7 @@ mod tests {
         if let FdFile::Unix(s) = &mut f.file {
             s.shutdown = 3;
         }
-        let p = plan(&[&f], &[queue(20, b"last words")]).unwrap();
+        let p = plan(&[&f], &[queue(20, b"last words")], &[]).unwrap();
         assert_eq!(
             tags(&p),
             ["pair0-1", "send1:last words", "close1", "shutdown0/2"]
@@ -576,7 +563,7 @@ mod tests {
     #[test]
     fn a_datagram_queue_without_a_peer_comes_through_a_helper() {
         let f = sock(30, 2, 7, b"\0dgram", UnixPeer::None);
-        let p = plan(&[&f], &[queue(30, b"x")]).unwrap();
+        let p = plan(&[&f], &[queue(30, b"x")], &[]).unwrap();
         assert_eq!(
             tags(&p),
             [
@@ -586,18 +573,53 @@ mod tests {
     }
 
     #[test]
+    fn pipes_in_flight_are_made_once_or_borrowed_from_the_process() {
+        let held = Fd {
+            fd: 5,
+            fd_flags: 0,
+            file: FdFile::Pipe {
+                pipe_id: 70,
+                flags: 0,
+            },
+        };
+        let a = sock(50, 2, 1, b"", UnixPeer::Socket(51));
+        let b = sock(51, 2, 1, b"", UnixPeer::Socket(50));
+        let end = |pipe_id, flags| FdFile::Pipe { pipe_id, flags };
+        let q = UnixQueue {
+            ino: 50,
+            messages: vec![UnixMessage {
+                data: b"m".to_vec(),
+                fds: vec![end(71, 0), end(71, 1), end(70, 1)],
+            }],
+        };
+        let data = [PipeData {
+            pipe_id: 71,
+            data: b"in pipe".to_vec(),
+        }];
+        let p = plan(&[&held, &a, &b], &[q], &data).unwrap();
+        assert_eq!(
+            tags(&p),
+            ["pair0-1", "pipe2-3:in pipe", "flags2", "flags3", "send1:m"]
+        );
+        assert_eq!(p.borrowed, vec![(70, true, 4)]);
+        assert_eq!(p.slots, 5);
+    }
+
+    #[test]
     fn what_cannot_be_rebuilt_is_refused_by_name() {
         let split = sock(40, 1, 1, b"", UnixPeer::Socket(41));
-        let e = plan(&[&split], &[]).unwrap_err().to_string();
+        let e = plan(&[&split], &[], &[]).unwrap_err().to_string();
         assert!(e.contains("fd 40") && e.contains("another process"), "{e}");
         let ext = sock(42, 1, 1, b"", UnixPeer::External(9, b"\0x".to_vec()));
-        let e = plan(&[&ext], &[queue(42, b"y")]).unwrap_err().to_string();
+        let e = plan(&[&ext], &[queue(42, b"y")], &[])
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("socket:[42]") && e.contains("queued data"),
             "{e}"
         );
         let anon = sock(43, 1, 1, b"", UnixPeer::External(9, Vec::new()));
-        let e = plan(&[&anon], &[]).unwrap_err().to_string();
+        let e = plan(&[&anon], &[], &[]).unwrap_err().to_string();
         assert!(e.contains("without a name"), "{e}");
     }
 }

@@ -61,6 +61,9 @@ pub fn create(p: &UnixPlan, slot: impl Fn(usize) -> RawFd) -> Result<()> {
                 }
             }
             Op::Send(k, data, fds) => send(slot(*k), *k, data, fds, &slot)?,
+            Op::Pipe(r, w, data) => pipe(slot(*r), slot(*w), *r, data)?,
+            Op::Flags(k, flags) => crate::sys::fdtable::set_status_flags(slot(*k), *flags)
+                .map_err(|e| fail("fcntl(F_SETFL)", *k, e))?,
             Op::Close(k) => {
                 crate::sys::fdtable::close(slot(*k)).map_err(|e| fail("close", *k, e))?
             }
@@ -107,6 +110,24 @@ fn send(
             return Ok(());
         }
     }
+}
+
+/// A pipe in flight with its bytes, made non-blocking while it is filled.
+fn pipe(r: RawFd, w: RawFd, k: usize, data: &[u8]) -> Result<()> {
+    use super::install::to_slot;
+    use crate::sys::fd::{O_CLOEXEC, O_NONBLOCK};
+    use std::os::fd::{AsFd, IntoRawFd};
+    let fail = |e| fail("pipe2", k, e);
+    let (pr, pw) = crate::sys::fd::pipe2(O_CLOEXEC | O_NONBLOCK).map_err(fail)?;
+    if data.len() > crate::sys::splice::pipe_size(pw.as_fd()).map_err(fail)? {
+        crate::sys::splice::set_pipe_size(pw.as_fd(), data.len()).map_err(fail)?;
+    }
+    let mut off = 0;
+    while off < data.len() {
+        off += crate::sys::fd::write(pw.as_fd(), &data[off..]).map_err(fail)?;
+    }
+    to_slot(pr.into_raw_fd(), r).map_err(fail)?;
+    to_slot(pw.into_raw_fd(), w).map_err(fail)
 }
 
 /// Buffer sizes (the kernel doubles what is set, so half the dumped
