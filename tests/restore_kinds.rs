@@ -29,6 +29,8 @@ mod common;
 mod fifo;
 #[path = "restore_kinds/ghost.rs"]
 mod ghost;
+#[path = "restore_kinds/lock.rs"]
+mod lock;
 #[path = "restore_kinds/memfd.rs"]
 mod memfd;
 #[path = "restore_kinds/pty.rs"]
@@ -103,13 +105,28 @@ fn restore_and_check(v: &mut Victim, img: &Path) {
 
 /// One victim through one mode, start to finish.
 fn run(name: &str, prepare: fn(&Path), body: fn(&Child) -> Verdict, mode: Mode) {
+    run_with(name, prepare, body, mode, &[]);
+}
+
+/// As [`run`], with `extra` options for every dump.
+fn run_with(
+    name: &str,
+    prepare: fn(&Path),
+    body: fn(&Child) -> Verdict,
+    mode: Mode,
+    extra: &[&str],
+) {
+    let with = |more: &[&'static str]| -> Vec<String> {
+        more.iter().chain(extra).map(|s| s.to_string()).collect()
+    };
     let dir = scratch(name);
     prepare(&dir);
     let mut v = Victim::spawn(&dir, body);
     match mode {
         Mode::Baseline | Mode::LeaveRunning => {
             if mode == Mode::LeaveRunning {
-                dump(&v, &["-R"]);
+                let args = with(&["-R"]);
+                dump(&v, &args.iter().map(String::as_str).collect::<Vec<_>>());
                 assert!(v.try_reap().is_none(), "the victim runs on after dump -R");
             }
             v.go();
@@ -119,7 +136,8 @@ fn run(name: &str, prepare: fn(&Path), body: fn(&Child) -> Verdict, mode: Mode) 
             assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
         }
         Mode::RoundTrip => {
-            let img = dump(&v, &[]);
+            let args = with(&[]);
+            let img = dump(&v, &args.iter().map(String::as_str).collect::<Vec<_>>());
             let status = v.reap();
             assert!(libc::WIFSIGNALED(status), "dump kills: status {status:#x}");
             let start = Instant::now();
@@ -161,6 +179,41 @@ victim_tests!(memfd_victim, memfd);
 victim_tests!(ghost_victim, ghost);
 victim_tests!(fifo_victim, fifo);
 victim_tests!(pty_victim, pty);
+
+/// The lock victim's modes, its dumps with --file-locks.
+mod lock_victim {
+    use super::*;
+    #[test]
+    fn baseline() {
+        run(
+            "kinds-lock-base",
+            lock::prepare,
+            lock::victim,
+            Mode::Baseline,
+        );
+    }
+    #[test]
+    fn survives_dump_leave_running() {
+        let (p, v) = (lock::prepare, lock::victim);
+        run_with("kinds-lock-R", p, v, Mode::LeaveRunning, &["--file-locks"]);
+    }
+    #[test]
+    fn round_trip() {
+        let (p, v) = (lock::prepare, lock::victim);
+        run_with("kinds-lock-rt", p, v, Mode::RoundTrip, &["--file-locks"]);
+    }
+    /// Without --file-locks a held lock is refused by fd, kind and option.
+    #[test]
+    fn refused_without_file_locks() {
+        refused_with(
+            "kinds-lock-refused",
+            lock::prepare,
+            lock::victim,
+            &[],
+            &["fd 32 of pid", "holds a write FLOCK lock", "--file-locks"],
+        );
+    }
+}
 
 /// A deleted file bigger than --ghost-limit is refused, naming the mapping
 /// (checked before the fds) or fd,

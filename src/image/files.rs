@@ -28,6 +28,7 @@
 //!    18 fifo:     u32 open_flags | u64 id (inode; its data: pipe-data, pipe_id = id) | path
 //!  pipe-data:  u64 pipe_id | bytes data
 //!  ghost-data: u64 dev | u64 ino | u64 offset | bytes data   (a deleted file's contents)
+//!  file-lock:  see [`lock`]
 //! ```
 //!
 //! Kinds 4-8 are the anonymous-inode objects of an event loop; an older
@@ -38,9 +39,11 @@
 
 mod anon;
 pub mod kinds;
+pub mod lock;
 
 pub use anon::{EpollTarget, InotifyWatch, MAX_FD_ITEMS};
 pub use kinds::{GhostData, PtyState};
+pub use lock::{FileLock, LockKind};
 
 use super::codec::{Reader, Writer};
 use super::record::Record;

@@ -274,6 +274,8 @@ pub struct FilesImage {
     pub pipes: Vec<PipeData>,
     /// The contents of deleted files still open or mapped.
     pub ghosts: Vec<crate::image::files::GhostData>,
+    /// The file locks held (dumped with --file-locks).
+    pub locks: Vec<crate::image::files::FileLock>,
 }
 
 impl FilesImage {
@@ -288,6 +290,9 @@ impl FilesImage {
         }
         for g in &self.ghosts {
             w.write(g)?;
+        }
+        for l in &self.locks {
+            w.write(l)?;
         }
         w.finish()?;
         Ok(())
@@ -305,6 +310,7 @@ impl FilesImage {
                 AnyRecord::Fd(f) => img.fds.push(f),
                 AnyRecord::PipeData(p) => img.pipes.push(p),
                 AnyRecord::GhostData(g) => img.ghosts.push(g),
+                AnyRecord::FileLock(l) => img.locks.push(l),
                 _ => {}
             }
         }

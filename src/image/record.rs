@@ -127,6 +127,7 @@ kinds! {
     PagemapHead = 15, "pagemap-head", 16 << 10, super::pagemap::PagemapHead;
     PageRun = 16, "page-run", 1 << 10, super::pagemap::PageRun;
     GhostData = 40, "ghost-data", MAX_RECORD, super::files::GhostData;
+    FileLock = 41, "file-lock", 1 << 10, super::files::FileLock;
 }
 
 /// Every known kind number, in order.

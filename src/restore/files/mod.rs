@@ -31,6 +31,7 @@ mod check;
 mod fifo;
 mod ghost;
 mod install;
+mod lock;
 mod memfd;
 mod pty;
 
@@ -67,6 +68,8 @@ pub struct FilesPlan {
     ghosts: Vec<((u64, u64), i32)>,
     /// The named FIFOs the fds open.
     fifos: Vec<fifo::PlannedFifo>,
+    /// The file locks to re-take once the fds are in place.
+    locks: Vec<crate::image::files::FileLock>,
 }
 
 /// One fd to install.
@@ -180,7 +183,9 @@ pub fn plan_files(files: &FilesImage, misc: &TaskMisc, shell_job: bool) -> Resul
         memfds: Vec::new(),
         ghosts: Vec::new(),
         fifos: Vec::new(),
+        locks: files.locks.clone(),
     };
+    lock::check(&files.locks, &fds)?;
     for f in &fds {
         let how = match (&f.file, anon::plan(f, &fds)?) {
             (_, Some(a)) => How::Anon(a),
