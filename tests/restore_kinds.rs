@@ -338,3 +338,121 @@ mod refusals {
         check("kinds-no-bpf", refuse::bpf_map, "a bpf map");
     }
 }
+
+/// A memfd two processes of a tree share is dumped, but restore refuses
+/// it by name before any process exists (each would get its own copy).
+#[test]
+fn a_memfd_shared_by_two_processes_is_refused_at_restore() {
+    let dir = scratch("kinds-shared-memfd");
+    let mut v = Victim::spawn(&dir, refuse::shared_memfd);
+    let img = dump(&v, &["-j"]);
+    v.reap();
+    let start = Instant::now();
+    while !pid_gone(v.pid) {
+        assert!(start.elapsed() < Duration::from_secs(10), "pid stays");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = crest(&["restore", "-D", img.to_str().unwrap()]);
+    assert!(!out.status.success(), "restore must refuse");
+    let err = stderr(&out);
+    for want in ["share memfd", "process-tree sharing"] {
+        assert!(err.contains(want), "message lacks {want:?}: {err}");
+    }
+    assert!(pid_gone(v.pid), "no process is left behind");
+    v.forget();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs crest with `CREST_FAULT=step`.
+fn crest_fault(step: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_crest"))
+        .args(args)
+        .env("CREST_FAULT", step)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run crest")
+}
+
+type Kind = (
+    &'static str,
+    fn(&Path),
+    fn(&Child) -> Verdict,
+    &'static [&'static str],
+);
+
+const KINDS: [Kind; 5] = [
+    ("memfd", memfd::prepare, memfd::victim, &[]),
+    ("ghost", ghost::prepare, ghost::victim, &[]),
+    ("fifo", fifo::prepare, fifo::victim, &[]),
+    ("pty", pty::prepare, pty::victim, &[]),
+    ("lock", lock::prepare, lock::victim, &["--file-locks"]),
+];
+
+/// A dump that fails after its last per-process step leaves each kinds
+/// victim running with every object as it was (its own checks pass).
+#[test]
+fn a_failed_dump_leaves_every_kind_as_it_was() {
+    for (name, prepare, body, extra) in KINDS {
+        let dir = scratch(&format!("kinds-dumpfault-{name}"));
+        prepare(&dir);
+        let mut v = Victim::spawn(&dir, body);
+        let img = v.dir.join("img");
+        let pid = v.pid.to_string();
+        let mut args = vec!["dump", "-t", &pid, "-D", img.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = crest_fault("cure", &args);
+        assert!(!out.status.success(), "{name}: the dump must fail");
+        assert!(
+            stderr(&out).contains("CREST_FAULT"),
+            "{name}: {}",
+            stderr(&out)
+        );
+        assert!(v.try_reap().is_none(), "{name}: the victim runs on");
+        v.go();
+        let report = v.wait_report(|| None);
+        v.reap();
+        assert_eq!(report.trim(), "pass", "{name}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// A restore that fails once the files are in place leaves no process,
+/// no recreated deleted file under its name and no lock behind.
+#[test]
+fn a_failed_restore_leaves_nothing_behind_for_every_kind() {
+    for (name, prepare, body, extra) in KINDS {
+        let dir = scratch(&format!("kinds-restorefault-{name}"));
+        prepare(&dir);
+        let mut v = Victim::spawn(&dir, body);
+        let img = dump(&v, extra);
+        v.reap();
+        let start = Instant::now();
+        while !pid_gone(v.pid) {
+            assert!(start.elapsed() < Duration::from_secs(10), "pid stays");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let out = crest_fault("restore-files", &["restore", "-D", img.to_str().unwrap()]);
+        assert!(!out.status.success(), "{name}: the restore must fail");
+        let start = Instant::now();
+        while !pid_gone(v.pid) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{name}: a process stays"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            !dir.join("gone").exists(),
+            "{name}: a deleted file came back"
+        );
+        let a = File::options().write(true).open(dir.join("a"));
+        if let Ok(a) = a {
+            use std::os::fd::AsRawFd;
+            // SAFETY: flock on our own file.
+            let r = unsafe { libc::flock(a.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            assert_eq!(r, 0, "{name}: the flock outlived the failed restore");
+        }
+        v.forget();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -34,6 +34,7 @@ mod install;
 mod lock;
 mod memfd;
 mod pty;
+mod split;
 
 use std::ffi::CString;
 
@@ -45,6 +46,7 @@ use crate::image::task::TaskMisc;
 pub use ghost::create_ghosts;
 pub use install::install_files;
 pub use memfd::create_memfds;
+pub use split::check_tree as check_kinds_sharing;
 
 /// Everything about the files, checked in the parent before any process exists.
 #[derive(Debug)]
