@@ -334,6 +334,14 @@ mod refusals {
         check("kinds-no-fanotify", refuse::fanotify, "a fanotify instance");
     }
     #[test]
+    fn hugetlb_memfd_is_refused() {
+        check(
+            "kinds-no-hugememfd",
+            refuse::hugetlb_memfd,
+            "the hugetlbfs memfd",
+        );
+    }
+    #[test]
     fn bpf_map_is_refused() {
         check("kinds-no-bpf", refuse::bpf_map, "a bpf map");
     }

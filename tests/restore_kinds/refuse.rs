@@ -91,3 +91,9 @@ pub fn shared_memfd(c: &Child) -> Verdict {
     c.wait_go();
     Ok(())
 }
+
+pub fn hugetlb_memfd(c: &Child) -> Verdict {
+    // SAFETY: a NUL-terminated name.
+    let fd = unsafe { libc::memfd_create(c"huge".as_ptr(), libc::MFD_HUGETLB) };
+    hold(c, fd as i64, b"/memfd:huge (deleted)")
+}
