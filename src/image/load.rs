@@ -291,8 +291,15 @@ impl FilesImage {
         for g in &self.ghosts {
             w.write(g)?;
         }
+        // An older crest must refuse the image, not restore it without
+        // the locks the process relies on.
         for l in &self.locks {
-            w.write(l)?;
+            let payload = super::record::to_payload(l);
+            w.write_raw(
+                crate::image::files::FileLock::KIND,
+                super::stream::MUST_UNDERSTAND,
+                &payload,
+            )?;
         }
         w.finish()?;
         Ok(())

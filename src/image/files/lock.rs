@@ -107,6 +107,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_files_image_marks_its_locks_must_understand() {
+        let path = std::env::temp_dir().join(format!("crest-lockimg-{}", std::process::id()));
+        let d = crate::image::ImageDir::create(&path).unwrap();
+        let lock = FileLock {
+            fd: 3,
+            kind: LockKind::Flock,
+            write: true,
+            start: 0,
+            end: u64::MAX,
+        };
+        let img = crate::image::load::FilesImage {
+            locks: vec![lock],
+            ..Default::default()
+        };
+        img.write(&d, 7).unwrap();
+        assert_eq!(crate::image::load::FilesImage::load(&d, 7).unwrap(), img);
+        let mut rr = d.reader("files-7.img").unwrap();
+        let raw = rr.next_raw().unwrap().unwrap();
+        assert_eq!(raw.kind, FileLock::KIND);
+        assert_eq!(raw.flags & crate::image::stream::MUST_UNDERSTAND, 1);
+        let _ = std::fs::remove_dir_all(&path);
+    }
+
+    #[test]
     fn locks_round_trip_and_bad_ones_are_refused() {
         for kind in [LockKind::Flock, LockKind::Posix, LockKind::Ofd] {
             let l = FileLock {
