@@ -25,6 +25,14 @@
 //! because the image does not say whether they shared one. A pipe end the
 //! process did not hold is closed after install: its reader sees end of file
 //! after the queued bytes, its writer gets EPIPE.
+//!
+//! The kinds whose object crest makes from the image: memfds ([`memfd`])
+//! and deleted files ([`ghost`]) are made in crest by the restorer's plan
+//! (they are mapped too) and kept as helper fds, which
+//! [`FilesPlan::set_objects`] hands to this plan so each fd reopens its
+//! object; named FIFOs ([`fifo`]) and pseudo-terminal pairs ([`pty`]) are
+//! opened by install; file locks ([`lock`]) are re-taken last. [`split`]
+//! refuses those objects when processes of a tree shared them.
 
 mod anon;
 mod check;
