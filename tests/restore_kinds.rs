@@ -29,6 +29,8 @@ mod common;
 mod fifo;
 #[path = "restore_kinds/ghost.rs"]
 mod ghost;
+#[path = "restore_kinds/lock.rs"]
+mod lock;
 #[path = "restore_kinds/memfd.rs"]
 mod memfd;
 #[path = "restore_kinds/pty.rs"]
@@ -103,13 +105,28 @@ fn restore_and_check(v: &mut Victim, img: &Path) {
 
 /// One victim through one mode, start to finish.
 fn run(name: &str, prepare: fn(&Path), body: fn(&Child) -> Verdict, mode: Mode) {
+    run_with(name, prepare, body, mode, &[]);
+}
+
+/// As [`run`], with `extra` options for every dump.
+fn run_with(
+    name: &str,
+    prepare: fn(&Path),
+    body: fn(&Child) -> Verdict,
+    mode: Mode,
+    extra: &[&str],
+) {
+    let with = |more: &[&'static str]| -> Vec<String> {
+        more.iter().chain(extra).map(|s| s.to_string()).collect()
+    };
     let dir = scratch(name);
     prepare(&dir);
     let mut v = Victim::spawn(&dir, body);
     match mode {
         Mode::Baseline | Mode::LeaveRunning => {
             if mode == Mode::LeaveRunning {
-                dump(&v, &["-R"]);
+                let args = with(&["-R"]);
+                dump(&v, &args.iter().map(String::as_str).collect::<Vec<_>>());
                 assert!(v.try_reap().is_none(), "the victim runs on after dump -R");
             }
             v.go();
@@ -119,7 +136,8 @@ fn run(name: &str, prepare: fn(&Path), body: fn(&Child) -> Verdict, mode: Mode) 
             assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
         }
         Mode::RoundTrip => {
-            let img = dump(&v, &[]);
+            let args = with(&[]);
+            let img = dump(&v, &args.iter().map(String::as_str).collect::<Vec<_>>());
             let status = v.reap();
             assert!(libc::WIFSIGNALED(status), "dump kills: status {status:#x}");
             let start = Instant::now();
@@ -161,6 +179,41 @@ victim_tests!(memfd_victim, memfd);
 victim_tests!(ghost_victim, ghost);
 victim_tests!(fifo_victim, fifo);
 victim_tests!(pty_victim, pty);
+
+/// The lock victim's modes, its dumps with --file-locks.
+mod lock_victim {
+    use super::*;
+    #[test]
+    fn baseline() {
+        run(
+            "kinds-lock-base",
+            lock::prepare,
+            lock::victim,
+            Mode::Baseline,
+        );
+    }
+    #[test]
+    fn survives_dump_leave_running() {
+        let (p, v) = (lock::prepare, lock::victim);
+        run_with("kinds-lock-R", p, v, Mode::LeaveRunning, &["--file-locks"]);
+    }
+    #[test]
+    fn round_trip() {
+        let (p, v) = (lock::prepare, lock::victim);
+        run_with("kinds-lock-rt", p, v, Mode::RoundTrip, &["--file-locks"]);
+    }
+    /// Without --file-locks a held lock is refused by fd, kind and option.
+    #[test]
+    fn refused_without_file_locks() {
+        refused_with(
+            "kinds-lock-refused",
+            lock::prepare,
+            lock::victim,
+            &[],
+            &["fd 32 of pid", "holds a write FLOCK lock", "--file-locks"],
+        );
+    }
+}
 
 /// A deleted file bigger than --ghost-limit is refused, naming the mapping
 /// (checked before the fds) or fd,
@@ -281,7 +334,133 @@ mod refusals {
         check("kinds-no-fanotify", refuse::fanotify, "a fanotify instance");
     }
     #[test]
+    fn hugetlb_memfd_is_refused() {
+        check(
+            "kinds-no-hugememfd",
+            refuse::hugetlb_memfd,
+            "the hugetlbfs memfd",
+        );
+    }
+    #[test]
     fn bpf_map_is_refused() {
         check("kinds-no-bpf", refuse::bpf_map, "a bpf map");
+    }
+}
+
+/// A memfd two processes of a tree share is dumped, but restore refuses
+/// it by name before any process exists (each would get its own copy).
+#[test]
+fn a_memfd_shared_by_two_processes_is_refused_at_restore() {
+    let dir = scratch("kinds-shared-memfd");
+    let mut v = Victim::spawn(&dir, refuse::shared_memfd);
+    let img = dump(&v, &["-j"]);
+    v.reap();
+    let start = Instant::now();
+    while !pid_gone(v.pid) {
+        assert!(start.elapsed() < Duration::from_secs(10), "pid stays");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = crest(&["restore", "-D", img.to_str().unwrap()]);
+    assert!(!out.status.success(), "restore must refuse");
+    let err = stderr(&out);
+    for want in ["share memfd", "process-tree sharing"] {
+        assert!(err.contains(want), "message lacks {want:?}: {err}");
+    }
+    assert!(pid_gone(v.pid), "no process is left behind");
+    v.forget();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs crest with `CREST_FAULT=step`.
+fn crest_fault(step: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_crest"))
+        .args(args)
+        .env("CREST_FAULT", step)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run crest")
+}
+
+type Kind = (
+    &'static str,
+    fn(&Path),
+    fn(&Child) -> Verdict,
+    &'static [&'static str],
+);
+
+const KINDS: [Kind; 5] = [
+    ("memfd", memfd::prepare, memfd::victim, &[]),
+    ("ghost", ghost::prepare, ghost::victim, &[]),
+    ("fifo", fifo::prepare, fifo::victim, &[]),
+    ("pty", pty::prepare, pty::victim, &[]),
+    ("lock", lock::prepare, lock::victim, &["--file-locks"]),
+];
+
+/// A dump that fails after its last per-process step leaves each kinds
+/// victim running with every object as it was (its own checks pass).
+#[test]
+fn a_failed_dump_leaves_every_kind_as_it_was() {
+    for (name, prepare, body, extra) in KINDS {
+        let dir = scratch(&format!("kinds-dumpfault-{name}"));
+        prepare(&dir);
+        let mut v = Victim::spawn(&dir, body);
+        let img = v.dir.join("img");
+        let pid = v.pid.to_string();
+        let mut args = vec!["dump", "-t", &pid, "-D", img.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = crest_fault("cure", &args);
+        assert!(!out.status.success(), "{name}: the dump must fail");
+        assert!(
+            stderr(&out).contains("CREST_FAULT"),
+            "{name}: {}",
+            stderr(&out)
+        );
+        assert!(v.try_reap().is_none(), "{name}: the victim runs on");
+        v.go();
+        let report = v.wait_report(|| None);
+        v.reap();
+        assert_eq!(report.trim(), "pass", "{name}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// A restore that fails once the files are in place leaves no process,
+/// no recreated deleted file under its name and no lock behind.
+#[test]
+fn a_failed_restore_leaves_nothing_behind_for_every_kind() {
+    for (name, prepare, body, extra) in KINDS {
+        let dir = scratch(&format!("kinds-restorefault-{name}"));
+        prepare(&dir);
+        let mut v = Victim::spawn(&dir, body);
+        let img = dump(&v, extra);
+        v.reap();
+        let start = Instant::now();
+        while !pid_gone(v.pid) {
+            assert!(start.elapsed() < Duration::from_secs(10), "pid stays");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let out = crest_fault("restore-files", &["restore", "-D", img.to_str().unwrap()]);
+        assert!(!out.status.success(), "{name}: the restore must fail");
+        let start = Instant::now();
+        while !pid_gone(v.pid) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{name}: a process stays"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            !dir.join("gone").exists(),
+            "{name}: a deleted file came back"
+        );
+        let a = File::options().write(true).open(dir.join("a"));
+        if let Ok(a) = a {
+            use std::os::fd::AsRawFd;
+            // SAFETY: flock on our own file.
+            let r = unsafe { libc::flock(a.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            assert_eq!(r, 0, "{name}: the flock outlived the failed restore");
+        }
+        v.forget();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -134,6 +134,13 @@ pub const OPTIONS: &[OptSpec] = &[
         help: "store deleted files still open or mapped up to SIZE bytes each (K, M, G suffixes; default 1M)",
     },
     OptSpec {
+        long: "file-locks",
+        short: None,
+        value: None,
+        commands: &["dump", "restore"],
+        help: "dump the file locks (flock, POSIX, OFD) processes hold and re-take them at restore",
+    },
+    OptSpec {
         long: "workload",
         short: None,
         value: Some("DIR"),
@@ -177,6 +184,8 @@ pub struct Args {
     pub shell_job: bool,
     /// `--external RES`, in order (`unix[INO]`).
     pub external: Vec<String>,
+    /// `--file-locks`.
+    pub file_locks: bool,
     /// `--ghost-limit SIZE`, in bytes.
     pub ghost_limit: Option<u64>,
     /// `--workload DIR` (internal, `selftest` re-executing itself).
@@ -301,6 +310,7 @@ fn apply(args: &mut Args, spec: &OptSpec, value: Option<String>) -> Result<()> {
         "external" => args.external.push(value),
         "workload" => args.workload = Some(PathBuf::from(value)),
         "ghost-limit" => args.ghost_limit = Some(parse_size(&value)?),
+        "file-locks" => args.file_locks = true,
         other => return Err(Error::Usage(format!("option --{other} is not handled"))),
     }
     Ok(())

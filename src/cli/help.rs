@@ -41,7 +41,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         name: "dump",
-        usage: "crest dump -t PID -D DIR [-R|--leave-running] [-j|--shell-job] [--ghost-limit SIZE]",
+        usage: "crest dump -t PID -D DIR [-R|--leave-running] [-j|--shell-job] [--ghost-limit SIZE] [--file-locks]",
         summary: "checkpoint the process tree under PID, every thread, into an image directory",
         details: "Seizes PID, its children, theirs... and every thread with ptrace (a fork\n\
                   during the seize is caught), reads their registers and /proc state, runs a\n\

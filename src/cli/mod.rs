@@ -132,6 +132,7 @@ fn dump(args: &Args) -> Result<i32> {
     if let Some(limit) = args.ghost_limit {
         crate::dump::files::ghost::set_ghost_limit(limit);
     }
+    crate::dump::files::lock::set_file_locks(args.file_locks);
     let opts = crate::dump::run::DumpOptions {
         pid,
         dir,

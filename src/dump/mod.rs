@@ -89,6 +89,7 @@ pub fn collect_process(pid: u32) -> Result<ProcessState> {
         task,
         mm: MmImage { mm, vmas },
         files: FilesImage {
+            locks: files::lock::collect_locks(pid, &files)?,
             fds: files,
             ..FilesImage::default()
         },

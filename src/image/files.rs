@@ -29,6 +29,7 @@
 //!  pipe-data:  u64 pipe_id | bytes data
 //!    21 unix:    see [`unix`] (and its unix-queue record)
 //!  ghost-data: u64 dev | u64 ino | u64 offset | bytes data   (a deleted file's contents)
+//!  file-lock:  see [`lock`]
 //! ```
 //!
 //! Kinds 4-8 are the anonymous-inode objects of an event loop; an older
@@ -39,10 +40,12 @@
 
 mod anon;
 pub mod kinds;
+pub mod lock;
 pub mod unix;
 
 pub use anon::{EpollTarget, InotifyWatch, MAX_FD_ITEMS};
 pub use kinds::{GhostData, PtyState};
+pub use lock::{FileLock, LockKind};
 pub use unix::{UnixMessage, UnixPeer, UnixQueue, UnixSocket};
 
 use super::codec::{Reader, Writer};

@@ -276,6 +276,8 @@ pub struct FilesImage {
     pub unix_queues: Vec<UnixQueue>,
     /// The contents of deleted files still open or mapped.
     pub ghosts: Vec<crate::image::files::GhostData>,
+    /// The file locks held (dumped with --file-locks).
+    pub locks: Vec<crate::image::files::FileLock>,
 }
 
 impl FilesImage {
@@ -294,6 +296,16 @@ impl FilesImage {
         for g in &self.ghosts {
             w.write(g)?;
         }
+        // An older crest must refuse the image, not restore it without
+        // the locks the process relies on.
+        for l in &self.locks {
+            let payload = super::record::to_payload(l);
+            w.write_raw(
+                crate::image::files::FileLock::KIND,
+                super::stream::MUST_UNDERSTAND,
+                &payload,
+            )?;
+        }
         w.finish()?;
         Ok(())
     }
@@ -311,6 +323,7 @@ impl FilesImage {
                 AnyRecord::PipeData(p) => img.pipes.push(p),
                 AnyRecord::UnixQueue(q) => img.unix_queues.push(q),
                 AnyRecord::GhostData(g) => img.ghosts.push(g),
+                AnyRecord::FileLock(l) => img.locks.push(l),
                 _ => {}
             }
         }

@@ -128,6 +128,7 @@ kinds! {
     PageRun = 16, "page-run", 1 << 10, super::pagemap::PageRun;
     GhostData = 40, "ghost-data", MAX_RECORD, super::files::GhostData;
     UnixQueue = 41, "unix-queue", MAX_RECORD, super::files::UnixQueue;
+    FileLock = 42, "file-lock", 1 << 10, super::files::FileLock;
 }
 
 /// Every known kind number, in order.

@@ -236,6 +236,19 @@ pub fn every_record() -> Vec<AnyRecord> {
     ];
     v.extend(vmas().into_iter().map(AnyRecord::Vma));
     v.extend(fds().into_iter().map(AnyRecord::Fd));
+    v.push(AnyRecord::GhostData(super::files::GhostData {
+        dev: 0xfe00,
+        ino: 4321,
+        offset: 65536,
+        data: b"bytes of a deleted file".to_vec(),
+    }));
+    v.push(AnyRecord::FileLock(super::files::FileLock {
+        fd: 7,
+        kind: super::files::LockKind::Posix,
+        write: true,
+        start: 5,
+        end: u64::MAX,
+    }));
     v
 }
 

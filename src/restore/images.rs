@@ -87,6 +87,7 @@ pub fn load(dir: &std::path::Path) -> Result<Tree> {
         procs: out,
     };
     check_sharing(&tree)?;
+    super::files::check_kinds_sharing(&tree)?;
     Ok(tree)
 }
 

@@ -25,6 +25,7 @@ pub mod anonfd;
 pub mod cpu;
 pub mod fd;
 pub mod fdtable;
+pub mod lock;
 pub mod memfd;
 pub mod mm;
 pub mod net;

@@ -69,6 +69,14 @@ pub fn collect(
     let Some(path) = deleted_path(target, meta) else {
         return Ok(None);
     };
+    if path.starts_with(b"/memfd:") {
+        // A memfd crest did not recognise: not on the shmem mount, so made
+        // with MFD_HUGETLB; a ghost of that name would be a file in /.
+        return Err(Error::Unsupported(format!(
+            "fd {fd} of pid {pid} is the hugetlbfs memfd `{}` (MFD_HUGETLB), which crest cannot dump yet; close it before the dump",
+            String::from_utf8_lossy(target)
+        )));
+    }
     if meta.size() > ghost_limit() {
         return Err(too_big(&format!("fd {fd} of pid {pid}"), path, meta.size()));
     }

@@ -21,6 +21,7 @@
 mod anon;
 pub mod fifo;
 pub mod ghost;
+pub mod lock;
 pub mod memfd;
 pub mod pty;
 pub mod unix;

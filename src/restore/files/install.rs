@@ -149,6 +149,9 @@ pub fn install_files(plan: &FilesPlan, keep: &[i32]) -> Result<()> {
         }
     }
     close_others(plan, keep)?;
+    // After the close: closing any fd of a file drops the process's POSIX
+    // locks on it, and the slots were such fds.
+    super::lock::take(&plan.locks)?;
     enter_dirs(plan)
 }
 

@@ -25,14 +25,24 @@
 //! because the image does not say whether they shared one. A pipe end the
 //! process did not hold is closed after install: its reader sees end of file
 //! after the queued bytes, its writer gets EPIPE.
+//!
+//! The kinds whose object crest makes from the image: memfds ([`memfd`])
+//! and deleted files ([`ghost`]) are made in crest by the restorer's plan
+//! (they are mapped too) and kept as helper fds, which
+//! [`FilesPlan::set_objects`] hands to this plan so each fd reopens its
+//! object; named FIFOs ([`fifo`]) and pseudo-terminal pairs ([`pty`]) are
+//! opened by install; file locks ([`lock`]) are re-taken last. [`split`]
+//! refuses those objects when processes of a tree shared them.
 
 mod anon;
 mod check;
 mod fifo;
 mod ghost;
 mod install;
+mod lock;
 mod memfd;
 mod pty;
+mod split;
 mod unix;
 mod unix_make;
 mod unix_send;
@@ -47,6 +57,7 @@ use crate::image::task::TaskMisc;
 pub use ghost::create_ghosts;
 pub use install::install_files;
 pub use memfd::create_memfds;
+pub use split::check_tree as check_kinds_sharing;
 
 /// Everything about the files, checked in the parent before any process exists.
 #[derive(Debug)]
@@ -72,6 +83,8 @@ pub struct FilesPlan {
     ghosts: Vec<((u64, u64), i32)>,
     /// The named FIFOs the fds open.
     fifos: Vec<fifo::PlannedFifo>,
+    /// The file locks to re-take once the fds are in place.
+    locks: Vec<crate::image::files::FileLock>,
 }
 
 /// One fd to install.
@@ -188,7 +201,9 @@ pub fn plan_files(files: &FilesImage, misc: &TaskMisc, shell_job: bool) -> Resul
         memfds: Vec::new(),
         ghosts: Vec::new(),
         fifos: Vec::new(),
+        locks: files.locks.clone(),
     };
+    lock::check(&files.locks, &fds)?;
     for f in &fds {
         let how = match (&f.file, anon::plan(f, &fds)?) {
             (_, Some(a)) => How::Anon(a),
