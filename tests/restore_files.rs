@@ -159,7 +159,11 @@ fn build(dir: &Path) -> Built {
         },
     ];
     Built {
-        img: FilesImage { fds, pipes },
+        img: FilesImage {
+            fds,
+            pipes,
+            descs: Vec::new(),
+        },
         p1_data,
         p2_data,
         data_file,
@@ -306,7 +310,11 @@ fn install_reproduces_the_fds_collect_files_saw_in_a_real_process() {
     assert_eq!(&kinds[..5], &want, "the source's fds");
     assert_eq!(pipes.len(), 1);
     assert_eq!(pipes[0].data.len(), 70_000);
-    let img = FilesImage { fds, pipes };
+    let img = FilesImage {
+        fds,
+        pipes,
+        descs: Vec::new(),
+    };
     let plan = plan_files(&img, &misc(&cwd), false).expect("plan");
     let inst =
         install_in_child(&clutter, &|keep| install_files(&plan, keep), &|| 0).expect("install");

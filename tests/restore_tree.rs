@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crest::image::ImageDir;
 use crest::image::load::load_pstree;
-use crest::image::pstree::TaskState;
+use crest::image::pstree::{Process, TaskState};
 use victim::*;
 
 fn scratch(name: &str) -> PathBuf {
@@ -70,7 +70,7 @@ fn become_subreaper() {
 }
 
 /// Dumps a Full victim (killing it) and frees every pid; the image.
-fn dumped(name: &str, sharing: bool) -> (Victim, PathBuf, Vec<crest::image::pstree::Process>) {
+fn dumped(name: &str, sharing: bool) -> (Victim, PathBuf, Vec<Process>) {
     become_subreaper();
     let dir = scratch(name);
     let v = Victim::spawn(
@@ -104,16 +104,30 @@ fn dumped(name: &str, sharing: bool) -> (Victim, PathBuf, Vec<crest::image::pstr
     (v, img, tree)
 }
 
-fn kill_all(tree: &[crest::image::pstree::Process]) {
+/// Kills the restored tree when a test fails half-way (its processes
+/// would hold the harness's stdout open).
+struct KillOnPanic<'a>(&'a [Process]);
+
+impl Drop for KillOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            kill_all(self.0);
+        }
+    }
+}
+
+fn kill_all(tree: &[Process]) {
     for p in tree {
         // SAFETY: the restored victim tree.
         unsafe { libc::kill(p.pid as i32, libc::SIGKILL) };
     }
 }
 
-#[test]
-fn a_tree_comes_back_with_every_identity_and_each_process_verifies_itself() {
-    let (v, img, tree) = dumped("rt", false);
+/// Restores the image of `v` and checks what every tree shape shares: the
+/// zombie, the stopped child, each parent, each self-check; the crest
+/// restore process (still running, the root's parent).
+fn restored(v: &Victim, img: &Path, tree: &[Process]) -> std::process::Child {
+    let _guard = KillOnPanic(tree);
     let mut restore = Command::new(env!("CARGO_BIN_EXE_crest"))
         .args(["restore", "-D", img.to_str().unwrap()])
         .stdin(Stdio::null())
@@ -122,6 +136,11 @@ fn a_tree_comes_back_with_every_identity_and_each_process_verifies_itself() {
         .unwrap();
     let s_pid = v.of(S, PID) as i32;
     wait_until("S restored stopped", || {
+        if let Some(status) = restore.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(restore.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!("crest restore ended ({status}): {err}");
+        }
         stat(s_pid).map(|s| s.0) == Some('T')
     });
     let zombie = tree
@@ -130,7 +149,7 @@ fn a_tree_comes_back_with_every_identity_and_each_process_verifies_itself() {
         .unwrap();
     let z = stat(zombie.pid as i32).expect("the zombie exists again");
     assert_eq!(z, ('Z', v.pid), "a zombie child of the root");
-    for p in &tree {
+    for p in tree {
         let (_, ppid) = stat(p.pid as i32).expect("restored");
         assert_eq!(
             ppid as u32,
@@ -146,22 +165,26 @@ fn a_tree_comes_back_with_every_identity_and_each_process_verifies_itself() {
     // The root's parent is crest restore now, as CRIU's would be (bit 3 of
     // its self-check compares its ppid with the one before the dump).
     let root_ppid_bit = 1u64 << 3;
-    let root_parent = stat(v.pid).map(|s| s.1);
     for r in LIVE {
         let allowed = if r == ROOT { root_ppid_bit } else { 0 };
         let bad = v.self_check(r) & !allowed;
         if bad != 0 {
-            kill_all(&tree);
+            kill_all(tree);
         }
         assert_eq!(bad, 0, "role {r}: failed self-check bits after restore");
         assert!(v.runs(r), "role {r} runs after restore");
     }
     assert_eq!(
-        root_parent,
+        stat(v.pid).map(|s| s.1),
         Some(restore.id() as i32),
         "the root's parent is crest"
     );
-    kill_all(&tree);
+    restore
+}
+
+/// Kills the restored tree; crest restore ends with the root.
+fn finish(mut restore: std::process::Child, tree: &[Process]) {
+    kill_all(tree);
     let status = restore.wait().unwrap();
     assert_eq!(
         status.code(),
@@ -174,13 +197,81 @@ fn a_tree_comes_back_with_every_identity_and_each_process_verifies_itself() {
 }
 
 #[test]
-fn a_tree_sharing_memory_or_a_pipe_is_refused_by_name() {
-    let (_v, img, tree) = dumped("shared", true);
-    let out = crest(&["restore", "-D", img.to_str().unwrap()]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("share"), "names the sharing: {err}");
-    for p in &tree {
-        assert!(stat(p.pid as i32).is_none(), "pid {} left behind", p.pid);
+fn a_tree_comes_back_with_every_identity_and_each_process_verifies_itself() {
+    let (v, img, tree) = dumped("rt", false);
+    let restore = restored(&v, &img, &tree);
+    finish(restore, &tree);
+}
+
+/// kcmp(KCMP_FILE): whether two processes' fds are one open file.
+fn same_open_file(pid1: i32, fd1: i32, pid2: i32, fd2: i32) -> bool {
+    const KCMP_FILE: i32 = 0;
+    // SAFETY: kcmp only compares kernel objects.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, KCMP_FILE, fd1, fd2) };
+    assert!(
+        r >= 0,
+        "kcmp {pid1}/{fd1} {pid2}/{fd2}: {}",
+        std::io::Error::last_os_error()
+    );
+    r == 0
+}
+
+/// The shared anonymous mapping of `pid` (the victim's 4 shared pages):
+/// its start and its inode.
+fn shm_of(pid: i32) -> (u64, u64) {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let line = maps
+        .lines()
+        .find(|l| l.ends_with("/dev/zero (deleted)"))
+        .unwrap_or_else(|| panic!("pid {pid} maps no shared memory:\n{maps}"));
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let start = u64::from_str_radix(f[0].split('-').next().unwrap(), 16).unwrap();
+    (start, f[4].parse().unwrap())
+}
+
+#[test]
+fn a_tree_sharing_memory_a_pipe_and_its_files_keeps_sharing_them() {
+    use std::os::unix::fs::FileExt;
+    let (v, img, tree) = dumped("shared", true);
+    let restore = restored(&v, &img, &tree);
+    let _guard = KillOnPanic(&tree);
+    let live: Vec<i32> = LIVE.iter().map(|&r| v.of(r, PID) as i32).collect();
+    let (root_shm, ino) = shm_of(live[0]);
+    for &pid in &live[1..] {
+        for fd in [0, 1, 2, PIPE_FD, PIPE_FD + 1] {
+            assert!(
+                same_open_file(live[0], fd, pid, fd),
+                "fd {fd} of pid {pid} is the root's open file"
+            );
+        }
+        assert_eq!(shm_of(pid).1, ino, "pid {pid} maps the root's object");
     }
+    // A write in the root's memory is seen in G's.
+    let mem = |pid: i32| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/{pid}/mem"))
+            .unwrap()
+    };
+    let g = live[2];
+    mem(live[0])
+        .write_all_at(b"written by the root", root_shm + 100)
+        .unwrap();
+    let mut got = [0u8; 19];
+    mem(g).read_exact_at(&mut got, shm_of(g).0 + 100).unwrap();
+    assert_eq!(&got, b"written by the root");
+    // The queued bytes, then new ones written by A's end, come out of G's.
+    let a = live[1];
+    let mut writer = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{a}/fd/{}", PIPE_FD + 1))
+        .unwrap();
+    std::io::Write::write_all(&mut writer, b" and more").unwrap();
+    let mut reader = std::fs::File::open(format!("/proc/{g}/fd/{PIPE_FD}")).unwrap();
+    let want = [PIPE_DATA, b" and more"].concat();
+    let mut buf = vec![0u8; want.len()];
+    std::io::Read::read_exact(&mut reader, &mut buf).unwrap();
+    assert_eq!(buf, want);
+    finish(restore, &tree);
 }

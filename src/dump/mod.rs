@@ -91,6 +91,7 @@ pub fn collect_process(pid: u32) -> Result<ProcessState> {
         files: FilesImage {
             fds: files,
             pipes: Vec::new(),
+            descs: Vec::new(),
         },
         shared_pending: status.shared_pending,
         oom_score_adj: task::collect_oom_score_adj(pid)?,

@@ -30,6 +30,8 @@ pub struct Shared {
     pub pipes: Vec<u64>,
     /// Shared memory object ids (shmids) already in the image.
     pub shmem: Vec<u64>,
+    /// The open file descriptions seen so far (kcmp representatives).
+    pub descs: super::files::Descs,
 }
 
 /// Dumps `seized` into `d` (task, mm, files, pagemap and pages files);
@@ -46,6 +48,7 @@ pub fn dump_process(seized: &Seized, d: &ImageDir, shared: &mut Shared) -> Resul
         &state.files.fds,
         &mut shared.pipes,
     )?;
+    state.files.descs = shared.descs.assign(state.process.pid, &state.files.fds)?;
     fault_point(pid, "collect")?;
     state.process.state = match seized.stop_signal() {
         Some(sig) => TaskState::Stopped { signal: sig as u32 },

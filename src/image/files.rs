@@ -20,6 +20,7 @@
 //!     7 epoll:    u32 open_flags | u32 n | n x (i32 fd | u32 events | u64 data)
 //!     8 inotify:  u32 open_flags | u32 n | n x (i32 wd | u32 mask | path)
 //!  pipe-data:  u64 pipe_id | bytes data
+//!  fd-desc:    i32 fd | u64 desc_id      (see [`FdDesc`])
 //! ```
 //!
 //! Kinds 4-8 are the anonymous-inode objects of an event loop; an older
@@ -29,8 +30,10 @@
 //! prints it and a restore refuses it by name.
 
 mod anon;
+mod desc;
 
 pub use anon::{EpollTarget, InotifyWatch, MAX_FD_ITEMS};
+pub use desc::FdDesc;
 
 use super::codec::{Reader, Writer};
 use super::record::Record;

@@ -11,7 +11,7 @@ use std::io::Write;
 use super::ImageError;
 use super::creds::Creds;
 use super::dir::{self, ImageDir};
-use super::files::{Fd, PipeData};
+use super::files::{Fd, FdDesc, PipeData};
 use super::header::FileKind;
 use super::inventory::Inventory;
 use super::mm::Mm;
@@ -272,6 +272,8 @@ pub struct FilesImage {
     pub fds: Vec<Fd>,
     /// Buffered pipe contents.
     pub pipes: Vec<PipeData>,
+    /// The open file description of each fd (none in older images).
+    pub descs: Vec<FdDesc>,
 }
 
 impl FilesImage {
@@ -283,6 +285,9 @@ impl FilesImage {
         }
         for p in &self.pipes {
             w.write(p)?;
+        }
+        for x in &self.descs {
+            w.write(x)?;
         }
         w.finish()?;
         Ok(())
@@ -299,6 +304,11 @@ impl FilesImage {
                 }
                 AnyRecord::Fd(f) => img.fds.push(f),
                 AnyRecord::PipeData(p) => img.pipes.push(p),
+                AnyRecord::FdDesc(x) if img.descs.iter().any(|y| y.fd == x.fd) => {
+                    let what = format!("fd {} has two description ids", x.fd);
+                    return Err(ImageError::new(&name, off, what).into());
+                }
+                AnyRecord::FdDesc(x) => img.descs.push(x),
                 _ => {}
             }
         }

@@ -126,6 +126,7 @@ kinds! {
     PipeData = 14, "pipe-data", MAX_RECORD, super::files::PipeData;
     PagemapHead = 15, "pagemap-head", 16 << 10, super::pagemap::PagemapHead;
     PageRun = 16, "page-run", 1 << 10, super::pagemap::PageRun;
+    FdDesc = 20, "fd-desc", 1 << 10, super::files::FdDesc;
 }
 
 /// Every known kind number, in order.

@@ -12,7 +12,7 @@ use std::io::Write;
 
 use super::creds::Creds;
 use super::dir::{self, ImageDir};
-use super::files::{Fd, FdFile, FileId, PipeData};
+use super::files::{Fd, FdDesc, FdFile, FileId, PipeData};
 use super::header::{Arch, FileKind};
 use super::inventory::{CpuFeatures, ImageKind, Inventory};
 use super::load::{FilesImage, MmImage, TaskImage};
@@ -213,6 +213,7 @@ pub fn every_record() -> Vec<AnyRecord> {
             space: Space::Process(ROOT),
             pages_file: dir::pages_file(ROOT),
         }),
+        AnyRecord::FdDesc(FdDesc { fd: 3, desc_id: 7 }),
         AnyRecord::PageRun(PageRun {
             vaddr: HEAP,
             nr_pages: 3,
@@ -504,6 +505,7 @@ pub fn files_image() -> FilesImage {
             pipe_id: 99_001,
             data: b"queued in the pipe\n".to_vec(),
         }],
+        descs: vec![FdDesc { fd: 0, desc_id: 1 }],
     }
 }
 

@@ -4,8 +4,8 @@
 //!
 //! Besides the per-file checks of `image::load`, restore needs the image to
 //! fit this machine: same architecture and page size, FPU state this CPU
-//! can load, one process (trees are a later stage), complete (inventory
-//! present), and the page index sound against its pages file.
+//! can load, a tree shape restore can build, complete (inventory present),
+//! and the page index sound against its pages file.
 
 use crate::dump::inventory::cpu_features;
 use crate::error::{Error, Result};
@@ -86,7 +86,6 @@ pub fn load(dir: &std::path::Path) -> Result<Tree> {
         inventory,
         procs: out,
     };
-    check_sharing(&tree)?;
     Ok(tree)
 }
 
@@ -110,35 +109,6 @@ fn load_process(d: &ImageDir, inventory: &Inventory, process: Process) -> Result
         pages,
         shmem,
     })
-}
-
-/// What a tree restore does not rebuild yet: sharing between processes.
-/// Refused by name rather than restored as separate copies.
-fn check_sharing(tree: &Tree) -> Result<()> {
-    let mut shm: Vec<(u64, u32)> = Vec::new();
-    let mut pipes: Vec<(u64, u32)> = Vec::new();
-    for img in tree.live() {
-        let pid = img.process.pid;
-        for (id, _) in &img.shmem {
-            if let Some((_, other)) = shm.iter().find(|(s, p)| s == id && *p != pid) {
-                return Err(Error::Unsupported(format!(
-                    "processes {other} and {pid} share anonymous memory (shmem {id}); restoring memory shared between processes comes with process-tree sharing"
-                )));
-            }
-            shm.push((*id, pid));
-        }
-        for f in &img.files.fds {
-            if let crate::image::files::FdFile::Pipe { pipe_id, .. } = f.file {
-                if let Some((_, other)) = pipes.iter().find(|(p, q)| *p == pipe_id && *q != pid) {
-                    return Err(Error::Unsupported(format!(
-                        "processes {other} and {pid} share a pipe (pipe:[{pipe_id}]); restoring pipes between processes comes with process-tree sharing"
-                    )));
-                }
-                pipes.push((pipe_id, pid));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The page index of every shared memory object the VMAs map, once each.

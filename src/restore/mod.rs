@@ -15,4 +15,5 @@ pub mod mem;
 pub mod pids;
 pub mod plan;
 pub mod run;
+pub mod shmem;
 pub mod tree;

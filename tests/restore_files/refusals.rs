@@ -15,6 +15,7 @@ fn one(fd: Fd) -> FilesImage {
     FilesImage {
         fds: vec![fd],
         pipes: Vec::new(),
+        descs: Vec::new(),
     }
 }
 
@@ -143,6 +144,7 @@ fn a_terminal_needs_shell_job_and_then_shares_crests_terminal() {
     let img = FilesImage {
         fds: vec![tty(0), tty(1), tty(2), chr(4, CLOEXEC, "/dev/null", RDWR)],
         pipes: Vec::new(),
+        descs: Vec::new(),
     };
     let e = refusal(&img, &dir, false);
     assert!(e.contains("fd 0") && e.contains(&path), "{e}");
@@ -216,6 +218,7 @@ fn install_raises_a_low_fd_limit_and_refuses_one_it_cannot_raise() {
             pipe_id: 7,
             data: b"over the limit".to_vec(),
         }],
+        descs: Vec::new(),
     };
     let plan = plan_files(&img, &misc(&dir), false).unwrap();
     // fds 100-121 and the slots above the kept 500/501 are all above 64.

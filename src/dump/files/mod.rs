@@ -17,6 +17,9 @@
 //! was, byte for byte.
 
 mod anon;
+mod desc;
+
+pub use desc::Descs;
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};

@@ -20,8 +20,8 @@ use std::os::fd::{AsFd, IntoRawFd, RawFd};
 use super::{FilesPlan, How, PlannedPipe};
 use crate::error::{Errno, Error, Result};
 use crate::sys::fd::{O_CLOEXEC, O_NONBLOCK, pipe2, write};
-use crate::sys::fdtable::{SEEK_SET, set_status_flags};
-use crate::sys::fdtable::{close, close_range, dup3, lseek, open_raw, raise_nofile};
+use crate::sys::fdtable::set_status_flags;
+use crate::sys::fdtable::{close, close_range, dup3, raise_nofile};
 use crate::sys::splice::{pipe_size, set_pipe_size};
 
 /// The temporary numbers install uses.
@@ -56,27 +56,22 @@ pub fn install_files(plan: &FilesPlan, keep: &[i32]) -> Result<()> {
         dup3(src, slots.tty(), O_CLOEXEC).map_err(|e| fail("dup3", "crest's terminal", src, e))?;
     }
     for (i, f) in plan.fds.iter().enumerate() {
-        if let How::Open { path, flags, pos } = &f.how {
-            let what = path.to_bytes();
-            let low = open_raw(path, *flags).map_err(|e| fail_path("openat", what, f.fd, e))?;
-            to_slot(low, slots.open(i)).map_err(|e| fail_path("dup3", what, f.fd, e))?;
-            if *pos != 0 {
-                lseek(slots.open(i), *pos as i64, SEEK_SET)
-                    .map_err(|e| fail_path("lseek", what, f.fd, e))?;
-            }
-        }
-        if let How::Anon(a) = &f.how {
-            super::anon::create(a, f.fd, slots.open(i))?;
-        }
+        super::shared::open_description(&f.how, f.fd, slots.open(i))?;
     }
     for (p, pipe) in plan.pipes.iter().enumerate() {
-        make_pipe(pipe, slots.pipe(p, false), slots.pipe(p, true))?;
+        if pipe.inherited.is_none() {
+            make_pipe(pipe, slots.pipe(p, false), slots.pipe(p, true))?;
+        }
     }
     for (i, f) in plan.fds.iter().enumerate() {
         let from = match f.how {
             How::Open { .. } | How::Anon(_) => slots.open(i),
-            How::Pipe { pipe, write } => slots.pipe(pipe, write),
+            How::Pipe { pipe, write } => match plan.pipes[pipe].inherited {
+                Some(ends) => ends[usize::from(write)],
+                None => slots.pipe(pipe, write),
+            },
             How::Tty => slots.tty(),
+            How::Inherited(n) => n,
         };
         let flags = if f.cloexec { O_CLOEXEC } else { 0 };
         dup3(from, f.fd, flags).map_err(|e| fail("dup3", "its open file", f.fd, e))?;
@@ -132,7 +127,7 @@ pub(super) fn to_slot(low: RawFd, slot: RawFd) -> Result<(), Errno> {
 
 /// A new pipe at `read_slot`/`write_slot` holding `pipe.data`, each end with
 /// its dumped status flags.
-fn make_pipe(pipe: &PlannedPipe, read_slot: RawFd, write_slot: RawFd) -> Result<()> {
+pub(super) fn make_pipe(pipe: &PlannedPipe, read_slot: RawFd, write_slot: RawFd) -> Result<()> {
     let what = |e| {
         Error::sys(
             "pipe",
@@ -217,8 +212,4 @@ fn enter_dirs(plan: &FilesPlan) -> Result<()> {
 
 fn fail(call: &'static str, what: &str, fd: RawFd, e: Errno) -> Error {
     Error::sys(call, format!("restoring fd {fd} ({what})"), e)
-}
-
-fn fail_path(call: &'static str, path: &[u8], fd: RawFd, e: Errno) -> Error {
-    fail(call, &format!("`{}`", String::from_utf8_lossy(path)), fd, e)
 }
