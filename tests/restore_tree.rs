@@ -69,6 +69,18 @@ fn become_subreaper() {
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
 }
 
+/// One tree at a time: every victim maps the report files of the victims
+/// forked before it, and a report written while another tree is dumped or
+/// restored would change a file that tree's restore checks.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The dumped zombie's comm, read before it was reaped.
+static ZOMBIE_COMM: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
 /// Dumps a Full victim (killing it) and frees every pid; the image.
 fn dumped(name: &str, sharing: bool) -> (Victim, PathBuf, Vec<Process>) {
     become_subreaper();
@@ -98,6 +110,13 @@ fn dumped(name: &str, sharing: bool) -> (Victim, PathBuf, Vec<Process>) {
     );
     let tree = load_pstree(&ImageDir::open(&img).unwrap()).unwrap();
     assert_eq!(tree.len(), 5, "{tree:?}");
+    let zombie = tree
+        .iter()
+        .find(|p| matches!(p.state, TaskState::Zombie { .. }))
+        .unwrap();
+    // Still there until reaped: the name restore must give it back.
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", zombie.pid)).unwrap();
+    ZOMBIE_COMM.lock().unwrap().replace(comm);
     for p in tree.iter().rev() {
         reap(p.pid as i32);
     }
@@ -149,6 +168,12 @@ fn restored(v: &Victim, img: &Path, tree: &[Process]) -> std::process::Child {
         .unwrap();
     let z = stat(zombie.pid as i32).expect("the zombie exists again");
     assert_eq!(z, ('Z', v.pid), "a zombie child of the root");
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", zombie.pid)).unwrap();
+    assert_eq!(
+        Some(comm),
+        ZOMBIE_COMM.lock().unwrap().clone(),
+        "the zombie keeps its name"
+    );
     for p in tree {
         let (_, ppid) = stat(p.pid as i32).expect("restored");
         assert_eq!(
@@ -198,6 +223,7 @@ fn finish(mut restore: std::process::Child, tree: &[Process]) {
 
 #[test]
 fn a_tree_comes_back_with_every_identity_and_each_process_verifies_itself() {
+    let _one = serial();
     let (v, img, tree) = dumped("rt", false);
     let restore = restored(&v, &img, &tree);
     finish(restore, &tree);
@@ -231,6 +257,7 @@ fn shm_of(pid: i32) -> (u64, u64) {
 
 #[test]
 fn a_tree_sharing_memory_a_pipe_and_its_files_keeps_sharing_them() {
+    let _one = serial();
     use std::os::unix::fs::FileExt;
     let (v, img, tree) = dumped("shared", true);
     let restore = restored(&v, &img, &tree);

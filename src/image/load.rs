@@ -15,7 +15,7 @@ use super::files::{Fd, FdDesc, PipeData};
 use super::header::FileKind;
 use super::inventory::Inventory;
 use super::mm::Mm;
-use super::pstree::Process;
+use super::pstree::{Process, ProcessComm};
 use super::record::{AnyRecord, Record};
 use super::rlimits::Rlimits;
 use super::sigactions::Sigactions;
@@ -115,6 +115,18 @@ pub fn load_pstree(d: &ImageDir) -> Result<Vec<Process>> {
         return Err(ImageError::new(name, 0, "the process tree is empty").into());
     }
     Ok(procs)
+}
+
+/// The process-comm records of pstree.img: each process's name at dump
+/// time (none in images of an older crest).
+pub fn load_comms(d: &ImageDir) -> Result<Vec<ProcessComm>> {
+    Ok(read_records(d, dir::PSTREE, FileKind::Pstree)?
+        .into_iter()
+        .filter_map(|(_, r)| match r {
+            AnyRecord::ProcessComm(c) => Some(c),
+            _ => None,
+        })
+        .collect())
 }
 
 /// Everything task-PID.img holds.

@@ -127,6 +127,7 @@ kinds! {
     PagemapHead = 15, "pagemap-head", 16 << 10, super::pagemap::PagemapHead;
     PageRun = 16, "page-run", 1 << 10, super::pagemap::PageRun;
     FdDesc = 20, "fd-desc", 1 << 10, super::files::FdDesc;
+    ProcessComm = 21, "process-comm", 1 << 10, super::pstree::ProcessComm;
 }
 
 /// Every known kind number, in order.

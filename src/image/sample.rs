@@ -214,6 +214,10 @@ pub fn every_record() -> Vec<AnyRecord> {
             pages_file: dir::pages_file(ROOT),
         }),
         AnyRecord::FdDesc(FdDesc { fd: 3, desc_id: 7 }),
+        AnyRecord::ProcessComm(super::pstree::ProcessComm {
+            pid: ROOT,
+            comm: b"sample".to_vec(),
+        }),
         AnyRecord::PageRun(PageRun {
             vaddr: HEAP,
             nr_pages: 3,

@@ -22,6 +22,9 @@ use crate::error::{Error, Result};
 use crate::image::pstree::{Process, TaskState};
 use crate::sys::mm::Mapping;
 use crate::sys::process::{PR_SET_PDEATHSIG, SIGKILL, exit_group, prctl};
+
+/// `PR_SET_NAME`.
+const PR_SET_NAME: i32 = 15;
 use crate::sys::spawn;
 
 /// What a live task needs from crest.
@@ -46,6 +49,8 @@ pub struct Node<'a> {
     pub process: &'a Process,
     /// Its setup; None for a zombie.
     pub live: Option<LiveSetup<'a>>,
+    /// Its name at dump time, when the image has it (a zombie takes it).
+    pub comm: Option<&'a [u8]>,
 }
 
 /// What every task shares: the nodes, how pids are made, and the barrier
@@ -63,7 +68,7 @@ pub struct Shared<'a> {
 pub fn main(sh: &Shared<'_>, i: usize) -> ! {
     let node = &sh.nodes[i];
     let Some(live) = &node.live else {
-        exit_as_zombie(node.process)
+        exit_as_zombie(node.process, node.comm)
     };
     let err = match prepare(sh, i) {
         Ok(entry) => {
@@ -82,7 +87,14 @@ pub fn main(sh: &Shared<'_>, i: usize) -> ! {
 
 /// A zombie ends at once the way it ended: by its signal (without a core
 /// dump) or with its exit code, for its parent to find.
-fn exit_as_zombie(p: &Process) -> ! {
+fn exit_as_zombie(p: &Process, comm: Option<&[u8]>) -> ! {
+    if let Some(comm) = comm {
+        let mut name = [0u8; crate::image::pstree::COMM_LEN];
+        let n = comm.len().min(name.len() - 1);
+        name[..n].copy_from_slice(&comm[..n]);
+        // The kernel copies the NUL-terminated name from `name`.
+        let _ = prctl(PR_SET_NAME, name.as_ptr() as u64, 0, 0, 0);
+    }
     let status = match p.state {
         TaskState::Zombie { exit_code } => exit_code,
         _ => 0,
@@ -189,8 +201,11 @@ fn write_args(live: &LiveSetup<'_>, unmap: &[MemRange]) {
 }
 
 /// Every mapping of this task but its restorer's and the kernel's special
-/// ones (moved by the plan, or above the user address space), merged. Other
-/// tasks' restorer mappings, inherited from crest, go too.
+/// ones (moved by the plan, or above the user address space), as few
+/// ranges as possible: munmap of a range with holes in it unmaps what is
+/// there, so the mappings between two that stay become one range, however
+/// many there are (other tasks' restorer mappings, inherited from crest,
+/// go too). Only the restorer and the specials split the list.
 fn own_mappings_but(layout: &Layout) -> Result<Vec<MemRange>> {
     let text =
         std::fs::read("/proc/self/maps").map_err(|e| Error::io("read", "/proc/self/maps", e))?;
@@ -201,17 +216,20 @@ fn own_mappings_but(layout: &Layout) -> Result<Vec<MemRange>> {
     })?;
     let (lo, hi) = (layout.base() as u64, (layout.base() + layout.len()) as u64);
     let mut out: Vec<MemRange> = Vec::new();
-    for e in entries
-        .iter()
-        .filter(|e| !e.is_special() && (e.end <= lo || e.start >= hi))
-    {
+    let mut split = true;
+    for e in &entries {
+        if e.is_special() || (e.end > lo && e.start < hi) {
+            split = true;
+            continue;
+        }
         match out.last_mut() {
-            Some(last) if last.start + last.len == e.start => last.len += e.len(),
+            Some(last) if !split => last.len = e.end - last.start,
             _ => out.push(MemRange {
                 start: e.start,
                 len: e.len(),
             }),
         }
+        split = false;
     }
     if out.len() > proto::RESTORER_MAX_UNMAP {
         return Err(Error::Unsupported(format!(

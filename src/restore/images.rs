@@ -44,6 +44,8 @@ pub struct Tree {
     pub inventory: Inventory,
     /// The processes in pstree order (the root first).
     pub procs: Vec<(Process, Option<Images>)>,
+    /// Each process's name at dump time (process-comm records).
+    pub comms: Vec<crate::image::pstree::ProcessComm>,
 }
 
 impl Tree {
@@ -85,6 +87,7 @@ pub fn load(dir: &std::path::Path) -> Result<Tree> {
     let tree = Tree {
         inventory,
         procs: out,
+        comms: load::load_comms(&d)?,
     };
     Ok(tree)
 }

@@ -233,6 +233,11 @@ fn nodes<'a>(tree: &'a images::Tree, tasks: &'a [Task<'a>]) -> Vec<child::Node<'
                     msg: t.msg,
                     msg_len: MSG_LEN,
                 }),
+            comm: tree
+                .comms
+                .iter()
+                .find(|c| c.pid == p.pid)
+                .map(|c| c.comm.as_slice()),
         })
         .collect()
 }
