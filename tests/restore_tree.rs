@@ -302,3 +302,71 @@ fn a_tree_sharing_memory_a_pipe_and_its_files_keeps_sharing_them() {
     assert_eq!(buf, want);
     finish(restore, &tree);
 }
+
+/// Dumps `v` with `crest dump -t` (killing it) and reaps its processes.
+fn dump_and_reap(v: &Victim, name: &str) -> (PathBuf, Vec<Process>) {
+    let img = scratch(name).join("img");
+    let out = crest(&[
+        "dump",
+        "-t",
+        &v.pid.to_string(),
+        "-D",
+        img.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "dump: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tree = load_pstree(&ImageDir::open(&img).unwrap()).unwrap();
+    for p in tree.iter().rev() {
+        reap(p.pid as i32);
+    }
+    (img, tree)
+}
+
+/// (pgid, sid) of `pid`.
+fn ids(pid: i32) -> (i32, i32) {
+    // SAFETY: plain id queries.
+    unsafe { (libc::getpgid(pid), libc::getsid(pid)) }
+}
+
+#[test]
+fn orphans_of_dead_session_and_group_leaders_come_back_in_them_and_no_helper_remains() {
+    let _one = serial();
+    become_subreaper();
+    let v = Victim::spawn("dead", Shape::DeadLeaders);
+    let (c, e) = (v.get(DEAD_SESSION) as i32, v.get(DEAD_GROUP) as i32);
+    let (d, f) = (v.of(D, PID) as i32, v.of(F, PID) as i32);
+    assert_eq!(ids(d), (c, c), "D in the session and group of the dead C");
+    assert_eq!(ids(f), (e, v.pid), "F in the group of the dead E");
+    let (img, tree) = dump_and_reap(&v, "dead");
+    assert_eq!(tree.len(), 3, "{tree:?}");
+    let mut restore = Command::new(env!("CARGO_BIN_EXE_crest"))
+        .args(["restore", "-D", img.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _guard = KillOnPanic(&tree);
+    wait_until("the tree restored", || {
+        if let Some(status) = restore.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(restore.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!("crest restore ended ({status}): {err}");
+        }
+        v.runs(D) && v.runs(F) && v.runs(ROOT)
+    });
+    assert_eq!(ids(d), (c, c), "D back in the session and group of C");
+    assert_eq!(ids(f), (e, v.pid), "F back in the group of E");
+    assert_eq!(stat(d).unwrap().1, v.pid, "D's parent is the root");
+    assert_eq!(stat(f).unwrap().1, v.pid, "F's parent is the root");
+    for helper in [c, e] {
+        assert!(stat(helper).is_none(), "helper {helper} is gone");
+    }
+    for r in [D, F] {
+        assert_eq!(v.self_check(r), 0, "role {r}: failed self-check bits");
+    }
+    assert_eq!(v.self_check(ROOT) & !(1 << 3), 0, "root's self-check");
+    finish(restore, &tree);
+}

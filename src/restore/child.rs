@@ -13,6 +13,7 @@
 #![allow(unsafe_code)]
 
 use super::files::{FilesPlan, install_files};
+use super::helpers::Helper;
 use super::layout::Layout;
 use super::tree::PidSource;
 use crate::blob::proto::{self, MemRange, RestorerArgs};
@@ -62,6 +63,8 @@ pub struct Shared<'a> {
     pub pids: &'a PidSource,
     /// The barrier's page.
     pub barrier: &'a Mapping,
+    /// The temporary tasks for dead session and group leaders.
+    pub helpers: &'a [Helper],
 }
 
 /// Runs in the new task of live node `i`; never returns.
@@ -113,9 +116,13 @@ fn prepare(sh: &Shared<'_>, i: usize) -> Result<usize> {
     let Some(live) = &node.live else {
         unreachable!("zombies exit in main")
     };
-    // If crest dies now, the half-made task must not live on.
-    prctl(PR_SET_PDEATHSIG, SIGKILL as u64, 0, 0, 0)
-        .map_err(|e| Error::sys("prctl", "PDEATHSIG", e))?;
+    // If crest dies now, the half-made task must not live on. A helper's
+    // child waits until the helper is gone (its death would be the signal).
+    let by_helper = sh.helpers.iter().any(|h| h.kids.contains(&i));
+    if !by_helper {
+        prctl(PR_SET_PDEATHSIG, SIGKILL as u64, 0, 0, 0)
+            .map_err(|e| Error::sys("prctl", "PDEATHSIG", e))?;
+    }
     if p.sid == p.pid {
         spawn::setsid().map_err(|e| Error::sys("setsid", format!("pid {}", p.pid), e))?;
     } else if p.pgid == p.pid {
@@ -123,6 +130,10 @@ fn prepare(sh: &Shared<'_>, i: usize) -> Result<usize> {
     }
     create_children(sh, p.pid)?;
     wait_for_tree(sh);
+    if by_helper {
+        prctl(PR_SET_PDEATHSIG, SIGKILL as u64, 0, 0, 0)
+            .map_err(|e| Error::sys("prctl", "PDEATHSIG", e))?;
+    }
     join_group(sh, p)?;
     install_files(live.files, live.keep)?;
     crate::dump::run::fault_point(p.pid as i32, "restore-files")?;
@@ -133,10 +144,15 @@ fn prepare(sh: &Shared<'_>, i: usize) -> Result<usize> {
     Ok(live.layout.base() + crate::blob::restorer().entry)
 }
 
-/// Creates every child of `pid` with its pid; each runs [`main`].
+/// Creates every child of `pid` with its pid (each runs [`main`]), first
+/// the helpers it makes and, through them, their children.
 fn create_children(sh: &Shared<'_>, pid: u32) -> Result<()> {
+    for h in sh.helpers.iter().filter(|h| h.parent == pid) {
+        run_helper(sh, h)?;
+    }
     for (j, child) in sh.nodes.iter().enumerate() {
-        if child.process.ppid != pid || j == 0 {
+        let by_helper = sh.helpers.iter().any(|h| h.kids.contains(&j));
+        if child.process.ppid != pid || j == 0 || by_helper {
             continue;
         }
         if sh.pids.create(child.process.pid as i32)? == 0 {
@@ -144,6 +160,58 @@ fn create_children(sh: &Shared<'_>, pid: u32) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Creates helper `h`, which makes its session or group and its children
+/// and exits; reaps it. This task is a child subreaper meanwhile, so the
+/// helper's children become its own. (The restorer sets the dumped
+/// subreaper flag later.)
+fn run_helper(sh: &Shared<'_>, h: &Helper) -> Result<()> {
+    const PR_SET_CHILD_SUBREAPER: i32 = 36;
+    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        .map_err(|e| Error::sys("prctl", "PR_SET_CHILD_SUBREAPER", e))?;
+    if sh.pids.create(h.pid as i32)? == 0 {
+        helper_main(sh, h)
+    }
+    let (_, status) = crate::sys::process::wait4(h.pid as i32, crate::sys::process::__WALL)
+        .map_err(|e| Error::sys("wait4", format!("helper {}", h.pid), e))?;
+    let _ = prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
+    if status != 0 {
+        let what = if h.session {
+            "session"
+        } else {
+            "process group"
+        };
+        return Err(Error::Target {
+            pid: h.pid as i32,
+            problem: format!(
+                "the helper task recreating {what} {} failed (wait status {status:#x})",
+                h.pid
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The helper: makes the dead leader's session or group, creates its
+/// children in it, exits.
+fn helper_main(sh: &Shared<'_>, h: &Helper) -> ! {
+    let made = if h.session {
+        spawn::setsid().map(|_| ())
+    } else {
+        spawn::setpgid(0, 0)
+    };
+    if made.is_err() {
+        exit_group(1)
+    }
+    for &k in &h.kids {
+        match sh.pids.create(sh.nodes[k].process.pid as i32) {
+            Ok(0) => main(sh, k),
+            Ok(_) => {}
+            Err(_) => exit_group(2),
+        }
+    }
+    exit_group(0)
 }
 
 /// Counts this task in and waits until every live task has created its
@@ -167,7 +235,8 @@ fn wait_for_tree(sh: &Shared<'_>) {
 /// Joins the dumped process group when it is another process's (its
 /// leader exists now).
 fn join_group(sh: &Shared<'_>, p: &Process) -> Result<()> {
-    let leader_here = sh.nodes.iter().any(|n| n.process.pid == p.pgid);
+    let leader_here = sh.nodes.iter().any(|n| n.process.pid == p.pgid)
+        || sh.helpers.iter().any(|h| h.pid == p.pgid);
     if p.pgid != p.pid && leader_here {
         spawn::setpgid(0, p.pgid as i32).map_err(|e| {
             Error::sys(

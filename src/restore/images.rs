@@ -46,6 +46,8 @@ pub struct Tree {
     pub procs: Vec<(Process, Option<Images>)>,
     /// Each process's name at dump time (process-comm records).
     pub comms: Vec<crate::image::pstree::ProcessComm>,
+    /// The temporary tasks for dead session and group leaders.
+    pub helpers: Vec<super::helpers::Helper>,
 }
 
 impl Tree {
@@ -76,6 +78,7 @@ pub fn load(dir: &std::path::Path) -> Result<Tree> {
     check_machine(&inventory)?;
     let procs = load::load_pstree(&d)?;
     check_tree(&procs)?;
+    let helpers = super::helpers::plan(&procs)?;
     let mut out = Vec::new();
     for process in procs {
         let images = match process.state {
@@ -88,6 +91,7 @@ pub fn load(dir: &std::path::Path) -> Result<Tree> {
         inventory,
         procs: out,
         comms: load::load_comms(&d)?,
+        helpers,
     };
     Ok(tree)
 }
@@ -152,9 +156,8 @@ fn check_machine(inv: &Inventory) -> Result<()> {
     Ok(())
 }
 
-/// The shapes a tree restore can build: a live root; every other process
-/// either in its parent's session or leading its own; its group its own,
-/// its parent's, or that of a process of the tree in its session.
+/// A live root (the shapes of sessions and groups restore can build are
+/// helpers.rs's to check).
 fn check_tree(procs: &[Process]) -> Result<()> {
     let root = &procs[0];
     if let TaskState::Zombie { .. } = root.state {
@@ -162,23 +165,6 @@ fn check_tree(procs: &[Process]) -> Result<()> {
             "process {} was a zombie when dumped; there is nothing to restore",
             root.pid
         )));
-    }
-    for p in &procs[1..] {
-        let parent = procs.iter().find(|q| q.pid == p.ppid);
-        let Some(parent) = parent else { continue };
-        if p.sid != parent.sid && p.sid != p.pid {
-            return Err(Error::Unsupported(format!(
-                "process {} is in session {}, neither its parent's nor its own; that needs a helper task crest does not create yet",
-                p.pid, p.sid
-            )));
-        }
-        let in_tree = procs.iter().any(|q| q.pid == p.pgid && q.sid == p.sid);
-        if p.pgid != p.pid && p.pgid != parent.pgid && !in_tree {
-            return Err(Error::Unsupported(format!(
-                "process {} is in process group {}, whose leader is not in the image; that needs a helper task crest does not create yet",
-                p.pid, p.pgid
-            )));
-        }
     }
     Ok(())
 }

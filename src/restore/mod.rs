@@ -9,6 +9,7 @@
 pub mod child;
 pub mod files;
 pub mod finish;
+pub mod helpers;
 pub mod images;
 pub mod layout;
 pub mod mem;

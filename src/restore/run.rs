@@ -133,6 +133,7 @@ pub fn run(opts: &RestoreOptions) -> Result<i32> {
         .procs
         .iter()
         .flat_map(|(p, _)| std::iter::once(p.pid).chain(p.threads.iter().copied()))
+        .chain(tree.helpers.iter().map(|h| h.pid))
         .collect();
     pids::check_free(&all_ids)?;
     let pid_source = PidSource::choose()?;
@@ -153,6 +154,7 @@ pub fn run(opts: &RestoreOptions) -> Result<i32> {
         nodes: &nodes,
         pids: &pid_source,
         barrier: &barrier,
+        helpers: &tree.helpers,
     };
     let mut guard = Created::new(ids);
     if pid_source.create(root)? == 0 {
