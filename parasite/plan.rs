@@ -119,8 +119,10 @@ pub struct PlanShmem {
     pub nr_runs: u64,
     /// Its pages file's fd.
     pub pages_fd: i32,
-    /// Padding.
-    pub pad: i32,
+    /// The object's fd when crest created it already (an object several
+    /// processes share, inherited by all of them): the restorer then only
+    /// maps it. -1 when the restorer creates it.
+    pub inherited_fd: i32,
     /// A u32 where the restorer leaves the object's fd.
     pub fd_slot: u64,
     /// `/proc/self/map_files/TMP-END`, NUL-terminated.

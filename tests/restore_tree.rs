@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crest::image::ImageDir;
 use crest::image::load::load_pstree;
-use crest::image::pstree::TaskState;
+use crest::image::pstree::{Process, TaskState};
 use victim::*;
 
 fn scratch(name: &str) -> PathBuf {
@@ -69,8 +69,20 @@ fn become_subreaper() {
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
 }
 
+/// One tree at a time: every victim maps the report files of the victims
+/// forked before it, and a report written while another tree is dumped or
+/// restored would change a file that tree's restore checks.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The dumped zombie's comm, read before it was reaped.
+static ZOMBIE_COMM: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
 /// Dumps a Full victim (killing it) and frees every pid; the image.
-fn dumped(name: &str, sharing: bool) -> (Victim, PathBuf, Vec<crest::image::pstree::Process>) {
+fn dumped(name: &str, sharing: bool) -> (Victim, PathBuf, Vec<Process>) {
     become_subreaper();
     let dir = scratch(name);
     let v = Victim::spawn(
@@ -98,22 +110,43 @@ fn dumped(name: &str, sharing: bool) -> (Victim, PathBuf, Vec<crest::image::pstr
     );
     let tree = load_pstree(&ImageDir::open(&img).unwrap()).unwrap();
     assert_eq!(tree.len(), 5, "{tree:?}");
+    let zombie = tree
+        .iter()
+        .find(|p| matches!(p.state, TaskState::Zombie { .. }))
+        .unwrap();
+    // Still there until reaped: the name restore must give it back.
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", zombie.pid)).unwrap();
+    ZOMBIE_COMM.lock().unwrap().replace(comm);
     for p in tree.iter().rev() {
         reap(p.pid as i32);
     }
     (v, img, tree)
 }
 
-fn kill_all(tree: &[crest::image::pstree::Process]) {
+/// Kills the restored tree when a test fails half-way (its processes
+/// would hold the harness's stdout open).
+struct KillOnPanic<'a>(&'a [Process]);
+
+impl Drop for KillOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            kill_all(self.0);
+        }
+    }
+}
+
+fn kill_all(tree: &[Process]) {
     for p in tree {
         // SAFETY: the restored victim tree.
         unsafe { libc::kill(p.pid as i32, libc::SIGKILL) };
     }
 }
 
-#[test]
-fn a_tree_comes_back_with_every_identity_and_each_process_verifies_itself() {
-    let (v, img, tree) = dumped("rt", false);
+/// Restores the image of `v` and checks what every tree shape shares: the
+/// zombie, the stopped child, each parent, each self-check; the crest
+/// restore process (still running, the root's parent).
+fn restored(v: &Victim, img: &Path, tree: &[Process]) -> std::process::Child {
+    let _guard = KillOnPanic(tree);
     let mut restore = Command::new(env!("CARGO_BIN_EXE_crest"))
         .args(["restore", "-D", img.to_str().unwrap()])
         .stdin(Stdio::null())
@@ -122,6 +155,11 @@ fn a_tree_comes_back_with_every_identity_and_each_process_verifies_itself() {
         .unwrap();
     let s_pid = v.of(S, PID) as i32;
     wait_until("S restored stopped", || {
+        if let Some(status) = restore.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(restore.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!("crest restore ended ({status}): {err}");
+        }
         stat(s_pid).map(|s| s.0) == Some('T')
     });
     let zombie = tree
@@ -130,7 +168,13 @@ fn a_tree_comes_back_with_every_identity_and_each_process_verifies_itself() {
         .unwrap();
     let z = stat(zombie.pid as i32).expect("the zombie exists again");
     assert_eq!(z, ('Z', v.pid), "a zombie child of the root");
-    for p in &tree {
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", zombie.pid)).unwrap();
+    assert_eq!(
+        Some(comm),
+        ZOMBIE_COMM.lock().unwrap().clone(),
+        "the zombie keeps its name"
+    );
+    for p in tree {
         let (_, ppid) = stat(p.pid as i32).expect("restored");
         assert_eq!(
             ppid as u32,
@@ -146,22 +190,26 @@ fn a_tree_comes_back_with_every_identity_and_each_process_verifies_itself() {
     // The root's parent is crest restore now, as CRIU's would be (bit 3 of
     // its self-check compares its ppid with the one before the dump).
     let root_ppid_bit = 1u64 << 3;
-    let root_parent = stat(v.pid).map(|s| s.1);
     for r in LIVE {
         let allowed = if r == ROOT { root_ppid_bit } else { 0 };
         let bad = v.self_check(r) & !allowed;
         if bad != 0 {
-            kill_all(&tree);
+            kill_all(tree);
         }
         assert_eq!(bad, 0, "role {r}: failed self-check bits after restore");
         assert!(v.runs(r), "role {r} runs after restore");
     }
     assert_eq!(
-        root_parent,
+        stat(v.pid).map(|s| s.1),
         Some(restore.id() as i32),
         "the root's parent is crest"
     );
-    kill_all(&tree);
+    restore
+}
+
+/// Kills the restored tree; crest restore ends with the root.
+fn finish(mut restore: std::process::Child, tree: &[Process]) {
+    kill_all(tree);
     let status = restore.wait().unwrap();
     assert_eq!(
         status.code(),
@@ -174,13 +222,151 @@ fn a_tree_comes_back_with_every_identity_and_each_process_verifies_itself() {
 }
 
 #[test]
-fn a_tree_sharing_memory_or_a_pipe_is_refused_by_name() {
-    let (_v, img, tree) = dumped("shared", true);
-    let out = crest(&["restore", "-D", img.to_str().unwrap()]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("share"), "names the sharing: {err}");
-    for p in &tree {
-        assert!(stat(p.pid as i32).is_none(), "pid {} left behind", p.pid);
+fn a_tree_comes_back_with_every_identity_and_each_process_verifies_itself() {
+    let _one = serial();
+    let (v, img, tree) = dumped("rt", false);
+    let restore = restored(&v, &img, &tree);
+    finish(restore, &tree);
+}
+
+/// kcmp(KCMP_FILE): whether two processes' fds are one open file.
+fn same_open_file(pid1: i32, fd1: i32, pid2: i32, fd2: i32) -> bool {
+    const KCMP_FILE: i32 = 0;
+    // SAFETY: kcmp only compares kernel objects.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, KCMP_FILE, fd1, fd2) };
+    assert!(
+        r >= 0,
+        "kcmp {pid1}/{fd1} {pid2}/{fd2}: {}",
+        std::io::Error::last_os_error()
+    );
+    r == 0
+}
+
+/// The shared anonymous mapping of `pid` (the victim's 4 shared pages):
+/// its start and its inode.
+fn shm_of(pid: i32) -> (u64, u64) {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let line = maps
+        .lines()
+        .find(|l| l.ends_with("/dev/zero (deleted)"))
+        .unwrap_or_else(|| panic!("pid {pid} maps no shared memory:\n{maps}"));
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let start = u64::from_str_radix(f[0].split('-').next().unwrap(), 16).unwrap();
+    (start, f[4].parse().unwrap())
+}
+
+#[test]
+fn a_tree_sharing_memory_a_pipe_and_its_files_keeps_sharing_them() {
+    let _one = serial();
+    use std::os::unix::fs::FileExt;
+    let (v, img, tree) = dumped("shared", true);
+    let restore = restored(&v, &img, &tree);
+    let _guard = KillOnPanic(&tree);
+    let live: Vec<i32> = LIVE.iter().map(|&r| v.of(r, PID) as i32).collect();
+    let (root_shm, ino) = shm_of(live[0]);
+    for &pid in &live[1..] {
+        for fd in [0, 1, 2, PIPE_FD, PIPE_FD + 1] {
+            assert!(
+                same_open_file(live[0], fd, pid, fd),
+                "fd {fd} of pid {pid} is the root's open file"
+            );
+        }
+        assert_eq!(shm_of(pid).1, ino, "pid {pid} maps the root's object");
     }
+    // A write in the root's memory is seen in G's.
+    let mem = |pid: i32| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/{pid}/mem"))
+            .unwrap()
+    };
+    let g = live[2];
+    mem(live[0])
+        .write_all_at(b"written by the root", root_shm + 100)
+        .unwrap();
+    let mut got = [0u8; 19];
+    mem(g).read_exact_at(&mut got, shm_of(g).0 + 100).unwrap();
+    assert_eq!(&got, b"written by the root");
+    // The queued bytes, then new ones written by A's end, come out of G's.
+    let a = live[1];
+    let mut writer = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{a}/fd/{}", PIPE_FD + 1))
+        .unwrap();
+    std::io::Write::write_all(&mut writer, b" and more").unwrap();
+    let mut reader = std::fs::File::open(format!("/proc/{g}/fd/{PIPE_FD}")).unwrap();
+    let want = [PIPE_DATA, b" and more"].concat();
+    let mut buf = vec![0u8; want.len()];
+    std::io::Read::read_exact(&mut reader, &mut buf).unwrap();
+    assert_eq!(buf, want);
+    finish(restore, &tree);
+}
+
+/// Dumps `v` with `crest dump -t` (killing it) and reaps its processes.
+fn dump_and_reap(v: &Victim, name: &str) -> (PathBuf, Vec<Process>) {
+    let img = scratch(name).join("img");
+    let out = crest(&[
+        "dump",
+        "-t",
+        &v.pid.to_string(),
+        "-D",
+        img.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "dump: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tree = load_pstree(&ImageDir::open(&img).unwrap()).unwrap();
+    for p in tree.iter().rev() {
+        reap(p.pid as i32);
+    }
+    (img, tree)
+}
+
+/// (pgid, sid) of `pid`.
+fn ids(pid: i32) -> (i32, i32) {
+    // SAFETY: plain id queries.
+    unsafe { (libc::getpgid(pid), libc::getsid(pid)) }
+}
+
+#[test]
+fn orphans_of_dead_session_and_group_leaders_come_back_in_them_and_no_helper_remains() {
+    let _one = serial();
+    become_subreaper();
+    let v = Victim::spawn("dead", Shape::DeadLeaders);
+    let (c, e) = (v.get(DEAD_SESSION) as i32, v.get(DEAD_GROUP) as i32);
+    let (d, f) = (v.of(D, PID) as i32, v.of(F, PID) as i32);
+    assert_eq!(ids(d), (c, c), "D in the session and group of the dead C");
+    assert_eq!(ids(f), (e, v.pid), "F in the group of the dead E");
+    let (img, tree) = dump_and_reap(&v, "dead");
+    assert_eq!(tree.len(), 3, "{tree:?}");
+    let mut restore = Command::new(env!("CARGO_BIN_EXE_crest"))
+        .args(["restore", "-D", img.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _guard = KillOnPanic(&tree);
+    wait_until("the tree restored", || {
+        if let Some(status) = restore.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(restore.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!("crest restore ended ({status}): {err}");
+        }
+        v.runs(D) && v.runs(F) && v.runs(ROOT)
+    });
+    assert_eq!(ids(d), (c, c), "D back in the session and group of C");
+    assert_eq!(ids(f), (e, v.pid), "F back in the group of E");
+    assert_eq!(stat(d).unwrap().1, v.pid, "D's parent is the root");
+    assert_eq!(stat(f).unwrap().1, v.pid, "F's parent is the root");
+    for helper in [c, e] {
+        assert!(stat(helper).is_none(), "helper {helper} is gone");
+    }
+    for r in [D, F] {
+        assert_eq!(v.self_check(r), 0, "role {r}: failed self-check bits");
+    }
+    assert_eq!(v.self_check(ROOT) & !(1 << 3), 0, "root's self-check");
+    finish(restore, &tree);
 }

@@ -77,6 +77,11 @@ const AT_FDCWD: isize = -100;
 /// /proc/self/map_files so the VMAs can map it.
 pub fn create_shmem(p: &RestorePlan) -> Result<(), Failed> {
     for (i, s) in shmems(p).iter().enumerate() {
+        if s.inherited_fd >= 0 {
+            // SAFETY: fd_slot is a u32 crest reserved for this object.
+            unsafe { core::ptr::write_volatile(s.fd_slot as *mut u32, s.inherited_fd as u32) };
+            continue;
+        }
         // SAFETY: tmp..tmp+size is a slice of the restorer mapping that
         // crest reserved for this object.
         at(i, unsafe { calls::mmap_fixed(s.tmp, s.size, PROT_RW, MAP_SHARED_ANON, -1, 0) })?;

@@ -34,6 +34,8 @@ pub struct Shared {
     pub sockets: Vec<u64>,
     /// Socket inodes outside the tree `--external unix[INO]` allows as peers.
     pub external: Vec<u64>,
+    /// The open file descriptions seen so far (kcmp representatives).
+    pub descs: super::files::Descs,
 }
 
 /// Dumps `seized` into `d` (task, mm, files, pagemap and pages files);
@@ -56,6 +58,7 @@ pub fn dump_process(seized: &Seized, d: &ImageDir, shared: &mut Shared) -> Resul
     state.files.pipes.extend(fifos);
     state.files.ghosts =
         super::files::ghost::collect_data(state.process.pid, &state.files.fds, &state.mm.vmas)?;
+    state.files.descs = shared.descs.assign(state.process.pid, &state.files.fds)?;
     fault_point(pid, "collect")?;
     state.process.state = match seized.stop_signal() {
         Some(sig) => TaskState::Stopped { signal: sig as u32 },

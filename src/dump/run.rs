@@ -33,7 +33,6 @@ use crate::error::{Error, Result};
 use crate::image::ImageDir;
 use crate::image::dir;
 use crate::image::header::FileKind;
-use crate::image::load::write_file;
 use crate::image::pstree::{Process, TaskState};
 use crate::image::vma::Backing;
 use crate::infect::tree;
@@ -196,9 +195,29 @@ fn dump_tree(tree: &SeizedTree, d: &ImageDir, opts: &DumpOptions, shell_job: boo
         }
     }
     info!("pid {root}: writing the process tree and the inventory");
-    write_file(d, dir::PSTREE, FileKind::Pstree, &procs)?;
+    write_pstree(d, &procs)?;
     fault_tree(root, "metadata")?;
     super::write_inventory(d, pid_u32(root)?, &opts.command_line)
+}
+
+/// pstree.img: the process records, then each process's comm (a zombie
+/// comes back with its name from there).
+fn write_pstree(d: &ImageDir, procs: &[Process]) -> Result<()> {
+    let mut w = d.writer(dir::PSTREE, FileKind::Pstree)?;
+    for p in procs {
+        w.write(p)?;
+    }
+    for p in procs {
+        let comm = super::read_proc(p.pid, "comm")?;
+        let comm = comm.strip_suffix(b"\n").unwrap_or(&comm);
+        let n = comm.len().min(crate::image::pstree::COMM_LEN - 1);
+        w.write(&crate::image::pstree::ProcessComm {
+            pid: p.pid,
+            comm: comm[..n].to_vec(),
+        })?;
+    }
+    w.finish()?;
+    Ok(())
 }
 
 pub(crate) fn pid_u32(pid: Pid) -> Result<u32> {

@@ -30,6 +30,7 @@
 //!    21 unix:    see [`unix`] (and its unix-queue record)
 //!  ghost-data: u64 dev | u64 ino | u64 offset | bytes data   (a deleted file's contents)
 //!  file-lock:  see [`lock`]
+//!  fd-desc:    i32 fd | u64 desc_id      (see [`FdDesc`])
 //! ```
 //!
 //! Kinds 4-8 are the anonymous-inode objects of an event loop; an older
@@ -39,11 +40,13 @@
 //! prints it and a restore refuses it by name.
 
 mod anon;
+mod desc;
 pub mod kinds;
 pub mod lock;
 pub mod unix;
 
 pub use anon::{EpollTarget, InotifyWatch, MAX_FD_ITEMS};
+pub use desc::FdDesc;
 pub use kinds::{GhostData, PtyState};
 pub use lock::{FileLock, LockKind};
 pub use unix::{UnixMessage, UnixPeer, UnixQueue, UnixSocket};

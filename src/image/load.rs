@@ -11,11 +11,11 @@ use std::io::Write;
 use super::ImageError;
 use super::creds::Creds;
 use super::dir::{self, ImageDir};
-use super::files::{Fd, PipeData, UnixQueue};
+use super::files::{Fd, FdDesc, PipeData, UnixQueue};
 use super::header::FileKind;
 use super::inventory::Inventory;
 use super::mm::Mm;
-use super::pstree::Process;
+use super::pstree::{Process, ProcessComm};
 use super::record::{AnyRecord, Record};
 use super::rlimits::Rlimits;
 use super::sigactions::Sigactions;
@@ -115,6 +115,18 @@ pub fn load_pstree(d: &ImageDir) -> Result<Vec<Process>> {
         return Err(ImageError::new(name, 0, "the process tree is empty").into());
     }
     Ok(procs)
+}
+
+/// The process-comm records of pstree.img: each process's name at dump
+/// time (none in images of an older crest).
+pub fn load_comms(d: &ImageDir) -> Result<Vec<ProcessComm>> {
+    Ok(read_records(d, dir::PSTREE, FileKind::Pstree)?
+        .into_iter()
+        .filter_map(|(_, r)| match r {
+            AnyRecord::ProcessComm(c) => Some(c),
+            _ => None,
+        })
+        .collect())
 }
 
 /// Everything task-PID.img holds.
@@ -278,6 +290,8 @@ pub struct FilesImage {
     pub ghosts: Vec<crate::image::files::GhostData>,
     /// The file locks held (dumped with --file-locks).
     pub locks: Vec<crate::image::files::FileLock>,
+    /// The open file description of each fd (none in older images).
+    pub descs: Vec<FdDesc>,
 }
 
 impl FilesImage {
@@ -306,6 +320,9 @@ impl FilesImage {
                 &payload,
             )?;
         }
+        for x in &self.descs {
+            w.write(x)?;
+        }
         w.finish()?;
         Ok(())
     }
@@ -324,6 +341,11 @@ impl FilesImage {
                 AnyRecord::UnixQueue(q) => img.unix_queues.push(q),
                 AnyRecord::GhostData(g) => img.ghosts.push(g),
                 AnyRecord::FileLock(l) => img.locks.push(l),
+                AnyRecord::FdDesc(x) if img.descs.iter().any(|y| y.fd == x.fd) => {
+                    let what = format!("fd {} has two description ids", x.fd);
+                    return Err(ImageError::new(&name, off, what).into());
+                }
+                AnyRecord::FdDesc(x) => img.descs.push(x),
                 _ => {}
             }
         }

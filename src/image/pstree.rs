@@ -138,3 +138,47 @@ impl TaskState {
         }
     }
 }
+
+/// A process's name (comm) at dump time, in pstree.img after the process
+/// records (kind 21, added in format 1.0 without a version bump: an older
+/// crest skips it). A live process's threads carry their names in their
+/// thread-core records; this one is what a zombie, which has no other
+/// record, comes back named.
+///
+/// ```text
+///  u32 pid | bytes comm (at most 16)
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessComm {
+    /// The process.
+    pub pid: u32,
+    /// Its comm, without the NUL.
+    pub comm: Vec<u8>,
+}
+
+/// The longest comm the kernel keeps (TASK_COMM_LEN with its NUL).
+pub const COMM_LEN: usize = 16;
+
+impl Record for ProcessComm {
+    const KIND: u16 = 21;
+    const NAME: &'static str = "process-comm";
+
+    fn encode(&self, w: &mut Writer) {
+        w.u32(self.pid);
+        w.bytes(&self.comm);
+    }
+
+    fn decode(r: &mut Reader) -> Result<Self, ImageError> {
+        Ok(ProcessComm {
+            pid: r.u32()?,
+            comm: r.bytes("comm", COMM_LEN)?,
+        })
+    }
+
+    fn to_value(&self) -> Value {
+        Value::Obj(vec![
+            ("pid", Value::U(self.pid as u64)),
+            ("comm", Value::path(&self.comm)),
+        ])
+    }
+}

@@ -126,6 +126,8 @@ kinds! {
     PipeData = 14, "pipe-data", MAX_RECORD, super::files::PipeData;
     PagemapHead = 15, "pagemap-head", 16 << 10, super::pagemap::PagemapHead;
     PageRun = 16, "page-run", 1 << 10, super::pagemap::PageRun;
+    FdDesc = 20, "fd-desc", 1 << 10, super::files::FdDesc;
+    ProcessComm = 21, "process-comm", 1 << 10, super::pstree::ProcessComm;
     GhostData = 40, "ghost-data", MAX_RECORD, super::files::GhostData;
     UnixQueue = 41, "unix-queue", MAX_RECORD, super::files::UnixQueue;
     FileLock = 42, "file-lock", 1 << 10, super::files::FileLock;

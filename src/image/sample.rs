@@ -12,7 +12,7 @@ use std::io::Write;
 
 use super::creds::Creds;
 use super::dir::{self, ImageDir};
-use super::files::{Fd, FdFile, FileId, PipeData, UnixMessage, UnixQueue};
+use super::files::{Fd, FdDesc, FdFile, FileId, PipeData, UnixMessage, UnixQueue};
 use super::header::{Arch, FileKind};
 use super::inventory::{CpuFeatures, ImageKind, Inventory};
 use super::load::{FilesImage, MmImage, TaskImage};
@@ -225,6 +225,11 @@ pub fn every_record() -> Vec<AnyRecord> {
         AnyRecord::PagemapHead(PagemapHead {
             space: Space::Process(ROOT),
             pages_file: dir::pages_file(ROOT),
+        }),
+        AnyRecord::FdDesc(FdDesc { fd: 3, desc_id: 7 }),
+        AnyRecord::ProcessComm(super::pstree::ProcessComm {
+            pid: ROOT,
+            comm: b"sample".to_vec(),
         }),
         AnyRecord::PageRun(PageRun {
             vaddr: HEAP,
@@ -530,6 +535,7 @@ pub fn files_image() -> FilesImage {
             pipe_id: 99_001,
             data: b"queued in the pipe\n".to_vec(),
         }],
+        descs: vec![FdDesc { fd: 0, desc_id: 1 }],
         ..FilesImage::default()
     }
 }

@@ -13,6 +13,7 @@
 #![allow(unsafe_code)]
 
 use super::files::{FilesPlan, install_files};
+use super::helpers::Helper;
 use super::layout::Layout;
 use super::tree::PidSource;
 use crate::blob::proto::{self, MemRange, RestorerArgs};
@@ -22,6 +23,9 @@ use crate::error::{Error, Result};
 use crate::image::pstree::{Process, TaskState};
 use crate::sys::mm::Mapping;
 use crate::sys::process::{PR_SET_PDEATHSIG, SIGKILL, exit_group, prctl};
+
+/// `PR_SET_NAME`.
+const PR_SET_NAME: i32 = 15;
 use crate::sys::spawn;
 
 /// What a live task needs from crest.
@@ -46,6 +50,8 @@ pub struct Node<'a> {
     pub process: &'a Process,
     /// Its setup; None for a zombie.
     pub live: Option<LiveSetup<'a>>,
+    /// Its name at dump time, when the image has it (a zombie takes it).
+    pub comm: Option<&'a [u8]>,
 }
 
 /// What every task shares: the nodes, how pids are made, and the barrier
@@ -57,13 +63,15 @@ pub struct Shared<'a> {
     pub pids: &'a PidSource,
     /// The barrier's page.
     pub barrier: &'a Mapping,
+    /// The temporary tasks for dead session and group leaders.
+    pub helpers: &'a [Helper],
 }
 
 /// Runs in the new task of live node `i`; never returns.
 pub fn main(sh: &Shared<'_>, i: usize) -> ! {
     let node = &sh.nodes[i];
     let Some(live) = &node.live else {
-        exit_as_zombie(node.process)
+        exit_as_zombie(node.process, node.comm)
     };
     let err = match prepare(sh, i) {
         Ok(entry) => {
@@ -82,7 +90,14 @@ pub fn main(sh: &Shared<'_>, i: usize) -> ! {
 
 /// A zombie ends at once the way it ended: by its signal (without a core
 /// dump) or with its exit code, for its parent to find.
-fn exit_as_zombie(p: &Process) -> ! {
+fn exit_as_zombie(p: &Process, comm: Option<&[u8]>) -> ! {
+    if let Some(comm) = comm {
+        let mut name = [0u8; crate::image::pstree::COMM_LEN];
+        let n = comm.len().min(name.len() - 1);
+        name[..n].copy_from_slice(&comm[..n]);
+        // The kernel copies the NUL-terminated name from `name`.
+        let _ = prctl(PR_SET_NAME, name.as_ptr() as u64, 0, 0, 0);
+    }
     let status = match p.state {
         TaskState::Zombie { exit_code } => exit_code,
         _ => 0,
@@ -101,9 +116,13 @@ fn prepare(sh: &Shared<'_>, i: usize) -> Result<usize> {
     let Some(live) = &node.live else {
         unreachable!("zombies exit in main")
     };
-    // If crest dies now, the half-made task must not live on.
-    prctl(PR_SET_PDEATHSIG, SIGKILL as u64, 0, 0, 0)
-        .map_err(|e| Error::sys("prctl", "PDEATHSIG", e))?;
+    // If crest dies now, the half-made task must not live on. A helper's
+    // child waits until the helper is gone (its death would be the signal).
+    let by_helper = sh.helpers.iter().any(|h| h.kids.contains(&i));
+    if !by_helper {
+        prctl(PR_SET_PDEATHSIG, SIGKILL as u64, 0, 0, 0)
+            .map_err(|e| Error::sys("prctl", "PDEATHSIG", e))?;
+    }
     if p.sid == p.pid {
         spawn::setsid().map_err(|e| Error::sys("setsid", format!("pid {}", p.pid), e))?;
     } else if p.pgid == p.pid {
@@ -111,6 +130,10 @@ fn prepare(sh: &Shared<'_>, i: usize) -> Result<usize> {
     }
     create_children(sh, p.pid)?;
     wait_for_tree(sh);
+    if by_helper {
+        prctl(PR_SET_PDEATHSIG, SIGKILL as u64, 0, 0, 0)
+            .map_err(|e| Error::sys("prctl", "PDEATHSIG", e))?;
+    }
     join_group(sh, p)?;
     install_files(live.files, live.keep)?;
     crate::dump::run::fault_point(p.pid as i32, "restore-files")?;
@@ -121,10 +144,15 @@ fn prepare(sh: &Shared<'_>, i: usize) -> Result<usize> {
     Ok(live.layout.base() + crate::blob::restorer().entry)
 }
 
-/// Creates every child of `pid` with its pid; each runs [`main`].
+/// Creates every child of `pid` with its pid (each runs [`main`]), first
+/// the helpers it makes and, through them, their children.
 fn create_children(sh: &Shared<'_>, pid: u32) -> Result<()> {
+    for h in sh.helpers.iter().filter(|h| h.parent == pid) {
+        run_helper(sh, h)?;
+    }
     for (j, child) in sh.nodes.iter().enumerate() {
-        if child.process.ppid != pid || j == 0 {
+        let by_helper = sh.helpers.iter().any(|h| h.kids.contains(&j));
+        if child.process.ppid != pid || j == 0 || by_helper {
             continue;
         }
         if sh.pids.create(child.process.pid as i32)? == 0 {
@@ -132,6 +160,58 @@ fn create_children(sh: &Shared<'_>, pid: u32) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Creates helper `h`, which makes its session or group and its children
+/// and exits; reaps it. This task is a child subreaper meanwhile, so the
+/// helper's children become its own. (The restorer sets the dumped
+/// subreaper flag later.)
+fn run_helper(sh: &Shared<'_>, h: &Helper) -> Result<()> {
+    const PR_SET_CHILD_SUBREAPER: i32 = 36;
+    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        .map_err(|e| Error::sys("prctl", "PR_SET_CHILD_SUBREAPER", e))?;
+    if sh.pids.create(h.pid as i32)? == 0 {
+        helper_main(sh, h)
+    }
+    let (_, status) = crate::sys::process::wait4(h.pid as i32, crate::sys::process::__WALL)
+        .map_err(|e| Error::sys("wait4", format!("helper {}", h.pid), e))?;
+    let _ = prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
+    if status != 0 {
+        let what = if h.session {
+            "session"
+        } else {
+            "process group"
+        };
+        return Err(Error::Target {
+            pid: h.pid as i32,
+            problem: format!(
+                "the helper task recreating {what} {} failed (wait status {status:#x})",
+                h.pid
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The helper: makes the dead leader's session or group, creates its
+/// children in it, exits.
+fn helper_main(sh: &Shared<'_>, h: &Helper) -> ! {
+    let made = if h.session {
+        spawn::setsid().map(|_| ())
+    } else {
+        spawn::setpgid(0, 0)
+    };
+    if made.is_err() {
+        exit_group(1)
+    }
+    for &k in &h.kids {
+        match sh.pids.create(sh.nodes[k].process.pid as i32) {
+            Ok(0) => main(sh, k),
+            Ok(_) => {}
+            Err(_) => exit_group(2),
+        }
+    }
+    exit_group(0)
 }
 
 /// Counts this task in and waits until every live task has created its
@@ -155,7 +235,8 @@ fn wait_for_tree(sh: &Shared<'_>) {
 /// Joins the dumped process group when it is another process's (its
 /// leader exists now).
 fn join_group(sh: &Shared<'_>, p: &Process) -> Result<()> {
-    let leader_here = sh.nodes.iter().any(|n| n.process.pid == p.pgid);
+    let leader_here = sh.nodes.iter().any(|n| n.process.pid == p.pgid)
+        || sh.helpers.iter().any(|h| h.pid == p.pgid);
     if p.pgid != p.pid && leader_here {
         spawn::setpgid(0, p.pgid as i32).map_err(|e| {
             Error::sys(
@@ -189,8 +270,11 @@ fn write_args(live: &LiveSetup<'_>, unmap: &[MemRange]) {
 }
 
 /// Every mapping of this task but its restorer's and the kernel's special
-/// ones (moved by the plan, or above the user address space), merged. Other
-/// tasks' restorer mappings, inherited from crest, go too.
+/// ones (moved by the plan, or above the user address space), as few
+/// ranges as possible: munmap of a range with holes in it unmaps what is
+/// there, so the mappings between two that stay become one range, however
+/// many there are (other tasks' restorer mappings, inherited from crest,
+/// go too). Only the restorer and the specials split the list.
 fn own_mappings_but(layout: &Layout) -> Result<Vec<MemRange>> {
     let text =
         std::fs::read("/proc/self/maps").map_err(|e| Error::io("read", "/proc/self/maps", e))?;
@@ -201,17 +285,20 @@ fn own_mappings_but(layout: &Layout) -> Result<Vec<MemRange>> {
     })?;
     let (lo, hi) = (layout.base() as u64, (layout.base() + layout.len()) as u64);
     let mut out: Vec<MemRange> = Vec::new();
-    for e in entries
-        .iter()
-        .filter(|e| !e.is_special() && (e.end <= lo || e.start >= hi))
-    {
+    let mut split = true;
+    for e in &entries {
+        if e.is_special() || (e.end > lo && e.start < hi) {
+            split = true;
+            continue;
+        }
         match out.last_mut() {
-            Some(last) if last.start + last.len == e.start => last.len += e.len(),
+            Some(last) if !split => last.len = e.end - last.start,
             _ => out.push(MemRange {
                 start: e.start,
                 len: e.len(),
             }),
         }
+        split = false;
     }
     if out.len() > proto::RESTORER_MAX_UNMAP {
         return Err(Error::Unsupported(format!(

@@ -4,8 +4,8 @@
 //!
 //! Besides the per-file checks of `image::load`, restore needs the image to
 //! fit this machine: same architecture and page size, FPU state this CPU
-//! can load, one process (trees are a later stage), complete (inventory
-//! present), and the page index sound against its pages file.
+//! can load, a tree shape restore can build, complete (inventory present),
+//! and the page index sound against its pages file.
 
 use crate::dump::inventory::cpu_features;
 use crate::error::{Error, Result};
@@ -44,6 +44,10 @@ pub struct Tree {
     pub inventory: Inventory,
     /// The processes in pstree order (the root first).
     pub procs: Vec<(Process, Option<Images>)>,
+    /// Each process's name at dump time (process-comm records).
+    pub comms: Vec<crate::image::pstree::ProcessComm>,
+    /// The temporary tasks for dead session and group leaders.
+    pub helpers: Vec<super::helpers::Helper>,
 }
 
 impl Tree {
@@ -74,6 +78,7 @@ pub fn load(dir: &std::path::Path) -> Result<Tree> {
     check_machine(&inventory)?;
     let procs = load::load_pstree(&d)?;
     check_tree(&procs)?;
+    let helpers = super::helpers::plan(&procs)?;
     let mut out = Vec::new();
     for process in procs {
         let images = match process.state {
@@ -85,8 +90,9 @@ pub fn load(dir: &std::path::Path) -> Result<Tree> {
     let tree = Tree {
         inventory,
         procs: out,
+        comms: load::load_comms(&d)?,
+        helpers,
     };
-    check_sharing(&tree)?;
     super::files::check_kinds_sharing(&tree)?;
     Ok(tree)
 }
@@ -113,37 +119,7 @@ fn load_process(d: &ImageDir, inventory: &Inventory, process: Process) -> Result
     })
 }
 
-/// What a tree restore does not rebuild yet: sharing between processes.
-/// Refused by name rather than restored as separate copies.
-fn check_sharing(tree: &Tree) -> Result<()> {
-    let mut shm: Vec<(u64, u32)> = Vec::new();
-    let mut pipes: Vec<(u64, u32)> = Vec::new();
-    for img in tree.live() {
-        let pid = img.process.pid;
-        for (id, _) in &img.shmem {
-            if let Some((_, other)) = shm.iter().find(|(s, p)| s == id && *p != pid) {
-                return Err(Error::Unsupported(format!(
-                    "processes {other} and {pid} share anonymous memory (shmem {id}); restoring memory shared between processes comes with process-tree sharing"
-                )));
-            }
-            shm.push((*id, pid));
-        }
-        for f in &img.files.fds {
-            if let crate::image::files::FdFile::Pipe { pipe_id, .. } = f.file {
-                if let Some((_, other)) = pipes.iter().find(|(p, q)| *p == pipe_id && *q != pid) {
-                    return Err(Error::Unsupported(format!(
-                        "processes {other} and {pid} share a pipe (pipe:[{pipe_id}]); restoring pipes between processes comes with process-tree sharing"
-                    )));
-                }
-                pipes.push((pipe_id, pid));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The page index of every shared memory object the VMAs map, once each
-/// (a memfd's are read where it is recreated, files::memfd).
+/// The page index of every shared memory object the VMAs map, once each.
 fn load_shmem(d: &ImageDir, mm: &MmImage) -> Result<Vec<(u64, PageIndex)>> {
     let mut out: Vec<(u64, PageIndex)> = Vec::new();
     for v in &mm.vmas {
@@ -182,9 +158,8 @@ fn check_machine(inv: &Inventory) -> Result<()> {
     Ok(())
 }
 
-/// The shapes a tree restore can build: a live root; every other process
-/// either in its parent's session or leading its own; its group its own,
-/// its parent's, or that of a process of the tree in its session.
+/// A live root (the shapes of sessions and groups restore can build are
+/// helpers.rs's to check).
 fn check_tree(procs: &[Process]) -> Result<()> {
     let root = &procs[0];
     if let TaskState::Zombie { .. } = root.state {
@@ -192,23 +167,6 @@ fn check_tree(procs: &[Process]) -> Result<()> {
             "process {} was a zombie when dumped; there is nothing to restore",
             root.pid
         )));
-    }
-    for p in &procs[1..] {
-        let parent = procs.iter().find(|q| q.pid == p.ppid);
-        let Some(parent) = parent else { continue };
-        if p.sid != parent.sid && p.sid != p.pid {
-            return Err(Error::Unsupported(format!(
-                "process {} is in session {}, neither its parent's nor its own; that needs a helper task crest does not create yet",
-                p.pid, p.sid
-            )));
-        }
-        let in_tree = procs.iter().any(|q| q.pid == p.pgid && q.sid == p.sid);
-        if p.pgid != p.pid && p.pgid != parent.pgid && !in_tree {
-            return Err(Error::Unsupported(format!(
-                "process {} is in process group {}, whose leader is not in the image; that needs a helper task crest does not create yet",
-                p.pid, p.pgid
-            )));
-        }
     }
     Ok(())
 }

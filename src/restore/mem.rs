@@ -274,27 +274,38 @@ fn memfd_vma(v: &Vma, fd: i32, page: u64) -> PlanVma {
 
 /// The shared memory objects: each created whole in the restorer mapping
 /// (`size` bytes: the furthest any VMA or stored page reaches), its present
-/// runs at their offsets there.
+/// runs at their offsets there; or, for an object crest created already
+/// because several processes share it (`inherited`: shmid and fd), only
+/// mapped from that fd.
 pub fn plan_shmem(
     l: &mut super::layout::Layout,
     vmas: &[Vma],
     objects: &[(u64, PageIndex)],
     fds: &mut HelperFds,
     dir: &crate::image::ImageDir,
+    inherited: &[(u64, i32)],
 ) -> Result<Vec<PlanShmem>> {
     let mut out = Vec::new();
     for (shmid, idx) in objects {
+        if let Some(&(_, fd)) = inherited.iter().find(|(id, _)| id == shmid) {
+            out.push(PlanShmem {
+                tmp: 0,
+                size: 0,
+                runs: 0,
+                nr_runs: 0,
+                pages_fd: -1,
+                inherited_fd: fd,
+                fd_slot: l.alloc(4, 4)?,
+                path: [0; 64],
+            });
+            continue;
+        }
         let page = idx.page_size;
         let mapped = vmas
             .iter()
             .filter(|v| v.backing == (Backing::AnonShared { shmid: *shmid }))
             .map(|v| v.pgoff * page + (v.end - v.start));
-        let stored = idx.runs.iter().map(|r| r.vaddr + r.nr_pages * page);
-        let size = mapped
-            .chain(stored)
-            .max()
-            .unwrap_or(page)
-            .next_multiple_of(page);
+        let size = object_size(mapped, idx);
         let tmp = l.alloc_pages(size as usize)?;
         let runs: Vec<PlanRun> = idx
             .runs
@@ -318,12 +329,24 @@ pub fn plan_shmem(
             runs: l.put_slice(&runs)?,
             nr_runs: runs.len() as u64,
             pages_fd,
-            pad: 0,
+            inherited_fd: -1,
             fd_slot,
             path,
         });
     }
     Ok(out)
+}
+
+/// The bytes a shared memory object needs: the furthest any of its VMAs
+/// (`mapped`: each one's end offset in the object) or stored pages reach.
+pub fn object_size(mapped: impl Iterator<Item = u64>, idx: &PageIndex) -> u64 {
+    let page = idx.page_size;
+    let stored = idx.runs.iter().map(|r| r.vaddr + r.nr_pages * page);
+    mapped
+        .chain(stored)
+        .max()
+        .unwrap_or(page)
+        .next_multiple_of(page)
 }
 
 fn advice(bits: u64) -> u64 {

@@ -9,10 +9,12 @@
 pub mod child;
 pub mod files;
 pub mod finish;
+pub mod helpers;
 pub mod images;
 pub mod layout;
 pub mod mem;
 pub mod pids;
 pub mod plan;
 pub mod run;
+pub mod shmem;
 pub mod tree;

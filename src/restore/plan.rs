@@ -35,7 +35,12 @@ pub struct Built {
 
 /// Bytes the mapping needs beyond the blob: the plan, tables, stacks, park
 /// slots, with room to spare for alignment.
-fn size_needed(img: &Images, vmas: usize, specials: &[PlanSpecial]) -> usize {
+fn size_needed(
+    img: &Images,
+    vmas: usize,
+    specials: &[PlanSpecial],
+    shared_shmem: &[(u64, i32)],
+) -> usize {
     let threads = img.task.threads.len();
     let sigs: usize = img
         .task
@@ -55,15 +60,17 @@ fn size_needed(img: &Images, vmas: usize, specials: &[PlanSpecial]) -> usize {
         + img.task.creds.groups.len() * 4
         + img.mm.mm.auxv.len() * 16
         + specials.iter().map(|s| s.len as usize).sum::<usize>()
-        + shmem_bytes(img)
+        + shmem_bytes(img, shared_shmem)
         + 16 * page
 }
 
-/// Room for the shared memory objects (each whole, with its runs).
-fn shmem_bytes(img: &Images) -> usize {
+/// Room for the shared memory objects the restorer creates (each whole,
+/// with its runs); those crest created need only their fd slot.
+fn shmem_bytes(img: &Images, shared_shmem: &[(u64, i32)]) -> usize {
     let page = img.pages.page_size;
     img.shmem
         .iter()
+        .filter(|(id, _)| !shared_shmem.iter().any(|(s, _)| s == id))
         .map(|(id, idx)| {
             let mapped =
                 img.mm.vmas.iter().filter(|v| {
@@ -84,17 +91,21 @@ fn shmem_bytes(img: &Images) -> usize {
                 + 2 * page as usize
                 + size_of::<PlanShmem>()
         })
-        .sum()
+        .sum::<usize>()
+        + shared_shmem.len() * (size_of::<PlanShmem>() + 8)
 }
 
 /// Everything the restorer needs, in a fresh mapping.
 /// `ns_last_pid`: the open /proc/sys/kernel/ns_last_pid when threads must
 /// get their ids through it (no clone3 set_tid).
+/// `shared_shmem`: the shared memory objects crest created for several
+/// processes (shmid, fd every task inherits).
 pub fn build(
     img: &Images,
     helper_base: i32,
     fault_step: u32,
     ns_last_pid: Option<&std::fs::File>,
+    shared_shmem: &[(u64, i32)],
 ) -> Result<Built> {
     let blob = crate::blob::restorer();
     let mut fds = HelperFds::new(helper_base);
@@ -107,12 +118,20 @@ pub fn build(
     let pages_file = img.dir.open_file(&img.pages.head.pages_file)?;
     let pages_fd = fds.keep(pages_file.into(), b"", false)?;
     let exe_fd = exe_fd(img, &mut fds)?;
-    let size = blob.map_size(crate::sys::mm::page_size()) + size_needed(img, vmas.len(), &specials);
+    let size = blob.map_size(crate::sys::mm::page_size())
+        + size_needed(img, vmas.len(), &specials, shared_shmem);
     let mut l = Layout::new(&blob, size, &img.mm.vmas)?;
     for s in &mut specials {
         s.park = l.alloc_pages(s.len as usize)?;
     }
-    let shmem = mem::plan_shmem(&mut l, &img.mm.vmas, &img.shmem, &mut fds, &img.dir)?;
+    let shmem = mem::plan_shmem(
+        &mut l,
+        &img.mm.vmas,
+        &img.shmem,
+        &mut fds,
+        &img.dir,
+        shared_shmem,
+    )?;
     let results = l.alloc(size_of::<PlanResults>(), 64)?;
     l.put(results, &PlanResults::default());
     let plan_addr = l.alloc(size_of::<RestorePlan>(), 64)?;

@@ -12,7 +12,7 @@ use std::os::fd::AsFd;
 
 use super::finish::{self, Restored};
 use super::tree::{Created, PidSource};
-use super::{child, files, images, pids, plan};
+use super::{child, files, images, pids, plan, shmem};
 use crate::blob::plan::{DONE_FAILED, DONE_OK, DONE_PENDING, PlanResults};
 use crate::dump::run::fault_point;
 use crate::error::{Error, Result};
@@ -94,14 +94,27 @@ fn prepare_task<'a>(
     img: &'a images::Images,
     opts: &RestoreOptions,
     pids: &PidSource,
+    shared_shmem: &[(u64, i32)],
 ) -> Result<Task<'a>> {
     let mut files = files::plan_files(&img.files, &img.task.misc, opts.shell_job)?;
-    let mut built = plan::build(img, files.first_free_fd(), restorer_fault(), pids.file())?;
+    let mut built = plan::build(
+        img,
+        files.first_free_fd(),
+        restorer_fault(),
+        pids.file(),
+        shared_shmem,
+    )?;
     files.set_objects(&built.fds)?;
     let msg = built.layout.alloc(MSG_LEN, 16)?;
     let code = built.layout.alloc(16, 16)?;
     crate::debug!("pid {}: {}", img.process.pid, plan::describe(&built));
-    let keep = built.fds.numbers();
+    let mut keep = built.fds.numbers();
+    keep.extend(
+        shared_shmem
+            .iter()
+            .filter(|(id, _)| img.shmem.iter().any(|(s, _)| s == id))
+            .map(|(_, fd)| *fd),
+    );
     Ok(Task {
         img,
         files,
@@ -121,13 +134,18 @@ pub fn run(opts: &RestoreOptions) -> Result<i32> {
         .procs
         .iter()
         .flat_map(|(p, _)| std::iter::once(p.pid).chain(p.threads.iter().copied()))
+        .chain(tree.helpers.iter().map(|h| h.pid))
         .collect();
     pids::check_free(&all_ids)?;
     let pid_source = PidSource::choose()?;
-    let tasks: Vec<Task<'_>> = tree
+    let base = shared_fd_base(&tree);
+    let shm = shmem::create(&tree, base)?;
+    let shm_fds = shm.fds();
+    let mut tasks: Vec<Task<'_>> = tree
         .live()
-        .map(|img| prepare_task(img, opts, &pid_source))
+        .map(|img| prepare_task(img, opts, &pid_source, &shm_fds))
         .collect::<Result<_>>()?;
+    let shared_files = share_files(&mut tasks, base)?;
     fault_point(root, "restore-plan")?;
     let barrier = barrier_page()?;
     let nodes = nodes(&tree, &tasks);
@@ -137,11 +155,15 @@ pub fn run(opts: &RestoreOptions) -> Result<i32> {
         nodes: &nodes,
         pids: &pid_source,
         barrier: &barrier,
+        helpers: &tree.helpers,
     };
     let mut guard = Created::new(ids);
     if pid_source.create(root)? == 0 {
         child::main(&shared, 0);
     }
+    // The tasks hold their own copies now: a pipe must not stay open here.
+    drop(shared_files);
+    drop(shm);
     for t in &tasks {
         wait_restorer(&t.built, t.img.process.pid as Pid, root, t.msg)?;
     }
@@ -161,6 +183,30 @@ pub fn run(opts: &RestoreOptions) -> Result<i32> {
         return Ok(0);
     }
     wait_exit(root)
+}
+
+/// The lowest fd number above every fd of every process of the image:
+/// where the open files and memory objects several tasks inherit go.
+fn shared_fd_base(tree: &images::Tree) -> i32 {
+    tree.live()
+        .flat_map(|img| img.files.fds.iter().map(|f| f.fd + 1))
+        .max()
+        .unwrap_or(0)
+        .max(3)
+}
+
+/// Opens the files several fds share once (files::share); each task keeps
+/// the ones it uses until its restorer closes crest's fds.
+fn share_files(tasks: &mut [Task<'_>], base: i32) -> Result<files::SharedFiles> {
+    let mut plans: Vec<&mut files::FilesPlan> = tasks.iter_mut().map(|t| &mut t.files).collect();
+    let (shared, keep) = files::share(&mut plans, base)?;
+    for (t, k) in tasks.iter_mut().zip(keep) {
+        t.keep.extend(k);
+    }
+    if !shared.is_empty() {
+        crate::debug!("{} open file(s) shared between fds", shared.len());
+    }
+    Ok(shared)
 }
 
 /// The shared page the tasks count themselves on before joining groups.
@@ -190,6 +236,11 @@ fn nodes<'a>(tree: &'a images::Tree, tasks: &'a [Task<'a>]) -> Vec<child::Node<'
                     msg: t.msg,
                     msg_len: MSG_LEN,
                 }),
+            comm: tree
+                .comms
+                .iter()
+                .find(|c| c.pid == p.pid)
+                .map(|c| c.comm.as_slice()),
         })
         .collect()
 }

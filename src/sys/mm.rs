@@ -45,6 +45,12 @@ impl Mapping {
         Self::map(len, MAP_PRIVATE | MAP_ANONYMOUS, None)
     }
 
+    /// mmap(2) of `len` bytes of shared anonymous read-write memory (a
+    /// shmem object of its own, which /proc/self/map_files can reopen).
+    pub fn shared_anonymous(len: usize) -> SysResult<Mapping> {
+        Self::map(len, MAP_SHARED | MAP_ANONYMOUS, None)
+    }
+
     /// mmap(2) of `len` bytes of `fd` shared and read-write from offset 0.
     pub fn shared(fd: BorrowedFd<'_>, len: usize) -> SysResult<Mapping> {
         Self::map(len, MAP_SHARED, Some(fd))

@@ -13,6 +13,10 @@
 //!   Orphan: root (setsid) whose child X forked Y and exited: Y, reparented
 //!           out of the tree, stays in the root's session
 //!   Threads: one process (setsid) with many sleeping threads
+//!   DeadLeaders: root R (setsid, a child subreaper)
+//!           ├─ D (session and group of C, which made them and exited)
+//!           └─ F (group of E, which made it and exited; R's session)
+//!   Many(n): root (setsid) with n - 1 sleeping children
 //! ```
 //!
 //! Every live process of Full keeps a private region with a pattern of its
@@ -34,8 +38,11 @@ pub const G: usize = 2;
 pub const S: usize = 3;
 /// The live roles (role 4 is Z, the zombie).
 pub const LIVE: [usize; 4] = [ROOT, A, G, S];
+/// DeadLeaders' orphans: in a session, in a group whose leader is dead.
+pub const D: usize = 5;
+pub const F: usize = 6;
 /// Threads per role.
-pub const THREADS: [u64; 5] = [2, 3, 2, 2, 1];
+pub const THREADS: [u64; 7] = [2, 3, 2, 2, 1, 2, 2];
 /// Z's exit status.
 pub const Z_EXIT: i32 = 7;
 
@@ -54,6 +61,11 @@ const TCOUNT: usize = 10;
 const SETUP_ERR: usize = 400;
 pub const FORKS: usize = 401;
 pub const ORPHAN: usize = 402;
+/// DeadLeaders: the pids of the dead session leader C and group leader E.
+pub const DEAD_SESSION: usize = 403;
+pub const DEAD_GROUP: usize = 404;
+/// Many: how many children are ready.
+pub const MANY_READY: usize = 405;
 
 const AREA: usize = 4096;
 const PAGES: u64 = 16;
@@ -67,7 +79,8 @@ static SHM: AtomicUsize = AtomicUsize::new(0);
 static ROLE: AtomicUsize = AtomicUsize::new(0);
 static SHARING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
-/// The shape of the tree to fork.
+/// The shape of the tree to fork (each test binary uses some).
+#[allow(dead_code)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
     Full {
@@ -81,6 +94,10 @@ pub enum Shape {
     Orphan,
     /// One process (setsid) with this many threads in all.
     Threads(usize),
+    /// Orphans of a dead session leader and of a dead group leader.
+    DeadLeaders,
+    /// A root (setsid) and this many processes in all.
+    Many(usize),
 }
 
 fn slot(i: usize) -> *mut u64 {
@@ -366,6 +383,77 @@ fn grandchild() -> ! {
     }
 }
 
+/// `role`, once its parent (which exits at once) is gone and the
+/// subreaper `root` adopted it.
+fn orphan(role: usize, root: i32) -> ! {
+    live(role, false, move || {
+        // SAFETY: plain id query.
+        while unsafe { libc::getppid() } != root {
+            sleep_ms(1);
+        }
+    })
+}
+
+fn dead_leaders() -> ! {
+    SHARING.store(false, Ordering::Relaxed);
+    // SAFETY: raw calls in the forked child and its children.
+    unsafe {
+        need!(libc::setsid() > 0);
+        need!(libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) == 0);
+        let root = libc::getpid();
+        let c = fork();
+        if c == 0 {
+            need!(libc::setsid() > 0);
+            if fork() == 0 {
+                orphan(D, root);
+            }
+            libc::_exit(0);
+        }
+        set(DEAD_SESSION, c as u64);
+        let e = fork();
+        if e == 0 {
+            need!(libc::setpgid(0, 0) == 0);
+            if fork() == 0 {
+                orphan(F, root);
+            }
+            libc::_exit(0);
+        }
+        set(DEAD_GROUP, e as u64);
+        need!(libc::waitpid(c, std::ptr::null_mut(), 0) == c);
+        need!(libc::waitpid(e, std::ptr::null_mut(), 0) == e);
+    }
+    live(ROOT, false, || {
+        wait_ready(D);
+        wait_ready(F);
+    })
+}
+
+/// A root with `n - 1` children, each sleeping; the children count
+/// themselves in.
+fn many(n: usize) -> ! {
+    // SAFETY: raw calls in the forked child and its children.
+    need!(unsafe { libc::setsid() } > 0);
+    for _ in 1..n {
+        if fork() == 0 {
+            let counter = slot(MANY_READY).cast::<AtomicUsize>();
+            // SAFETY: the slot is a shared, aligned word of the area.
+            unsafe { (*counter).fetch_add(1, Ordering::SeqCst) };
+            loop {
+                sleep_ms(100);
+            }
+        }
+    }
+    while get(MANY_READY) < n as u64 - 1 {
+        sleep_ms(1);
+    }
+    ROLE.store(ROOT, Ordering::Relaxed);
+    set(mine(READY), 1);
+    loop {
+        set(mine(COUNTER), get(mine(COUNTER)) + 1);
+        sleep_ms(1);
+    }
+}
+
 fn forker() -> ! {
     // SAFETY: raw calls in the forked child and its children.
     unsafe {
@@ -473,6 +561,8 @@ fn child(area: usize, shape: Shape) -> ! {
         Shape::Forker => forker(),
         Shape::Orphan => orphan_root(),
         Shape::Threads(n) => many_threads(n),
+        Shape::DeadLeaders => dead_leaders(),
+        Shape::Many(n) => many(n),
     }
 }
 

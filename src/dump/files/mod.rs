@@ -19,6 +19,7 @@
 //! was, byte for byte.
 
 mod anon;
+mod desc;
 pub mod fifo;
 pub mod ghost;
 pub mod lock;
@@ -26,6 +27,8 @@ pub mod memfd;
 pub mod pty;
 pub mod unix;
 pub mod unix_queue;
+
+pub use desc::Descs;
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};

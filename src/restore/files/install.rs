@@ -21,8 +21,8 @@ use std::os::fd::{AsFd, IntoRawFd, RawFd};
 use super::{FilesPlan, How, PlannedPipe};
 use crate::error::{Errno, Error, Result};
 use crate::sys::fd::{O_CLOEXEC, O_NONBLOCK, pipe2, write};
-use crate::sys::fdtable::{SEEK_SET, set_status_flags};
-use crate::sys::fdtable::{close, close_range, dup3, lseek, open_raw, raise_nofile};
+use crate::sys::fdtable::set_status_flags;
+use crate::sys::fdtable::{close, close_range, dup3, raise_nofile};
 use crate::sys::splice::{pipe_size, set_pipe_size};
 
 /// The temporary numbers install uses.
@@ -78,18 +78,7 @@ pub fn install_files(plan: &FilesPlan, keep: &[i32]) -> Result<()> {
         if let How::PtySlave { master, flags } = f.how {
             super::pty::open_slave(slots.open(master), flags, f.fd, slots.open(i))?;
         }
-        if let How::Open { path, flags, pos } = &f.how {
-            let what = path.to_bytes();
-            let low = open_raw(path, *flags).map_err(|e| fail_path("openat", what, f.fd, e))?;
-            to_slot(low, slots.open(i)).map_err(|e| fail_path("dup3", what, f.fd, e))?;
-            if *pos != 0 {
-                lseek(slots.open(i), *pos as i64, SEEK_SET)
-                    .map_err(|e| fail_path("lseek", what, f.fd, e))?;
-            }
-        }
-        if let How::Anon(a) = &f.how {
-            super::anon::create(a, f.fd, slots.open(i))?;
-        }
+        super::shared::open_description(&f.how, f.fd, slots.open(i))?;
         let object = match f.how {
             How::Memfd { id, flags, pos } => {
                 let h = plan.memfds.iter().find(|(m, _)| *m == id).map(|m| m.1);
@@ -112,12 +101,18 @@ pub fn install_files(plan: &FilesPlan, keep: &[i32]) -> Result<()> {
         }
     }
     for (p, pipe) in plan.pipes.iter().enumerate() {
-        make_pipe(pipe, slots.pipe(p, false), slots.pipe(p, true))?;
+        if pipe.inherited.is_none() {
+            make_pipe(pipe, slots.pipe(p, false), slots.pipe(p, true))?;
+        }
     }
     for &(id, write, k) in &plan.unix.borrowed {
         // A pipe end in flight that the process holds too: the same pipe.
         if let Some(p) = plan.pipes.iter().position(|p| p.id == id) {
-            dup3(slots.pipe(p, write), slots.unix(k), O_CLOEXEC)
+            let end = match plan.pipes[p].inherited {
+                Some(ends) => ends[usize::from(write)],
+                None => slots.pipe(p, write),
+            };
+            dup3(end, slots.unix(k), O_CLOEXEC)
                 .map_err(|e| fail("dup3", "a pipe end in flight", -1, e))?;
         }
     }
@@ -131,9 +126,13 @@ pub fn install_files(plan: &FilesPlan, keep: &[i32]) -> Result<()> {
             | How::Fifo { .. }
             | How::PtyMaster { .. }
             | How::PtySlave { .. } => slots.open(i),
-            How::Pipe { pipe, write } => slots.pipe(pipe, write),
+            How::Pipe { pipe, write } => match plan.pipes[pipe].inherited {
+                Some(ends) => ends[usize::from(write)],
+                None => slots.pipe(pipe, write),
+            },
             How::Tty => slots.tty(),
             How::Unix(k) => slots.unix(k),
+            How::Inherited(n) => n,
         };
         let flags = if f.cloexec { O_CLOEXEC } else { 0 };
         dup3(from, f.fd, flags).map_err(|e| fail("dup3", "its open file", f.fd, e))?;
@@ -193,7 +192,7 @@ pub(super) fn to_slot(low: RawFd, slot: RawFd) -> Result<(), Errno> {
 
 /// A new pipe at `read_slot`/`write_slot` holding `pipe.data`, each end with
 /// its dumped status flags.
-fn make_pipe(pipe: &PlannedPipe, read_slot: RawFd, write_slot: RawFd) -> Result<()> {
+pub(super) fn make_pipe(pipe: &PlannedPipe, read_slot: RawFd, write_slot: RawFd) -> Result<()> {
     let what = |e| {
         Error::sys(
             "pipe",
@@ -278,8 +277,4 @@ fn enter_dirs(plan: &FilesPlan) -> Result<()> {
 
 fn fail(call: &'static str, what: &str, fd: RawFd, e: Errno) -> Error {
     Error::sys(call, format!("restoring fd {fd} ({what})"), e)
-}
-
-fn fail_path(call: &'static str, path: &[u8], fd: RawFd, e: Errno) -> Error {
-    fail(call, &format!("`{}`", String::from_utf8_lossy(path)), fd, e)
 }

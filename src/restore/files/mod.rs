@@ -21,10 +21,13 @@
 //! so chdir comes first). A terminal becomes a dup of crest's own terminal
 //! (the first of its stdin, stdout and stderr that is one), as CRIU's
 //! `--shell-job`. Two fds on the same pipe end share one open file, as
-//! almost always at dump; two fds on a regular file get one open file each,
-//! because the image does not say whether they shared one. A pipe end the
-//! process did not hold is closed after install: its reader sees end of file
-//! after the queued bytes, its writer gets EPIPE.
+//! almost always at dump; fds whose fd-desc records name one open file
+//! description (in this process or others of the tree) share one, which
+//! crest opens before the tree forks ([`shared`]); without those records
+//! (older images) two fds on a regular file get one open file each. A pipe
+//! with ends in several processes is made once the same way. A pipe end no
+//! process of the image held is closed after install: its reader sees end
+//! of file after the queued bytes, its writer gets EPIPE.
 //!
 //! The kinds whose object crest makes from the image: memfds ([`memfd`])
 //! and deleted files ([`ghost`]) are made in crest by the restorer's plan
@@ -42,6 +45,7 @@ mod install;
 mod lock;
 mod memfd;
 mod pty;
+mod shared;
 mod split;
 mod unix;
 mod unix_make;
@@ -57,6 +61,7 @@ use crate::image::task::TaskMisc;
 pub use ghost::create_ghosts;
 pub use install::install_files;
 pub use memfd::create_memfds;
+pub use shared::{SharedFiles, share};
 pub use split::check_tree as check_kinds_sharing;
 
 /// Everything about the files, checked in the parent before any process exists.
@@ -96,6 +101,9 @@ struct PlannedFd {
     cloexec: bool,
     /// Where its open file comes from.
     how: How,
+    /// Its open file description's id (fd-desc record), when the image
+    /// has one: fds with the same id share one open file.
+    desc: Option<u64>,
 }
 
 /// How an fd's open file is made.
@@ -128,6 +136,9 @@ enum How {
     },
     /// The slave of the pair whose master is `fds[master]`.
     PtySlave { master: usize, flags: u32 },
+    /// An open file crest made for several fds (shared.rs), inherited at
+    /// this number.
+    Inherited(i32),
 }
 
 /// A pipe to recreate.
@@ -140,6 +151,9 @@ struct PlannedPipe {
     /// File status flags of the read end and of the write end, for the
     /// ends the image has.
     flags: [Option<u32>; 2],
+    /// The read and write ends' numbers when crest made the pipe for
+    /// several processes (shared.rs): inherited, not made by install.
+    inherited: Option<[i32; 2]>,
 }
 
 impl FilesPlan {
@@ -221,15 +235,16 @@ pub fn plan_files(files: &FilesImage, misc: &TaskMisc, shell_job: bool) -> Resul
             fd: f.fd,
             cloexec: f.fd_flags & crate::sys::fdtable::FD_CLOEXEC != 0,
             how,
+            desc: files.descs.iter().find(|d| d.fd == f.fd).map(|d| d.desc_id),
         });
     }
-    warn_half_pipes(&plan);
     Ok(plan)
 }
 
-/// A pipe whose other end lived in another process comes back without it.
+/// A pipe whose other end lived in another process (not restored with it)
+/// comes back without it.
 fn warn_half_pipes(plan: &FilesPlan) {
-    for p in &plan.pipes {
+    for p in plan.pipes.iter().filter(|p| p.inherited.is_none()) {
         match p.flags {
             [Some(_), None] => crate::warn!(
                 "pipe {}: its write end was not in the process; after restore its reader sees end of file after the {} queued bytes",
@@ -338,6 +353,7 @@ fn plan_pipe(
                 id,
                 data,
                 flags: [None; 2],
+                inherited: None,
             });
             plan.pipes.len() - 1
         }
