@@ -30,6 +30,8 @@ pub struct Shared {
     pub pipes: Vec<u64>,
     /// Shared memory object ids (shmids) already in the image.
     pub shmem: Vec<u64>,
+    /// Dirty tracking of an incremental dump (`--track-mem`).
+    pub track: Option<super::track::session::Tracking>,
 }
 
 /// Dumps `seized` into `d` (task, mm, files, pagemap and pages files);
@@ -85,8 +87,17 @@ fn dump_inside(
     let ps = collect_parasite_state(parasite, seized, &ids)?;
     apply_parasite_state(state, &ps)?;
     fault_point(pid, "parasite-state")?;
+    let dirty = match shared.track.as_mut() {
+        Some(t) => t.start_process(pid_u32(pid)?, parasite, &state.mm.vmas)?,
+        None => None,
+    };
+    fault_point(pid, "track")?;
     info!("pid {pid}: dumping memory pages");
-    super::pages::dump_pages(seized, parasite, &state.mm.vmas, d)?;
+    let vmas = &state.mm.vmas;
+    super::pages::dump_pages_filtered(seized, parasite, vmas, d, dirty.as_ref())?;
+    if let Some(t) = &shared.track {
+        t.after_pages(pid_u32(pid)?)?;
+    }
     let vmas = &state.mm.vmas;
     let objects = super::shmem::dump_shmem_once(pid_u32(pid)?, vmas, d, &mut shared.shmem)?;
     if objects > 0 {

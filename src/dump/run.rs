@@ -51,6 +51,7 @@ pub const FAULT_STEPS: &[&str] = &[
     "cores",
     "inject",
     "parasite-state",
+    "track",
     "pages",
     "cure",
     "metadata",
@@ -101,6 +102,22 @@ pub fn run(opts: &DumpOptions) -> Result<()> {
 /// session and group to be led from outside the tree (see
 /// [`super::session`]).
 pub fn run_with(opts: &DumpOptions, shell_job: bool) -> Result<()> {
+    run_tracked(opts, shell_job, &Incremental::default())
+}
+
+/// The incremental part of a dump: `--prev-images-dir REL --track-mem`.
+#[derive(Debug, Clone, Default)]
+pub struct Incremental {
+    /// `--prev-images-dir`: the parent image, relative to the new one.
+    pub prev_images_dir: Option<String>,
+    /// `--track-mem`: track written pages (and store only those when a
+    /// parent is given).
+    pub track_mem: bool,
+}
+
+/// Dumps the tree under `opts.pid`, incrementally as `inc` asks: with a
+/// parent and tracking, only pages written since the parent are stored.
+pub fn run_tracked(opts: &DumpOptions, shell_job: bool, inc: &Incremental) -> Result<()> {
     let root = opts.pid;
     info!("pid {root}: checking its tree before seizing it");
     precheck(pid_u32(root)?, shell_job)?;
@@ -115,12 +132,30 @@ pub fn run_with(opts: &DumpOptions, shell_job: bool) -> Result<()> {
             ),
         ));
     }
+    let mut shared = Shared {
+        track: super::predump::tracking_for(&opts.dir, inc)?,
+        ..Shared::default()
+    };
     info!("pid {root}: seizing every process of its tree and every thread");
     let tree = seize_tree(root)?;
-    match dump_tree(&tree, &d, opts, shell_job) {
-        Ok(()) => finish(tree, opts),
+    let dumped = dump_tree(&tree, &d, opts, shell_job, &mut shared);
+    let track = shared.track.take();
+    match dumped {
+        Ok(()) => {
+            let r = finish(tree, opts);
+            if let Some(t) = track {
+                // -R with --track-mem goes on tracking for a later dump.
+                t.finish(r.is_ok(), opts.leave_running && inc.track_mem)?;
+            }
+            r
+        }
         Err(e) => {
             warn!("pid {root}: dump failed, resuming every process of the tree as it was");
+            if let Some(t) = track
+                && let Err(r) = t.finish(false, false)
+            {
+                warn!("pid {root}: {r}");
+            }
             if let Err(r) = tree.release(Release::Resume) {
                 warn!("pid {root}: {r}");
             }
@@ -172,7 +207,13 @@ fn exited(pid: u32) -> bool {
 
 /// Every step that needs the tree seized; the tree is unchanged after it,
 /// whatever it returns.
-fn dump_tree(tree: &SeizedTree, d: &ImageDir, opts: &DumpOptions, shell_job: bool) -> Result<()> {
+fn dump_tree(
+    tree: &SeizedTree,
+    d: &ImageDir,
+    opts: &DumpOptions,
+    shell_job: bool,
+    shared: &mut Shared,
+) -> Result<()> {
     let root = tree.root();
     let mut procs = Vec::with_capacity(tree.members().len());
     for m in tree.members() {
@@ -180,16 +221,17 @@ fn dump_tree(tree: &SeizedTree, d: &ImageDir, opts: &DumpOptions, shell_job: boo
     }
     super::session::check_sessions(&procs, shell_job)?;
     fault_tree(root, "seize")?;
-    let mut shared = Shared::default();
     for (m, p) in tree.members().iter().zip(procs.iter_mut()) {
         if let Member::Seized(s) = m {
-            *p = dump_process(s, d, &mut shared)?;
+            *p = dump_process(s, d, shared)?;
         }
     }
     info!("pid {root}: writing the process tree and the inventory");
     write_file(d, dir::PSTREE, FileKind::Pstree, &procs)?;
     fault_tree(root, "metadata")?;
-    super::write_inventory(d, pid_u32(root)?, &opts.command_line)
+    let parent = shared.track.as_ref().and_then(|t| t.parent.as_ref());
+    let kind = crate::image::inventory::ImageKind::Dump;
+    super::predump::write_inventory(d, pid_u32(root)?, &opts.command_line, kind, parent)
 }
 
 pub(crate) fn pid_u32(pid: Pid) -> Result<u32> {
