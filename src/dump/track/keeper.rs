@@ -103,9 +103,16 @@ impl Session {
             .map_err(|e| Error::io("talk to the tracker", "its socket", e))
     }
 
-    /// Ends the keeper (the registration goes with the last copy).
+    /// Ends the keeper (the registration goes with the last copy of the
+    /// uffd) and waits, up to 5 s, until it has exited: its connection,
+    /// its highest fd, closes last, after the uffd.
     pub fn quit(self) {
         let _ = (&self.stream).write_all(b"q");
+        let _ = self
+            .stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)));
+        let mut rest = Vec::new();
+        let _ = (&self.stream).read_to_end(&mut rest);
     }
 }
 
@@ -128,9 +135,9 @@ pub fn spawn(pid: u32, uffd: OwnedFd, image: &Path) -> Result<()> {
             .map(|f| std::os::fd::AsRawFd::as_raw_fd(&f));
         detach(&keep);
         serve(
-            &listener,
-            &uffd,
-            &pidfd,
+            listener,
+            uffd,
+            pidfd,
             image.as_os_str().as_encoded_bytes().to_vec(),
         );
         crate::sys::process::exit_group(0);
@@ -159,8 +166,11 @@ fn detach(keep: &[i32]) {
 }
 
 /// The keeper's loop: one crest at a time, until the target exits or a
-/// crest does not ask to keep tracking.
-fn serve(listener: &UnixListener, uffd: &OwnedFd, pidfd: &OwnedFd, mut last: Vec<u8>) {
+/// crest does not ask to keep tracking. The uffd and the listener are
+/// closed before the last connection, so a crest waiting for its EOF knows
+/// that tracking has ended (an exiting process would release its files in
+/// no order crest could rely on).
+fn serve(listener: UnixListener, uffd: OwnedFd, pidfd: OwnedFd, mut last: Vec<u8>) {
     // /proc/self belongs to the effective uid; unknown: only root is served.
     let own_uid =
         std::fs::metadata("/proc/self").map_or(0, |m| std::os::unix::fs::MetadataExt::uid(&m));
@@ -177,9 +187,14 @@ fn serve(listener: &UnixListener, uffd: &OwnedFd, pidfd: &OwnedFd, mut last: Vec
             Ok((_, uid, _)) if uid == 0 || uid == own_uid => {}
             _ => continue,
         }
-        match handover(&stream, uffd, &last) {
+        match handover(&stream, &uffd, &last) {
             Some(next) => last = next,
-            None => return,
+            None => {
+                drop(listener);
+                drop(uffd);
+                drop(stream);
+                return;
+            }
         }
     }
 }

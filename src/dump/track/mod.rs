@@ -65,26 +65,46 @@ impl Mechanism {
 /// forces one (tests, benchmarks); a forced mechanism the kernel lacks fails
 /// at its first use.
 pub fn choose() -> Result<Mechanism> {
-    if let Some(v) = std::env::var_os("CREST_TRACK") {
-        return match v.to_str() {
-            Some("soft-dirty") => Ok(Mechanism::SoftDirty),
-            Some("uffd-wp") => Ok(Mechanism::UffdWp),
-            Some("none") => Ok(Mechanism::None),
-            _ => Err(Error::Usage(format!(
-                "CREST_TRACK={v:?} is not a tracker; use soft-dirty, uffd-wp or none"
-            ))),
-        };
+    let forced = match std::env::var_os("CREST_TRACK") {
+        None => None,
+        Some(v) => Some(match v.to_str() {
+            Some("soft-dirty") => Mechanism::SoftDirty,
+            Some("uffd-wp") => Mechanism::UffdWp,
+            Some("none") => return Ok(Mechanism::None),
+            _ => {
+                return Err(Error::Usage(format!(
+                    "CREST_TRACK={v:?} is not a tracker; use soft-dirty, uffd-wp or none"
+                )));
+            }
+        }),
+    };
+    let available = available();
+    match forced {
+        None => Ok(available.first().copied().unwrap_or(Mechanism::None)),
+        // A soft-dirty bit that never gets set would silently lose writes:
+        // a forced mechanism must pass its probe.
+        Some(m) if available.contains(&m) => Ok(m),
+        Some(m) => Err(Error::Unsupported(format!(
+            "CREST_TRACK={} asks for a tracker this kernel lacks (`crest check --all` shows why)",
+            m.name()
+        ))),
     }
-    let wanted = ["mem_dirty_track", "uffd_wp_async"];
-    let features: Vec<&'static crate::check::Feature> = crate::check::FEATURES
-        .iter()
-        .filter(|f| wanted.contains(&f.name))
-        .collect();
-    Ok(match crate::check::probe_all(&features, true).dirty {
-        crate::check::DirtyTracking::SoftDirty => Mechanism::SoftDirty,
-        crate::check::DirtyTracking::UffdWp => Mechanism::UffdWp,
-        _ => Mechanism::None,
-    })
+}
+
+/// The mechanisms whose probes pass here, soft-dirty first (it leaves
+/// nothing in the target), then uffd-wp.
+pub fn available() -> Vec<Mechanism> {
+    let mut out = Vec::new();
+    for (name, m) in [
+        ("mem_dirty_track", Mechanism::SoftDirty),
+        ("uffd_wp_async", Mechanism::UffdWp),
+    ] {
+        let f = crate::check::FEATURES.iter().find(|f| f.name == name);
+        if f.is_some_and(|f| (f.probe)().is_ok()) {
+            out.push(m);
+        }
+    }
+    out
 }
 
 /// What the previous image says about one process.
