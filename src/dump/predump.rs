@@ -112,10 +112,15 @@ pub fn run(opts: &PreDumpOptions) -> Result<()> {
         return Err(Error::Usage("pre-dump always tracks memory".into()));
     };
     info!("pid {root}: seizing its tree for a pre-dump");
+    let frozen = std::time::Instant::now();
     let tree = seize_tree(root)?;
     match predump_tree(&tree, &d, opts, &mut track) {
         Ok(()) => {
             tree.release(Release::Resume)?;
+            info!(
+                "pid {root}: frozen for {:.3} ms (seize to resume)",
+                frozen.elapsed().as_secs_f64() * 1e3
+            );
             track.finish(true, true)?;
             info!("pid {root}: pre-dump complete, the tree runs on");
             Ok(())

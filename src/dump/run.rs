@@ -137,12 +137,13 @@ pub fn run_tracked(opts: &DumpOptions, shell_job: bool, inc: &Incremental) -> Re
         ..Shared::default()
     };
     info!("pid {root}: seizing every process of its tree and every thread");
+    let frozen = std::time::Instant::now();
     let tree = seize_tree(root)?;
     let dumped = dump_tree(&tree, &d, opts, shell_job, &mut shared);
     let track = shared.track.take();
     match dumped {
         Ok(()) => {
-            let r = finish(tree, opts);
+            let r = finish(tree, opts, frozen);
             if let Some(t) = track {
                 // -R with --track-mem goes on tracking for a later dump.
                 t.finish(r.is_ok(), opts.leave_running && inc.track_mem)?;
@@ -269,11 +270,15 @@ pub(crate) fn refuse_unsupported(state: &ProcessState) -> Result<()> {
 
 /// After a complete dump: kill every process of the tree (and wait until
 /// each is gone or a zombie for its parent to reap) or resume them (-R).
-fn finish(tree: SeizedTree, opts: &DumpOptions) -> Result<()> {
+/// `frozen`: when the seize began; the freeze (seize to kill or resume)
+/// is logged.
+fn finish(tree: SeizedTree, opts: &DumpOptions, frozen: std::time::Instant) -> Result<()> {
     let root = tree.root();
     let count = tree.members().len();
+    let ms = || frozen.elapsed().as_secs_f64() * 1e3;
     if opts.leave_running {
         tree.release(Release::Resume)?;
+        info!("pid {root}: frozen for {:.3} ms (seize to resume)", ms());
         info!("pid {root}: dump complete, {count} process(es) resumed");
         return Ok(());
     }
@@ -281,6 +286,7 @@ fn finish(tree: SeizedTree, opts: &DumpOptions) -> Result<()> {
     // Children first: nothing can fork meanwhile, every process is frozen
     // until its SIGKILL, and a killed child stays a zombie until its
     // parent dies too, then init reaps it.
+    info!("pid {root}: frozen for {:.3} ms (seize to kill)", ms());
     tree.release(Release::Kill)?;
     let start = std::time::Instant::now();
     while let Some(&pid) = pids.iter().find(|&&p| !gone(p)) {

@@ -95,7 +95,7 @@ impl Tracking {
                 let held = self.held.last().map(|h| h.uffd.as_fd());
                 let Some(fd) = held else { return Ok(None) };
                 let parent_of = parent_of.filter(|_| matches);
-                let pass = uffd::pass(pid, fd, vmas, parent_of.as_ref(), fresh)?;
+                let pass = uffd::pass(pid, fd, vmas, parent_of.as_ref())?;
                 Ok(parent_of.map(|p| dirty_map(pass.whole, Some(pass.written), p.pages)))
             }
         }

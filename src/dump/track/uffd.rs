@@ -13,8 +13,7 @@
 //!
 //! Registration is idempotent for crest's own uffd and refused (EBUSY) over
 //! a VMA another uffd holds (the application's own): such a VMA is dumped
-//! whole every time. A VMA crest did not hold before this pass (smaps
-//! VmFlags lack `uw`), or that differs from the parent's record, is dumped
+//! whole every time. A VMA that differs from the parent's record is dumped
 //! whole and only protected by the scan.
 
 use std::fs::File;
@@ -25,17 +24,12 @@ use crate::blob::proto::{CMD_FD_CLOSE, CMD_UFFD_OPEN};
 use crate::error::{Errno, Error, Result};
 use crate::image::vma::Vma;
 use crate::infect::Parasite;
-use crate::proc::smaps::{self, vm_flag};
 use crate::sys::process::{pidfd_getfd, pidfd_open};
 use crate::sys::uffd::{self as u, PageRegion, PmScan};
 use crate::{debug, info};
 
 /// `UFFD_FEATURE_WP_UNPOPULATED`: holes are protected too.
 pub const UFFD_FEATURE_WP_UNPOPULATED: u64 = 1 << 13;
-/// VmFlags `mw`: VM_MAYWRITE.
-const VM_MAYWRITE: u64 = vm_flag(b"mw");
-/// VmFlags `uw`: VM_UFFD_WP, registered for write-protect tracking.
-const VM_UFFD_WP: u64 = vm_flag(b"uw");
 /// Regions per PAGEMAP_SCAN call.
 const SCAN_BATCH: usize = 1024;
 
@@ -92,36 +86,28 @@ pub struct Pass {
     pub written: Vec<(u64, u64)>,
 }
 
-/// Registers every writable private VMA of `vmas` and scans it: the
-/// written pages of tracked, unchanged VMAs are returned; every other
-/// dumped VMA counts whole. `fresh`: the uffd was just made (nothing
-/// registered with it yet).
+/// Registers every private VMA of `vmas` and scans it: the written pages
+/// of unchanged VMAs are returned; every other dumped VMA counts whole.
+///
+/// No list of what was registered before is needed: PAGE_IS_WRITTEN means
+/// "not write-protected", and only crest's own scans protect pages, so in
+/// a VMA registered just now (new, or re-created at the same place, or
+/// after the uffd was lost) every present page reads as written and is
+/// stored. A VMA another uffd holds (EBUSY) is not scanned at all, so the
+/// application's own tracking is left alone.
 pub fn pass(
     pid: u32,
     uffd: BorrowedFd<'_>,
     vmas: &[Vma],
     parent: Option<&ParentOf>,
-    fresh: bool,
 ) -> Result<Pass> {
-    let text = crate::dump::read_proc(pid, "smaps")?;
-    let entries = crate::dump::parsed(pid, "smaps", smaps::parse(&text))?;
     let path = format!("/proc/{pid}/pagemap");
     let pagemap = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
     let mut out = Pass::default();
     for v in vmas.iter().filter(|v| dumped(v)) {
-        let flags = entries
-            .iter()
-            .find(|e| e.map.start == v.start)
-            .map_or(0, |e| e.vm_flags);
-        let was_ours = !fresh && flags & VM_UFFD_WP != 0;
         let range = (v.start, v.end);
-        if flags & VM_MAYWRITE == 0 {
-            out.whole.push(range);
-            continue;
-        }
-        if let Err(e) =
-            u::uffdio_register(uffd, v.start, v.end - v.start, u::UFFDIO_REGISTER_MODE_WP)
-        {
+        let mode = u::UFFDIO_REGISTER_MODE_WP;
+        if let Err(e) = u::uffdio_register(uffd, v.start, v.end - v.start, mode) {
             debug!(
                 "pid {pid}: {:#x}-{:#x} not tracked (UFFDIO_REGISTER: {e}); dumped whole",
                 v.start, v.end
@@ -129,9 +115,8 @@ pub fn pass(
             out.whole.push(range);
             continue;
         }
-        let keep = was_ours && parent.is_some_and(|p| unchanged(v, &p.vmas));
         let written = scan(&pagemap, pid, range)?;
-        if keep {
+        if parent.is_some_and(|p| unchanged(v, &p.vmas)) {
             out.written.extend(written);
         } else {
             out.whole.push(range);
