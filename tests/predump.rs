@@ -379,3 +379,44 @@ fn failed_pre_dump_leaves_the_target_running_and_untracked() {
     assert_eq!(libc::WEXITSTATUS(v.reap()), 0);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// An application's own userfaultfd keeps its region: crest cannot track
+/// it, so each pass stores it whole, and the application's registration
+/// is still its own afterwards.
+#[test]
+fn a_region_of_the_applications_own_userfaultfd_is_stored_whole() {
+    if !crest::dump::track::available().contains(&Mechanism::UffdWp) {
+        return;
+    }
+    let dir = scratch("predump-own-uffd");
+    let mut v = Victim::spawn(&dir, victim::uffd_victim);
+    let ready = v.ready_text();
+    let hex = ready.trim().strip_prefix("region=").unwrap();
+    let region = u64::from_str_radix(hex, 16).unwrap();
+    let env = [("CREST_TRACK", "uffd-wp")];
+    let out = pre_dump(&v, 1, &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    step(&v, 1);
+    let out = pre_dump(&v, 2, &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let idx = final_index(&v.dir.join("img-2"), v.pid);
+    let end = region + (victim::OWN_UFFD_PAGES * victim::PAGE) as u64;
+    let stored: u64 = idx
+        .runs
+        .iter()
+        .filter(|r| r.vaddr >= region && r.vaddr < end)
+        .map(|r| {
+            assert_eq!(r.kind, crest::image::pagemap::RunKind::Present, "{r:?}");
+            r.nr_pages
+        })
+        .sum();
+    assert_eq!(
+        stored,
+        victim::OWN_UFFD_PAGES as u64,
+        "the region is stored whole"
+    );
+    v.go();
+    assert_eq!(v.wait_report(|| None).trim(), "pass");
+    assert_eq!(libc::WEXITSTATUS(v.reap()), 0);
+    let _ = std::fs::remove_dir_all(dir);
+}

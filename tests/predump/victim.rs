@@ -259,3 +259,38 @@ pub fn victim(c: &Child) -> Verdict {
     }
     Ok(())
 }
+
+/// Pages of the region the uffd victim registers with its own userfaultfd.
+pub const OWN_UFFD_PAGES: usize = 64;
+
+/// A victim that uses userfaultfd itself: a region registered (missing
+/// mode) with its own uffd. crest cannot register it for tracking (EBUSY)
+/// and must store it whole at every pass, leaving the victim's
+/// registration as it was: after go the victim unregisters it itself.
+pub fn uffd_victim(c: &Child) -> Verdict {
+    let region = anon(OWN_UFFD_PAGES)?;
+    (0..OWN_UFFD_PAGES).for_each(|p| fill(region, 6, 0, p));
+    // SAFETY: userfaultfd takes flags only.
+    let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC) } as i32;
+    ensure!(fd >= 0, "userfaultfd");
+    let mut api = [0xAAu64, 0, 0];
+    // SAFETY: UFFDIO_API takes a struct uffdio_api of three u64.
+    let r = unsafe { libc::ioctl(fd, 0xC018_AA3F, api.as_mut_ptr()) };
+    ensure!(r == 0, "UFFDIO_API");
+    let len = (OWN_UFFD_PAGES * PAGE) as u64;
+    let mut reg = [region as u64, len, 1, 0];
+    // SAFETY: UFFDIO_REGISTER takes a struct uffdio_register of four u64.
+    let r = unsafe { libc::ioctl(fd, 0xC020_AA00, reg.as_mut_ptr()) };
+    ensure!(r == 0, "UFFDIO_REGISTER");
+    c.ready(format!("region={:x}", region as usize).as_bytes());
+    wait_for(c, "step-1");
+    write_file(&c.path("stepped-1"), b"");
+    c.wait_go();
+    let bad = (0..OWN_UFFD_PAGES).find(|&p| !check_page(region, 6, Some(0), p));
+    ensure!(bad.is_none(), "region page {bad:?} differs");
+    let mut range = [region as u64, len];
+    // SAFETY: UFFDIO_UNREGISTER takes a struct uffdio_range of two u64.
+    let r = unsafe { libc::ioctl(fd, 0x8010_AA01, range.as_mut_ptr()) };
+    ensure!(r == 0, "UFFDIO_UNREGISTER of its own registration failed");
+    Ok(())
+}
