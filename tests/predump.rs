@@ -79,9 +79,8 @@ fn keeper_listens(pid: i32) -> bool {
     text.lines().any(|l| l.contains(&name))
 }
 
-/// The victim holds no userfaultfd and no VMA registered for write-protect,
-/// and no keeper listens for it.
-fn untracked(pid: i32) -> Result<(), String> {
+/// The victim's fd table holds no userfaultfd (tracking is invisible to it).
+fn no_uffd_fd(pid: i32) -> Result<(), String> {
     for e in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
         let link = std::fs::read_link(e.unwrap().path()).unwrap_or_default();
         if link.to_string_lossy().contains("userfaultfd") {
@@ -91,6 +90,13 @@ fn untracked(pid: i32) -> Result<(), String> {
             ));
         }
     }
+    Ok(())
+}
+
+/// The victim holds no userfaultfd and no VMA registered for write-protect,
+/// and no keeper listens for it.
+fn untracked(pid: i32) -> Result<(), String> {
+    no_uffd_fd(pid)?;
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
     if let Some(l) = smaps
         .lines()
@@ -192,6 +198,7 @@ fn chain_with(name: &str, levels: usize, vma: bool, mech: Option<Mechanism>) -> 
             proc_state(v.pid).is_some_and(|s| s != 'Z'),
             "the victim runs on"
         );
+        no_uffd_fd(v.pid).unwrap();
         step(&v, level);
     }
     let fin = dir.join("final");
