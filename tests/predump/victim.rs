@@ -274,13 +274,14 @@ pub fn uffd_victim(c: &Child) -> Verdict {
     let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC) } as i32;
     ensure!(fd >= 0, "userfaultfd");
     let mut api = [0xAAu64, 0, 0];
-    // SAFETY: UFFDIO_API takes a struct uffdio_api of three u64.
-    let r = unsafe { libc::ioctl(fd, 0xC018_AA3F, api.as_mut_ptr()) };
+    // SAFETY: UFFDIO_API takes a struct uffdio_api of three u64 (a raw
+    // syscall: glibc and musl type the request differently).
+    let r = unsafe { libc::syscall(libc::SYS_ioctl, fd, 0xC018_AA3Fu64, api.as_mut_ptr()) };
     ensure!(r == 0, "UFFDIO_API");
     let len = (OWN_UFFD_PAGES * PAGE) as u64;
     let mut reg = [region as u64, len, 1, 0];
     // SAFETY: UFFDIO_REGISTER takes a struct uffdio_register of four u64.
-    let r = unsafe { libc::ioctl(fd, 0xC020_AA00, reg.as_mut_ptr()) };
+    let r = unsafe { libc::syscall(libc::SYS_ioctl, fd, 0xC020_AA00u64, reg.as_mut_ptr()) };
     ensure!(r == 0, "UFFDIO_REGISTER");
     c.ready(format!("region={:x}", region as usize).as_bytes());
     wait_for(c, "step-1");
@@ -290,7 +291,7 @@ pub fn uffd_victim(c: &Child) -> Verdict {
     ensure!(bad.is_none(), "region page {bad:?} differs");
     let mut range = [region as u64, len];
     // SAFETY: UFFDIO_UNREGISTER takes a struct uffdio_range of two u64.
-    let r = unsafe { libc::ioctl(fd, 0x8010_AA01, range.as_mut_ptr()) };
+    let r = unsafe { libc::syscall(libc::SYS_ioctl, fd, 0x8010_AA01u64, range.as_mut_ptr()) };
     ensure!(r == 0, "UFFDIO_UNREGISTER of its own registration failed");
     Ok(())
 }
