@@ -66,6 +66,8 @@ mod daemon;
 mod dump_state;
 #[path = "cmds/page_dump.rs"]
 mod page_dump;
+#[path = "cmds/track.rs"]
+mod track;
 
 blob_head!(
     parasite_main,
@@ -134,6 +136,7 @@ fn dispatch(cmd: u32, payload: *mut u8) -> i32 {
         CMD_FINI => 0,
         CMD_ABORT => panic!(),
         proto::CMD_PIPE_OPEN..=47 => page_dump::dispatch(cmd, payload),
+        proto::CMD_UFFD_OPEN..=55 => track::dispatch(cmd, payload),
         16..=31 => dump_state::dispatch(cmd, payload),
         _ => -EINVAL,
     }

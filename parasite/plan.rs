@@ -139,6 +139,11 @@ pub struct PlanRun {
     pub len: u64,
     /// Offset in the pages file, or [`RUN_ZERO`] for pages to clear.
     pub file_off: u64,
+    /// The pages file's fd in the task: each image of a chain of parents
+    /// (incremental dumps) has its own.
+    pub fd: i32,
+    /// Padding.
+    pub pad: u32,
 }
 
 /// [`PlanRun::file_off`] of a run of zero pages over file contents.
@@ -379,6 +384,7 @@ pub const FAULT_ERRNO: isize = 125;
 
 const _: () = {
     assert!(core::mem::size_of::<PlanVma>() == 48);
+    assert!(core::mem::size_of::<PlanRun>() == 32);
     assert!(core::mem::size_of::<PlanThread>() == 112);
     assert!(core::mem::size_of::<MmMap>() == 104);
     assert!(core::mem::size_of::<PlanTimer>() == 64);

@@ -264,6 +264,34 @@ const _: () = {
     assert!(core::mem::size_of::<PipeFds>() <= PAYLOAD_SIZE);
 };
 
+// ---- dirty tracking: commands 48..=55 ------------------------------------
+//
+// A userfaultfd registers the ranges of the mm of the task that created
+// it, so the task itself must create it: CMD_UFFD_OPEN does, crest takes
+// a copy with pidfd_getfd (and does UFFDIO_API, UFFDIO_REGISTER and the
+// scans on its copy), CMD_FD_CLOSE closes the task's fd so its fd table
+// is as before.
+
+/// Command: `userfaultfd(O_CLOEXEC | O_NONBLOCK)` in the task (retried
+/// with UFFD_USER_MODE_ONLY on EPERM); replies [`UffdReply`].
+pub const CMD_UFFD_OPEN: u32 = 48;
+/// Command: close the fd of a [`UffdReply`] (the payload).
+pub const CMD_FD_CLOSE: u32 = 49;
+
+/// Reply of [`CMD_UFFD_OPEN`], payload of [`CMD_FD_CLOSE`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UffdReply {
+    /// The fd in the task.
+    pub fd: i32,
+    /// 1 if the kernel allowed only a user-mode-only uffd.
+    pub user_mode_only: i32,
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<UffdReply>() <= PAYLOAD_SIZE);
+};
+
 // ---------------------------------------------------------------------------
 // Dump commands: state only the task can see (command numbers 16..=31).
 //

@@ -200,6 +200,9 @@ pub mod nr {
     pub const SYS_exit_group: usize = 94;
     /// `rseq(2)`.
     pub const SYS_rseq: usize = 293;
+    // ---- dirty tracking (pre-dump: a userfaultfd made in the task) ----
+    /// `userfaultfd(2)`.
+    pub const SYS_userfaultfd: usize = 282;
     // ---- page dump (vmsplice of the task's pages into a pipe) ----
     /// `close(2)`.
     pub const SYS_close: usize = 57;

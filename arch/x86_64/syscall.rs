@@ -205,6 +205,9 @@ pub mod nr {
     pub const SYS_exit_group: usize = 231;
     /// `rseq(2)`.
     pub const SYS_rseq: usize = 334;
+    // ---- dirty tracking (pre-dump: a userfaultfd made in the task) ----
+    /// `userfaultfd(2)`.
+    pub const SYS_userfaultfd: usize = 323;
     // ---- page dump (vmsplice of the task's pages into a pipe) ----
     /// `close(2)`.
     pub const SYS_close: usize = 3;

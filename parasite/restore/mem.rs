@@ -85,7 +85,7 @@ pub fn create_shmem(p: &RestorePlan) -> Result<(), Failed> {
         // SAFETY: tmp..tmp+size is a slice of the restorer mapping that
         // crest reserved for this object.
         at(i, unsafe { calls::mmap_fixed(s.tmp, s.size, PROT_RW, MAP_SHARED_ANON, -1, 0) })?;
-        fill(table(s.runs, s.nr_runs), s.pages_fd).map_err(|(_, e)| (i as u32, e))?;
+        fill(table(s.runs, s.nr_runs)).map_err(|(_, e)| (i as u32, e))?;
         let a = [AT_FDCWD as usize, s.path.as_ptr() as usize, O_RDWR_CLOEXEC, 0, 0];
         // SAFETY: the kernel reads the NUL-terminated path from the plan.
         let fd = at(i, unsafe { calls::call(crate::syscall::nr::SYS_openat, a) })?;
@@ -129,12 +129,13 @@ pub fn map_vmas(p: &RestorePlan) -> Result<(), Failed> {
 
 /// Reads every run of the process's private pages into place.
 pub fn fill_runs(p: &RestorePlan) -> Result<(), Failed> {
-    fill(table(p.runs, p.nr_runs), p.pages_fd)
+    fill(table(p.runs, p.nr_runs))
 }
 
-/// Reads `runs` from the pages file `pages_fd` into place; clears the zero
+/// Reads `runs` from their pages files (each run names its own: the
+/// images of a parent chain each have one) into place; clears the zero
 /// runs.
-fn fill(runs: &[PlanRun], pages_fd: i32) -> Result<(), Failed> {
+fn fill(runs: &[PlanRun]) -> Result<(), Failed> {
     for (i, r) in runs.iter().enumerate() {
         if r.file_off == RUN_ZERO {
             clear(r.addr, r.len);
@@ -149,7 +150,7 @@ fn fill(runs: &[PlanRun], pages_fd: i32) -> Result<(), Failed> {
         while done < r.len {
             // SAFETY: as above; the range stays inside the run.
             let got = at(i, unsafe {
-                calls::pread(pages_fd, r.addr + done, r.len - done, r.file_off + done)
+                calls::pread(r.fd, r.addr + done, r.len - done, r.file_off + done)
             })?;
             if got == 0 {
                 // The pages file is shorter than its index said.

@@ -81,14 +81,14 @@ pub const OPTIONS: &[OptSpec] = &[
         long: "tree",
         short: Some('t'),
         value: Some("PID"),
-        commands: &["dump"],
+        commands: &["dump", "pre-dump"],
         help: "dump the process PID with all its threads",
     },
     OptSpec {
         long: "images-dir",
         short: Some('D'),
         value: Some("DIR"),
-        commands: &["dump", "restore"],
+        commands: &["dump", "restore", "pre-dump"],
         help: "the image directory (dump creates it 0700 if missing)",
     },
     OptSpec {
@@ -147,6 +147,20 @@ pub const OPTIONS: &[OptSpec] = &[
         commands: &["selftest"],
         help: "internal: run as the self-test's workload in DIR (crest starts it itself)",
     },
+    OptSpec {
+        long: "prev-images-dir",
+        short: None,
+        value: Some("REL"),
+        commands: &["dump", "pre-dump"],
+        help: "the previous (pre-)dump, relative to -D DIR: store only pages written since",
+    },
+    OptSpec {
+        long: "track-mem",
+        short: None,
+        value: None,
+        commands: &["dump", "pre-dump"],
+        help: "track written pages (implied by pre-dump; dump needs it to use a parent)",
+    },
 ];
 
 /// What the command line asked for.
@@ -190,6 +204,10 @@ pub struct Args {
     pub ghost_limit: Option<u64>,
     /// `--workload DIR` (internal, `selftest` re-executing itself).
     pub workload: Option<PathBuf>,
+    /// `--prev-images-dir REL`.
+    pub prev_images_dir: Option<String>,
+    /// `--track-mem`.
+    pub track_mem: bool,
     /// The whole command line, as given (the inventory records it).
     pub argv: Vec<String>,
     /// The long names of the options given, short or long.
@@ -311,6 +329,8 @@ fn apply(args: &mut Args, spec: &OptSpec, value: Option<String>) -> Result<()> {
         "workload" => args.workload = Some(PathBuf::from(value)),
         "ghost-limit" => args.ghost_limit = Some(parse_size(&value)?),
         "file-locks" => args.file_locks = true,
+        "prev-images-dir" => args.prev_images_dir = Some(value),
+        "track-mem" => args.track_mem = true,
         other => return Err(Error::Usage(format!("option --{other} is not handled"))),
     }
     Ok(())

@@ -41,7 +41,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         name: "dump",
-        usage: "crest dump -t PID -D DIR [-R|--leave-running] [-j|--shell-job] [--ghost-limit SIZE] [--file-locks]",
+        usage: "crest dump -t PID -D DIR [-R|--leave-running] [-j|--shell-job] [--prev-images-dir REL --track-mem] [--external unix[INO]] [--ghost-limit SIZE] [--file-locks]",
         summary: "checkpoint the process tree under PID, every thread, into an image directory",
         details: "Seizes PID, its children, theirs... and every thread with ptrace (a fork\n\
                   during the seize is caught), reads their registers and /proc state, runs a\n\
@@ -55,6 +55,20 @@ pub const COMMANDS: &[Command] = &[
                   any failure every process is left running as before and DIR has no\n\
                   inventory.img. Exit status: 0 on success, 1 on failure, 2 for a usage\n\
                   error.",
+    },
+    Command {
+        name: "pre-dump",
+        usage: "crest pre-dump -t PID -D DIR [--prev-images-dir REL] [--track-mem]",
+        summary: "copy the memory of a running tree and track what it writes next",
+        details: "Freezes the tree under PID only while its memory pages are gathered, copies\n\
+                  them into DIR (with --prev-images-dir, only the pages written since that\n\
+                  image; the rest are marked as in the parent) and lets it run on. Written\n\
+                  pages are tracked with soft-dirty where the kernel has it, else with a\n\
+                  userfaultfd (WP_ASYNC) that a small tracker process keeps between runs;\n\
+                  without either every pre-dump is a full copy (with a warning). End with\n\
+                  `crest dump ... --prev-images-dir REL --track-mem`; restore that image.\n\
+                  On failure the tree runs on untracked. Exit status: 0 on success, 1 on\n\
+                  failure, 2 for a usage error.",
     },
     Command {
         name: "restore",

@@ -82,6 +82,7 @@ fn run(args: &Args) -> Result<i32> {
             crate::image::show::run(path, args.json, &mut std::io::stdout().lock())
         }
         "dump" => dump(args),
+        "pre-dump" => pre_dump(args),
         "restore" => restore(args),
         "selftest" => {
             no_positional(args)?;
@@ -140,7 +141,36 @@ fn dump(args: &Args) -> Result<i32> {
         command_line: args.argv.clone(),
         external: args.external.clone(),
     };
-    crate::dump::run::run_with(&opts, args.shell_job)?;
+    let inc = crate::dump::run::Incremental {
+        prev_images_dir: args.prev_images_dir.clone(),
+        track_mem: args.track_mem,
+    };
+    crate::dump::run::run_tracked(&opts, args.shell_job, &inc)?;
+    Ok(0)
+}
+
+fn pre_dump(args: &Args) -> Result<i32> {
+    no_positional(args)?;
+    let tree = args
+        .tree
+        .as_deref()
+        .ok_or_else(|| Error::Usage("pre-dump needs -t PID (the process to pre-dump)".into()))?;
+    let dir = args
+        .images_dir
+        .clone()
+        .ok_or_else(|| Error::Usage("pre-dump needs -D DIR (where to write the image)".into()))?;
+    let pid = tree
+        .parse::<crate::sys::Pid>()
+        .ok()
+        .filter(|&p| p > 0)
+        .ok_or_else(|| Error::Usage(format!("bad pid `{tree}`: -t takes a positive number")))?;
+    let opts = crate::dump::predump::PreDumpOptions {
+        pid,
+        dir,
+        prev_images_dir: args.prev_images_dir.clone(),
+        command_line: args.argv.clone(),
+    };
+    crate::dump::predump::run(&opts)?;
     Ok(0)
 }
 

@@ -24,12 +24,14 @@ pub mod inventory;
 pub mod mm;
 pub mod pages;
 pub mod parasite_state;
+pub mod predump;
 pub mod process;
 pub mod run;
 pub mod session;
 pub mod shmem;
 pub mod signals;
 pub mod task;
+pub mod track;
 pub mod vma;
 
 use crate::error::{Errno, Error, Result};

@@ -45,6 +45,8 @@ use crate::proc::pagemap::{PageEntry, entries, offset_of};
 use crate::sys::splice::pipe_size;
 use crate::{debug, info};
 
+use super::track::DirtyMap;
+
 mod pipe;
 mod zero;
 
@@ -94,6 +96,8 @@ enum Run {
     Copy { vaddr: u64, pages: u64 },
     /// Zero pages.
     Zero { vaddr: u64, pages: u64 },
+    /// Unchanged since the parent image (incremental dumps).
+    Parent { vaddr: u64, pages: u64 },
 }
 
 /// The dump's state: the target's pipe, the image writer and the queue.
@@ -109,6 +113,7 @@ struct Dumper<'p, 'a> {
     queue: Vec<Run>,
     iov: Vec<MemRange>,
     iov_pages: u64,
+    dirty: Option<&'p DirtyMap>,
 }
 
 /// Dumps the private pages of `vmas` (the process's, in address order) of
@@ -119,9 +124,22 @@ pub fn dump_pages(
     vmas: &[Vma],
     dir: &ImageDir,
 ) -> Result<PageStats> {
+    dump_pages_filtered(seized, parasite, vmas, dir, None)
+}
+
+/// Like [`dump_pages`], for an incremental dump: a populated page that
+/// `dirty` says was not written since the parent image is recorded as a
+/// `parent` run instead of being stored (zero pages stay zero runs).
+pub fn dump_pages_filtered(
+    seized: &Seized,
+    parasite: &mut Parasite<'_>,
+    vmas: &[Vma],
+    dir: &ImageDir,
+    dirty: Option<&DirtyMap>,
+) -> Result<PageStats> {
     let pid = seized.pid() as u32;
     let fds = pipe::open(pid, parasite)?;
-    let result = dump_through(pid, parasite, fds, vmas, dir);
+    let result = dump_through(pid, parasite, fds, vmas, dir, dirty);
     let closed = pipe::close(parasite, fds);
     let stats = result?;
     closed?;
@@ -138,8 +156,10 @@ fn dump_through(
     fds: PipeFds,
     vmas: &[Vma],
     dir: &ImageDir,
+    dirty: Option<&DirtyMap>,
 ) -> Result<PageStats> {
     let mut d = Dumper::new(pid, parasite, fds, dir)?;
+    d.dirty = dirty;
     let zero = ZeroPfns::learn();
     let pagemap_path = format!("/proc/{pid}/pagemap");
     let pagemap = File::open(&pagemap_path).map_err(|e| Error::io("open", &pagemap_path, e))?;
@@ -189,6 +209,7 @@ impl<'p, 'a> Dumper<'p, 'a> {
             queue: Vec::new(),
             iov: Vec::new(),
             iov_pages: 0,
+            dirty: None,
         })
     }
 
@@ -217,7 +238,8 @@ impl<'p, 'a> Dumper<'p, 'a> {
             let mut run: Option<(Run, u64)> = None;
             for (i, e) in entries(bytes).enumerate() {
                 let at = vaddr + i as u64 * self.page_size;
-                let kind = classify(e, keep, zero, readable, at);
+                let kind = classify(e, keep, zero, readable, at)
+                    .map(|k| unchanged_as_parent(k, self.dirty, e));
                 run = match (run, kind) {
                     (Some((r, len)), Some(k)) if same(r, k) && start(r) + len == at => {
                         Some((r, len + self.page_size))
@@ -276,6 +298,7 @@ impl<'p, 'a> Dumper<'p, 'a> {
         for run in std::mem::take(&mut self.queue) {
             match run {
                 Run::Zero { vaddr, pages } => self.writer.add_zero(vaddr, pages)?,
+                Run::Parent { vaddr, pages } => self.writer.add_parent(vaddr, pages)?,
                 Run::Copy { vaddr, pages } => self.copy(vaddr, pages)?,
                 Run::Splice { vaddr, pages } => {
                     let pipe = self.read_end.as_fd();
@@ -362,13 +385,29 @@ fn classify(e: PageEntry, keep: Keep, zero: &ZeroPfns, readable: bool, at: u64) 
     })
 }
 
+/// A stored page the incremental dump's `dirty` map says is unchanged
+/// becomes a parent run.
+fn unchanged_as_parent(k: Run, dirty: Option<&DirtyMap>, e: PageEntry) -> Run {
+    match (k, dirty) {
+        (Run::Splice { vaddr, pages } | Run::Copy { vaddr, pages }, Some(d))
+            if !d.dirty(vaddr, e) =>
+        {
+            Run::Parent { vaddr, pages }
+        }
+        _ => k,
+    }
+}
+
 fn same(a: Run, b: Run) -> bool {
     std::mem::discriminant(&a) == std::mem::discriminant(&b)
 }
 
 fn start(r: Run) -> u64 {
     match r {
-        Run::Splice { vaddr, .. } | Run::Copy { vaddr, .. } | Run::Zero { vaddr, .. } => vaddr,
+        Run::Splice { vaddr, .. }
+        | Run::Copy { vaddr, .. }
+        | Run::Zero { vaddr, .. }
+        | Run::Parent { vaddr, .. } => vaddr,
     }
 }
 
@@ -377,5 +416,6 @@ fn with_pages(r: Run, pages: u64) -> Run {
         Run::Splice { vaddr, .. } => Run::Splice { vaddr, pages },
         Run::Copy { vaddr, .. } => Run::Copy { vaddr, pages },
         Run::Zero { vaddr, .. } => Run::Zero { vaddr, pages },
+        Run::Parent { vaddr, .. } => Run::Parent { vaddr, pages },
     }
 }

@@ -36,6 +36,8 @@ pub struct Shared {
     pub external: Vec<u64>,
     /// The open file descriptions seen so far (kcmp representatives).
     pub descs: super::files::Descs,
+    /// Dirty tracking of an incremental dump (`--track-mem`).
+    pub track: Option<super::track::session::Tracking>,
 }
 
 /// Dumps `seized` into `d` (task, mm, files, pagemap and pages files);
@@ -124,8 +126,17 @@ fn dump_inside(
     let ps = collect_parasite_state(parasite, seized, &ids)?;
     apply_parasite_state(state, &ps)?;
     fault_point(pid, "parasite-state")?;
+    let dirty = match shared.track.as_mut() {
+        Some(t) => t.start_process(pid_u32(pid)?, parasite, &state.mm.vmas)?,
+        None => None,
+    };
+    fault_point(pid, "track")?;
     info!("pid {pid}: dumping memory pages");
-    super::pages::dump_pages(seized, parasite, &state.mm.vmas, d)?;
+    let vmas = &state.mm.vmas;
+    super::pages::dump_pages_filtered(seized, parasite, vmas, d, dirty.as_ref())?;
+    if let Some(t) = &shared.track {
+        t.after_pages(pid_u32(pid)?)?;
+    }
     let vmas = &state.mm.vmas;
     let fds = &state.files.fds;
     let memfds = super::files::memfd::dump_memfds(pid_u32(pid)?, fds, vmas, d, &mut shared.shmem)?;

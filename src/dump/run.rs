@@ -50,6 +50,7 @@ pub const FAULT_STEPS: &[&str] = &[
     "cores",
     "inject",
     "parasite-state",
+    "track",
     "pages",
     "cure",
     "metadata",
@@ -103,6 +104,22 @@ pub fn run(opts: &DumpOptions) -> Result<()> {
 /// session and group to be led from outside the tree (see
 /// [`super::session`]).
 pub fn run_with(opts: &DumpOptions, shell_job: bool) -> Result<()> {
+    run_tracked(opts, shell_job, &Incremental::default())
+}
+
+/// The incremental part of a dump: `--prev-images-dir REL --track-mem`.
+#[derive(Debug, Clone, Default)]
+pub struct Incremental {
+    /// `--prev-images-dir`: the parent image, relative to the new one.
+    pub prev_images_dir: Option<String>,
+    /// `--track-mem`: track written pages (and store only those when a
+    /// parent is given).
+    pub track_mem: bool,
+}
+
+/// Dumps the tree under `opts.pid`, incrementally as `inc` asks: with a
+/// parent and tracking, only pages written since the parent are stored.
+pub fn run_tracked(opts: &DumpOptions, shell_job: bool, inc: &Incremental) -> Result<()> {
     let root = opts.pid;
     super::files::unix::parse_external(&opts.external)?;
     info!("pid {root}: checking its tree before seizing it");
@@ -118,12 +135,31 @@ pub fn run_with(opts: &DumpOptions, shell_job: bool) -> Result<()> {
             ),
         ));
     }
+    let mut shared = Shared {
+        track: super::predump::tracking_for(&opts.dir, inc)?,
+        ..Shared::default()
+    };
     info!("pid {root}: seizing every process of its tree and every thread");
+    let frozen = std::time::Instant::now();
     let tree = seize_tree(root)?;
-    match dump_tree(&tree, &d, opts, shell_job) {
-        Ok(()) => finish(tree, opts),
+    let dumped = dump_tree(&tree, &d, opts, shell_job, &mut shared);
+    let track = shared.track.take();
+    match dumped {
+        Ok(()) => {
+            let r = finish(tree, opts, frozen);
+            if let Some(t) = track {
+                // -R with --track-mem goes on tracking for a later dump.
+                t.finish(r.is_ok(), opts.leave_running && inc.track_mem)?;
+            }
+            r
+        }
         Err(e) => {
             warn!("pid {root}: dump failed, resuming every process of the tree as it was");
+            if let Some(t) = track
+                && let Err(r) = t.finish(false, false)
+            {
+                warn!("pid {root}: {r}");
+            }
             if let Err(r) = tree.release(Release::Resume) {
                 warn!("pid {root}: {r}");
             }
@@ -175,7 +211,13 @@ fn exited(pid: u32) -> bool {
 
 /// Every step that needs the tree seized; the tree is unchanged after it,
 /// whatever it returns.
-fn dump_tree(tree: &SeizedTree, d: &ImageDir, opts: &DumpOptions, shell_job: bool) -> Result<()> {
+fn dump_tree(
+    tree: &SeizedTree,
+    d: &ImageDir,
+    opts: &DumpOptions,
+    shell_job: bool,
+    shared: &mut Shared,
+) -> Result<()> {
     let root = tree.root();
     let mut procs = Vec::with_capacity(tree.members().len());
     for m in tree.members() {
@@ -184,20 +226,19 @@ fn dump_tree(tree: &SeizedTree, d: &ImageDir, opts: &DumpOptions, shell_job: boo
     super::session::check_sessions(&procs, shell_job)?;
     fault_tree(root, "seize")?;
     let pids: Vec<u32> = procs.iter().map(|p| p.pid).collect();
-    let mut shared = Shared {
-        sockets: super::files::unix::tree_sockets(&pids),
-        external: super::files::unix::parse_external(&opts.external)?,
-        ..Shared::default()
-    };
+    shared.sockets = super::files::unix::tree_sockets(&pids);
+    shared.external = super::files::unix::parse_external(&opts.external)?;
     for (m, p) in tree.members().iter().zip(procs.iter_mut()) {
         if let Member::Seized(s) = m {
-            *p = dump_process(s, d, &mut shared)?;
+            *p = dump_process(s, d, shared)?;
         }
     }
     info!("pid {root}: writing the process tree and the inventory");
     write_pstree(d, &procs)?;
     fault_tree(root, "metadata")?;
-    super::write_inventory(d, pid_u32(root)?, &opts.command_line)
+    let parent = shared.track.as_ref().and_then(|t| t.parent.as_ref());
+    let kind = crate::image::inventory::ImageKind::Dump;
+    super::predump::write_inventory(d, pid_u32(root)?, &opts.command_line, kind, parent)
 }
 
 /// pstree.img: the process records, then each process's comm (a zombie
@@ -255,11 +296,15 @@ pub(crate) fn refuse_unsupported(state: &ProcessState) -> Result<()> {
 
 /// After a complete dump: kill every process of the tree (and wait until
 /// each is gone or a zombie for its parent to reap) or resume them (-R).
-fn finish(tree: SeizedTree, opts: &DumpOptions) -> Result<()> {
+/// `frozen`: when the seize began; the freeze (seize to kill or resume)
+/// is logged.
+fn finish(tree: SeizedTree, opts: &DumpOptions, frozen: std::time::Instant) -> Result<()> {
     let root = tree.root();
     let count = tree.members().len();
+    let ms = || frozen.elapsed().as_secs_f64() * 1e3;
     if opts.leave_running {
         tree.release(Release::Resume)?;
+        info!("pid {root}: frozen for {:.3} ms (seize to resume)", ms());
         info!("pid {root}: dump complete, {count} process(es) resumed");
         return Ok(());
     }
@@ -267,6 +312,7 @@ fn finish(tree: SeizedTree, opts: &DumpOptions) -> Result<()> {
     // Children first: nothing can fork meanwhile, every process is frozen
     // until its SIGKILL, and a killed child stays a zombie until its
     // parent dies too, then init reaps it.
+    info!("pid {root}: frozen for {:.3} ms (seize to kill)", ms());
     tree.release(Release::Kill)?;
     let start = std::time::Instant::now();
     while let Some(&pid) = pids.iter().find(|&&p| !gone(p)) {

@@ -35,6 +35,9 @@ pub struct Images {
     pub pages: PageIndex,
     /// pagemap-shmem-ID.img of each shared memory object, by shmid.
     pub shmem: Vec<(u64, PageIndex)>,
+    /// The parent images' page indexes of this process, nearest first
+    /// (incremental dumps: `parent` runs are looked up there).
+    pub parents: Vec<(ImageDir, PageIndex)>,
 }
 
 /// A dumped tree: every process of pstree.img, parents first; the live
@@ -76,6 +79,7 @@ pub fn load(dir: &std::path::Path) -> Result<Tree> {
     }
     let inventory = load::load_inventory(&d)?;
     check_machine(&inventory)?;
+    let chain = parent_dirs(dir, &inventory)?;
     let procs = load::load_pstree(&d)?;
     check_tree(&procs)?;
     let helpers = super::helpers::plan(&procs)?;
@@ -83,7 +87,7 @@ pub fn load(dir: &std::path::Path) -> Result<Tree> {
     for process in procs {
         let images = match process.state {
             TaskState::Zombie { .. } => None,
-            _ => Some(load_process(&d, &inventory, process.clone())?),
+            _ => Some(load_process(&d, &inventory, process.clone(), &chain)?),
         };
         out.push((process, images));
     }
@@ -98,7 +102,12 @@ pub fn load(dir: &std::path::Path) -> Result<Tree> {
 }
 
 /// One live process's images, checked.
-fn load_process(d: &ImageDir, inventory: &Inventory, process: Process) -> Result<Images> {
+fn load_process(
+    d: &ImageDir,
+    inventory: &Inventory,
+    process: Process,
+    chain: &[ImageDir],
+) -> Result<Images> {
     let pid = process.pid;
     let task = TaskImage::load(d, pid)?;
     let mm = MmImage::load(d, pid)?;
@@ -107,6 +116,7 @@ fn load_process(d: &ImageDir, inventory: &Inventory, process: Process) -> Result
     let shmem = load_shmem(d, &mm)?;
     check_threads(&process, &task)?;
     check_fpu(&task, inventory)?;
+    let parents = load_parents(&pages, pid, chain)?;
     Ok(Images {
         dir: d.clone(),
         inventory: inventory.clone(),
@@ -116,7 +126,70 @@ fn load_process(d: &ImageDir, inventory: &Inventory, process: Process) -> Result
         files,
         pages,
         shmem,
+        parents,
     })
+}
+
+/// The most parents a chain may have (a loop of --prev-images-dir links
+/// must end somewhere).
+const MAX_CHAIN: usize = 256;
+
+/// The parent image directories of an incremental dump, nearest first,
+/// each complete and of this machine.
+fn parent_dirs(dir: &std::path::Path, inventory: &Inventory) -> Result<Vec<ImageDir>> {
+    if inventory.kind == crate::image::inventory::ImageKind::PreDump {
+        return Err(Error::Unsupported(format!(
+            "{} is a pre-dump (memory only); restore the final `crest dump --prev-images-dir` image",
+            dir.display()
+        )));
+    }
+    let mut out = Vec::new();
+    let (mut at, mut next) = (dir.to_path_buf(), inventory.parent.clone());
+    while let Some(rel) = next {
+        if out.len() == MAX_CHAIN {
+            return Err(Error::Unsupported(format!(
+                "{} has more than {MAX_CHAIN} parent images (a loop of parents?)",
+                dir.display()
+            )));
+        }
+        at = at.join(rel);
+        let d = ImageDir::open(&at)?;
+        if !d.exists(crate::image::dir::INVENTORY) {
+            return Err(Error::Unsupported(format!(
+                "the parent image {} has no inventory.img: it is incomplete",
+                at.display()
+            )));
+        }
+        let inv = load::load_inventory(&d)?;
+        check_machine(&inv)?;
+        next = inv.parent;
+        out.push(d);
+    }
+    Ok(out)
+}
+
+/// The page indexes of `pid` along the chain, as far as parent runs lead.
+fn load_parents(
+    pages: &PageIndex,
+    pid: u32,
+    chain: &[ImageDir],
+) -> Result<Vec<(ImageDir, PageIndex)>> {
+    let mut out: Vec<(ImageDir, PageIndex)> = Vec::new();
+    let mut needs = pages.totals.parent > 0;
+    for d in chain {
+        if !needs {
+            break;
+        }
+        let idx = PageIndex::load(d, &pagemap_file(pid))?;
+        needs = idx.totals.parent > 0;
+        out.push((d.clone(), idx));
+    }
+    if needs {
+        return Err(Error::Unsupported(format!(
+            "the pages of pid {pid} refer to a parent image the chain does not have"
+        )));
+    }
+    Ok(out)
 }
 
 /// The page index of every shared memory object the VMAs map, once each.
@@ -148,12 +221,6 @@ fn check_machine(inv: &Inventory) -> Result<()> {
             "the image was dumped with {}-byte pages and this kernel uses {page}: restore it on a kernel with its page size",
             inv.page_size
         )));
-    }
-    if inv.parent.is_some() {
-        return Err(Error::Unsupported(
-            "the image is incremental (it has a parent image), which restore does not follow yet"
-                .into(),
-        ));
     }
     Ok(())
 }

@@ -315,10 +315,16 @@ pub fn plan_shmem(
                 addr: tmp + r.vaddr,
                 len: r.nr_pages * page,
                 file_off: idx.data_offset(r, 0),
+                fd: 0,
+                pad: 0,
             })
             .collect();
         let file = dir.open_file(&idx.head.pages_file)?;
         let pages_fd = fds.keep(file.into(), b"", false)?;
+        let runs: Vec<PlanRun> = runs
+            .into_iter()
+            .map(|r| PlanRun { fd: pages_fd, ..r })
+            .collect();
         let fd_slot = l.alloc(4, 4)?;
         let mut path = [0u8; 64];
         let text = format!("/proc/self/map_files/{:x}-{:x}", tmp, tmp + size);
@@ -364,12 +370,69 @@ fn has_runs(pages: &PageIndex, start: u64, end: u64) -> bool {
     pages.runs.get(i).is_some_and(|r| r.vaddr < end)
 }
 
+/// Where a piece of a run comes from, along the chain of images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Src {
+    /// In the pages file of `chain[level]`, at byte `off`.
+    Stored { level: usize, off: u64 },
+    /// Zero pages.
+    Zero,
+}
+
+/// Splits `[vaddr, vaddr + len)` of `chain[level]` into pieces by where
+/// their data is, following parent runs down the chain. Every page must
+/// be covered at every level a parent run sends it to.
+fn resolve(
+    chain: &[&PageIndex],
+    level: usize,
+    vaddr: u64,
+    len: u64,
+    out: &mut Vec<(u64, u64, Src)>,
+) -> Result<()> {
+    let end = vaddr + len;
+    let damaged = |at: u64| {
+        Error::Unsupported(format!(
+            "the page at {at:#x} is marked as in parent image {level}, which does not have it;              the chain of images is incomplete or mixed up"
+        ))
+    };
+    let Some(idx) = chain.get(level) else {
+        return Err(damaged(vaddr));
+    };
+    let ps = idx.page_size;
+    let mut i = idx
+        .runs
+        .partition_point(|r| r.vaddr + r.nr_pages * ps <= vaddr);
+    let mut at = vaddr;
+    while at < end {
+        let r = idx
+            .runs
+            .get(i)
+            .filter(|r| r.vaddr <= at)
+            .ok_or_else(|| damaged(at))?;
+        let piece_end = end.min(r.vaddr + r.nr_pages * ps);
+        match r.kind {
+            RunKind::Present => {
+                let off = idx.data_offset(r, (at - r.vaddr) / ps);
+                out.push((at, piece_end - at, Src::Stored { level, off }));
+            }
+            RunKind::Zero => out.push((at, piece_end - at, Src::Zero)),
+            RunKind::Parent => resolve(chain, level + 1, at, piece_end - at, out)?,
+        }
+        at = piece_end;
+        i += 1;
+    }
+    Ok(())
+}
+
 /// The runs to read (present) or clear (zero pages over file contents;
 /// anonymous memory starts zeroed), checked to lie inside planned VMAs.
-pub fn plan_runs(pages: &PageIndex, vmas: &[PlanVma]) -> Result<Vec<PlanRun>> {
-    let mut out = Vec::new();
-    for r in &pages.runs {
-        let len = r.nr_pages * pages.page_size;
+/// `chain` is the process's page index and its parents' (incremental
+/// dumps), `fds` their pages files' fds in the task, level by level.
+pub fn plan_runs(chain: &[&PageIndex], fds: &[i32], vmas: &[PlanVma]) -> Result<Vec<PlanRun>> {
+    let mut out: Vec<PlanRun> = Vec::new();
+    let mut pieces = Vec::new();
+    for r in &chain[0].runs {
+        let len = r.nr_pages * chain[0].page_size;
         let inside = |a: u64| vmas.iter().find(|v| v.start <= a && a < v.start + v.len);
         let first = inside(r.vaddr);
         if first.is_none() || inside(r.vaddr + len - 1).is_none() {
@@ -378,23 +441,39 @@ pub fn plan_runs(pages: &PageIndex, vmas: &[PlanVma]) -> Result<Vec<PlanRun>> {
                 r.vaddr
             )));
         }
-        let file_off = match r.kind {
-            RunKind::Present => pages.data_offset(r, 0),
-            RunKind::Zero if first.is_some_and(|v| v.fd >= 0) => RUN_ZERO,
-            RunKind::Zero => continue,
-            RunKind::Parent => {
-                return Err(Error::Unsupported(
-                    "the image refers to pages in a parent image, which restore does not follow yet".into(),
-                ));
+        let over_file = first.is_some_and(|v| v.fd >= 0);
+        pieces.clear();
+        resolve(chain, 0, r.vaddr, len, &mut pieces)?;
+        for &(addr, len, src) in &pieces {
+            let (file_off, fd) = match src {
+                Src::Stored { level, off } => (off, fds.get(level).copied().unwrap_or(-1)),
+                Src::Zero if over_file => (RUN_ZERO, -1),
+                Src::Zero => continue,
+            };
+            let run = PlanRun {
+                addr,
+                len,
+                file_off,
+                fd,
+                pad: 0,
+            };
+            match out.last_mut() {
+                Some(p) if continues(p, &run) => p.len += len,
+                _ => out.push(run),
             }
-        };
-        out.push(PlanRun {
-            addr: r.vaddr,
-            len,
-            file_off,
-        });
+        }
     }
     Ok(out)
+}
+
+/// Whether `next` reads on where `prev` stops, in memory and in the same
+/// file: one pread can do both.
+fn continues(prev: &PlanRun, next: &PlanRun) -> bool {
+    prev.fd == next.fd
+        && prev.file_off != RUN_ZERO
+        && next.file_off != RUN_ZERO
+        && prev.addr + prev.len == next.addr
+        && prev.file_off + prev.len == next.file_off
 }
 
 /// The special mappings crest has now, by name.

@@ -38,6 +38,7 @@ pub struct Built {
 fn size_needed(
     img: &Images,
     vmas: usize,
+    runs: usize,
     specials: &[PlanSpecial],
     shared_shmem: &[(u64, i32)],
 ) -> usize {
@@ -53,7 +54,7 @@ fn size_needed(
     size_of::<RestorePlan>()
         + size_of::<PlanResults>()
         + vmas * size_of::<PlanVma>()
-        + img.pages.runs.len() * size_of::<PlanRun>()
+        + runs * size_of::<PlanRun>()
         + threads * (size_of::<PlanThread>() + THREAD_STACK_SIZE as usize + page + 16)
         + sigs * SIGINFO_SIZE
         + img.task.posix_timers.len() * size_of::<PlanTimer>()
@@ -113,13 +114,20 @@ pub fn build(
     super::files::create_ghosts(img, &mut fds)?;
     let shmids: Vec<u64> = img.shmem.iter().map(|(id, _)| *id).collect();
     let vmas = mem::plan_vmas(&img.mm.vmas, &img.pages, &shmids, &mut fds)?;
-    let runs = mem::plan_runs(&img.pages, &vmas)?;
     let mut specials = mem::plan_specials(&img.mm.vmas)?;
     let pages_file = img.dir.open_file(&img.pages.head.pages_file)?;
     let pages_fd = fds.keep(pages_file.into(), b"", false)?;
+    let mut chain = vec![&img.pages];
+    let mut level_fds = vec![pages_fd];
+    for (dir, idx) in &img.parents {
+        let file = dir.open_file(&idx.head.pages_file)?;
+        level_fds.push(fds.keep(file.into(), b"", false)?);
+        chain.push(idx);
+    }
+    let runs = mem::plan_runs(&chain, &level_fds, &vmas)?;
     let exe_fd = exe_fd(img, &mut fds)?;
     let size = blob.map_size(crate::sys::mm::page_size())
-        + size_needed(img, vmas.len(), &specials, shared_shmem);
+        + size_needed(img, vmas.len(), runs.len(), &specials, shared_shmem);
     let mut l = Layout::new(&blob, size, &img.mm.vmas)?;
     for s in &mut specials {
         s.park = l.alloc_pages(s.len as usize)?;

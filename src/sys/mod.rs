@@ -33,6 +33,7 @@ pub mod pipe;
 pub mod process;
 pub mod ptrace;
 pub mod rlimit;
+pub mod scm;
 pub mod signal;
 pub mod spawn;
 pub mod splice;

@@ -1,0 +1,254 @@
+//! Dirty-page tracking for incremental dumps (`crest pre-dump`, `crest dump
+//! --prev-images-dir DIR --track-mem`): which pages of a process were
+//! written since the previous image, behind one interface with three
+//! mechanisms, chosen by the probes of `crest check`:
+//!
+//! ```text
+//!   soft-dirty  pagemap bit 55, reset by writing "4" to /proc/PID/clear_refs
+//!               once the pages are copied (CONFIG_MEM_SOFT_DIRTY; not arm64)
+//!   uffd-wp     a userfaultfd made by the target (parasite), registered with
+//!               UFFDIO_REGISTER_MODE_WP and UFFD_FEATURE_WP_ASYNC on crest's
+//!               copy; ioctl(PAGEMAP_SCAN, PM_SCAN_WP_MATCHING) returns the
+//!               PAGE_IS_WRITTEN pages and protects them again (uffd.rs); a
+//!               keeper process holds it between two crest runs (keeper.rs)
+//!   none        every pass copies everything (a warning says so)
+//! ```
+//!
+//! Whatever the mechanism, a page is stored again ([`DirtyMap::dirty`])
+//! when it was written, when its VMA is new, grown, moved or otherwise
+//! different from the one recorded in the parent's mm-PID.img, when the
+//! tracker does not watch its VMA (an application's own userfaultfd holds
+//! it), or when the parent image does not cover it. Every other populated
+//! page becomes a `parent` run. A page that is no longer populated is not
+//! in the new image at all, so restore leaves it zero, as it now is.
+
+pub mod keeper;
+pub mod session;
+pub mod soft_dirty;
+pub mod uffd;
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::image::ImageDir;
+use crate::image::dir::pagemap_file;
+use crate::image::load::MmImage;
+use crate::image::pages::PageIndex;
+use crate::image::vma::{Backing, Vma};
+use crate::proc::pagemap::PageEntry;
+use crate::{info, warn};
+
+/// How dirty pages are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mechanism {
+    /// clear_refs "4" + pagemap bit 55.
+    SoftDirty,
+    /// userfaultfd WP_ASYNC + PAGEMAP_SCAN.
+    UffdWp,
+    /// Nothing: full copies.
+    None,
+}
+
+impl Mechanism {
+    /// The name used in logs, docs and `CREST_TRACK`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mechanism::SoftDirty => "soft-dirty",
+            Mechanism::UffdWp => "uffd-wp",
+            Mechanism::None => "none",
+        }
+    }
+}
+
+/// The mechanism this kernel offers: soft-dirty first (it leaves nothing in
+/// the target), then uffd-wp, else none. `CREST_TRACK=soft-dirty|uffd-wp|none`
+/// forces one (tests, benchmarks); a forced mechanism the kernel lacks fails
+/// at its first use.
+pub fn choose() -> Result<Mechanism> {
+    let forced = match std::env::var_os("CREST_TRACK") {
+        None => None,
+        Some(v) => Some(match v.to_str() {
+            Some("soft-dirty") => Mechanism::SoftDirty,
+            Some("uffd-wp") => Mechanism::UffdWp,
+            Some("none") => return Ok(Mechanism::None),
+            _ => {
+                return Err(Error::Usage(format!(
+                    "CREST_TRACK={v:?} is not a tracker; use soft-dirty, uffd-wp or none"
+                )));
+            }
+        }),
+    };
+    let available = available();
+    match forced {
+        None => Ok(available.first().copied().unwrap_or(Mechanism::None)),
+        // A soft-dirty bit that never gets set would silently lose writes:
+        // a forced mechanism must pass its probe.
+        Some(m) if available.contains(&m) => Ok(m),
+        Some(m) => Err(Error::Unsupported(format!(
+            "CREST_TRACK={} asks for a tracker this kernel lacks (`crest check --all` shows why)",
+            m.name()
+        ))),
+    }
+}
+
+/// The mechanisms whose probes pass here, soft-dirty first (it leaves
+/// nothing in the target), then uffd-wp.
+pub fn available() -> Vec<Mechanism> {
+    let mut out = Vec::new();
+    for (name, m) in [
+        ("mem_dirty_track", Mechanism::SoftDirty),
+        ("uffd_wp_async", Mechanism::UffdWp),
+    ] {
+        let f = crate::check::FEATURES.iter().find(|f| f.name == name);
+        if f.is_some_and(|f| (f.probe)().is_ok()) {
+            out.push(m);
+        }
+    }
+    out
+}
+
+/// What the previous image says about one process.
+#[derive(Debug, Clone)]
+pub struct ParentOf {
+    /// The parent's VMAs of the process (its mm-PID.img).
+    pub vmas: Vec<Vma>,
+    /// The parent's page index of the process.
+    pub pages: PageIndex,
+}
+
+/// The previous image of an incremental dump.
+#[derive(Debug, Clone)]
+pub struct Parent {
+    /// As given (relative to the new image directory), for the inventory.
+    pub rel: String,
+    /// The directory.
+    pub dir: ImageDir,
+    /// Its canonical path: what a keeper remembers as its last image.
+    pub canonical: PathBuf,
+}
+
+impl Parent {
+    /// Opens `rel` relative to `new_dir`; it must be a complete image.
+    pub fn open(new_dir: &Path, rel: &str) -> Result<Parent> {
+        let path = new_dir.join(rel);
+        let canonical = path
+            .canonicalize()
+            .map_err(|e| Error::io("open the previous image", &path, e))?;
+        let dir = ImageDir::open(&canonical)?;
+        if !dir.exists(crate::image::dir::INVENTORY) {
+            return Err(Error::Unsupported(format!(
+                "the previous image {} has no inventory.img (its dump did not finish); \
+                 give a complete image to --prev-images-dir",
+                path.display()
+            )));
+        }
+        Ok(Parent {
+            rel: rel.to_string(),
+            dir,
+            canonical,
+        })
+    }
+
+    /// The process's VMAs and page index in this image, if it has them (a
+    /// process new to the tree has none: it is dumped whole).
+    pub fn of(&self, pid: u32) -> Result<Option<ParentOf>> {
+        if !self.dir.exists(&pagemap_file(pid)) {
+            return Ok(None);
+        }
+        let mm = MmImage::load(&self.dir, pid)?;
+        let pages = PageIndex::load(&self.dir, &pagemap_file(pid))?;
+        Ok(Some(ParentOf {
+            vmas: mm.vmas,
+            pages,
+        }))
+    }
+}
+
+/// Which pages of one process must be stored again.
+#[derive(Debug)]
+pub struct DirtyMap {
+    /// Address ranges whose pages all count as dirty, sorted.
+    whole: Vec<(u64, u64)>,
+    /// uffd-wp: the written ranges, sorted; soft-dirty: None (bit 55 of
+    /// each page's pagemap entry tells).
+    written: Option<Vec<(u64, u64)>>,
+    /// The parent's index: a page it lacks is stored.
+    parent: PageIndex,
+}
+
+fn inside(ranges: &[(u64, u64)], vaddr: u64) -> bool {
+    let i = ranges.partition_point(|&(s, _)| s <= vaddr);
+    i > 0 && vaddr < ranges[i - 1].1
+}
+
+impl DirtyMap {
+    /// Whether the populated page at `vaddr` (pagemap entry `e`) must be
+    /// stored; otherwise the parent image has it as it is.
+    pub fn dirty(&self, vaddr: u64, e: PageEntry) -> bool {
+        if inside(&self.whole, vaddr) {
+            return true;
+        }
+        let written = match &self.written {
+            Some(w) => inside(w, vaddr),
+            None => e.soft_dirty(),
+        };
+        written || self.parent.find(vaddr).is_none()
+    }
+
+    /// Pages counted dirty as whole VMAs, for the log.
+    pub fn whole_bytes(&self) -> u64 {
+        self.whole.iter().map(|(s, e)| e - s).sum()
+    }
+}
+
+/// Whether `v` is the same mapping as one of the parent's: same range,
+/// protection, flags and backing. Anything else (new, grown, shrunk,
+/// moved, re-protected) is dumped whole.
+pub fn unchanged(v: &Vma, parent: &[Vma]) -> bool {
+    let i = parent.partition_point(|p| p.start < v.start);
+    parent.get(i).is_some_and(|p| {
+        p.start == v.start
+            && p.end == v.end
+            && p.pgoff == v.pgoff
+            && p.prot == v.prot
+            && p.flags == v.flags
+            && p.backing == v.backing
+    })
+}
+
+/// The VMAs whose pages a dump stores (as dump::pages keeps them).
+pub fn dumped(v: &Vma) -> bool {
+    matches!(
+        v.backing,
+        Backing::AnonPrivate | Backing::FilePrivate { .. }
+    )
+}
+
+/// Builds the map from the VMAs counted whole and the written ranges.
+pub fn dirty_map(
+    mut whole: Vec<(u64, u64)>,
+    written: Option<Vec<(u64, u64)>>,
+    parent: PageIndex,
+) -> DirtyMap {
+    whole.sort_unstable();
+    let written = written.map(|mut w| {
+        w.sort_unstable();
+        w
+    });
+    DirtyMap {
+        whole,
+        written,
+        parent,
+    }
+}
+
+/// Says once per run which mechanism tracks memory.
+pub fn announce(m: Mechanism) {
+    match m {
+        Mechanism::None => warn!(
+            "this kernel has neither soft-dirty nor userfaultfd WP_ASYNC with PAGEMAP_SCAN: \
+             every pre-dump and the final dump copy all memory"
+        ),
+        m => info!("tracking written pages with {}", m.name()),
+    }
+}
