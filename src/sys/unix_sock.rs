@@ -205,7 +205,8 @@ pub fn sendmsg_fds(fd: RawFd, data: &[u8], fds: &[RawFd], flags: u32) -> SysResu
     msg.msg_iovlen = 1;
     if !fds.is_empty() {
         msg.msg_control = ctl.0.as_mut_ptr().cast();
-        msg.msg_controllen = (clen + 7) & !7;
+        // musl declares msg_controllen as u32, glibc as usize.
+        msg.msg_controllen = ((clen + 7) & !7) as _;
     }
     // SAFETY: the kernel reads `data` through the one iovec and `clen`
     // (rounded up, within `ctl`) bytes of control data; all outlive the call.
@@ -237,7 +238,7 @@ pub fn recvmsg_peek(fd: RawFd, buf: &mut [u8], flags: u32) -> SysResult<Peeked> 
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = ctl.0.as_mut_ptr().cast();
-    msg.msg_controllen = ctl.0.len();
+    msg.msg_controllen = ctl.0.len() as _;
     let all = MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC | flags;
     // SAFETY: the kernel writes at most `buf.len()` bytes through the iovec,
     // at most `ctl.0.len()` bytes of control data, and the msghdr's lengths
@@ -245,7 +246,7 @@ pub fn recvmsg_peek(fd: RawFd, buf: &mut [u8], flags: u32) -> SysResult<Peeked> 
     let n = unsafe { syscall!(Sysno::recvmsg, fd, &mut msg as *mut libc::msghdr, all) }?;
     let mut fds = Vec::new();
     let mut off = 0;
-    let total = msg.msg_controllen.min(ctl.0.len());
+    let total = (msg.msg_controllen as usize).min(ctl.0.len());
     while off + 16 <= total {
         let word = |o: usize| [ctl.0[o], ctl.0[o + 1], ctl.0[o + 2], ctl.0[o + 3]];
         let mut len8 = [0u8; 8];
