@@ -550,3 +550,83 @@ fn layout_refusal(what: &str) -> Error {
         "the image comes from a kernel with another vdso layout ({what}); restore on the kernel it was dumped on"
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::pagemap::{PageRun, PagemapHead, Space};
+    use crate::image::pages::PageTotals;
+
+    /// An index of (vaddr, pages, kind) runs; present runs numbered in order.
+    fn index(runs: &[(u64, u64, RunKind)]) -> PageIndex {
+        let mut totals = PageTotals::default();
+        let runs = runs
+            .iter()
+            .map(|&(vaddr, nr_pages, kind)| {
+                let r = PageRun {
+                    vaddr,
+                    nr_pages,
+                    kind,
+                    pages_off: totals.present,
+                    crc: None,
+                };
+                totals.add(&r);
+                r
+            })
+            .collect();
+        PageIndex {
+            head: PagemapHead {
+                space: Space::Process(1),
+                pages_file: "p".into(),
+            },
+            page_size: 4096,
+            runs,
+            data_bytes: 0,
+            totals,
+        }
+    }
+
+    fn vma(start: u64, len: u64, fd: i32) -> PlanVma {
+        PlanVma {
+            start,
+            len,
+            fd,
+            ..PlanVma::default()
+        }
+    }
+
+    #[test]
+    fn runs_follow_parents_to_the_level_that_stores_them() {
+        use RunKind::*;
+        const P: u64 = 4096;
+        // child: parent 0..4, present 4, zero 5; parent: present 0..2,
+        // parent 2..4; grand: present 0..4.
+        let child = index(&[(0, 4, Parent), (4 * P, 1, Present), (5 * P, 1, Zero)]);
+        let parent = index(&[(0, 2, Present), (2 * P, 2, Parent)]);
+        let grand = index(&[(0, 4, Present)]);
+        let vmas = [vma(0, 8 * P, -1)];
+        let runs = plan_runs(&[&child, &parent, &grand], &[10, 11, 12], &vmas).unwrap();
+        let got: Vec<(u64, u64, u64, i32)> = runs
+            .iter()
+            .map(|r| (r.addr / P, r.len / P, r.file_off / P, r.fd))
+            .collect();
+        // Pages 0-1 from the parent (data pages 0-1 after its header page),
+        // 2-3 from the grandparent (its data pages 2-3), 4 from the child;
+        // the zero page over anonymous memory needs nothing.
+        assert_eq!(got, [(0, 2, 1, 11), (2, 2, 3, 12), (4, 1, 1, 10)]);
+        // Over a file, the zero page is cleared.
+        let file = [vma(0, 8 * P, 3)];
+        let runs = plan_runs(&[&child, &parent, &grand], &[10, 11, 12], &file).unwrap();
+        assert_eq!(runs.last().map(|r| r.file_off), Some(RUN_ZERO));
+    }
+
+    #[test]
+    fn a_parent_that_lacks_a_page_is_refused() {
+        use RunKind::*;
+        let child = index(&[(0, 3, Parent)]);
+        let parent = index(&[(0, 1, Present), (2 * 4096, 1, Present)]);
+        let vmas = [vma(0, 4 * 4096, -1)];
+        assert!(plan_runs(&[&child, &parent], &[10, 11], &vmas).is_err());
+        assert!(plan_runs(&[&child], &[10], &vmas).is_err());
+    }
+}

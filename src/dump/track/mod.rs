@@ -252,3 +252,80 @@ pub fn announce(m: Mechanism) {
         m => info!("tracking written pages with {}", m.name()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::pagemap::{PageRun, PagemapHead, RunKind, Space};
+    use crate::image::pages::PageTotals;
+    use crate::proc::pagemap::{PM_PRESENT, PM_SOFT_DIRTY};
+
+    fn parent_index(runs: &[(u64, u64)]) -> PageIndex {
+        PageIndex {
+            head: PagemapHead {
+                space: Space::Process(1),
+                pages_file: "p".into(),
+            },
+            page_size: 4096,
+            runs: runs
+                .iter()
+                .map(|&(vaddr, nr_pages)| PageRun {
+                    vaddr,
+                    nr_pages,
+                    kind: RunKind::Present,
+                    pages_off: 0,
+                    crc: None,
+                })
+                .collect(),
+            data_bytes: 0,
+            totals: PageTotals::default(),
+        }
+    }
+
+    fn vma(start: u64, end: u64, prot: u32) -> Vma {
+        Vma {
+            start,
+            end,
+            pgoff: 0,
+            prot,
+            flags: 0x22,
+            advice: 0,
+            backing: Backing::AnonPrivate,
+            name: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn dirty_pages_are_written_whole_or_unknown_to_the_parent() {
+        const P: u64 = 4096;
+        let clean = PageEntry(PM_PRESENT);
+        let soft = PageEntry(PM_PRESENT | PM_SOFT_DIRTY);
+        let parent = parent_index(&[(0, 16)]);
+        let uffd = dirty_map(
+            vec![(8 * P, 10 * P)],
+            Some(vec![(2 * P, 3 * P)]),
+            parent.clone(),
+        );
+        let dirty: Vec<u64> = (0..20).filter(|&p| uffd.dirty(p * P, clean)).collect();
+        // written 2, whole 8-9, beyond the parent 16-19.
+        assert_eq!(dirty, [2, 8, 9, 16, 17, 18, 19]);
+        let sd = dirty_map(Vec::new(), None, parent);
+        assert!(sd.dirty(P, soft) && !sd.dirty(P, clean) && sd.dirty(16 * P, clean));
+    }
+
+    #[test]
+    fn a_vma_is_unchanged_only_if_it_is_the_same_mapping() {
+        let parent = [vma(0x1000, 0x5000, 3), vma(0x8000, 0x9000, 3)];
+        assert!(unchanged(&vma(0x1000, 0x5000, 3), &parent));
+        assert!(!unchanged(&vma(0x1000, 0x6000, 3), &parent), "grown");
+        assert!(!unchanged(&vma(0x1000, 0x4000, 3), &parent), "shrunk");
+        assert!(!unchanged(&vma(0x8000, 0x9000, 1), &parent), "re-protected");
+        assert!(!unchanged(&vma(0xa000, 0xb000, 3), &parent), "new");
+        let mut file = vma(0x8000, 0x9000, 3);
+        file.backing = Backing::FilePrivate {
+            path: b"/x".to_vec(),
+            id: Default::default(),
+        };
+        assert!(!unchanged(&file, &parent), "other backing");
+    }
+}
