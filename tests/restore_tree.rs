@@ -370,3 +370,64 @@ fn orphans_of_dead_session_and_group_leaders_come_back_in_them_and_no_helper_rem
     assert_eq!(v.self_check(ROOT) & !(1 << 3), 0, "root's self-check");
     finish(restore, &tree);
 }
+
+/// Restores `img` (crest stays the root's parent) once the tree is dumped
+/// and reaped; waits until the root runs again.
+fn restore_running(v: &Victim, img: &Path) -> std::process::Child {
+    let mut restore = Command::new(env!("CARGO_BIN_EXE_crest"))
+        .args(["restore", "-D", img.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the tree restored", || {
+        if let Some(status) = restore.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(restore.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!("crest restore ended ({status}): {err}");
+        }
+        v.runs(ROOT)
+    });
+    restore
+}
+
+#[test]
+fn a_tree_of_100_processes_round_trips() {
+    let _one = serial();
+    become_subreaper();
+    let v = Victim::spawn("many", Shape::Many(100));
+    let (img, tree) = dump_and_reap(&v, "many");
+    assert_eq!(tree.len(), 100, "the root and its 99 children");
+    let restore = restore_running(&v, &img);
+    let _guard = KillOnPanic(&tree);
+    for p in &tree[1..] {
+        let (state, ppid) = stat(p.pid as i32).expect("restored");
+        assert_eq!((ppid, state), (v.pid, 'S'), "pid {}", p.pid);
+        assert_eq!(ids(p.pid as i32), (v.pid, v.pid), "pid {}", p.pid);
+    }
+    finish(restore, &tree);
+}
+
+#[test]
+fn a_process_with_1000_threads_round_trips() {
+    let _one = serial();
+    become_subreaper();
+    let v = Victim::spawn("threads", Shape::Threads(1000));
+    let task = format!("/proc/{}/task", v.pid);
+    wait_until("1000 threads", || {
+        std::fs::read_dir(&task).unwrap().count() == 1000
+    });
+    let (img, tree) = dump_and_reap(&v, "threads");
+    assert_eq!(tree[0].threads.len(), 1000);
+    let restore = restore_running(&v, &img);
+    let _guard = KillOnPanic(&tree);
+    let mut tids: Vec<u32> = std::fs::read_dir(&task)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
+        .collect();
+    tids.sort();
+    let mut want = tree[0].threads.clone();
+    want.sort();
+    assert_eq!(tids, want, "every thread id back");
+    finish(restore, &tree);
+}
