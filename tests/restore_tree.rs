@@ -254,6 +254,21 @@ fn a_tree_sharing_memory_a_pipe_and_its_files_keeps_sharing_them() {
     let _one = serial();
     use std::os::unix::fs::FileExt;
     let (v, img, tree) = dumped("shared", true);
+    // The image names one open file per inherited fd, across processes.
+    let d = ImageDir::open(&img).unwrap();
+    let desc_of = |pid: u32, fd: i32| {
+        let files = crest::image::load::FilesImage::load(&d, pid).unwrap();
+        files.descs.iter().find(|x| x.fd == fd).unwrap().desc_id
+    };
+    let live_pids: Vec<u32> = LIVE.iter().map(|&r| v.of(r, PID) as u32).collect();
+    for fd in [PIPE_FD, PIPE_FD + 1, FILE_FD] {
+        let ids: Vec<u64> = live_pids.iter().map(|&p| desc_of(p, fd)).collect();
+        assert!(ids.iter().all(|&i| i == ids[0]), "fd {fd}: {ids:?}");
+    }
+    assert_ne!(
+        desc_of(v.pid as u32, PIPE_FD),
+        desc_of(v.pid as u32, PIPE_FD + 1)
+    );
     let restore = restored(&v, &img, &tree);
     let _guard = KillOnPanic(&tree);
     let live: Vec<i32> = LIVE.iter().map(|&r| v.of(r, PID) as i32).collect();
