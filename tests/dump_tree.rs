@@ -576,7 +576,6 @@ fn tree_dump_of_a_process_with_200_threads() {
 }
 
 #[test]
-#[ignore = "about 12 s: each thread's CMD_DUMP_THREAD takes ~10 ms; run with --ignored"]
 fn tree_dump_of_a_process_with_1000_threads() {
     many_threads(1000);
 }

@@ -47,10 +47,14 @@ fn stat(pid: i32) -> Option<(char, i32)> {
     Some((state, f.next()?.parse().ok()?))
 }
 
-fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+fn wait_until(what: &str, ok: impl FnMut() -> bool) {
+    wait_for(what, Duration::from_secs(10), ok)
+}
+
+fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ok() {
-        assert!(start.elapsed() < Duration::from_secs(10), "{what}");
+        assert!(start.elapsed() < limit, "{what}");
         std::thread::sleep(Duration::from_millis(2));
     }
 }
@@ -147,19 +151,9 @@ fn kill_all(tree: &[Process]) {
 /// restore process (still running, the root's parent).
 fn restored(v: &Victim, img: &Path, tree: &[Process]) -> std::process::Child {
     let _guard = KillOnPanic(tree);
-    let mut restore = Command::new(env!("CARGO_BIN_EXE_crest"))
-        .args(["restore", "-D", img.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let restore = restore_running(v, img);
     let s_pid = v.of(S, PID) as i32;
     wait_until("S restored stopped", || {
-        if let Some(status) = restore.try_wait().unwrap() {
-            let mut err = String::new();
-            std::io::Read::read_to_string(restore.stderr.as_mut().unwrap(), &mut err).unwrap();
-            panic!("crest restore ended ({status}): {err}");
-        }
         stat(s_pid).map(|s| s.0) == Some('T')
     });
     let zombie = tree
@@ -211,14 +205,14 @@ fn restored(v: &Victim, img: &Path, tree: &[Process]) -> std::process::Child {
 fn finish(mut restore: std::process::Child, tree: &[Process]) {
     kill_all(tree);
     let status = restore.wait().unwrap();
+    for p in tree.iter().rev() {
+        reap(p.pid as i32);
+    }
     assert_eq!(
         status.code(),
         Some(128 + libc::SIGKILL),
         "crest restore ends with the root"
     );
-    for p in tree.iter().rev() {
-        reap(p.pid as i32);
-    }
 }
 
 #[test]
@@ -260,18 +254,35 @@ fn a_tree_sharing_memory_a_pipe_and_its_files_keeps_sharing_them() {
     let _one = serial();
     use std::os::unix::fs::FileExt;
     let (v, img, tree) = dumped("shared", true);
+    // The image names one open file per inherited fd, across processes.
+    let d = ImageDir::open(&img).unwrap();
+    let desc_of = |pid: u32, fd: i32| {
+        let files = crest::image::load::FilesImage::load(&d, pid).unwrap();
+        files.descs.iter().find(|x| x.fd == fd).unwrap().desc_id
+    };
+    let live_pids: Vec<u32> = LIVE.iter().map(|&r| v.of(r, PID) as u32).collect();
+    for fd in [PIPE_FD, PIPE_FD + 1, FILE_FD] {
+        let ids: Vec<u64> = live_pids.iter().map(|&p| desc_of(p, fd)).collect();
+        assert!(ids.iter().all(|&i| i == ids[0]), "fd {fd}: {ids:?}");
+    }
+    assert_ne!(
+        desc_of(v.pid as u32, PIPE_FD),
+        desc_of(v.pid as u32, PIPE_FD + 1)
+    );
     let restore = restored(&v, &img, &tree);
     let _guard = KillOnPanic(&tree);
     let live: Vec<i32> = LIVE.iter().map(|&r| v.of(r, PID) as i32).collect();
     let (root_shm, ino) = shm_of(live[0]);
     for &pid in &live[1..] {
-        for fd in [0, 1, 2, PIPE_FD, PIPE_FD + 1] {
+        for fd in [0, 1, 2, PIPE_FD, PIPE_FD + 1, FILE_FD] {
             assert!(
                 same_open_file(live[0], fd, pid, fd),
                 "fd {fd} of pid {pid} is the root's open file"
             );
         }
         assert_eq!(shm_of(pid).1, ino, "pid {pid} maps the root's object");
+        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{FILE_FD}")).unwrap();
+        assert!(info.starts_with(&format!("pos:\t{FILE_POS}\n")), "{info}");
     }
     // A write in the root's memory is seen in G's.
     let mem = |pid: i32| {
@@ -342,21 +353,13 @@ fn orphans_of_dead_session_and_group_leaders_come_back_in_them_and_no_helper_rem
     assert_eq!(ids(f), (e, v.pid), "F in the group of the dead E");
     let (img, tree) = dump_and_reap(&v, "dead");
     assert_eq!(tree.len(), 3, "{tree:?}");
-    let mut restore = Command::new(env!("CARGO_BIN_EXE_crest"))
-        .args(["restore", "-D", img.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut pids: Vec<i32> = tree.iter().map(|p| p.pid as i32).collect();
+    pids.extend([c, e]);
+    fails_cleanly(&img, "restore-files", d as u64, &pids);
+    fails_cleanly(&img, "restorer-start", f as u64, &pids);
     let _guard = KillOnPanic(&tree);
-    wait_until("the tree restored", || {
-        if let Some(status) = restore.try_wait().unwrap() {
-            let mut err = String::new();
-            std::io::Read::read_to_string(restore.stderr.as_mut().unwrap(), &mut err).unwrap();
-            panic!("crest restore ended ({status}): {err}");
-        }
-        v.runs(D) && v.runs(F) && v.runs(ROOT)
-    });
+    let restore = restore_running(&v, &img);
+    assert!(v.runs(D) && v.runs(F), "the orphans run");
     assert_eq!(ids(d), (c, c), "D back in the session and group of C");
     assert_eq!(ids(f), (e, v.pid), "F back in the group of E");
     assert_eq!(stat(d).unwrap().1, v.pid, "D's parent is the root");
@@ -368,5 +371,106 @@ fn orphans_of_dead_session_and_group_leaders_come_back_in_them_and_no_helper_rem
         assert_eq!(v.self_check(r), 0, "role {r}: failed self-check bits");
     }
     assert_eq!(v.self_check(ROOT) & !(1 << 3), 0, "root's self-check");
+    finish(restore, &tree);
+}
+
+/// Restores `img` (crest stays the root's parent) once the tree is dumped
+/// and reaped; waits until crest has let the whole tree go (it writes the
+/// pid file last) and the root runs.
+fn restore_running(v: &Victim, img: &Path) -> std::process::Child {
+    let pidfile = img.with_extension("pid");
+    let _ = std::fs::remove_file(&pidfile);
+    let mut restore = Command::new(env!("CARGO_BIN_EXE_crest"))
+        .args(["restore", "-D", img.to_str().unwrap(), "--pidfile"])
+        .arg(&pidfile)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the tree restored", Duration::from_secs(60), || {
+        if let Some(status) = restore.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(restore.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!("crest restore ended ({status}): {err}");
+        }
+        pidfile.exists()
+    });
+    assert!(v.runs(ROOT), "the root runs after restore");
+    restore
+}
+
+#[test]
+fn a_tree_of_100_processes_round_trips() {
+    let _one = serial();
+    become_subreaper();
+    let v = Victim::spawn("many", Shape::Many(100));
+    let (img, tree) = dump_and_reap(&v, "many");
+    assert_eq!(tree.len(), 100, "the root and its 99 children");
+    let _guard = KillOnPanic(&tree);
+    let restore = restore_running(&v, &img);
+    for p in &tree[1..] {
+        let (state, ppid) = stat(p.pid as i32).expect("restored");
+        assert_eq!((ppid, state), (v.pid, 'S'), "pid {}", p.pid);
+        assert_eq!(ids(p.pid as i32), (v.pid, v.pid), "pid {}", p.pid);
+    }
+    finish(restore, &tree);
+}
+
+#[test]
+fn a_process_with_1000_threads_round_trips() {
+    let _one = serial();
+    become_subreaper();
+    let v = Victim::spawn("threads", Shape::Threads(1000));
+    let task = format!("/proc/{}/task", v.pid);
+    wait_until("1000 threads", || {
+        std::fs::read_dir(&task).unwrap().count() == 1000
+    });
+    let (img, tree) = dump_and_reap(&v, "threads");
+    assert_eq!(tree[0].threads.len(), 1000);
+    let _guard = KillOnPanic(&tree);
+    let restore = restore_running(&v, &img);
+    let mut tids: Vec<u32> = std::fs::read_dir(&task)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
+        .collect();
+    tids.sort();
+    let mut want = tree[0].threads.clone();
+    want.sort();
+    assert_eq!(tids, want, "every thread id back");
+    finish(restore, &tree);
+}
+
+/// `crest restore` of `img` with CREST_FAULT=`step` in task `pid` only:
+/// it fails and leaves none of `pids` behind.
+fn fails_cleanly(img: &Path, step: &str, pid: u64, pids: &[i32]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_crest"))
+        .args(["restore", "-D", img.to_str().unwrap()])
+        .env("CREST_FAULT", step)
+        .env("CREST_FAULT_PID", pid.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{step} in {pid}: {err}");
+    for &p in pids {
+        assert!(stat(p).is_none(), "{step} in {pid}: pid {p} left behind");
+    }
+}
+
+#[test]
+fn a_fault_in_one_task_of_a_sharing_tree_leaves_no_process_behind() {
+    let _one = serial();
+    let (v, img, tree) = dumped("fault", true);
+    let pids: Vec<i32> = tree.iter().map(|p| p.pid as i32).collect();
+    for (step, role) in [
+        ("restore-files", A),
+        ("restorer-shmem", G),
+        ("restorer-map", S),
+        ("restorer-creds", ROOT),
+    ] {
+        fails_cleanly(&img, step, v.of(role, PID), &pids);
+    }
+    // Nothing was left holding a pid: the image still restores.
+    let restore = restored(&v, &img, &tree);
     finish(restore, &tree);
 }

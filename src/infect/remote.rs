@@ -105,11 +105,18 @@ impl<'a> Remote<'a> {
     /// Saves `tid`'s state and plants crest's code; `tid` must be a stopped
     /// thread of `seized`.
     pub fn new(seized: &'a Seized, tid: Pid) -> Result<Remote<'a>> {
+        Self::new_at(seized, tid, code_address(seized.pid())?)
+    }
+
+    /// [`new`](Self::new) with the code address another Remote of the same
+    /// process found: reading /proc/PID/maps for each of a thousand
+    /// threads, each with its own stack mappings, made a per-thread
+    /// command cost time in proportion to the thread count.
+    pub fn new_at(seized: &'a Seized, tid: Pid, code_addr: u64) -> Result<Remote<'a>> {
         let pid = seized.pid();
         if !seized.threads().contains(&tid) {
             return Err(target_error(pid, format!("thread {tid} is not seized")));
         }
-        let code_addr = code_address(pid)?;
         let path = format!("/proc/{pid}/mem");
         let mem = File::options()
             .read(true)

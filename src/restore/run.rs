@@ -63,8 +63,13 @@ pub const RESTORER_STEPS: [&str; 18] = [
     "shmem",
 ];
 
-/// The restorer step CREST_FAULT names, if any.
-fn restorer_fault() -> u32 {
+/// The restorer step CREST_FAULT names, if any, for the task `pid` (only
+/// the one CREST_FAULT_PID names when it is set).
+fn restorer_fault(pid: u32) -> u32 {
+    let only = std::env::var("CREST_FAULT_PID").ok();
+    if only.is_some_and(|p| p.trim() != pid.to_string()) {
+        return crate::blob::plan::NO_FAULT;
+    }
     let want = std::env::var("CREST_FAULT").unwrap_or_default();
     let name = want.strip_prefix("restorer-").unwrap_or("");
     RESTORER_STEPS
@@ -100,7 +105,7 @@ fn prepare_task<'a>(
     let mut built = plan::build(
         img,
         files.first_free_fd(),
-        restorer_fault(),
+        restorer_fault(img.process.pid),
         pids.file(),
         shared_shmem,
     )?;

@@ -72,6 +72,12 @@ const PAGES: u64 = 16;
 const SHM_PAGES: u64 = 4;
 pub const PIPE_DATA: &[u8] = b"queued in a pipe of the whole tree";
 pub const PIPE_FD: i32 = 20;
+/// A regular file the root opens before forking: every process holds one
+/// open file (one offset) at this fd; the offset is FILE_POS.
+pub const FILE_FD: i32 = 22;
+pub const FILE_POS: i64 = 3;
+/// Its path, a C string made before the fork (the child cannot allocate).
+static FILE_PATH: AtomicUsize = AtomicUsize::new(0);
 
 static AREA_PTR: AtomicUsize = AtomicUsize::new(0);
 static REGION: AtomicUsize = AtomicUsize::new(0);
@@ -326,6 +332,10 @@ fn share() {
         need!(libc::write(p[1], PIPE_DATA.as_ptr().cast(), n) == n as isize);
         need!(libc::dup2(p[0], PIPE_FD) == PIPE_FD && libc::dup2(p[1], PIPE_FD + 1) == PIPE_FD + 1);
         need!(libc::close(p[0]) == 0 && libc::close(p[1]) == 0);
+        let path = FILE_PATH.load(Ordering::Relaxed) as *const libc::c_char;
+        let f = libc::open(path, libc::O_RDWR);
+        need!(f >= 0 && libc::dup2(f, FILE_FD) == FILE_FD && libc::close(f) == 0);
+        need!(libc::lseek(FILE_FD, FILE_POS, libc::SEEK_SET) == FILE_POS);
     }
     let shm = map(SHM_PAGES, libc::MAP_SHARED);
     pattern(shm, 99, SHM_PAGES, false);
@@ -588,6 +598,10 @@ impl Victim {
             .open(reports.join(name))
             .unwrap();
         f.set_len(AREA as u64).unwrap();
+        let shared = reports.join(format!("{name}.file"));
+        std::fs::write(&shared, b"0123456789").unwrap();
+        let c = std::ffi::CString::new(shared.to_str().unwrap()).unwrap();
+        FILE_PATH.store(c.into_raw() as usize, Ordering::Relaxed);
         // SAFETY: a shared mapping of the report file, kept for the test.
         let area = unsafe {
             libc::mmap(

@@ -62,7 +62,7 @@ impl Parasite<'_> {
                 ),
             ));
         }
-        let mut remote = Remote::new(self.seized, tid)?;
+        let mut remote = Remote::new_at(self.seized, tid, self.remote.code_addr())?;
         let ret = self.run_in(&mut remote, cmd, payload);
         match (ret, remote.restore()) {
             (Ok(ret), Ok(())) => self.answer(tid, cmd, ret, reply_len),
