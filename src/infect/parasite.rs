@@ -140,6 +140,9 @@ pub struct Parasite<'a> {
     /// The leader's registers when the daemon stopped on its trap right
     /// after answering (CMD_FINI), seen while crest waited for the answer.
     trapped: Option<crate::blob::regs::UserRegs>,
+    /// A command sent with [`Parasite::command_start`] whose answer is
+    /// still in the socket: the next command collects it first.
+    pending: Option<u32>,
     cured: bool,
 }
 
@@ -179,6 +182,7 @@ impl<'a> Parasite<'a> {
             starts: 0,
             last_payload: Vec::new(),
             trapped: None,
+            pending: None,
             cured: false,
         };
         let hook = |step| match fail {
@@ -280,6 +284,31 @@ impl<'a> Parasite<'a> {
     pub fn command(&mut self, cmd: u32, payload: &[u8], reply_len: usize) -> Result<Vec<u8>> {
         self.check_sizes(cmd, payload, reply_len)?;
         let ret = self.daemon_command(cmd, payload)?;
+        let tid = self.remote.tid();
+        self.answer(tid, cmd, ret, reply_len)
+    }
+
+    /// Sends command `cmd` with `payload` and returns without waiting for
+    /// the answer, so crest can work while the parasite runs it; collect
+    /// the answer with [`Self::command_finish`]. One command at a time: a
+    /// command started before and not finished is finished (its answer
+    /// dropped) first.
+    pub fn command_start(&mut self, cmd: u32, payload: &[u8]) -> Result<()> {
+        self.check_sizes(cmd, payload, 0)?;
+        self.daemon_start(cmd, payload)
+    }
+
+    /// Waits for the answer of the command sent by
+    /// [`Self::command_start`]; as [`Self::command`] returns it.
+    pub fn command_finish(&mut self, reply_len: usize) -> Result<Vec<u8>> {
+        let Some(cmd) = self.pending else {
+            return Err(target_error(
+                self.seized.pid(),
+                "no parasite command is waiting for its answer",
+            ));
+        };
+        self.check_sizes(cmd, &[], reply_len)?;
+        let ret = self.daemon_finish()?;
         let tid = self.remote.tid();
         self.answer(tid, cmd, ret, reply_len)
     }
