@@ -83,6 +83,7 @@ fn run(args: &Args) -> Result<i32> {
         }
         "dump" => dump(args),
         "restore" => restore(args),
+        "page-server" => page_server(args),
         "selftest" => {
             no_positional(args)?;
             match &args.workload {
@@ -129,6 +130,14 @@ fn dump(args: &Args) -> Result<i32> {
         .ok()
         .filter(|&p| p > 0)
         .ok_or_else(|| Error::Usage(format!("bad pid `{tree}`: -t takes a positive number")))?;
+    if args.page_server {
+        let (address, port) = server_address(args, "127.0.0.1")?;
+        crate::pageserver::client::install(crate::pageserver::Client::connect(&address, port)?);
+    } else if args.address.is_some() || args.port.is_some() {
+        return Err(Error::Usage(
+            "--address and --port go with --page-server".into(),
+        ));
+    }
     let opts = crate::dump::run::DumpOptions {
         pid,
         dir,
@@ -136,6 +145,38 @@ fn dump(args: &Args) -> Result<i32> {
         command_line: args.argv.clone(),
     };
     crate::dump::run::run_with(&opts, args.shell_job)?;
+    Ok(0)
+}
+
+/// The page server's address (or `default`) and port, from the options.
+fn server_address(args: &Args, default: &str) -> Result<(String, u16)> {
+    let port = args
+        .port
+        .as_deref()
+        .ok_or_else(|| Error::Usage("the page server needs --port PORT".into()))?;
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|&p| p > 0)
+        .ok_or_else(|| Error::Usage(format!("bad port `{port}`: --port takes 1 to 65535")))?;
+    Ok((args.address.clone().unwrap_or_else(|| default.into()), port))
+}
+
+fn page_server(args: &Args) -> Result<i32> {
+    no_positional(args)?;
+    let dir = args.images_dir.clone().ok_or_else(|| {
+        Error::Usage("page-server needs -D DIR (where to write the pages)".into())
+    })?;
+    let (address, port) = server_address(args, "0.0.0.0")?;
+    crate::image::ImageDir::create(&dir)?;
+    let listener = crate::pageserver::server::listen(&address, port)?;
+    crate::info!("page server: listening on {address}:{port}");
+    let got = crate::pageserver::server::serve_one(&listener, &dir)?;
+    crate::info!(
+        "page server: {} file(s), {} bytes received",
+        got.files.len(),
+        got.bytes
+    );
     Ok(0)
 }
 

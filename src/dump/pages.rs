@@ -45,7 +45,6 @@ use crate::error::{Error, Result};
 use crate::image::ImageDir;
 use crate::image::dir::{pagemap_file, pages_file};
 use crate::image::pagemap::Space;
-use crate::image::pages::PageWriter;
 use crate::image::vma::{Backing, Vma};
 use crate::infect::{Parasite, Seized};
 use crate::proc::pagemap::{PageEntry, entries, offset_of};
@@ -53,7 +52,11 @@ use crate::sys::splice::pipe_size;
 use crate::{debug, info};
 
 mod pipe;
+pub mod sink;
 mod zero;
+
+use sink::Writer;
+pub use sink::{PageTarget, Sink};
 
 use zero::ZeroPfns;
 
@@ -123,13 +126,13 @@ struct Batch {
 
 /// The dump's state: the target's pipes, the image writer, the batch
 /// being gathered and the one waiting in its pipe.
-struct Dumper<'p, 'a> {
+struct Dumper<'p, 'a, 'c> {
     pid: u32,
     parasite: &'p mut Parasite<'a>,
     pipes: Vec<Pipe>,
     pipe_pages: u64,
     page_size: u64,
-    writer: PageWriter<std::io::BufWriter<File>, File>,
+    writer: Writer<'c>,
     mem: File,
     batch: Batch,
     /// Vmspliced into its pipe, not yet written.
@@ -137,12 +140,29 @@ struct Dumper<'p, 'a> {
 }
 
 /// Dumps the private pages of `vmas` (the process's, in address order) of
-/// the seized process into `dir`, through its injected `parasite`.
+/// the seized process into `dir`, through its injected `parasite`; to the
+/// page server instead when `crest dump --page-server` connected to one.
 pub fn dump_pages(
     seized: &Seized,
     parasite: &mut Parasite<'_>,
     vmas: &[Vma],
     dir: &ImageDir,
+) -> Result<PageStats> {
+    crate::pageserver::client::with_active(|client| {
+        let target = match client {
+            Some(c) => PageTarget::Server(c),
+            None => PageTarget::Dir(dir),
+        };
+        dump_pages_to(seized, parasite, vmas, target)
+    })
+}
+
+/// Dumps the private pages of `vmas` like [`dump_pages`] into `target`.
+pub fn dump_pages_to(
+    seized: &Seized,
+    parasite: &mut Parasite<'_>,
+    vmas: &[Vma],
+    target: PageTarget<'_>,
 ) -> Result<PageStats> {
     let pid = seized.pid() as u32;
     let mut fds = Vec::with_capacity(PIPES);
@@ -157,7 +177,7 @@ pub fn dump_pages(
         }
     }
     if result.is_ok() {
-        result = dump_through(pid, parasite, &fds, vmas, dir);
+        result = dump_through(pid, parasite, &fds, vmas, target);
     }
     // Every pipe is closed whatever happened, the first failure reported.
     let closed: Result<Vec<()>> = fds.into_iter().map(|f| pipe::close(parasite, f)).collect();
@@ -175,9 +195,9 @@ fn dump_through(
     parasite: &mut Parasite<'_>,
     fds: &[PipeFds],
     vmas: &[Vma],
-    dir: &ImageDir,
+    target: PageTarget<'_>,
 ) -> Result<PageStats> {
-    let mut d = Dumper::new(pid, parasite, fds, dir)?;
+    let mut d = Dumper::new(pid, parasite, fds, target)?;
     let zero = ZeroPfns::learn();
     let pagemap_path = format!("/proc/{pid}/pagemap");
     let pagemap = File::open(&pagemap_path).map_err(|e| Error::io("open", &pagemap_path, e))?;
@@ -190,7 +210,7 @@ fn dump_through(
     d.flush()?;
     d.write_filled()?;
     let totals = d.writer.totals();
-    d.writer.finish()?;
+    sink::finish(d.writer, &pagemap_file(pid))?;
     Ok(PageStats {
         stored: totals.present,
         zero: totals.zero,
@@ -198,14 +218,14 @@ fn dump_through(
     })
 }
 
-impl<'p, 'a> Dumper<'p, 'a> {
+impl<'p, 'a, 'c> Dumper<'p, 'a, 'c> {
     /// Takes the pipes' read ends and creates the image files.
     fn new(
         pid: u32,
         parasite: &'p mut Parasite<'a>,
         fds: &[PipeFds],
-        dir: &ImageDir,
-    ) -> Result<Dumper<'p, 'a>> {
+        target: PageTarget<'c>,
+    ) -> Result<Dumper<'p, 'a, 'c>> {
         let page_size = crate::sys::mm::page_size() as u64;
         let mut pipes = Vec::with_capacity(fds.len());
         let mut pipe_pages = u64::MAX;
@@ -223,7 +243,7 @@ impl<'p, 'a> Dumper<'p, 'a> {
         let mem_path = format!("/proc/{pid}/mem");
         let mem = File::open(&mem_path).map_err(|e| Error::io("open", &mem_path, e))?;
         let space = Space::Process(pid);
-        let writer = PageWriter::create(dir, &pagemap_file(pid), &pages_file(pid), space)?;
+        let writer = target.writer(&pagemap_file(pid), &pages_file(pid), space)?;
         Ok(Dumper {
             pid,
             parasite,
@@ -356,8 +376,8 @@ impl<'p, 'a> Dumper<'p, 'a> {
                     copy(&self.mem, &mut self.writer, self.pid, vaddr, pages)?
                 }
                 Run::Splice { vaddr, pages } => {
-                    self.writer.add_pages_with(vaddr, pages, |file, bytes| {
-                        pipe::drain(pipe, file, bytes)
+                    self.writer.add_pages_with(vaddr, pages, |sink, bytes| {
+                        sink.splice_from(pipe, bytes)
                     })?;
                 }
             }
@@ -410,13 +430,7 @@ impl<'p, 'a> Dumper<'p, 'a> {
 }
 
 /// Stores pages the target cannot read by copying them from /proc/PID/mem.
-fn copy(
-    mem: &File,
-    writer: &mut PageWriter<std::io::BufWriter<File>, File>,
-    pid: u32,
-    vaddr: u64,
-    pages: u64,
-) -> Result<()> {
+fn copy(mem: &File, writer: &mut Writer<'_>, pid: u32, vaddr: u64, pages: u64) -> Result<()> {
     let page_size = crate::sys::mm::page_size() as u64;
     let chunk = COPY_CHUNK as u64 / page_size;
     let mut buf = vec![0u8; (pages.min(chunk) * page_size) as usize];

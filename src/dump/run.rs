@@ -117,7 +117,10 @@ pub fn run_with(opts: &DumpOptions, shell_job: bool) -> Result<()> {
     }
     info!("pid {root}: seizing every process of its tree and every thread");
     let tree = seize_tree(root)?;
-    match dump_tree(&tree, &d, opts, shell_job) {
+    // Pages sent to a page server count only once it committed them.
+    let dumped = dump_tree(&tree, &d, opts, shell_job)
+        .and_then(|()| crate::pageserver::client::commit_active());
+    match dumped {
         Ok(()) => finish(tree, opts),
         Err(e) => {
             warn!("pid {root}: dump failed, resuming every process of the tree as it was");
