@@ -4,16 +4,18 @@
 //!
 //! ```text
 //!   /proc/PID/pagemap ──► runs of pages: present/swapped ─► data, zero PFN ─► zero
-//!   target (parasite):  vmsplice(pipe A, batch k)  │ vmsplice(pipe B, batch k+1) │ ...
-//!   crest:              splice(pipe B, batch k-1)  │ splice(pipe A, batch k)     │ ...
+//!   target (parasite):  vmsplice(pipe k%N, batch k), k+1, k+2 ... as commands arrive
+//!   crest:              splice(pipe (k-N+1)%N, batch k-N+1) into the file, in order
 //! ```
 //!
-//! Two pipes take turns so that the two sides overlap: crest sends the
-//! command that fills one pipe (without waiting for its answer), empties
-//! the other into the pages file meanwhile, and only then collects the
-//! answer. Waiting for each command's round trip instead (the parasite's
-//! wake-up on the other CPU costs more than its vmsplice) cost about 40%
-//! of the page dump's time.
+//! A ring of pipes takes turns so that the two sides overlap: crest sends
+//! the commands that fill the pipes (without waiting for their answers),
+//! and empties the oldest filled pipe into the pages file while the
+//! parasite fills the others; the answer of a command is collected just
+//! before its pipe is emptied. Waiting for each command's round trip
+//! instead (the parasite's wake-up on the other CPU costs more than its
+//! vmsplice) cost about 40% of the page dump's time; with several commands
+//! queued, a parasite that gets the CPU late catches up in one go.
 //!
 //! Which pages: every present or swapped page of a private anonymous VMA,
 //! and of a private file VMA only its anonymous (copied-on-write) pages:
@@ -62,8 +64,9 @@ use zero::ZeroPfns;
 
 /// Pagemap entries read per pread (64 KiB of buffer, 32 MiB of address space).
 const PAGEMAP_BATCH: usize = 8192;
-/// The pipes that take turns (see the module docs).
-const PIPES: usize = 2;
+/// The pipes that take turns (see the module docs): up to PIPES - 1
+/// commands are queued in the parasite while crest empties a pipe.
+const PIPES: usize = 4;
 /// Runs queued before they are written, whatever the pipe holds.
 const MAX_QUEUED: usize = 4096;
 /// Bytes per read of a page copy through /proc/PID/mem.
@@ -125,7 +128,7 @@ struct Batch {
 }
 
 /// The dump's state: the target's pipes, the image writer, the batch
-/// being gathered and the one waiting in its pipe.
+/// being gathered and those sent to the parasite, oldest first.
 struct Dumper<'p, 'a, 'c> {
     pid: u32,
     parasite: &'p mut Parasite<'a>,
@@ -135,8 +138,8 @@ struct Dumper<'p, 'a, 'c> {
     writer: Writer<'c>,
     mem: File,
     batch: Batch,
-    /// Vmspliced into its pipe, not yet written.
-    filled: Option<Batch>,
+    /// Sent to the parasite (CMD_VMSPLICE), not yet written.
+    inflight: std::collections::VecDeque<Batch>,
 }
 
 /// Dumps the private pages of `vmas` (the process's, in address order) of
@@ -253,7 +256,7 @@ impl<'p, 'a, 'c> Dumper<'p, 'a, 'c> {
             writer,
             mem,
             batch: Batch::default(),
-            filled: None,
+            inflight: std::collections::VecDeque::with_capacity(PIPES),
         })
     }
 
@@ -334,10 +337,10 @@ impl<'p, 'a, 'c> Dumper<'p, 'a, 'c> {
         if full { self.flush() } else { Ok(()) }
     }
 
-    /// Hands the gathered batch on: the parasite starts filling its pipe
-    /// while crest writes the batch filled before (from the other pipe),
-    /// then crest collects the parasite's answer. A batch with nothing to
-    /// splice is written right away, after the one before it.
+    /// Hands the gathered batch on: when every pipe is taken, the oldest
+    /// batch is written first (its answer collected, its pipe emptied),
+    /// then the parasite is asked to fill the free pipe. A batch with
+    /// nothing to splice is written right away, after those before it.
     fn flush(&mut self) -> Result<()> {
         let pipe = self.batch.pipe;
         let batch = std::mem::take(&mut self.batch);
@@ -346,24 +349,30 @@ impl<'p, 'a, 'c> Dumper<'p, 'a, 'c> {
             self.write_filled()?;
             return self.write(batch);
         }
+        if self.inflight.len() == self.pipes.len() {
+            self.write_oldest()?;
+        }
         self.batch.pipe = (pipe + 1) % self.pipes.len();
         self.start_vmsplice(&batch)?;
-        let written = self.write_filled();
-        // The answer is collected even when writing failed, so the
-        // parasite is idle and in step with crest for the cleanup.
-        let moved = self.finish_vmsplice(&batch);
-        written?;
-        moved?;
-        self.filled = Some(batch);
+        self.inflight.push_back(batch);
         Ok(())
     }
 
-    /// Writes the batch waiting in its pipe, if any.
+    /// Writes every batch sent to the parasite, in order.
     fn write_filled(&mut self) -> Result<()> {
-        match self.filled.take() {
-            Some(b) => self.write(b),
-            None => Ok(()),
+        while !self.inflight.is_empty() {
+            self.write_oldest()?;
         }
+        Ok(())
+    }
+
+    /// Collects the answer for the oldest batch sent and writes it.
+    fn write_oldest(&mut self) -> Result<()> {
+        let Some(batch) = self.inflight.pop_front() else {
+            return Ok(());
+        };
+        self.finish_vmsplice(&batch)?;
+        self.write(batch)
     }
 
     /// Writes every run of `batch` in order, the spliced ones from its pipe.
