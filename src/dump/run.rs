@@ -28,7 +28,7 @@ use std::path::PathBuf;
 
 use super::process::{Shared, dump_process};
 use super::task::collect_pstree;
-use super::{ProcessState, collect_process};
+use super::{ProcessState, collect_process_unfrozen};
 use crate::error::{Error, Result};
 use crate::image::ImageDir;
 use crate::image::dir;
@@ -149,7 +149,7 @@ fn precheck(root: u32, shell_job: bool) -> Result<()> {
             Err(e) => return Err(e),
         };
         if pid == root || !matches!(p.state, TaskState::Zombie { .. }) {
-            match collect_process(pid) {
+            match collect_process_unfrozen(pid) {
                 Ok(state) => refuse_unsupported(&state)?,
                 // A running child may be exiting (its mm already gone while
                 // its state still reads R) or a zombie by now: the frozen
