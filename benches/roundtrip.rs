@@ -11,6 +11,9 @@
 //!   allocate, zero and fill the pages), and to memcpy of N MiB;
 //! - the dump and restore times of a tiny process (restore goal: 10 ms).
 //!
+//! Each dump's dd reference runs once its victim is ready, right before
+//! crest, so both write into memory freed moments before.
+//!
 //! Run: `cargo bench --bench roundtrip` (as root). Sizes 64, 512, 2048 MiB
 //! (`CREST_BENCH_MIB=64,512` picks others); medians of RUNS after a warm-up.
 //! Times are whole crest commands, process start to exit.
@@ -93,12 +96,21 @@ fn start_victim(mib: u64, dir: &Path) -> std::process::Child {
 
 /// Dumps (and so kills) a fresh victim into `dir`; pid, time, peak RSS.
 fn dump(mib: u64, dir: &Path) -> (i32, Duration, u64) {
+    dump_after(mib, dir, || ()).0
+}
+
+/// Like [`dump`], running `before` once the victim is ready, right before
+/// crest: the dd reference then writes into memory in the same state as
+/// crest's dump (freed moments before; memory idle for seconds is handed
+/// back to the host and several times slower to touch again).
+fn dump_after<T>(mib: u64, dir: &Path, before: impl FnOnce() -> T) -> ((i32, Duration, u64), T) {
     let _ = std::fs::remove_dir_all(dir);
     let mut child = start_victim(mib, dir);
     let pid = child.id() as i32;
+    let reference = before();
     let (t, rss) = crest(&["dump", "-t", &pid.to_string(), "-D", dir.to_str().unwrap()]);
     child.wait().unwrap();
-    (pid, t, rss)
+    ((pid, t, rss), reference)
 }
 
 /// Kills the restored process and waits until its pid is free again.
@@ -228,8 +240,8 @@ fn dump_row(mib: u64, dir: &Path, base: &Path) -> (String, i32) {
     let (mut dd_w, mut dumps, mut rss) = (Vec::new(), Vec::new(), 0);
     let mut pid = dump(mib, dir).0;
     for _ in 0..RUNS {
-        dd_w.push(dd_write(&base.join("dd.img"), mib));
-        let (p, t, r) = dump(mib, dir);
+        let ((p, t, r), d) = dump_after(mib, dir, || dd_write(&base.join("dd.img"), mib));
+        dd_w.push(d);
         (pid, rss) = (p, rss.max(r));
         dumps.push(t);
     }

@@ -14,6 +14,7 @@ pub mod error;
 pub mod image;
 pub mod infect;
 pub mod log;
+pub mod pageserver;
 pub mod proc;
 pub mod restore;
 pub mod selftest;

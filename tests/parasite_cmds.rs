@@ -239,6 +239,27 @@ fn refusals_and_batches_leave_the_parasite_working() {
     runs_on_unaware(&v);
 }
 
+#[test]
+fn a_command_started_without_waiting_is_answered_in_step() {
+    let v = Victim::spawn();
+    infected(&v, |p, _| {
+        use crest::blob::proto::CMD_GETPID;
+        let err = p.command_finish(8).expect_err("nothing sent yet");
+        assert!(err.to_string().contains("no parasite command"), "{err}");
+        p.command_start(CMD_GETPID, &[]).expect("sent");
+        let r = p.command_finish(8).expect("answered");
+        assert_eq!(i32::from_ne_bytes([r[0], r[1], r[2], r[3]]), v.pid);
+        // An answer never collected is dropped by the next command, which
+        // gets its own answer; the cure after it works as well.
+        p.command_start(CMD_GETPID, &[]).expect("sent");
+        let t = p.dump_thread(v.pid).expect("the next command");
+        assert_eq!(t.clear_tid, v.get(MAIN_CLEAR_TID));
+        p.command_start(CMD_GETPID, &[])
+            .expect("sent, left for the cure");
+    });
+    runs_on_unaware(&v);
+}
+
 fn state_of(pid: i32) -> char {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = s.lines().find_map(|l| l.strip_prefix("State:")).unwrap();

@@ -88,7 +88,7 @@ pub const OPTIONS: &[OptSpec] = &[
         long: "images-dir",
         short: Some('D'),
         value: Some("DIR"),
-        commands: &["dump", "restore", "pre-dump"],
+        commands: &["dump", "restore", "pre-dump", "page-server"],
         help: "the image directory (dump creates it 0700 if missing)",
     },
     OptSpec {
@@ -139,6 +139,27 @@ pub const OPTIONS: &[OptSpec] = &[
         value: None,
         commands: &["dump", "restore"],
         help: "dump the file locks (flock, POSIX, OFD) processes hold and re-take them at restore",
+    },
+    OptSpec {
+        long: "page-server",
+        short: None,
+        value: None,
+        commands: &["dump", "pre-dump"],
+        help: "send the page files to `crest page-server` at --address:--port",
+    },
+    OptSpec {
+        long: "address",
+        short: None,
+        value: Some("ADDR"),
+        commands: &["dump", "pre-dump", "page-server"],
+        help: "the page server's address (default 0.0.0.0 to listen, 127.0.0.1 to connect)",
+    },
+    OptSpec {
+        long: "port",
+        short: None,
+        value: Some("PORT"),
+        commands: &["dump", "pre-dump", "page-server"],
+        help: "the page server's TCP port",
     },
     OptSpec {
         long: "workload",
@@ -208,6 +229,12 @@ pub struct Args {
     pub prev_images_dir: Option<String>,
     /// `--track-mem`.
     pub track_mem: bool,
+    /// `--page-server`: send the page files to a page server.
+    pub page_server: bool,
+    /// `--address`: the page server's address.
+    pub address: Option<String>,
+    /// `--port`: the page server's port.
+    pub port: Option<String>,
     /// The whole command line, as given (the inventory records it).
     pub argv: Vec<String>,
     /// The long names of the options given, short or long.
@@ -331,6 +358,9 @@ fn apply(args: &mut Args, spec: &OptSpec, value: Option<String>) -> Result<()> {
         "file-locks" => args.file_locks = true,
         "prev-images-dir" => args.prev_images_dir = Some(value),
         "track-mem" => args.track_mem = true,
+        "page-server" => args.page_server = true,
+        "address" => args.address = Some(value),
+        "port" => args.port = Some(value),
         other => return Err(Error::Usage(format!("option --{other} is not handled"))),
     }
     Ok(())

@@ -84,6 +84,17 @@ pub const COMMANDS: &[Command] = &[
                   whatever it created and exits 1.",
     },
     Command {
+        name: "page-server",
+        usage: "crest page-server -D DIR --port PORT [--address ADDR]",
+        summary: "receive the page files of a dump sent with --page-server",
+        details: "Listens on ADDR:PORT (default 0.0.0.0), accepts one `crest dump\n\
+                  --page-server` and writes the pagemap and pages files it sends into DIR,\n\
+                  each under a temporary name until the dump commits, then renamed into\n\
+                  place; the rest of the image stays in the dump's own directory. A stream\n\
+                  that is malformed, cut short or inconsistent is refused and what it wrote\n\
+                  is removed. Exit status: 0 once the dump committed, 1 otherwise.",
+    },
+    Command {
         name: "selftest",
         usage: "crest selftest",
         summary: "checkpoint and restore a built-in test process on this machine",

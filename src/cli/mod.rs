@@ -84,6 +84,7 @@ fn run(args: &Args) -> Result<i32> {
         "dump" => dump(args),
         "pre-dump" => pre_dump(args),
         "restore" => restore(args),
+        "page-server" => page_server(args),
         "selftest" => {
             no_positional(args)?;
             match &args.workload {
@@ -134,6 +135,7 @@ fn dump(args: &Args) -> Result<i32> {
         crate::dump::files::ghost::set_ghost_limit(limit);
     }
     crate::dump::files::lock::set_file_locks(args.file_locks);
+    connect_page_server(args)?;
     let opts = crate::dump::run::DumpOptions {
         pid,
         dir,
@@ -164,6 +166,7 @@ fn pre_dump(args: &Args) -> Result<i32> {
         .ok()
         .filter(|&p| p > 0)
         .ok_or_else(|| Error::Usage(format!("bad pid `{tree}`: -t takes a positive number")))?;
+    connect_page_server(args)?;
     let opts = crate::dump::predump::PreDumpOptions {
         pid,
         dir,
@@ -171,6 +174,52 @@ fn pre_dump(args: &Args) -> Result<i32> {
         command_line: args.argv.clone(),
     };
     crate::dump::predump::run(&opts)?;
+    Ok(0)
+}
+
+/// With `--page-server`, connects to the server the page files go to
+/// (dump and pre-dump).
+fn connect_page_server(args: &Args) -> Result<()> {
+    if args.page_server {
+        let (address, port) = server_address(args, "127.0.0.1")?;
+        crate::pageserver::client::install(crate::pageserver::Client::connect(&address, port)?);
+    } else if args.address.is_some() || args.port.is_some() {
+        return Err(Error::Usage(
+            "--address and --port go with --page-server".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The page server's address (or `default`) and port, from the options.
+fn server_address(args: &Args, default: &str) -> Result<(String, u16)> {
+    let port = args
+        .port
+        .as_deref()
+        .ok_or_else(|| Error::Usage("the page server needs --port PORT".into()))?;
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|&p| p > 0)
+        .ok_or_else(|| Error::Usage(format!("bad port `{port}`: --port takes 1 to 65535")))?;
+    Ok((args.address.clone().unwrap_or_else(|| default.into()), port))
+}
+
+fn page_server(args: &Args) -> Result<i32> {
+    no_positional(args)?;
+    let dir = args.images_dir.clone().ok_or_else(|| {
+        Error::Usage("page-server needs -D DIR (where to write the pages)".into())
+    })?;
+    let (address, port) = server_address(args, "0.0.0.0")?;
+    crate::image::ImageDir::create(&dir)?;
+    let listener = crate::pageserver::server::listen(&address, port)?;
+    crate::info!("page server: listening on {address}:{port}");
+    let got = crate::pageserver::server::serve_one(&listener, &dir)?;
+    crate::info!(
+        "page server: {} file(s), {} bytes received",
+        got.files.len(),
+        got.bytes
+    );
     Ok(0)
 }
 

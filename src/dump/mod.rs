@@ -74,13 +74,26 @@ pub struct ProcessState {
 /// Refuses, naming the resource, a process holding what crest cannot dump
 /// yet, a zombie (its parent's tree dump records it) and a pid that is gone.
 pub fn collect_process(pid: u32) -> Result<ProcessState> {
+    collect_process_with(pid, vma::collect_vmas)
+}
+
+/// [`collect_process`] for the checks before the seize: the VMAs from
+/// /proc/PID/maps only (see [`vma::collect_vmas_unfrozen`]).
+pub fn collect_process_unfrozen(pid: u32) -> Result<ProcessState> {
+    collect_process_with(pid, vma::collect_vmas_unfrozen)
+}
+
+fn collect_process_with(
+    pid: u32,
+    collect_vmas: fn(u32) -> Result<Vec<crate::image::vma::Vma>>,
+) -> Result<ProcessState> {
     let process = task::collect_pstree(pid)?;
     if let TaskState::Zombie { .. } = process.state {
         return Err(Error::Unsupported(format!(
             "pid {pid} is a zombie: it has no memory or files to dump; dump its parent's tree instead"
         )));
     }
-    let vmas = vma::collect_vmas(pid)?;
+    let vmas = collect_vmas(pid)?;
     let mm = mm::collect_mm(pid, &vmas)?;
     let files = files::collect_files(pid)?;
     let status = task::status(pid)?;

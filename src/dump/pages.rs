@@ -4,9 +4,18 @@
 //!
 //! ```text
 //!   /proc/PID/pagemap ──► runs of pages: present/swapped ─► data, zero PFN ─► zero
-//!   target (parasite):  vmsplice(pipe, iov[...])      one CMD_VMSPLICE per pipe-full
-//!   crest:              splice(pipe copy, pages-PID.img)   add_pages_with, per run
+//!   target (parasite):  vmsplice(pipe k%N, batch k), k+1, k+2 ... as commands arrive
+//!   crest:              splice(pipe (k-N+1)%N, batch k-N+1) into the file, in order
 //! ```
+//!
+//! A ring of pipes takes turns so that the two sides overlap: crest sends
+//! the commands that fill the pipes (without waiting for their answers),
+//! and empties the oldest filled pipe into the pages file while the
+//! parasite fills the others; the answer of a command is collected just
+//! before its pipe is emptied. Waiting for each command's round trip
+//! instead (the parasite's wake-up on the other CPU costs more than its
+//! vmsplice) cost about 40% of the page dump's time; with several commands
+//! queued, a parasite that gets the CPU late catches up in one go.
 //!
 //! Which pages: every present or swapped page of a private anonymous VMA,
 //! and of a private file VMA only its anonymous (copied-on-write) pages:
@@ -38,7 +47,6 @@ use crate::error::{Error, Result};
 use crate::image::ImageDir;
 use crate::image::dir::{pagemap_file, pages_file};
 use crate::image::pagemap::Space;
-use crate::image::pages::PageWriter;
 use crate::image::vma::{Backing, Vma};
 use crate::infect::{Parasite, Seized};
 use crate::proc::pagemap::{PageEntry, entries, offset_of};
@@ -48,12 +56,19 @@ use crate::{debug, info};
 use super::track::DirtyMap;
 
 mod pipe;
+pub mod sink;
 mod zero;
+
+use sink::Writer;
+pub use sink::{PageTarget, Sink};
 
 use zero::ZeroPfns;
 
 /// Pagemap entries read per pread (64 KiB of buffer, 32 MiB of address space).
 const PAGEMAP_BATCH: usize = 8192;
+/// The pipes that take turns (see the module docs): up to PIPES - 1
+/// commands are queued in the parasite while crest empties a pipe.
+const PIPES: usize = 4;
 /// Runs queued before they are written, whatever the pipe holds.
 const MAX_QUEUED: usize = 4096;
 /// Bytes per read of a page copy through /proc/PID/mem.
@@ -100,24 +115,42 @@ enum Run {
     Parent { vaddr: u64, pages: u64 },
 }
 
-/// The dump's state: the target's pipe, the image writer and the queue.
-struct Dumper<'p, 'a> {
-    pid: u32,
-    parasite: &'p mut Parasite<'a>,
+/// One of the target's page pipes and crest's copy of its read end.
+struct Pipe {
     fds: PipeFds,
     read_end: OwnedFd,
+}
+
+/// Runs in address order, with the ranges of the spliced ones, which one
+/// CMD_VMSPLICE moves into pipe number `pipe`.
+#[derive(Default)]
+struct Batch {
+    pipe: usize,
+    runs: Vec<Run>,
+    iov: Vec<MemRange>,
+    pages: u64,
+}
+
+/// The dump's state: the target's pipes, the image writer, the batch
+/// being gathered and those sent to the parasite, oldest first.
+struct Dumper<'p, 'a, 'c> {
+    pid: u32,
+    parasite: &'p mut Parasite<'a>,
+    pipes: Vec<Pipe>,
     pipe_pages: u64,
     page_size: u64,
-    writer: PageWriter<std::io::BufWriter<File>, File>,
+    writer: Writer<'c>,
     mem: File,
-    queue: Vec<Run>,
-    iov: Vec<MemRange>,
-    iov_pages: u64,
+    batch: Batch,
+    /// Sent to the parasite (CMD_VMSPLICE), not yet written.
+    inflight: std::collections::VecDeque<Batch>,
+    /// Which pages changed since the parent image (incremental dumps).
     dirty: Option<&'p DirtyMap>,
 }
 
 /// Dumps the private pages of `vmas` (the process's, in address order) of
-/// the seized process into `dir`, through its injected `parasite`.
+/// the seized process into `dir`, through its injected `parasite`; to the
+/// page server instead when `crest dump --page-server` connected to one.
 pub fn dump_pages(
     seized: &Seized,
     parasite: &mut Parasite<'_>,
@@ -137,10 +170,40 @@ pub fn dump_pages_filtered(
     dir: &ImageDir,
     dirty: Option<&DirtyMap>,
 ) -> Result<PageStats> {
+    crate::pageserver::client::with_active(|client| {
+        let target = match client {
+            Some(c) => PageTarget::Server(c),
+            None => PageTarget::Dir(dir),
+        };
+        dump_pages_to(seized, parasite, vmas, target, dirty)
+    })
+}
+
+/// Dumps the private pages of `vmas` like [`dump_pages_filtered`] into `target`.
+pub fn dump_pages_to(
+    seized: &Seized,
+    parasite: &mut Parasite<'_>,
+    vmas: &[Vma],
+    target: PageTarget<'_>,
+    dirty: Option<&DirtyMap>,
+) -> Result<PageStats> {
     let pid = seized.pid() as u32;
-    let fds = pipe::open(pid, parasite)?;
-    let result = dump_through(pid, parasite, fds, vmas, dir, dirty);
-    let closed = pipe::close(parasite, fds);
+    let mut fds = Vec::with_capacity(PIPES);
+    let mut result = Ok(PageStats::default());
+    for _ in 0..PIPES {
+        match pipe::open(pid, parasite) {
+            Ok(f) => fds.push(f),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    if result.is_ok() {
+        result = dump_through(pid, parasite, &fds, vmas, target, dirty);
+    }
+    // Every pipe is closed whatever happened, the first failure reported.
+    let closed: Result<Vec<()>> = fds.into_iter().map(|f| pipe::close(parasite, f)).collect();
     let stats = result?;
     closed?;
     info!(
@@ -153,12 +216,12 @@ pub fn dump_pages_filtered(
 fn dump_through(
     pid: u32,
     parasite: &mut Parasite<'_>,
-    fds: PipeFds,
+    fds: &[PipeFds],
     vmas: &[Vma],
-    dir: &ImageDir,
+    target: PageTarget<'_>,
     dirty: Option<&DirtyMap>,
 ) -> Result<PageStats> {
-    let mut d = Dumper::new(pid, parasite, fds, dir)?;
+    let mut d = Dumper::new(pid, parasite, fds, target)?;
     d.dirty = dirty;
     let zero = ZeroPfns::learn();
     let pagemap_path = format!("/proc/{pid}/pagemap");
@@ -170,8 +233,9 @@ fn dump_through(
         }
     }
     d.flush()?;
+    d.write_filled()?;
     let totals = d.writer.totals();
-    d.writer.finish()?;
+    sink::finish(d.writer, &pagemap_file(pid))?;
     Ok(PageStats {
         stored: totals.present,
         zero: totals.zero,
@@ -179,36 +243,42 @@ fn dump_through(
     })
 }
 
-impl<'p, 'a> Dumper<'p, 'a> {
-    /// Takes the pipe's read end and creates the image files.
+impl<'p, 'a, 'c> Dumper<'p, 'a, 'c> {
+    /// Takes the pipes' read ends and creates the image files.
     fn new(
         pid: u32,
         parasite: &'p mut Parasite<'a>,
-        fds: PipeFds,
-        dir: &ImageDir,
-    ) -> Result<Dumper<'p, 'a>> {
-        let read_end = pipe::read_end(pid, fds.read_fd)?;
+        fds: &[PipeFds],
+        target: PageTarget<'c>,
+    ) -> Result<Dumper<'p, 'a, 'c>> {
         let page_size = crate::sys::mm::page_size() as u64;
-        let pipe_bytes = pipe_size(read_end.as_fd())
-            .map_err(|e| Error::sys("fcntl", format!("F_GETPIPE_SZ of pid {pid}'s pipe"), e))?;
-        let pipe_pages = (pipe_bytes as u64 / page_size).max(1);
-        debug!("pid {pid}: page pipe of {pipe_pages} pages");
+        let mut pipes = Vec::with_capacity(fds.len());
+        let mut pipe_pages = u64::MAX;
+        for &f in fds {
+            let read_end = pipe::read_end(pid, f.read_fd)?;
+            let bytes = pipe_size(read_end.as_fd())
+                .map_err(|e| Error::sys("fcntl", format!("F_GETPIPE_SZ of pid {pid}'s pipe"), e))?;
+            pipe_pages = pipe_pages.min((bytes as u64 / page_size).max(1));
+            pipes.push(Pipe { fds: f, read_end });
+        }
+        debug!(
+            "pid {pid}: {} page pipes of {pipe_pages} pages",
+            pipes.len()
+        );
         let mem_path = format!("/proc/{pid}/mem");
         let mem = File::open(&mem_path).map_err(|e| Error::io("open", &mem_path, e))?;
         let space = Space::Process(pid);
-        let writer = PageWriter::create(dir, &pagemap_file(pid), &pages_file(pid), space)?;
+        let writer = target.writer(&pagemap_file(pid), &pages_file(pid), space)?;
         Ok(Dumper {
             pid,
             parasite,
-            fds,
-            read_end,
+            pipes,
             pipe_pages,
             page_size,
             writer,
             mem,
-            queue: Vec::new(),
-            iov: Vec::new(),
-            iov_pages: 0,
+            batch: Batch::default(),
+            inflight: std::collections::VecDeque::with_capacity(PIPES),
             dirty: None,
         })
     }
@@ -260,27 +330,29 @@ impl<'p, 'a> Dumper<'p, 'a> {
         Ok(())
     }
 
-    /// Queues a run, splitting spliced ones to fit the pipe; writes the
-    /// queue when the pipe or the queue is full.
+    /// Queues a run, splitting spliced ones to fit the pipe; hands the
+    /// batch on when the pipe or the queue is full.
     fn queue(&mut self, run: Run) -> Result<()> {
         let Run::Splice {
             mut vaddr,
             mut pages,
         } = run
         else {
-            self.queue.push(run);
-            return self.flush_if(self.queue.len() >= MAX_QUEUED);
+            self.batch.runs.push(run);
+            return self.flush_if(self.batch.runs.len() >= MAX_QUEUED);
         };
         while pages > 0 {
-            let room = self.pipe_pages - self.iov_pages;
-            let take = pages.min(room);
+            let take = pages.min(self.pipe_pages - self.batch.pages);
             let len = take * self.page_size;
-            self.queue.push(Run::Splice { vaddr, pages: take });
-            self.iov.push(MemRange { start: vaddr, len });
-            self.iov_pages += take;
+            let b = &mut self.batch;
+            b.runs.push(Run::Splice { vaddr, pages: take });
+            b.iov.push(MemRange { start: vaddr, len });
+            b.pages += take;
             (vaddr, pages) = (vaddr + len, pages - take);
-            let full = self.iov_pages == self.pipe_pages || self.iov.len() == VMSPLICE_MAX_IOV;
-            self.flush_if(full || self.queue.len() >= MAX_QUEUED)?;
+            let full = b.pages == self.pipe_pages
+                || b.iov.len() == VMSPLICE_MAX_IOV
+                || b.runs.len() >= MAX_QUEUED;
+            self.flush_if(full)?;
         }
         Ok(())
     }
@@ -289,55 +361,95 @@ impl<'p, 'a> Dumper<'p, 'a> {
         if full { self.flush() } else { Ok(()) }
     }
 
-    /// Fills the pipe in the target with the queued spliced runs, then
-    /// writes every queued run in order.
+    /// Hands the gathered batch on: when every pipe is taken, the oldest
+    /// batch is written first (its answer collected, its pipe emptied),
+    /// then the parasite is asked to fill the free pipe. A batch with
+    /// nothing to splice is written right away, after those before it.
     fn flush(&mut self) -> Result<()> {
-        if !self.iov.is_empty() {
-            self.vmsplice()?;
+        let pipe = self.batch.pipe;
+        let batch = std::mem::take(&mut self.batch);
+        if batch.iov.is_empty() {
+            self.batch.pipe = pipe;
+            self.write_filled()?;
+            return self.write(batch);
         }
-        for run in std::mem::take(&mut self.queue) {
+        if self.inflight.len() == self.pipes.len() {
+            self.write_oldest()?;
+        }
+        self.batch.pipe = (pipe + 1) % self.pipes.len();
+        self.start_vmsplice(&batch)?;
+        self.inflight.push_back(batch);
+        Ok(())
+    }
+
+    /// Writes every batch sent to the parasite, in order.
+    fn write_filled(&mut self) -> Result<()> {
+        while !self.inflight.is_empty() {
+            self.write_oldest()?;
+        }
+        Ok(())
+    }
+
+    /// Collects the answer for the oldest batch sent and writes it.
+    fn write_oldest(&mut self) -> Result<()> {
+        let Some(batch) = self.inflight.pop_front() else {
+            return Ok(());
+        };
+        self.finish_vmsplice(&batch)?;
+        self.write(batch)
+    }
+
+    /// Writes every run of `batch` in order, the spliced ones from its pipe.
+    fn write(&mut self, batch: Batch) -> Result<()> {
+        let pipe = self.pipes[batch.pipe].read_end.as_fd();
+        for run in batch.runs {
             match run {
                 Run::Zero { vaddr, pages } => self.writer.add_zero(vaddr, pages)?,
                 Run::Parent { vaddr, pages } => self.writer.add_parent(vaddr, pages)?,
-                Run::Copy { vaddr, pages } => self.copy(vaddr, pages)?,
+                Run::Copy { vaddr, pages } => {
+                    copy(&self.mem, &mut self.writer, self.pid, vaddr, pages)?
+                }
                 Run::Splice { vaddr, pages } => {
-                    let pipe = self.read_end.as_fd();
-                    self.writer.add_pages_with(vaddr, pages, |file, bytes| {
-                        pipe::drain(pipe, file, bytes)
+                    self.writer.add_pages_with(vaddr, pages, |sink, bytes| {
+                        sink.splice_from(pipe, bytes)
                     })?;
                 }
             }
         }
-        self.iov.clear();
-        self.iov_pages = 0;
         Ok(())
     }
 
-    /// CMD_VMSPLICE of the queued ranges; all must go in.
-    fn vmsplice(&mut self) -> Result<()> {
+    /// Sends CMD_VMSPLICE of the batch's ranges into its pipe; the answer
+    /// is left for [`Self::finish_vmsplice`].
+    fn start_vmsplice(&mut self, batch: &Batch) -> Result<()> {
         let mut args = VmspliceArgs {
-            pipe_fd: self.fds.write_fd,
-            nr_iov: self.iov.len() as u32,
+            pipe_fd: self.pipes[batch.pipe].fds.write_fd,
+            nr_iov: batch.iov.len() as u32,
             done: 0,
             iov: [MemRange::default(); VMSPLICE_MAX_IOV],
         };
-        args.iov[..self.iov.len()].copy_from_slice(&self.iov);
+        args.iov[..batch.iov.len()].copy_from_slice(&batch.iov);
         let payload = pipe::encode_vmsplice(&args);
-        let first = self.iov[0].start;
-        let reply = match self.parasite.command(CMD_VMSPLICE, &payload, 16) {
+        self.parasite.command_start(CMD_VMSPLICE, &payload)
+    }
+
+    /// The answer to CMD_VMSPLICE: all of the batch must have gone in.
+    fn finish_vmsplice(&mut self, batch: &Batch) -> Result<()> {
+        let first = batch.iov[0].start;
+        let reply = match self.parasite.command_finish(16) {
             Err(Error::Sys { errno, .. }) => {
                 let ctx = format!(
                     "pid {}: moving {} pages from {first:#x} on into the page pipe, run by \
                      the parasite; a mapping the task cannot read, or that changed since \
                      the VMAs were collected",
-                    self.pid, self.iov_pages
+                    self.pid, batch.pages
                 );
                 return Err(Error::sys("vmsplice", ctx, errno));
             }
             r => r?,
         };
         let done = u64::from_ne_bytes(reply[8..16].try_into().unwrap_or([0; 8]));
-        let want = self.iov_pages * self.page_size;
+        let want = batch.pages * self.page_size;
         if done != want {
             return Err(Error::Target {
                 pid: self.pid as i32,
@@ -349,24 +461,24 @@ impl<'p, 'a> Dumper<'p, 'a> {
         }
         Ok(())
     }
+}
 
-    /// Stores pages the target cannot read by copying them from /proc/PID/mem.
-    fn copy(&mut self, vaddr: u64, pages: u64) -> Result<()> {
-        let chunk = COPY_CHUNK as u64 / self.page_size;
-        let mut buf = vec![0u8; (pages.min(chunk) * self.page_size) as usize];
-        let mut done = 0;
-        while done < pages {
-            let n = (pages - done).min(chunk);
-            let at = vaddr + done * self.page_size;
-            let b = &mut buf[..(n * self.page_size) as usize];
-            self.mem
-                .read_exact_at(b, at)
-                .map_err(|e| Error::io("read", format!("/proc/{}/mem at {at:#x}", self.pid), e))?;
-            self.writer.add_pages(at, b)?;
-            done += n;
-        }
-        Ok(())
+/// Stores pages the target cannot read by copying them from /proc/PID/mem.
+fn copy(mem: &File, writer: &mut Writer<'_>, pid: u32, vaddr: u64, pages: u64) -> Result<()> {
+    let page_size = crate::sys::mm::page_size() as u64;
+    let chunk = COPY_CHUNK as u64 / page_size;
+    let mut buf = vec![0u8; (pages.min(chunk) * page_size) as usize];
+    let mut done = 0;
+    while done < pages {
+        let n = (pages - done).min(chunk);
+        let at = vaddr + done * page_size;
+        let b = &mut buf[..(n * page_size) as usize];
+        mem.read_exact_at(b, at)
+            .map_err(|e| Error::io("read", format!("/proc/{pid}/mem at {at:#x}"), e))?;
+        writer.add_pages(at, b)?;
+        done += n;
     }
+    Ok(())
 }
 
 /// What one page is for the dump, or None when it is left out.

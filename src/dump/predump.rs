@@ -114,7 +114,10 @@ pub fn run(opts: &PreDumpOptions) -> Result<()> {
     info!("pid {root}: seizing its tree for a pre-dump");
     let frozen = std::time::Instant::now();
     let tree = seize_tree(root)?;
-    match predump_tree(&tree, &d, opts, &mut track) {
+    // Pages sent to a page server count only once it committed them.
+    let gathered = predump_tree(&tree, &d, opts, &mut track)
+        .and_then(|()| crate::pageserver::client::commit_active());
+    match gathered {
         Ok(()) => {
             tree.release(Release::Resume)?;
             info!(

@@ -28,7 +28,7 @@ use std::path::PathBuf;
 
 use super::process::{Shared, dump_process};
 use super::task::collect_pstree;
-use super::{ProcessState, collect_process};
+use super::{ProcessState, collect_process_unfrozen};
 use crate::error::{Error, Result};
 use crate::image::ImageDir;
 use crate::image::dir;
@@ -142,7 +142,9 @@ pub fn run_tracked(opts: &DumpOptions, shell_job: bool, inc: &Incremental) -> Re
     info!("pid {root}: seizing every process of its tree and every thread");
     let frozen = std::time::Instant::now();
     let tree = seize_tree(root)?;
-    let dumped = dump_tree(&tree, &d, opts, shell_job, &mut shared);
+    // Pages sent to a page server count only once it committed them.
+    let dumped = dump_tree(&tree, &d, opts, shell_job, &mut shared)
+        .and_then(|()| crate::pageserver::client::commit_active());
     let track = shared.track.take();
     match dumped {
         Ok(()) => {
@@ -185,7 +187,7 @@ fn precheck(root: u32, shell_job: bool) -> Result<()> {
             Err(e) => return Err(e),
         };
         if pid == root || !matches!(p.state, TaskState::Zombie { .. }) {
-            match collect_process(pid) {
+            match collect_process_unfrozen(pid) {
                 Ok(state) => refuse_unsupported(&state)?,
                 // A running child may be exiting (its mm already gone while
                 // its state still reads R) or a zombie by now: the frozen

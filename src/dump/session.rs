@@ -138,6 +138,7 @@ fn outsiders(members: &[u32]) -> Result<Vec<Outsider>> {
 fn processes() -> Result<Vec<Outsider>> {
     let dir = std::fs::read_dir("/proc").map_err(|e| Error::io("list", "/proc", e))?;
     let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
     for entry in dir.flatten() {
         let Some(pid) = entry
             .file_name()
@@ -147,10 +148,10 @@ fn processes() -> Result<Vec<Outsider>> {
             continue;
         };
         // A process gone meanwhile shares nothing any more.
-        let Ok(text) = std::fs::read(format!("/proc/{pid}/stat")) else {
+        let Some(text) = read_stat(pid, &mut buf) else {
             continue;
         };
-        let Ok(st) = crate::proc::stat::parse(&text) else {
+        let Ok(st) = crate::proc::stat::parse(text) else {
             continue;
         };
         out.push(Outsider {
@@ -163,6 +164,24 @@ fn processes() -> Result<Vec<Outsider>> {
         });
     }
     Ok(out)
+}
+
+/// /proc/PID/stat into `buf` with one open and as few reads as it takes
+/// (std::fs::read would stat it and grow its buffer from 32 bytes: twice
+/// the system calls, for every process on the machine, on every dump).
+fn read_stat(pid: u32, buf: &mut [u8]) -> Option<&[u8]> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    let mut len = 0;
+    while len < buf.len() {
+        match f.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    Some(&buf[..len])
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@
 
 use std::cell::Cell;
 use std::marker::PhantomData;
+use std::os::fd::AsFd;
 
 use super::stop::{Stop, is_stop_signal, wait_stop};
 use super::target::{check_target, is_parent_of, refuse};
@@ -155,8 +156,15 @@ impl Seized {
 
     fn kill_all(&self) -> Result<()> {
         let crest_is_parent = is_parent_of(self.pid);
+        let pidfd = process::pidfd_open(self.pid).ok();
         process::kill(self.pid, SIGKILL)
             .map_err(|e| Error::sys("kill", format!("killing pid {}", self.pid), e))?;
+        // A big process's exit is mostly freeing its memory: crest frees it
+        // too, on its own CPU, so the wait below is shorter. Best effort:
+        // the process frees whatever crest does not.
+        if let Some(fd) = pidfd {
+            let _ = process::process_mrelease(fd.as_fd());
+        }
         // A traced thread's end is reported to the tracer first; non-leader
         // threads are reaped by that wait. The leader is handed on to its
         // real parent by the same wait, unless crest is that parent, in

@@ -225,6 +225,14 @@ pub fn pidfd_open(pid: Pid) -> SysResult<OwnedFd> {
     Ok(own(fd))
 }
 
+/// process_mrelease(2): frees the memory of the process behind `pidfd`,
+/// which must be dying (SIGKILL sent), in the caller's context, while the
+/// process itself tears its address space down on its own CPU.
+pub fn process_mrelease(pidfd: BorrowedFd<'_>) -> SysResult<()> {
+    // SAFETY: no pointers are passed.
+    unsafe { syscall!(Sysno::process_mrelease, pidfd.as_raw_fd(), 0) }.map(|_| ())
+}
+
 /// pidfd_getfd(2): a copy of descriptor `targetfd` of the process behind `pidfd`.
 pub fn pidfd_getfd(pidfd: BorrowedFd<'_>, targetfd: i32) -> SysResult<OwnedFd> {
     // SAFETY: no pointers are passed.

@@ -116,7 +116,19 @@ impl Parasite<'_> {
 
     /// Sends `cmd` with `payload` to the daemon and waits for its answer;
     /// returns the command's `ret` and keeps the answer's payload area.
+    /// Answers of commands started earlier and still due are collected
+    /// (and dropped) first, so answers never get out of step with commands.
     pub(super) fn daemon_command(&mut self, cmd: u32, payload: &[u8]) -> Result<i32> {
+        while !self.pending.is_empty() {
+            let _ = self.daemon_finish()?;
+        }
+        self.daemon_start(cmd, payload)?;
+        self.daemon_finish()
+    }
+
+    /// Sends `cmd` with `payload` to the daemon without waiting for its
+    /// answer; the daemon answers queued commands in order.
+    pub(super) fn daemon_start(&mut self, cmd: u32, payload: &[u8]) -> Result<()> {
         let what = format!("running parasite command {cmd}");
         let gone = match (&self.sock, self.remote.is_running()) {
             (None, _) => Some("crest's end of its socket is closed"),
@@ -141,6 +153,17 @@ impl Parasite<'_> {
             Ok(n) => return Err(self.broken(&format!("sent {n} bytes while {what}"))),
             Err(_) => return Err(self.daemon_gone(&what)),
         }
+        self.pending.push_back(cmd);
+        Ok(())
+    }
+
+    /// Waits for the answer to the oldest command still due; returns its
+    /// `ret` and keeps the answer's payload area.
+    pub(super) fn daemon_finish(&mut self) -> Result<i32> {
+        let Some(cmd) = self.pending.pop_front() else {
+            return Err(self.broken("an answer was awaited but no command was sent"));
+        };
+        let what = format!("running parasite command {cmd}");
         let reply = self.receive(&what)?;
         let (got, ret) = header(&reply);
         if got != cmd {
