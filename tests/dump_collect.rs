@@ -729,3 +729,32 @@ fn refuses_a_seccomp_filter_and_leaves_the_victim_running() {
     assert!(msg.contains(&want), "`{msg}` lacks `{want}`");
     assert!(v.ping());
 }
+
+/// A whole `crest dump -R` reads smaps on a second thread while it dumps
+/// the pages: its mm image must still carry every mapping's MAP_* flags
+/// and advice exactly as collect_process (smaps read first) finds them.
+#[test]
+fn dump_command_records_the_flags_and_advice_smaps_shows() {
+    use crest::image::load::MmImage;
+    let f = full_victim();
+    let s = collect(&f.v);
+    let dir = f.tmp.0.join("whole");
+    let opts = dump::run::DumpOptions {
+        pid: f.v.pid,
+        dir: dir.clone(),
+        leave_running: true,
+        command_line: Vec::new(),
+        external: Vec::new(),
+    };
+    dump::run::run(&opts).unwrap_or_else(|e| panic!("dump -R: {e}"));
+    let d = crest::image::ImageDir::open(&dir).unwrap();
+    let got = MmImage::load(&d, f.v.upid()).unwrap();
+    let flags = |vmas: &[Vma]| -> Vec<(u64, u32, u64)> {
+        vmas.iter().map(|v| (v.start, v.flags, v.advice)).collect()
+    };
+    assert_eq!(flags(&got.vmas), flags(&s.mm.vmas));
+    assert!(
+        s.mm.vmas.iter().any(|v| v.advice != 0),
+        "the victim sets advice"
+    );
+}

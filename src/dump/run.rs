@@ -172,8 +172,26 @@ pub fn run_tracked(opts: &DumpOptions, shell_job: bool, inc: &Incremental) -> Re
 
 /// The refusals that need no ptrace, on the tree as /proc shows it while
 /// it still runs: what each process holds, and the sessions and groups.
-/// The same checks run again once the tree is frozen.
+/// The same checks run again once the tree is frozen. The scan of every
+/// process on the machine for the sessions runs on a second thread while
+/// this one walks the tree.
 fn precheck(root: u32, shell_job: bool) -> Result<()> {
+    std::thread::scope(|s| {
+        let scan = s.spawn(super::session::Machine::scan);
+        let procs = precheck_tree(root);
+        let machine = joined(scan);
+        super::session::check_sessions_in(&procs?, shell_job, &machine?)
+    })
+}
+
+/// The result of a scoped thread; a panic in it goes on in this thread.
+fn joined<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+}
+
+/// The process records of the tree under `root`, each process checked
+/// for what crest refuses, before the seize.
+fn precheck_tree(root: u32) -> Result<Vec<Process>> {
     let mut procs: Vec<Process> = Vec::new();
     let mut i = 0;
     let mut pids = vec![root];
@@ -203,7 +221,7 @@ fn precheck(root: u32, shell_job: bool) -> Result<()> {
         }
         procs.push(p);
     }
-    super::session::check_sessions(&procs, shell_job)
+    Ok(procs)
 }
 
 /// Whether `pid` is gone or a zombie.
@@ -212,7 +230,11 @@ fn exited(pid: u32) -> bool {
 }
 
 /// Every step that needs the tree seized; the tree is unchanged after it,
-/// whatever it returns.
+/// whatever it returns. The machine's processes are scanned for the
+/// session check on a second thread while this one collects and dumps
+/// (the scan takes about as long as collecting a process); its verdict
+/// comes before any other error, as if it had run first, and before the
+/// image is completed.
 fn dump_tree(
     tree: &SeizedTree,
     d: &ImageDir,
@@ -225,8 +247,33 @@ fn dump_tree(
     for m in tree.members() {
         procs.push(collect_pstree(pid_u32(m.pid())?)?);
     }
-    super::session::check_sessions(&procs, shell_job)?;
-    fault_tree(root, "seize")?;
+    let members = procs.clone();
+    let dumped = std::thread::scope(|s| {
+        let scan = s.spawn(super::session::Machine::scan);
+        let dumped = dump_members(tree, opts, shared, d, &mut procs);
+        let machine = joined(scan);
+        super::session::check_sessions_in(&members, shell_job, &machine?)?;
+        dumped
+    });
+    dumped?;
+    info!("pid {root}: writing the process tree and the inventory");
+    write_pstree(d, &procs)?;
+    fault_tree(root, "metadata")?;
+    let parent = shared.track.as_ref().and_then(|t| t.parent.as_ref());
+    let kind = crate::image::inventory::ImageKind::Dump;
+    super::predump::write_inventory(d, pid_u32(root)?, &opts.command_line, kind, parent)
+}
+
+/// Dumps every seized member of `tree`, parents first, replacing its
+/// record in `procs`.
+fn dump_members(
+    tree: &SeizedTree,
+    opts: &DumpOptions,
+    shared: &mut Shared,
+    d: &ImageDir,
+    procs: &mut [Process],
+) -> Result<()> {
+    fault_tree(tree.root(), "seize")?;
     let pids: Vec<u32> = procs.iter().map(|p| p.pid).collect();
     shared.sockets = super::files::unix::tree_sockets(&pids);
     shared.external = super::files::unix::parse_external(&opts.external)?;
@@ -235,12 +282,7 @@ fn dump_tree(
             *p = dump_process(s, d, shared)?;
         }
     }
-    info!("pid {root}: writing the process tree and the inventory");
-    write_pstree(d, &procs)?;
-    fault_tree(root, "metadata")?;
-    let parent = shared.track.as_ref().and_then(|t| t.parent.as_ref());
-    let kind = crate::image::inventory::ImageKind::Dump;
-    super::predump::write_inventory(d, pid_u32(root)?, &opts.command_line, kind, parent)
+    Ok(())
 }
 
 /// pstree.img: the process records, then each process's comm (a zombie

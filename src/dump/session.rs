@@ -32,12 +32,30 @@ struct Outsider {
     zombie: bool,
 }
 
+/// Every process on the machine as /proc shows it at one moment: what
+/// [`check_sessions`] compares a tree with. The scan needs no member, so
+/// it can run on another thread while crest walks the tree itself.
+pub struct Machine(Vec<Outsider>);
+
+impl Machine {
+    /// Scans /proc/PID/stat of every process on the machine.
+    pub fn scan() -> Result<Machine> {
+        processes().map(Machine)
+    }
+}
+
 /// Refuses a tree (`procs`, the root first) whose sessions or groups are
 /// shared with outsiders beyond what the module doc allows.
 pub fn check_sessions(procs: &[Process], shell_job: bool) -> Result<()> {
+    check_sessions_in(procs, shell_job, &Machine::scan()?)
+}
+
+/// [`check_sessions`] against a scan of the machine taken before (while
+/// the tree was walked, or once it was frozen).
+pub fn check_sessions_in(procs: &[Process], shell_job: bool, machine: &Machine) -> Result<()> {
     let members: Vec<u32> = procs.iter().map(|p| p.pid).collect();
     let me = std::process::id();
-    let others: Vec<Outsider> = outsiders(&members)?
+    let others: Vec<Outsider> = outsiders(&machine.0, &members)
         .into_iter()
         .filter(|o| o.pid != me)
         .collect();
@@ -113,8 +131,7 @@ fn refusal(o: &Outsider, what: &str, id: u32, root: &Process, members: &[u32]) -
 /// from one. A descendant that is no member can only be a child forked
 /// while the tree still ran (the check before the seize); the seize takes
 /// it in.
-fn outsiders(members: &[u32]) -> Result<Vec<Outsider>> {
-    let all = processes()?;
+fn outsiders(all: &[Outsider], members: &[u32]) -> Vec<Outsider> {
     let parent = |pid: u32| all.iter().find(|o| o.pid == pid).map(|o| o.ppid);
     let descends = |o: &Outsider| {
         let mut p = o.ppid;
@@ -127,11 +144,10 @@ fn outsiders(members: &[u32]) -> Result<Vec<Outsider>> {
         }
         false
     };
-    Ok(all
-        .iter()
+    all.iter()
         .filter(|o| !members.contains(&o.pid) && !descends(o))
         .cloned()
-        .collect())
+        .collect()
 }
 
 /// Every process on the machine.

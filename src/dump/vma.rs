@@ -81,10 +81,7 @@ fn collect_vma(pid: u32, e: &SmapsEntry<'_>) -> Result<Vma> {
     let m = &e.map;
     refuse_unsupported(pid, e)?;
     let backing = backing(pid, m)?;
-    let prot = [(m.read, 1), (m.write, 2), (m.exec, 4)]
-        .iter()
-        .filter(|(on, _)| *on)
-        .fold(0, |p, (_, bit)| p | bit);
+    let prot = prot(m);
     let file_backed = matches!(
         backing,
         Backing::FilePrivate { .. } | Backing::FileShared { .. }
@@ -95,10 +92,7 @@ fn collect_vma(pid: u32, e: &SmapsEntry<'_>) -> Result<Vma> {
         pgoff: m.offset / crate::sys::mm::page_size() as u64,
         prot,
         flags: map_flags(e, &backing),
-        advice: ADVICE
-            .iter()
-            .filter(|(vm, _)| e.vm_flags & vm != 0)
-            .fold(0, |a, (_, bit)| a | bit),
+        advice: advice(e),
         backing,
         name: if file_backed {
             Vec::new()
@@ -108,6 +102,49 @@ fn collect_vma(pid: u32, e: &SmapsEntry<'_>) -> Result<Vma> {
     };
     super::files::ghost::check_mapping(pid, &vma)?;
     Ok(vma)
+}
+
+/// Completes VMAs collected from maps alone ([`collect_vmas_unfrozen`],
+/// the tree frozen) with smaps' VmFlags: the advice bits, MAP_GROWSDOWN
+/// and the refusals that need them. `text` is /proc/PID/smaps, read on a
+/// second thread while the parasite may have been in the process: its
+/// own mappings are skipped. False if a VMA of `vmas` is not in `text` as
+/// maps showed it (a parasite mapping merged with it): the caller reads
+/// smaps again once the parasite is gone.
+pub fn apply_smaps(pid: u32, vmas: &mut [Vma], text: &[u8]) -> Result<bool> {
+    let entries = parsed(pid, "smaps", smaps::parse(text))?;
+    let mut rest = entries.iter();
+    for v in vmas.iter_mut() {
+        let Some(e) = rest.find(|e| e.map.start >= v.start) else {
+            return Ok(false);
+        };
+        let m = &e.map;
+        let pgoff = m.offset / crate::sys::mm::page_size() as u64;
+        let shared = v.flags & libc::MAP_SHARED as u32 != 0;
+        if (m.start, m.end, pgoff, prot(m), m.shared) != (v.start, v.end, v.pgoff, v.prot, shared) {
+            return Ok(false);
+        }
+        refuse_unsupported(pid, e)?;
+        v.flags = map_flags(e, &v.backing);
+        v.advice = advice(e);
+    }
+    Ok(true)
+}
+
+/// PROT_* of a maps line.
+fn prot(m: &MapsEntry<'_>) -> u32 {
+    [(m.read, 1), (m.write, 2), (m.exec, 4)]
+        .iter()
+        .filter(|(on, _)| *on)
+        .fold(0, |p, (_, bit)| p | bit)
+}
+
+/// The vma record's advice bits from smaps' VmFlags.
+fn advice(e: &SmapsEntry<'_>) -> u64 {
+    ADVICE
+        .iter()
+        .filter(|(vm, _)| e.vm_flags & vm != 0)
+        .fold(0, |a, (_, bit)| a | bit)
 }
 
 /// The MAP_* flags an mmap re-creating the mapping would take.

@@ -51,8 +51,16 @@ impl ParseError {
 /// still: seize the target first, and never read this process's own maps
 /// through a buffer that grows between reads.
 pub fn read(pid: &str, file: &str) -> Result<Vec<u8>> {
+    use std::io::Read;
     let path = format!("/proc/{pid}/{file}");
-    std::fs::read(&path).map_err(|e| Error::io("read", path, e))
+    // /proc files report size 0: std::fs::read would stat the file, then
+    // grow its buffer from 32 bytes, one read each time. A page first
+    // holds most of them in one read (a dump reads dozens).
+    let mut text = Vec::with_capacity(4096);
+    std::fs::File::open(&path)
+        .and_then(|mut f| f.read_to_end(&mut text))
+        .map_err(|e| Error::io("read", path, e))?;
+    Ok(text)
 }
 
 /// Iterates over the lines of `text` with their 1-based numbers, without the
