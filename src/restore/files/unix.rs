@@ -303,7 +303,7 @@ impl Planner<'_> {
                         fd,
                         s,
                         &format!(
-                            "connected to socket:[{peer}] of another process of the tree; restoring sockets shared between processes comes with process-tree sharing"
+                            "connected to socket:[{peer}] of another process, which is not restored with it; restore the whole tree the image holds"
                         ),
                     ));
                 };
