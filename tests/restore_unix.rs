@@ -404,6 +404,9 @@ fn sockets_shared_between_parent_and_child_round_trip() {
     let link = sock_link(pids[0], 24);
     assert!(link.starts_with("socket:["), "parent fd 24: {link}");
     assert_eq!(sock_link(pids[1], 24), link, "fd 24 is one socket in both");
+    let listener = sock_link(pids[0], 26);
+    assert!(listener.starts_with("socket:["), "parent fd 26: {listener}");
+    assert_eq!(sock_link(pids[1], 26), listener, "the listener is shared");
     assert_ne!(sock_link(pids[0], 20), sock_link(pids[1], 21));
     v.go();
     let report = v.wait_report(|| match child.try_wait().unwrap() {

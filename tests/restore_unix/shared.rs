@@ -5,11 +5,15 @@
 //! 25. After go each process reads exactly the queued bytes (nothing more
 //! waits in the parent's queues), then new messages cross both ways, and
 //! the child writes on its 24 what the parent reads on 25: one socket in
-//! both. The child reports through its exit status.
+//! both. A stream listener 26 on an abstract name both hold: the parent's
+//! client 27 was accepted as 28, which the child keeps (with "acc-q"
+//! queued), and the child's client 29 waits in the backlog, which the
+//! parent accepts after go. The child reports through its exit status.
 
-use super::{expect, pair, send};
+use super::{abstract_name, accept, connect, expect, listener, pair, send};
 use crate::common::victim::{Child, Msg, Verdict};
 use crate::raw::errno;
+use crate::raw::place;
 
 /// recv of exactly `want` (SO_RCVTIMEO 10 s): a message sent after go.
 fn expect_wait(fd: i32, want: &[u8]) -> Verdict {
@@ -67,11 +71,14 @@ fn child_checks() -> Verdict {
     expect_wait(23, b"dg-p-new")?;
     send(21, b"c2p-new")?;
     send(23, b"dg-c-new")?;
-    send(24, b"child-on-24")
+    send(24, b"child-on-24")?;
+    expect(28, b"acc-q", false)?;
+    send(28, b"acc-back")?;
+    expect_wait(29, b"pend")
 }
 
 fn child(c: &Child, [unused, ready]: [i32; 2]) -> ! {
-    close(&[20, 22, 25, unused]);
+    close(&[20, 22, 25, 27, unused]);
     // SAFETY: one byte from a live buffer; then our own fd.
     unsafe {
         libc::write(ready, b"x".as_ptr().cast(), 1);
@@ -100,6 +107,9 @@ fn parent_checks(pid: i32) -> Verdict {
     expect_wait(20, b"c2p-new")?;
     expect_wait(22, b"dg-c-new")?;
     expect_wait(25, b"child-on-24")?;
+    expect_wait(27, b"acc-back")?;
+    let pending = accept(26)?;
+    send(pending, b"pend")?;
     let mut status = 0;
     // SAFETY: our own child.
     let r = unsafe { libc::waitpid(pid, &mut status, 0) };
@@ -121,6 +131,13 @@ pub fn shared_sockets_victim(c: &Child) -> Verdict {
     send(22, b"dg-p2c")?;
     send(25, b"to-24")?;
     send(24, b"to-25")?;
+    let mut buf = [0u8; 64];
+    let name = abstract_name(&mut buf);
+    listener(libc::SOCK_STREAM, name, 26)?;
+    place(connect(libc::SOCK_STREAM, name)?, 27, false)?;
+    place(accept(26)?, 28, false)?;
+    place(connect(libc::SOCK_STREAM, name)?, 29, false)?;
+    send(27, b"acc-q")?;
     let mut p = [0i32; 2];
     // SAFETY: two ints for pipe.
     let r = unsafe { libc::pipe(p.as_mut_ptr()) };
@@ -131,7 +148,7 @@ pub fn shared_sockets_victim(c: &Child) -> Verdict {
     if pid == 0 {
         child(c, p);
     }
-    close(&[21, 23, p[1]]);
+    close(&[21, 23, 28, 29, p[1]]);
     let mut b = [0u8; 1];
     // SAFETY: one byte into b: the child closed what it does not keep.
     let n = unsafe { libc::read(p[0], b.as_mut_ptr().cast(), 1) };

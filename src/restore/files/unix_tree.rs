@@ -240,3 +240,103 @@ fn refuse_held_pipes_in_flight(procs: &[&FilesImage], queues: &[UnixQueue]) -> R
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::files::UnixMessage;
+    use std::os::fd::AsFd;
+
+    fn sock(fd: i32, ino: u64, kind: u8, state: u8, name: &[u8], peer: UnixPeer) -> Fd {
+        Fd {
+            fd,
+            fd_flags: 0,
+            file: FdFile::Unix(UnixSocket {
+                flags: 2,
+                ino,
+                kind,
+                state,
+                name: name.to_vec(),
+                file: (0, 0),
+                peer,
+                shutdown: 0,
+                backlog: 4,
+                sndbuf: 65536,
+                rcvbuf: 65536,
+                passcred: false,
+                peek_off: -1,
+            }),
+        }
+    }
+
+    fn files(fds: Vec<Fd>, queues: Vec<UnixQueue>) -> FilesImage {
+        FilesImage {
+            fds,
+            unix_queues: queues,
+            ..FilesImage::default()
+        }
+    }
+
+    fn queue(ino: u64, data: &[u8], fds: Vec<FdFile>) -> UnixQueue {
+        UnixQueue {
+            ino,
+            messages: vec![UnixMessage {
+                data: data.to_vec(),
+                fds,
+            }],
+        }
+    }
+
+    #[test]
+    fn groups_held_by_two_processes_span_and_the_others_stay() {
+        let name = b"\0xunix-span";
+        let carried = sock(-1, 9, 1, 1, b"", UnixPeer::Gone).file;
+        let p0 = files(
+            vec![
+                sock(3, 1, 1, 1, b"", UnixPeer::Socket(2)),
+                sock(4, 5, 1, 10, name, UnixPeer::None),
+                sock(5, 6, 1, 1, b"", UnixPeer::Socket(7)),
+                sock(6, 20, 2, 1, b"", UnixPeer::Socket(21)),
+                sock(7, 21, 2, 1, b"", UnixPeer::Socket(20)),
+            ],
+            vec![queue(1, b"x", vec![carried])],
+        );
+        let p1 = files(
+            vec![
+                sock(3, 2, 1, 1, b"", UnixPeer::Socket(1)),
+                sock(4, 7, 1, 1, name, UnixPeer::Socket(6)),
+                sock(5, 30, 1, 1, b"", UnixPeer::None),
+            ],
+            Vec::new(),
+        );
+        let mut got = spanning(&[&p0, &p1]);
+        got.sort_unstable();
+        // The split pair with the socket in flight in its queue; the
+        // listener with its accepted connection (in p1) and its client.
+        assert_eq!(got, [1, 2, 5, 6, 7, 9]);
+        assert!(spanning(&[&p0]).is_empty(), "one process: nothing spans");
+    }
+
+    #[test]
+    fn a_socket_two_processes_hold_is_made_once_with_its_queue_sent_once() {
+        let a = || sock(3, 100, 2, 1, b"", UnixPeer::Socket(101));
+        let b = sock(4, 101, 2, 1, b"", UnixPeer::Socket(100));
+        let q = || vec![queue(100, b"once", Vec::new())];
+        let p0 = files(vec![a(), b], q());
+        let p1 = files(vec![a()], q());
+        let made = create_tree(&[&p0, &p1], 200).unwrap();
+        assert_eq!(made.len(), 2);
+        let (fa, fb) = (made.fd_of(100).unwrap(), made.fd_of(101).unwrap());
+        assert!(fa >= 200 && fb >= 200 && fa != fb);
+        assert_eq!(made.used_by(&p1), [fa]);
+        let copy = crate::sys::fdtable::dup_at_least(fa, 300).unwrap();
+        let copy = crate::sys::fd::own(copy as usize);
+        let fa = copy.as_fd();
+        let mut buf = [0u8; 16];
+        let n = crate::sys::fd::read(fa, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"once");
+        crate::sys::fdtable::set_status_flags(copy.as_raw_fd(), crate::sys::fd::O_NONBLOCK)
+            .unwrap();
+        assert!(crate::sys::fd::read(fa, &mut buf).is_err(), "sent once");
+    }
+}
