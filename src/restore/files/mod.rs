@@ -35,7 +35,9 @@
 //! [`FilesPlan::set_objects`] hands to this plan so each fd reopens its
 //! object; named FIFOs ([`fifo`]) and pseudo-terminal pairs ([`pty`]) are
 //! opened by install; file locks ([`lock`]) are re-taken last. [`split`]
-//! refuses those objects when processes of a tree shared them.
+//! refuses those objects when processes of a tree shared them. Unix
+//! sockets that span processes are made once by crest ([`unix_tree`]) and
+//! inherited, like shared open files.
 
 mod anon;
 mod check;

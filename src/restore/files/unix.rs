@@ -3,7 +3,8 @@
 //! slots, and [`create`] runs them with raw syscalls and no allocation,
 //! placing socket `k` at the fd number the caller gives for slot `k`.
 //! `create` is the "make these socket objects" step: it runs in the new
-//! task (install), and could as well run in crest before the tree forks.
+//! task (install) for a process's own sockets, and in crest before the
+//! tree forks for the sockets processes share (unix_tree.rs).
 //!
 //! How each socket comes back:
 //! - a listener: socket, bind to its name, listen with its backlog; a
