@@ -339,4 +339,28 @@ mod tests {
             .unwrap();
         assert!(crate::sys::fd::read(fa, &mut buf).is_err(), "sent once");
     }
+
+    #[test]
+    fn a_held_pipe_in_flight_in_a_shared_socket_is_refused_by_name() {
+        let pipe = |flags| FdFile::Pipe { pipe_id: 77, flags };
+        let q = vec![queue(100, b"p", vec![pipe(0)])];
+        let mut p0 = files(
+            vec![
+                sock(3, 100, 2, 1, b"", UnixPeer::Socket(101)),
+                sock(4, 101, 2, 1, b"", UnixPeer::Socket(100)),
+            ],
+            q,
+        );
+        p0.fds.push(Fd {
+            fd: 5,
+            fd_flags: 0,
+            file: pipe(1),
+        });
+        let p1 = files(
+            vec![sock(3, 100, 2, 1, b"", UnixPeer::Socket(101))],
+            Vec::new(),
+        );
+        let e = create_tree(&[&p0, &p1], 200).unwrap_err().to_string();
+        assert!(e.contains("socket:[100]") && e.contains("pipe 77"), "{e}");
+    }
 }
