@@ -7,6 +7,10 @@
 //! for byte with its boundaries, the file in flight, shutdown, options, and
 //! that both listeners accept at their names.
 //!
+//! A tree victim (tests/restore_unix/shared.rs) holds sockets across a
+//! parent and its child: split pairs and an inherited socket, restored
+//! shared.
+//!
 //! The refusal tests: a socket connected to a peer outside the tree is
 //! refused at dump naming the fd, the socket and the peer, the victim left
 //! running; `--external unix[INO]` lets it through.
@@ -322,44 +326,103 @@ fn a_failed_dump_leaves_every_socket_as_it_was() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A socketpair whose ends live in two processes of the tree dumps (both
-/// ends are in the tree) but is refused at restore, by name, before any
-/// process exists, until sharing between processes is rebuilt.
-#[test]
-fn a_pair_split_between_processes_is_refused_at_restore() {
-    let dir = scratch("unix-split");
-    let mut v = Victim::spawn(&dir, victim::split_pair_victim);
-    dump(&v, &["-j", "-R"]);
-    go_and_pass(&mut v);
-    let dir = scratch("unix-split-kill");
-    let mut v = Victim::spawn(&dir, victim::split_pair_victim);
-    let img = v.dir.join("img-kill");
-    let pid = v.pid.to_string();
-    let out = crest(&["dump", "-t", &pid, "-j", "-D", img.to_str().unwrap()]);
-    assert!(out.status.success(), "dump: {}", stderr(&out));
-    v.reap();
+/// The pids of the tree in the image at `img`, once every one is gone.
+fn dumped_tree_gone(img: &Path) -> Vec<i32> {
     let procs =
-        crest::image::load::load_pstree(&crest::image::ImageDir::open(&img).unwrap()).unwrap();
-    assert_eq!(procs.len(), 2, "the victim and its child");
+        crest::image::load::load_pstree(&crest::image::ImageDir::open(img).unwrap()).unwrap();
+    let pids: Vec<i32> = procs.iter().map(|p| p.pid as i32).collect();
     let start = Instant::now();
     // The child, an orphan now, stays a zombie until init reaps it.
-    while procs
+    while pids
         .iter()
-        .any(|p| Path::new(&format!("/proc/{}", p.pid)).exists())
+        .any(|p| Path::new(&format!("/proc/{p}")).exists())
     {
         assert!(start.elapsed() < Duration::from_secs(10), "pids stay");
         std::thread::sleep(Duration::from_millis(5));
     }
-    let out = crest(&["restore", "-j", "-D", img.to_str().unwrap()]);
-    assert!(!out.status.success());
-    let err = stderr(&out);
-    assert!(err.contains("another process of the tree"), "{err}");
-    assert!(err.contains("fd 2"), "names the fd: {err}");
+    pids
+}
+
+/// The socket inode `pid`'s fd `fd` refers to.
+fn sock_link(pid: i32, fd: i32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// A parent and child connected by a stream and a datagram socketpair,
+/// data queued both ways, and a stream socket both hold: dumped (the tree
+/// killed), a restore failing after its tasks exist (CREST_FAULT) leaves
+/// no process, then the restore brings the sockets back shared: each
+/// process reads exactly the queued bytes, new messages cross both ways,
+/// and the inherited socket is one socket in both.
+#[test]
+fn sockets_shared_between_parent_and_child_round_trip() {
+    let dir = scratch("unix-shared-base");
+    let mut v = Victim::spawn(&dir, victim::shared_sockets_victim);
+    go_and_pass(&mut v);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let dir = scratch("unix-shared");
+    let mut v = Victim::spawn(&dir, victim::shared_sockets_victim);
+    let img = dump(&v, &["-j"]);
+    v.reap();
+    let pids = dumped_tree_gone(&img);
+    assert_eq!(pids.len(), 2, "the victim and its child");
+    let out = Command::new(env!("CARGO_BIN_EXE_crest"))
+        .args(["restore", "-j", "-D", img.to_str().unwrap()])
+        .env("CREST_FAULT", "restore-takeover")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the fault makes the restore fail");
     assert!(
-        procs.iter().all(|p| pid_gone(p.pid as i32)),
-        "no process left"
+        stderr(&out).contains("restore-takeover"),
+        "{}",
+        stderr(&out)
     );
+    let start = Instant::now();
+    while !pids.iter().all(|p| pid_gone(*p)) {
+        assert!(start.elapsed() < Duration::from_secs(10), "no process left");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    let err = img.with_file_name("restore.stderr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crest"))
+        .args(["restore", "-j", "-D", img.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(&err).unwrap())
+        .spawn()
+        .expect("start crest restore");
+    let text = |e: &Path| std::fs::read_to_string(e).unwrap_or_default();
+    v.adopt();
+    v.ping(|| {
+        let exited = child.try_wait().unwrap();
+        exited.map(|s| format!("crest restore: {s}: {}", text(&err)))
+    });
+    let link = sock_link(pids[0], 24);
+    assert!(link.starts_with("socket:["), "parent fd 24: {link}");
+    assert_eq!(sock_link(pids[1], 24), link, "fd 24 is one socket in both");
+    let listener = sock_link(pids[0], 26);
+    assert!(listener.starts_with("socket:["), "parent fd 26: {listener}");
+    assert_eq!(sock_link(pids[1], 26), listener, "the listener is shared");
+    assert_ne!(sock_link(pids[0], 20), sock_link(pids[1], 21));
+    v.go();
+    let report = v.wait_report(|| match child.try_wait().unwrap() {
+        Some(s) if !s.success() => Some(format!("crest restore: {s}: {}", text(&err))),
+        _ => None,
+    });
+    assert_eq!(report.trim(), "pass", "restored victim {}", v.pid);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "crest hangs");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    assert!(status.success(), "crest restore: {}", text(&err));
     v.forget();
     let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_dir_all(scratch("unix-split"));
 }

@@ -100,8 +100,9 @@ fn prepare_task<'a>(
     opts: &RestoreOptions,
     pids: &PidSource,
     shared_shmem: &[(u64, i32)],
+    sockets: &files::TreeSockets,
 ) -> Result<Task<'a>> {
-    let mut files = files::plan_files(&img.files, &img.task.misc, opts.shell_job)?;
+    let mut files = files::plan_files_in_tree(&img.files, &img.task.misc, opts.shell_job, sockets)?;
     let mut built = plan::build(
         img,
         files.first_free_fd(),
@@ -120,6 +121,7 @@ fn prepare_task<'a>(
             .filter(|(id, _)| img.shmem.iter().any(|(s, _)| s == id))
             .map(|(_, fd)| *fd),
     );
+    keep.extend(sockets.used_by(&img.files));
     Ok(Task {
         img,
         files,
@@ -146,9 +148,10 @@ pub fn run(opts: &RestoreOptions) -> Result<i32> {
     let base = shared_fd_base(&tree);
     let shm = shmem::create(&tree, base)?;
     let shm_fds = shm.fds();
+    let sockets = share_sockets(&tree, base)?;
     let mut tasks: Vec<Task<'_>> = tree
         .live()
-        .map(|img| prepare_task(img, opts, &pid_source, &shm_fds))
+        .map(|img| prepare_task(img, opts, &pid_source, &shm_fds, &sockets))
         .collect::<Result<_>>()?;
     let shared_files = share_files(&mut tasks, base)?;
     fault_point(root, "restore-plan")?;
@@ -168,6 +171,7 @@ pub fn run(opts: &RestoreOptions) -> Result<i32> {
     }
     // The tasks hold their own copies now: a pipe must not stay open here.
     drop(shared_files);
+    drop(sockets);
     drop(shm);
     for t in &tasks {
         wait_restorer(&t.built, t.img.process.pid as Pid, root, t.msg)?;
@@ -212,6 +216,17 @@ fn share_files(tasks: &mut [Task<'_>], base: i32) -> Result<files::SharedFiles> 
         crate::debug!("{} open file(s) shared between fds", shared.len());
     }
     Ok(shared)
+}
+
+/// Makes the unix sockets processes of the tree share, once (see
+/// files::create_tree_sockets); the tasks inherit them.
+fn share_sockets(tree: &images::Tree, base: i32) -> Result<files::TreeSockets> {
+    let all: Vec<&crate::image::load::FilesImage> = tree.live().map(|i| &i.files).collect();
+    let sockets = files::create_tree_sockets(&all, base)?;
+    if !sockets.is_empty() {
+        crate::debug!("{} unix socket(s) shared between processes", sockets.len());
+    }
+    Ok(sockets)
 }
 
 /// The shared page the tasks count themselves on before joining groups.

@@ -24,6 +24,10 @@
 
 use std::ffi::CStr;
 
+#[path = "shared.rs"]
+mod shared;
+pub use shared::shared_sockets_victim;
+
 use crate::common::victim::{Child, Msg, Verdict};
 use crate::raw::{check_flags, errno, place};
 
@@ -442,34 +446,4 @@ pub fn external_victim(c: &Child) -> Verdict {
     c.ready(b"");
     c.wait_go();
     send(20, b"still-here")
-}
-
-/// A stream pair whose ends live in two processes: fd 20 in the victim,
-/// fd 21 in its child (which waits to be killed).
-pub fn split_pair_victim(c: &Child) -> Verdict {
-    pair(libc::SOCK_STREAM, 20, 21)?;
-    send(21, b"to-parent")?;
-    // SAFETY: fork in the single-threaded victim; the child only sleeps.
-    let pid = unsafe { libc::fork() };
-    ensure!(pid >= 0, "fork: errno {}", errno());
-    if pid == 0 {
-        // SAFETY: the child's own fd; it then sleeps until killed.
-        unsafe {
-            libc::close(20);
-            loop {
-                libc::pause();
-            }
-        }
-    }
-    // SAFETY: the parent's own fd.
-    unsafe { libc::close(21) };
-    c.ready(b"");
-    c.wait_go();
-    expect(20, b"to-parent", false)?;
-    // SAFETY: our own child.
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
-        libc::waitpid(pid, std::ptr::null_mut(), 0);
-    }
-    Ok(())
 }

@@ -35,7 +35,9 @@
 //! [`FilesPlan::set_objects`] hands to this plan so each fd reopens its
 //! object; named FIFOs ([`fifo`]) and pseudo-terminal pairs ([`pty`]) are
 //! opened by install; file locks ([`lock`]) are re-taken last. [`split`]
-//! refuses those objects when processes of a tree shared them.
+//! refuses those objects when processes of a tree shared them. Unix
+//! sockets that span processes are made once by crest ([`unix_tree`]) and
+//! inherited, like shared open files.
 
 mod anon;
 mod check;
@@ -50,6 +52,7 @@ mod split;
 mod unix;
 mod unix_make;
 mod unix_send;
+mod unix_tree;
 
 use std::ffi::CString;
 
@@ -63,6 +66,7 @@ pub use install::install_files;
 pub use memfd::create_memfds;
 pub use shared::{SharedFiles, share};
 pub use split::check_tree as check_kinds_sharing;
+pub use unix_tree::{TreeSockets, create_tree as create_tree_sockets};
 
 /// Everything about the files, checked in the parent before any process exists.
 #[derive(Debug)]
@@ -199,8 +203,41 @@ impl FilesPlan {
 /// are dirs, char devices have the dumped rdev; ttys need `shell_job`. Errors are one
 /// sentence naming fd, path, what changed, and the fix.
 pub fn plan_files(files: &FilesImage, misc: &TaskMisc, shell_job: bool) -> Result<FilesPlan> {
+    plan_files_in_tree(files, misc, shell_job, &TreeSockets::default())
+}
+
+/// [`plan_files`] for a process of a tree: the unix sockets crest made for
+/// the tree (`tree`, see [`unix_tree`]) are inherited, the others planned
+/// for the process alone.
+pub fn plan_files_in_tree(
+    files: &FilesImage,
+    misc: &TaskMisc,
+    shell_job: bool,
+    tree: &TreeSockets,
+) -> Result<FilesPlan> {
     let mut fds: Vec<&Fd> = files.fds.iter().collect();
     fds.sort_by_key(|f| f.fd);
+    let in_tree = |f: &&Fd| match &f.file {
+        FdFile::Unix(s) => tree.fd_of(s.ino),
+        _ => None,
+    };
+    let own: Vec<&Fd> = fds
+        .iter()
+        .copied()
+        .filter(|f| in_tree(f).is_none())
+        .collect();
+    let shared_queues: Vec<crate::image::files::UnixQueue>;
+    let queues = if tree.is_empty() {
+        &files.unix_queues[..]
+    } else {
+        shared_queues = files
+            .unix_queues
+            .iter()
+            .filter(|q| tree.fd_of(q.ino).is_none())
+            .cloned()
+            .collect();
+        &shared_queues[..]
+    };
     let mut plan = FilesPlan {
         fds: Vec::with_capacity(fds.len()),
         pipes: Vec::new(),
@@ -211,7 +248,7 @@ pub fn plan_files(files: &FilesImage, misc: &TaskMisc, shell_job: bool) -> Resul
         },
         first_free: fds.last().map_or(0, |f| f.fd + 1),
         tty_source: None,
-        unix: unix::plan(&fds, &files.unix_queues, &files.pipes)?,
+        unix: unix::plan(&own, queues, &files.pipes)?,
         memfds: Vec::new(),
         ghosts: Vec::new(),
         fifos: Vec::new(),
@@ -220,6 +257,9 @@ pub fn plan_files(files: &FilesImage, misc: &TaskMisc, shell_job: bool) -> Resul
     lock::check(&files.locks, &fds)?;
     for f in &fds {
         let how = match (&f.file, anon::plan(f, &fds)?) {
+            (FdFile::Unix(_), _) if in_tree(f).is_some() => {
+                How::Inherited(in_tree(f).unwrap_or(-1))
+            }
             (_, Some(a)) => How::Anon(a),
             (FdFile::PtyMaster { flags, state, .. }, _) => How::PtyMaster {
                 flags: check::open_flags(*flags),

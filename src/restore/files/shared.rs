@@ -87,7 +87,7 @@ pub struct SharedFiles {
 impl SharedFiles {
     /// A free fd number >= `base`, held by a placeholder until something is
     /// made there.
-    fn reserve(&mut self, base: i32) -> Result<RawFd> {
+    pub(super) fn reserve(&mut self, base: i32) -> Result<RawFd> {
         let null = open_raw(
             c"/dev/null",
             crate::sys::fd::O_RDONLY | crate::sys::fd::O_CLOEXEC,
@@ -98,6 +98,11 @@ impl SharedFiles {
             .map_err(|e| Error::sys("fcntl(F_DUPFD)", "reserving an fd number", e))?;
         self.open.push(crate::sys::fd::own(raw as usize));
         Ok(raw)
+    }
+
+    /// Closes the open files `keep` says no to.
+    pub(super) fn retain(&mut self, keep: impl Fn(&OwnedFd) -> bool) {
+        self.open.retain(keep);
     }
 
     /// How many open files crest made.

@@ -3,7 +3,8 @@
 //! slots, and [`create`] runs them with raw syscalls and no allocation,
 //! placing socket `k` at the fd number the caller gives for slot `k`.
 //! `create` is the "make these socket objects" step: it runs in the new
-//! task (install), and could as well run in crest before the tree forks.
+//! task (install) for a process's own sockets, and in crest before the
+//! tree forks for the sockets processes share (unix_tree.rs).
 //!
 //! How each socket comes back:
 //! - a listener: socket, bind to its name, listen with its backlog; a
@@ -303,7 +304,7 @@ impl Planner<'_> {
                         fd,
                         s,
                         &format!(
-                            "connected to socket:[{peer}] of another process of the tree; restoring sockets shared between processes comes with process-tree sharing"
+                            "connected to socket:[{peer}] of another process, which is not restored with it; restore the whole tree the image holds"
                         ),
                     ));
                 };

@@ -1,7 +1,7 @@
 //! [`create`]: runs a [`UnixPlan`]'s steps with raw syscalls and no
 //! allocation (but on an error), socket slot `k` at the fd number the
-//! caller gives. It runs in the new task (install), and could as well run
-//! in crest before the tree forks, the sockets then inherited.
+//! caller gives. It runs in the new task (install), and in crest before
+//! the tree forks for the sockets processes share, then inherited.
 //!
 //! Queued messages are sent without blocking, the sender's SO_SNDBUF
 //! raised first (a stream's bytes stay charged to the sender until read);

@@ -1,0 +1,366 @@
+//! Unix sockets that span processes of a tree: a pair whose ends sit in
+//! two processes, a socket inherited across fork, a listener whose
+//! accepted or pending connections another process holds. Each process
+//! making its own copy would break them, so crest makes them once, before
+//! the tree forks, with the same [`unix::plan`](super::unix::plan) and
+//! [`create`](super::unix::create) a single process uses, at fd numbers it
+//! reserves above every fd of the image; every task inherits them and
+//! [`How::Inherited`](super::How) dups each into place, as shared.rs does
+//! for open files.
+//!
+//! What spans is decided per group of connected sockets: sockets linked by
+//! a peer, by a listener's name (accepted or pending) or by travelling in
+//! another's queue (SCM_RIGHTS) form a group, and a group held by fds of
+//! two processes or more is made here whole, queues and files in flight
+//! included; the other groups stay with their process. A queue held by
+//! several processes was stored by each: it is sent once.
+
+use std::os::fd::{AsRawFd, RawFd};
+
+use super::shared::SharedFiles;
+use crate::error::{Error, Result};
+use crate::image::files::{Fd, FdFile, PipeData, UnixPeer, UnixQueue, UnixSocket};
+use crate::image::load::FilesImage;
+use crate::sys::unix_diag::TCP_LISTEN;
+
+/// The sockets crest made for the tree: each socket's inode and fd number
+/// here, kept open until the tree has forked.
+#[derive(Debug, Default)]
+pub struct TreeSockets {
+    open: SharedFiles,
+    at: Vec<(u64, RawFd)>,
+}
+
+impl TreeSockets {
+    /// The fd number crest holds socket `ino` at, when it made it.
+    pub fn fd_of(&self, ino: u64) -> Option<RawFd> {
+        self.at.iter().find(|(i, _)| *i == ino).map(|(_, fd)| *fd)
+    }
+
+    /// The inherited numbers `files`' fds use (each once).
+    pub fn used_by(&self, files: &FilesImage) -> Vec<RawFd> {
+        let mut out: Vec<RawFd> = Vec::new();
+        for f in &files.fds {
+            if let FdFile::Unix(s) = &f.file
+                && let Some(n) = self.fd_of(s.ino)
+                && !out.contains(&n)
+            {
+                out.push(n);
+            }
+        }
+        out
+    }
+
+    /// How many sockets crest holds for the tasks.
+    pub fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Whether it made none.
+    pub fn is_empty(&self) -> bool {
+        self.at.is_empty()
+    }
+}
+
+/// Every socket of the tree once: (inode, the socket, the processes whose
+/// fds hold it). Sockets only in flight have no holder.
+fn all_sockets<'a>(procs: &[&'a FilesImage]) -> Vec<(&'a UnixSocket, Vec<usize>)> {
+    let mut out: Vec<(&UnixSocket, Vec<usize>)> = Vec::new();
+    for (p, files) in procs.iter().enumerate() {
+        let held = files.fds.iter().map(|f| (Some(p), &f.file));
+        let carried = files
+            .unix_queues
+            .iter()
+            .flat_map(|q| q.messages.iter().flat_map(|m| m.fds.iter()))
+            .map(|f| (None, f));
+        for (holder, file) in held.chain(carried) {
+            let FdFile::Unix(s) = file else { continue };
+            let i = match out.iter().position(|(o, _)| o.ino == s.ino) {
+                Some(i) => i,
+                None => {
+                    out.push((s, Vec::new()));
+                    out.len() - 1
+                }
+            };
+            if let Some(p) = holder
+                && !out[i].1.contains(&p)
+            {
+                out[i].1.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// The group (smallest index of a linked socket) of each socket.
+fn groups(socks: &[(&UnixSocket, Vec<usize>)], procs: &[&FilesImage]) -> Vec<usize> {
+    let mut g: Vec<usize> = (0..socks.len()).collect();
+    let find = |g: &[usize], mut i: usize| {
+        while g[i] != i {
+            i = g[i];
+        }
+        i
+    };
+    let pos = |ino: u64| socks.iter().position(|(s, _)| s.ino == ino);
+    let mut links: Vec<(usize, usize)> = Vec::new();
+    for (i, (s, _)) in socks.iter().enumerate() {
+        if let UnixPeer::Socket(p) | UnixPeer::Pending(p) = s.peer
+            && let Some(j) = pos(p)
+        {
+            links.push((i, j));
+        }
+        let listener = socks.iter().position(|(l, _)| {
+            l.state == TCP_LISTEN && !s.name.is_empty() && l.name == s.name && l.kind == s.kind
+        });
+        if let Some(j) = listener {
+            links.push((i, j));
+        }
+    }
+    for q in procs.iter().flat_map(|f| f.unix_queues.iter()) {
+        let carried = q.messages.iter().flat_map(|m| m.fds.iter());
+        for f in carried {
+            if let (FdFile::Unix(s), Some(i)) = (f, pos(q.ino))
+                && let Some(j) = pos(s.ino)
+            {
+                links.push((i, j));
+            }
+        }
+    }
+    for (a, b) in links {
+        let (ra, rb) = (find(&g, a), find(&g, b));
+        g[ra.max(rb)] = ra.min(rb);
+    }
+    (0..socks.len()).map(|i| find(&g, i)).collect()
+}
+
+/// The inodes of the sockets whose group two processes or more hold.
+pub fn spanning(procs: &[&FilesImage]) -> Vec<u64> {
+    let socks = all_sockets(procs);
+    let g = groups(&socks, procs);
+    let mut holders: Vec<(usize, Vec<usize>)> = Vec::new();
+    for (i, (_, h)) in socks.iter().enumerate() {
+        match holders.iter_mut().find(|(r, _)| *r == g[i]) {
+            Some((_, all)) => {
+                for p in h {
+                    if !all.contains(p) {
+                        all.push(*p);
+                    }
+                }
+            }
+            None => holders.push((g[i], h.clone())),
+        }
+    }
+    let spans = |root: usize| holders.iter().any(|(r, h)| *r == root && h.len() > 1);
+    (0..socks.len())
+        .filter(|&i| spans(g[i]))
+        .map(|i| socks[i].0.ino)
+        .collect()
+}
+
+/// Makes the sockets that span processes of `procs` once, at numbers >=
+/// `base`, with their queues (each sent once).
+pub fn create_tree(procs: &[&FilesImage], base: i32) -> Result<TreeSockets> {
+    let inos = spanning(procs);
+    if inos.is_empty() {
+        return Ok(TreeSockets::default());
+    }
+    let mut fds: Vec<&Fd> = Vec::new();
+    for f in procs.iter().flat_map(|p| p.fds.iter()) {
+        if let FdFile::Unix(s) = &f.file
+            && inos.contains(&s.ino)
+            && !fds
+                .iter()
+                .any(|o| matches!(&o.file, FdFile::Unix(x) if x.ino == s.ino))
+        {
+            fds.push(f);
+        }
+    }
+    let mut queues: Vec<UnixQueue> = Vec::new();
+    for q in procs.iter().flat_map(|p| p.unix_queues.iter()) {
+        if inos.contains(&q.ino) && !queues.iter().any(|o| o.ino == q.ino) {
+            queues.push(q.clone());
+        }
+    }
+    refuse_held_pipes_in_flight(procs, &queues)?;
+    let pipes: Vec<PipeData> = procs.iter().flat_map(|p| p.pipes.clone()).collect();
+    let mut plan = super::unix::plan(&fds, &queues, &pipes)?;
+    // Helper slots are closed below, once every step ran: closing them
+    // here by number would leave crest's owned copies dangling.
+    plan.ops.retain(|o| !matches!(o, super::unix::Op::Close(_)));
+    let mut open = SharedFiles::default();
+    let slots: Vec<RawFd> = (0..plan.slots)
+        .map(|_| open.reserve(base))
+        .collect::<Result<_>>()?;
+    super::unix::create(&plan, |k| slots[k])?;
+    let at: Vec<(u64, RawFd)> = plan
+        .inos
+        .iter()
+        .copied()
+        .zip(slots.iter().copied())
+        .collect();
+    let held: Vec<RawFd> = at
+        .iter()
+        .filter(|(i, _)| {
+            fds.iter()
+                .any(|f| matches!(&f.file, FdFile::Unix(s) if s.ino == *i))
+        })
+        .map(|(_, fd)| *fd)
+        .collect();
+    open.retain(|fd| held.contains(&fd.as_raw_fd()));
+    crate::debug!(
+        "{} unix socket(s) shared between processes, {} made in all",
+        held.len(),
+        plan.slots
+    );
+    Ok(TreeSockets {
+        open,
+        at: at.into_iter().filter(|(_, fd)| held.contains(fd)).collect(),
+    })
+}
+
+/// A pipe in flight in a shared socket's queue that a process also holds
+/// would come back as a second pipe: refused by name.
+fn refuse_held_pipes_in_flight(procs: &[&FilesImage], queues: &[UnixQueue]) -> Result<()> {
+    for q in queues {
+        for f in q.messages.iter().flat_map(|m| m.fds.iter()) {
+            let FdFile::Pipe { pipe_id, .. } = f else {
+                continue;
+            };
+            let held = procs
+                .iter()
+                .flat_map(|p| p.fds.iter())
+                .any(|h| matches!(h.file, FdFile::Pipe { pipe_id: id, .. } if id == *pipe_id));
+            if held {
+                return Err(Error::Unsupported(format!(
+                    "unix socket socket:[{}], shared between processes, holds pipe {pipe_id} in flight while a process holds that pipe too; crest does not restore that: let the process read the message before the dump",
+                    q.ino
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::files::UnixMessage;
+    use std::os::fd::AsFd;
+
+    fn sock(fd: i32, ino: u64, kind: u8, state: u8, name: &[u8], peer: UnixPeer) -> Fd {
+        Fd {
+            fd,
+            fd_flags: 0,
+            file: FdFile::Unix(UnixSocket {
+                flags: 2,
+                ino,
+                kind,
+                state,
+                name: name.to_vec(),
+                file: (0, 0),
+                peer,
+                shutdown: 0,
+                backlog: 4,
+                sndbuf: 65536,
+                rcvbuf: 65536,
+                passcred: false,
+                peek_off: -1,
+            }),
+        }
+    }
+
+    fn files(fds: Vec<Fd>, queues: Vec<UnixQueue>) -> FilesImage {
+        FilesImage {
+            fds,
+            unix_queues: queues,
+            ..FilesImage::default()
+        }
+    }
+
+    fn queue(ino: u64, data: &[u8], fds: Vec<FdFile>) -> UnixQueue {
+        UnixQueue {
+            ino,
+            messages: vec![UnixMessage {
+                data: data.to_vec(),
+                fds,
+            }],
+        }
+    }
+
+    #[test]
+    fn groups_held_by_two_processes_span_and_the_others_stay() {
+        let name = b"\0xunix-span";
+        let carried = sock(-1, 9, 1, 1, b"", UnixPeer::Gone).file;
+        let p0 = files(
+            vec![
+                sock(3, 1, 1, 1, b"", UnixPeer::Socket(2)),
+                sock(4, 5, 1, 10, name, UnixPeer::None),
+                sock(5, 6, 1, 1, b"", UnixPeer::Socket(7)),
+                sock(6, 20, 2, 1, b"", UnixPeer::Socket(21)),
+                sock(7, 21, 2, 1, b"", UnixPeer::Socket(20)),
+            ],
+            vec![queue(1, b"x", vec![carried])],
+        );
+        let p1 = files(
+            vec![
+                sock(3, 2, 1, 1, b"", UnixPeer::Socket(1)),
+                sock(4, 7, 1, 1, name, UnixPeer::Socket(6)),
+                sock(5, 30, 1, 1, b"", UnixPeer::None),
+            ],
+            Vec::new(),
+        );
+        let mut got = spanning(&[&p0, &p1]);
+        got.sort_unstable();
+        // The split pair with the socket in flight in its queue; the
+        // listener with its accepted connection (in p1) and its client.
+        assert_eq!(got, [1, 2, 5, 6, 7, 9]);
+        assert!(spanning(&[&p0]).is_empty(), "one process: nothing spans");
+    }
+
+    #[test]
+    fn a_socket_two_processes_hold_is_made_once_with_its_queue_sent_once() {
+        let a = || sock(3, 100, 2, 1, b"", UnixPeer::Socket(101));
+        let b = sock(4, 101, 2, 1, b"", UnixPeer::Socket(100));
+        let q = || vec![queue(100, b"once", Vec::new())];
+        let p0 = files(vec![a(), b], q());
+        let p1 = files(vec![a()], q());
+        let made = create_tree(&[&p0, &p1], 200).unwrap();
+        assert_eq!(made.len(), 2);
+        let (fa, fb) = (made.fd_of(100).unwrap(), made.fd_of(101).unwrap());
+        assert!(fa >= 200 && fb >= 200 && fa != fb);
+        assert_eq!(made.used_by(&p1), [fa]);
+        let copy = crate::sys::fdtable::dup_at_least(fa, 300).unwrap();
+        let copy = crate::sys::fd::own(copy as usize);
+        let fa = copy.as_fd();
+        let mut buf = [0u8; 16];
+        let n = crate::sys::fd::read(fa, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"once");
+        crate::sys::fdtable::set_status_flags(copy.as_raw_fd(), crate::sys::fd::O_NONBLOCK)
+            .unwrap();
+        assert!(crate::sys::fd::read(fa, &mut buf).is_err(), "sent once");
+    }
+
+    #[test]
+    fn a_held_pipe_in_flight_in_a_shared_socket_is_refused_by_name() {
+        let pipe = |flags| FdFile::Pipe { pipe_id: 77, flags };
+        let q = vec![queue(100, b"p", vec![pipe(0)])];
+        let mut p0 = files(
+            vec![
+                sock(3, 100, 2, 1, b"", UnixPeer::Socket(101)),
+                sock(4, 101, 2, 1, b"", UnixPeer::Socket(100)),
+            ],
+            q,
+        );
+        p0.fds.push(Fd {
+            fd: 5,
+            fd_flags: 0,
+            file: pipe(1),
+        });
+        let p1 = files(
+            vec![sock(3, 100, 2, 1, b"", UnixPeer::Socket(101))],
+            Vec::new(),
+        );
+        let e = create_tree(&[&p0, &p1], 200).unwrap_err().to_string();
+        assert!(e.contains("socket:[100]") && e.contains("pipe 77"), "{e}");
+    }
+}
