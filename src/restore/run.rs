@@ -100,6 +100,7 @@ fn prepare_task<'a>(
     opts: &RestoreOptions,
     pids: &PidSource,
     shared_shmem: &[(u64, i32)],
+    objects: &files::TreeObjects,
 ) -> Result<Task<'a>> {
     let mut files = files::plan_files(&img.files, &img.task.misc, opts.shell_job)?;
     let mut built = plan::build(
@@ -108,6 +109,7 @@ fn prepare_task<'a>(
         restorer_fault(img.process.pid),
         pids.file(),
         shared_shmem,
+        objects,
     )?;
     files.set_objects(&built.fds)?;
     let msg = built.layout.alloc(MSG_LEN, 16)?;
@@ -146,10 +148,13 @@ pub fn run(opts: &RestoreOptions) -> Result<i32> {
     let base = shared_fd_base(&tree);
     let shm = shmem::create(&tree, base)?;
     let shm_fds = shm.fds();
+    let objects = files::create_tree_objects(&tree)?;
     let mut tasks: Vec<Task<'_>> = tree
         .live()
-        .map(|img| prepare_task(img, opts, &pid_source, &shm_fds))
+        .map(|img| prepare_task(img, opts, &pid_source, &shm_fds, &objects))
         .collect::<Result<_>>()?;
+    // Each task's helper fds hold its own dup of every object it uses.
+    drop(objects);
     let shared_files = share_files(&mut tasks, base)?;
     fault_point(root, "restore-plan")?;
     let barrier = barrier_page()?;

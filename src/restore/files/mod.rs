@@ -47,6 +47,7 @@ mod memfd;
 mod pty;
 mod shared;
 mod split;
+mod tree_objects;
 mod unix;
 mod unix_make;
 mod unix_send;
@@ -63,6 +64,7 @@ pub use install::install_files;
 pub use memfd::create_memfds;
 pub use shared::{SharedFiles, share};
 pub use split::check_tree as check_kinds_sharing;
+pub use tree_objects::{TreeObjects, create_tree_objects};
 
 /// Everything about the files, checked in the parent before any process exists.
 #[derive(Debug)]

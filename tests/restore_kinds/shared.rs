@@ -1,0 +1,148 @@
+//! Victims whose objects a parent and its child share (both hold an fd
+//! and, for a memfd or deleted file, a shared mapping made before the
+//! fork). After go the two check that they hold one object, not two
+//! copies: the parent writes through its fd, the child must see it in its
+//! mapping; the child writes through its mapping and its fd, the parent
+//! must see both. The child reports by its exit status, which the parent
+//! checks. The ready text is the child's pid.
+
+use std::path::Path;
+
+use crate::common::victim::{Child, Verdict, now_ns, sleep_ms};
+use crate::raw::{errno, place};
+
+const FD: i32 = 30;
+const SIZE: usize = 4096;
+const BEFORE: &[u8] = b"before the dump";
+
+pub fn prepare(dir: &Path) {
+    let mut data = vec![0u8; SIZE];
+    data[..BEFORE.len()].copy_from_slice(BEFORE);
+    std::fs::write(dir.join("gone"), &data).unwrap();
+}
+
+fn pwrite(fd: i32, b: u8, at: usize) -> bool {
+    // SAFETY: one byte from a live local.
+    unsafe { libc::pwrite(fd, (&b as *const u8).cast(), 1, at as i64) == 1 }
+}
+
+fn pread(fd: i32, at: usize) -> Option<u8> {
+    let mut b = 0u8;
+    // SAFETY: one byte into a live local.
+    let n = unsafe { libc::pread(fd, (&mut b as *mut u8).cast(), 1, at as i64) };
+    (n == 1).then_some(b)
+}
+
+/// Waits up to 10 s for `cond`.
+fn until(mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = now_ns() + 10_000_000_000;
+    while !cond() {
+        if now_ns() > deadline {
+            return false;
+        }
+        sleep_ms(1);
+    }
+    true
+}
+
+/// Maps fd `FD` shared, read-write.
+fn map() -> Result<*mut u8, crate::common::victim::Msg> {
+    // SAFETY: a new mapping of our own fd, nothing else touched.
+    let m = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            SIZE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            FD,
+            0,
+        )
+    };
+    ensure!(m != libc::MAP_FAILED, "mmap: errno {}", errno());
+    Ok(m.cast())
+}
+
+/// The byte at `at` of mapping `m` (read volatile: the other process
+/// writes it).
+fn peek(m: *mut u8, at: usize) -> u8 {
+    // SAFETY: at < SIZE, inside the live mapping.
+    unsafe { m.add(at).read_volatile() }
+}
+
+fn poke(m: *mut u8, at: usize, b: u8) {
+    // SAFETY: at < SIZE, inside the live mapping.
+    unsafe { m.add(at).write_volatile(b) }
+}
+
+/// The child's side after go: 0 when every check passed, else which
+/// failed.
+fn child_checks(m: *mut u8) -> i32 {
+    if !until(|| peek(m, 64) == 1) {
+        return 2;
+    }
+    if (0..BEFORE.len()).any(|i| peek(m, i) != BEFORE[i]) {
+        return 3;
+    }
+    poke(m, 128, 2);
+    if !pwrite(FD, 3, 192) {
+        return 4;
+    }
+    0
+}
+
+/// Forks the child, says ready, and after go runs both sides.
+fn share(c: &Child) -> Verdict {
+    let m = map()?;
+    // SAFETY: fork in the single-threaded victim.
+    let pid = unsafe { libc::fork() };
+    ensure!(pid >= 0, "fork: errno {}", errno());
+    if pid == 0 {
+        c.wait_go();
+        // SAFETY: leaves without the harness's atexit code.
+        unsafe { libc::_exit(child_checks(m)) }
+    }
+    let text = crate::common::victim::Msg::new(format_args!("{pid}"));
+    c.ready(text.bytes());
+    c.wait_go();
+    ensure!(pwrite(FD, 1, 64), "pwrite: errno {}", errno());
+    let seen = until(|| peek(m, 128) == 2 && pread(FD, 192) == Some(3));
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    ensure!(r == pid, "waitpid: errno {}", errno());
+    ensure!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the child failed its checks: status {status:#x}"
+    );
+    ensure!(seen, "the child's writes did not reach the parent");
+    Ok(())
+}
+
+/// A memfd at fd 30 holding BEFORE, mapped shared, then a child.
+pub fn memfd(c: &Child) -> Verdict {
+    // SAFETY: a NUL-terminated name.
+    let fd = unsafe { libc::memfd_create(c"shared".as_ptr(), 0) };
+    ensure!(fd >= 0, "memfd_create: errno {}", errno());
+    place(fd, FD, false)?;
+    // SAFETY: integers only.
+    let r = unsafe { libc::ftruncate(FD, SIZE as i64) };
+    ensure!(r == 0, "ftruncate: errno {}", errno());
+    for (i, b) in BEFORE.iter().enumerate() {
+        ensure!(pwrite(FD, *b, i), "pwrite");
+    }
+    share(c)
+}
+
+/// `gone` (BEFORE, then zeros) opened read-write at fd 30, mapped shared,
+/// deleted, then a child.
+pub fn ghost(c: &Child) -> Verdict {
+    let path = c.path("gone");
+    // SAFETY: a live C string.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR) };
+    ensure!(fd >= 0, "open: errno {}", errno());
+    place(fd, FD, false)?;
+    // SAFETY: a live C string.
+    let r = unsafe { libc::unlink(path.as_ptr()) };
+    ensure!(r == 0, "unlink: errno {}", errno());
+    share(c)
+}
