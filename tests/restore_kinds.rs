@@ -361,15 +361,21 @@ mod shared_between_processes {
     fn a_deleted_file_shared_by_two_processes_round_trips_as_one_file() {
         shared_round_trip("kinds-shared-ghost", shared::prepare, shared::ghost);
     }
+    #[test]
+    fn a_fifo_open_file_shared_by_two_processes_round_trips_as_one_open_file() {
+        let name = "kinds-shared-fifo";
+        shared_round_trip(name, shared::prepare_fifo, shared::fifo);
+    }
 }
 
 fn noop(_: &Path) {}
 
 type SharedVictim = (&'static str, fn(&Path), fn(&Child) -> Verdict);
 
-const SHARED: [SharedVictim; 2] = [
+const SHARED: [SharedVictim; 3] = [
     ("memfd", noop, shared::memfd),
     ("ghost", shared::prepare, shared::ghost),
+    ("fifo", shared::prepare_fifo, shared::fifo),
 ];
 
 /// Dumps a parent/child victim; returns it, the child's pid and the image

@@ -21,6 +21,12 @@ pub fn prepare(dir: &Path) {
     std::fs::write(dir.join("gone"), &data).unwrap();
 }
 
+pub fn prepare_fifo(dir: &Path) {
+    let p = std::ffi::CString::new(dir.join("fifo").to_str().unwrap()).unwrap();
+    // SAFETY: a live C string.
+    assert_eq!(unsafe { libc::mkfifo(p.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
 fn pwrite(fd: i32, b: u8, at: usize) -> bool {
     // SAFETY: one byte from a live local.
     unsafe { libc::pwrite(fd, (&b as *const u8).cast(), 1, at as i64) == 1 }
@@ -145,4 +151,61 @@ pub fn ghost(c: &Child) -> Verdict {
     let r = unsafe { libc::unlink(path.as_ptr()) };
     ensure!(r == 0, "unlink: errno {}", errno());
     share(c)
+}
+
+fn nonblocking(fd: i32) -> bool {
+    // SAFETY: integers only.
+    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    fl >= 0 && fl & libc::O_NONBLOCK != 0
+}
+
+/// FIFO `fifo` opened read-write (blocking) at fd 30 with BEFORE queued,
+/// then a child sharing that open file. After go the child sets
+/// O_NONBLOCK on it; the parent must see the flag (one description, not
+/// two), then read BEFORE once and find the FIFO empty.
+pub fn fifo(c: &Child) -> Verdict {
+    let path = c.path("fifo");
+    // SAFETY: a live C string.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR) };
+    ensure!(fd >= 0, "open: errno {}", errno());
+    place(fd, FD, false)?;
+    // SAFETY: BEFORE is live for its length.
+    let n = unsafe { libc::write(FD, BEFORE.as_ptr().cast(), BEFORE.len()) };
+    ensure!(n == BEFORE.len() as isize, "write: errno {}", errno());
+    // SAFETY: fork in the single-threaded victim.
+    let pid = unsafe { libc::fork() };
+    ensure!(pid >= 0, "fork: errno {}", errno());
+    if pid == 0 {
+        c.wait_go();
+        // SAFETY: integers only; then leave without atexit code.
+        unsafe {
+            let fl = libc::fcntl(FD, libc::F_GETFL);
+            let r = libc::fcntl(FD, libc::F_SETFL, fl | libc::O_NONBLOCK);
+            libc::_exit(if fl >= 0 && r == 0 { 0 } else { 2 })
+        }
+    }
+    let text = crate::common::victim::Msg::new(format_args!("{pid}"));
+    c.ready(text.bytes());
+    c.wait_go();
+    let seen = until(|| nonblocking(FD));
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    ensure!(r == pid, "waitpid: errno {}", errno());
+    ensure!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the child failed: status {status:#x}"
+    );
+    ensure!(seen, "the child's O_NONBLOCK did not reach the parent's fd");
+    let mut buf = [0u8; 64];
+    // SAFETY: a buffer of its own size.
+    let n = unsafe { libc::read(FD, buf.as_mut_ptr().cast(), buf.len()) };
+    ensure!(
+        n >= 0 && &buf[..n as usize] == BEFORE,
+        "queued bytes: {n} read"
+    );
+    // SAFETY: as above.
+    let n = unsafe { libc::read(FD, buf.as_mut_ptr().cast(), buf.len()) };
+    ensure!(n < 0 && errno() == libc::EAGAIN, "the FIFO holds more: {n}");
+    Ok(())
 }

@@ -37,8 +37,9 @@ pub(super) fn open_description(how: &How, fd: i32, slot: RawFd) -> Result<bool> 
             super::anon::create(a, fd, slot)?;
             Ok(true)
         }
-        // Made by install itself, one per fd (split.rs refuses them shared
-        // between processes).
+        // Made by install itself, one per fd (or shared otherwise: memfds
+        // and deleted files by tree_objects.rs, FIFOs by fifo::share;
+        // split.rs refuses a pty pair across processes).
         How::Pipe { .. }
         | How::Tty
         | How::Inherited(_)
@@ -87,7 +88,7 @@ pub struct SharedFiles {
 impl SharedFiles {
     /// A free fd number >= `base`, held by a placeholder until something is
     /// made there.
-    fn reserve(&mut self, base: i32) -> Result<RawFd> {
+    pub(super) fn reserve(&mut self, base: i32) -> Result<RawFd> {
         let null = open_raw(
             c"/dev/null",
             crate::sys::fd::O_RDONLY | crate::sys::fd::O_CLOEXEC,
@@ -119,6 +120,7 @@ pub fn share(plans: &mut [&mut FilesPlan], base: i32) -> Result<(SharedFiles, Ve
     let mut keep = vec![Vec::new(); plans.len()];
     share_descriptions(plans, base, &mut out, &mut keep)?;
     share_pipes(plans, base, &mut out, &mut keep)?;
+    super::fifo::share(plans, base, &mut out, &mut keep)?;
     for p in plans.iter() {
         super::warn_half_pipes(p);
     }
