@@ -366,16 +366,21 @@ mod shared_between_processes {
         let name = "kinds-shared-fifo";
         shared_round_trip(name, shared::prepare_fifo, shared::fifo);
     }
+    #[test]
+    fn a_pty_pair_split_between_two_processes_round_trips_as_one_pair() {
+        shared_round_trip("kinds-shared-pty", noop, shared::pty);
+    }
 }
 
 fn noop(_: &Path) {}
 
 type SharedVictim = (&'static str, fn(&Path), fn(&Child) -> Verdict);
 
-const SHARED: [SharedVictim; 3] = [
+const SHARED: [SharedVictim; 4] = [
     ("memfd", noop, shared::memfd),
     ("ghost", shared::prepare, shared::ghost),
     ("fifo", shared::prepare_fifo, shared::fifo),
+    ("pty", noop, shared::pty),
 ];
 
 /// Dumps a parent/child victim; returns it, the child's pid and the image

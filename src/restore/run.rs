@@ -208,8 +208,10 @@ fn shared_fd_base(tree: &images::Tree) -> i32 {
 /// Opens the files several fds share once (files::share); each task keeps
 /// the ones it uses until its restorer closes crest's fds.
 fn share_files(tasks: &mut [Task<'_>], base: i32) -> Result<files::SharedFiles> {
+    let imgs: Vec<&images::Images> = tasks.iter().map(|t| t.img).collect();
     let mut plans: Vec<&mut files::FilesPlan> = tasks.iter_mut().map(|t| &mut t.files).collect();
-    let (shared, keep) = files::share(&mut plans, base)?;
+    let (mut shared, mut keep) = files::share(&mut plans, base)?;
+    files::share_ptys(&imgs, &mut plans, base, &mut shared, &mut keep)?;
     for (t, k) in tasks.iter_mut().zip(keep) {
         t.keep.extend(k);
     }

@@ -209,3 +209,116 @@ pub fn fifo(c: &Child) -> Verdict {
     ensure!(n < 0 && errno() == libc::EAGAIN, "the FIFO holds more: {n}");
     Ok(())
 }
+
+/// Reads what `fd` (non-blocking) has within 10 s, into `buf`.
+fn read_within(fd: i32, buf: &mut [u8]) -> usize {
+    let mut n = 0;
+    until(|| {
+        // SAFETY: the rest of a live buffer.
+        let r = unsafe { libc::read(fd, buf[n..].as_mut_ptr().cast(), buf.len() - n) };
+        if r > 0 {
+            n += r as usize;
+        }
+        n > 0 && buf[n - 1] == b'\n'
+    });
+    n
+}
+
+fn write_all(fd: i32, data: &[u8]) -> bool {
+    // SAFETY: data is live for its length.
+    unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) == data.len() as isize }
+}
+
+/// The child of [`pty`]: opens the slave at fd 31 (non-blocking), closes
+/// the master, says so through the pair; after go writes "ping\n" and
+/// waits for "pong".
+fn pty_child(c: &Child, name: &[u8]) -> i32 {
+    let mut path = [0u8; 64];
+    path[..name.len()].copy_from_slice(name);
+    // SAFETY: a NUL-terminated path in a live buffer; integers.
+    unsafe {
+        let fd = libc::open(
+            path.as_ptr().cast(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_NONBLOCK,
+        );
+        if fd < 0 || place(fd, 31, false).is_err() {
+            return 2;
+        }
+        libc::close(FD);
+    }
+    if !write_all(31, b"r\n") {
+        return 3;
+    }
+    c.wait_go();
+    if !write_all(31, b"ping\n") {
+        return 4;
+    }
+    let mut buf = [0u8; 64];
+    let n = read_within(31, &mut buf);
+    if &buf[..n] != b"pong\n" { 5 } else { 0 }
+}
+
+/// A pty pair whose master (fd 30, non-blocking, raw on the slave side
+/// so nothing is echoed) is in the parent and whose slave (fd 31) is in
+/// the child. After go the child writes "ping" to the slave, the parent
+/// must read it from the master and answer "pong", which the child must
+/// read: one pair, not two.
+pub fn pty(c: &Child) -> Verdict {
+    // SAFETY: a NUL-terminated path; integers; a live buffer for the name.
+    let name = unsafe {
+        let fd = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_NONBLOCK);
+        ensure!(fd >= 0, "posix_openpt: errno {}", errno());
+        place(fd, FD, false)?;
+        ensure!(
+            libc::grantpt(FD) == 0 && libc::unlockpt(FD) == 0,
+            "unlockpt"
+        );
+        let mut t: libc::termios = std::mem::zeroed();
+        ensure!(
+            libc::tcgetattr(FD, &mut t) == 0,
+            "tcgetattr: errno {}",
+            errno()
+        );
+        t.c_lflag &= !(libc::ECHO | libc::ICANON);
+        t.c_oflag &= !libc::OPOST;
+        ensure!(libc::tcsetattr(FD, libc::TCSANOW, &t) == 0, "tcsetattr");
+        let mut name = [0u8; 64];
+        ensure!(
+            libc::ptsname_r(FD, name.as_mut_ptr().cast(), 63) == 0,
+            "ptsname_r"
+        );
+        name
+    };
+    let len = name.iter().position(|&b| b == 0).unwrap_or(0) + 1;
+    // SAFETY: fork in the single-threaded victim.
+    let pid = unsafe { libc::fork() };
+    ensure!(pid >= 0, "fork: errno {}", errno());
+    if pid == 0 {
+        let code = pty_child(c, &name[..len]);
+        // SAFETY: leaves without the harness's atexit code.
+        unsafe { libc::_exit(code) }
+    }
+    let mut buf = [0u8; 64];
+    let n = read_within(FD, &mut buf);
+    ensure!(&buf[..n] == b"r\n", "the child's slave did not say ready");
+    let text = crate::common::victim::Msg::new(format_args!("{pid}"));
+    c.ready(text.bytes());
+    c.wait_go();
+    let n = read_within(FD, &mut buf);
+    let got_ping = &buf[..n] == b"ping\n";
+    let answered = got_ping && write_all(FD, b"pong\n");
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    ensure!(r == pid, "waitpid: errno {}", errno());
+    ensure!(
+        got_ping,
+        "the master did not read the child's ping: {n} bytes"
+    );
+    ensure!(answered, "write to the master: errno {}", errno());
+    ensure!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the child failed: status {status:#x}"
+    );
+    Ok(())
+}

@@ -34,8 +34,10 @@
 //! (they are mapped too) and kept as helper fds, which
 //! [`FilesPlan::set_objects`] hands to this plan so each fd reopens its
 //! object; named FIFOs ([`fifo`]) and pseudo-terminal pairs ([`pty`]) are
-//! opened by install; file locks ([`lock`]) are re-taken last. [`split`]
-//! refuses those objects when processes of a tree shared them.
+//! opened by install; file locks ([`lock`]) are re-taken last. Objects
+//! processes of a tree share are made once by crest: memfds and deleted
+//! files ([`tree_objects`]), FIFO open files ([`fifo`]), pseudo-terminal
+//! pairs split between processes ([`split`], [`pty_share`]).
 
 mod anon;
 mod check;
@@ -45,6 +47,7 @@ mod install;
 mod lock;
 mod memfd;
 mod pty;
+mod pty_share;
 mod shared;
 mod split;
 mod tree_objects;
@@ -62,6 +65,7 @@ use crate::image::task::TaskMisc;
 pub use ghost::create_ghosts;
 pub use install::install_files;
 pub use memfd::create_memfds;
+pub use pty_share::share_ptys;
 pub use shared::{SharedFiles, share};
 pub use split::check_tree as check_kinds_sharing;
 pub use tree_objects::{TreeObjects, create_tree_objects};
@@ -228,7 +232,7 @@ pub fn plan_files(files: &FilesImage, misc: &TaskMisc, shell_job: bool) -> Resul
                 state: *state,
             },
             (FdFile::PtySlave { flags, index }, _) => How::PtySlave {
-                master: pty::master_of(&fds, f.fd, *index)?,
+                master: pty::master_of(&fds, *index),
                 flags: check::open_flags(*flags),
             },
             _ => plan_fd(&mut plan, files, f, shell_job)?,
