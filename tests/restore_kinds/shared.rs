@@ -3,7 +3,8 @@
 //! fork). After go the two check that they hold one object, not two
 //! copies: the parent writes through its fd, the child must see it in its
 //! mapping; the child writes through its mapping and its fd, the parent
-//! must see both. The child reports by its exit status, which the parent
+//! must see both; the child moves the offset of their shared open file,
+//! the parent must find it moved. The child reports by its exit status, which the parent
 //! checks. The ready text is the child's pid.
 
 use std::path::Path;
@@ -14,6 +15,8 @@ use crate::raw::{errno, place};
 const FD: i32 = 30;
 const SIZE: usize = 4096;
 const BEFORE: &[u8] = b"before the dump";
+/// Where the child moves the offset of fd 30, which the parent shares.
+const OFFSET: i64 = 777;
 
 pub fn prepare(dir: &Path) {
     let mut data = vec![0u8; SIZE];
@@ -93,6 +96,10 @@ fn child_checks(m: *mut u8) -> i32 {
     if !pwrite(FD, 3, 192) {
         return 4;
     }
+    // SAFETY: integers only.
+    if unsafe { libc::lseek(FD, OFFSET, libc::SEEK_SET) } != OFFSET {
+        return 5;
+    }
     0
 }
 
@@ -121,6 +128,12 @@ fn share(c: &Child) -> Verdict {
         "the child failed its checks: status {status:#x}"
     );
     ensure!(seen, "the child's writes did not reach the parent");
+    // SAFETY: integers only.
+    let at = unsafe { libc::lseek(FD, 0, libc::SEEK_CUR) };
+    ensure!(
+        at == OFFSET,
+        "the parent's offset is {at}, not the child's {OFFSET}"
+    );
     Ok(())
 }
 

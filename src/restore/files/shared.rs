@@ -121,6 +121,7 @@ pub fn share(plans: &mut [&mut FilesPlan], base: i32) -> Result<(SharedFiles, Ve
     share_descriptions(plans, base, &mut out, &mut keep)?;
     share_pipes(plans, base, &mut out, &mut keep)?;
     super::fifo::share(plans, base, &mut out, &mut keep)?;
+    super::tree_objects::share_descriptions(plans, base, &mut out, &mut keep)?;
     for p in plans.iter() {
         super::warn_half_pipes(p);
     }

@@ -5,10 +5,14 @@
 //! helper fd for it is then a dup of that one object, so its fds reopen the
 //! same object and its mappings map it: a write in one process is seen in
 //! the others, as before the dump. An object only one process holds is
-//! still made for that process alone.
+//! still made for that process alone. Fds of these objects that shared one
+//! open file description (fd-desc records: a dup, or inherited across
+//! fork) share one again ([`share_descriptions`]), opened by crest before
+//! the tree forks.
 
 use std::os::fd::OwnedFd;
 
+use super::How;
 use crate::error::{Error, Result};
 use crate::restore::images::Tree;
 
@@ -139,4 +143,70 @@ fn lost(what: &str) -> Error {
     Error::Unsupported(format!(
         "{what} is shared by processes of the image but none holds it; this is a bug in crest"
     ))
+}
+
+/// Every (plan, fd index) of a memfd or deleted-file fd whose description
+/// id is on another fd too, grouped by id.
+fn shared_descs(plans: &[&mut super::FilesPlan]) -> Vec<Vec<(usize, usize)>> {
+    let mut groups: Vec<(u64, Vec<(usize, usize)>)> = Vec::new();
+    for (p, plan) in plans.iter().enumerate() {
+        for (i, f) in plan.fds.iter().enumerate() {
+            let object = matches!(f.how, How::Memfd { .. } | How::Ghost { .. });
+            let Some(id) = f.desc.filter(|_| object) else {
+                continue;
+            };
+            match groups.iter_mut().find(|(g, _)| *g == id) {
+                Some((_, users)) => users.push((p, i)),
+                None => groups.push((id, vec![(p, i)])),
+            }
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(_, users)| users)
+        .filter(|users| users.len() > 1)
+        .collect()
+}
+
+/// Opens every memfd or deleted-file description several fds share (a
+/// dup, or inherited across fork: one offset, one set of status flags)
+/// once, at `base` or above, as a new open of the object through the
+/// first user's helper fd, and points those fds at it (`keep`: per plan,
+/// the inherited numbers it keeps).
+pub(super) fn share_descriptions(
+    plans: &mut [&mut super::FilesPlan],
+    base: i32,
+    out: &mut super::SharedFiles,
+    keep: &mut [Vec<i32>],
+) -> Result<()> {
+    for users in shared_descs(plans) {
+        let (p0, i0) = users[0];
+        let plan = &plans[p0];
+        let first = &plan.fds[i0];
+        let (helper, flags, pos) = match first.how {
+            How::Memfd { id, flags, pos } => {
+                let h = plan.memfds.iter().find(|(m, _)| *m == id).map(|m| m.1);
+                (h, flags, pos)
+            }
+            How::Ghost { key, flags, pos } => {
+                let h = plan.ghosts.iter().find(|(k, _)| *k == key).map(|g| g.1);
+                (h, flags, pos)
+            }
+            _ => continue,
+        };
+        let helper = helper.ok_or_else(|| super::memfd::missing(first.fd))?;
+        let slot = out.reserve(base)?;
+        super::memfd::open(helper, flags, pos, first.fd, slot)?;
+        crate::debug!(
+            "memfd or deleted file: {} fds share one open file, fd {slot}",
+            users.len()
+        );
+        for (p, i) in users {
+            plans[p].fds[i].how = How::Inherited(slot);
+            if !keep[p].contains(&slot) {
+                keep[p].push(slot);
+            }
+        }
+    }
+    Ok(())
 }
