@@ -210,3 +210,15 @@ pub(super) fn share_descriptions(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::shared_keys;
+
+    #[test]
+    fn only_keys_of_two_processes_or_more_are_shared() {
+        let held = vec![vec![1u64, 2, 2], vec![3, 1], vec![3, 4], vec![]];
+        assert_eq!(shared_keys(&held), vec![1, 3]);
+        assert!(shared_keys(&[vec![5u64, 5]]).is_empty());
+    }
+}
