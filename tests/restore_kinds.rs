@@ -40,6 +40,8 @@ mod pty;
 mod raw;
 #[path = "restore_kinds/refuse.rs"]
 mod refuse;
+#[path = "restore_kinds/shared.rs"]
+mod shared;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -347,27 +349,107 @@ mod refusals {
     }
 }
 
-/// A memfd two processes of a tree share is dumped, but restore refuses
-/// it by name before any process exists (each would get its own copy).
-#[test]
-fn a_memfd_shared_by_two_processes_is_refused_at_restore() {
-    let dir = scratch("kinds-shared-memfd");
-    let mut v = Victim::spawn(&dir, refuse::shared_memfd);
+/// The parent/child victims of tests/restore_kinds/shared.rs, each as a
+/// round trip: after restore a write by one process is seen by the other.
+mod shared_between_processes {
+    use super::*;
+    #[test]
+    fn a_memfd_shared_by_two_processes_round_trips_as_one_object() {
+        shared_round_trip("kinds-shared-memfd", noop, shared::memfd);
+    }
+    #[test]
+    fn a_deleted_file_shared_by_two_processes_round_trips_as_one_file() {
+        shared_round_trip("kinds-shared-ghost", shared::prepare, shared::ghost);
+    }
+    #[test]
+    fn a_fifo_open_file_shared_by_two_processes_round_trips_as_one_open_file() {
+        let name = "kinds-shared-fifo";
+        shared_round_trip(name, shared::prepare_fifo, shared::fifo);
+    }
+    #[test]
+    fn a_pty_pair_split_between_two_processes_round_trips_as_one_pair() {
+        shared_round_trip("kinds-shared-pty", noop, shared::pty);
+    }
+}
+
+fn noop(_: &Path) {}
+
+type SharedVictim = (&'static str, fn(&Path), fn(&Child) -> Verdict);
+
+const SHARED: [SharedVictim; 4] = [
+    ("memfd", noop, shared::memfd),
+    ("ghost", shared::prepare, shared::ghost),
+    ("fifo", shared::prepare_fifo, shared::fifo),
+    ("pty", noop, shared::pty),
+];
+
+/// Dumps a parent/child victim; returns it, the child's pid and the image
+/// once both pids are free.
+fn dump_shared(
+    dir: &Path,
+    prepare: fn(&Path),
+    body: fn(&Child) -> Verdict,
+) -> (Victim, i32, PathBuf) {
+    // SAFETY: integers only.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
+    prepare(dir);
+    let mut v = Victim::spawn(dir, body);
+    let child: i32 = v.ready_text().trim().parse().expect("the child's pid");
     let img = dump(&v, &["-j"]);
     v.reap();
     let start = Instant::now();
-    while !pid_gone(v.pid) {
+    while !pid_gone(v.pid) || !free(child) {
+        // SAFETY: a non-blocking wait on the child, ours once orphaned.
+        unsafe { libc::waitpid(child, std::ptr::null_mut(), libc::WNOHANG) };
         assert!(start.elapsed() < Duration::from_secs(10), "pid stays");
         std::thread::sleep(Duration::from_millis(5));
     }
-    let out = crest(&["restore", "-D", img.to_str().unwrap()]);
-    assert!(!out.status.success(), "restore must refuse");
-    let err = stderr(&out);
-    for want in ["share memfd", "process-tree sharing"] {
-        assert!(err.contains(want), "message lacks {want:?}: {err}");
+    (v, child, img)
+}
+
+fn free(pid: i32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// A restore of a parent/child victim that fails at the plan or once the
+/// files are in place leaves neither process nor the deleted file's name
+/// behind, and no crest-made object open in crest (it has exited).
+#[test]
+fn a_failed_restore_of_shared_objects_leaves_nothing_behind() {
+    for (name, prepare, body) in SHARED {
+        for step in ["restore-plan", "restore-files"] {
+            let dir = scratch(&format!("kinds-sharedfault-{name}-{step}"));
+            let (mut v, child, img) = dump_shared(&dir, prepare, body);
+            let out = crest_fault(step, &["restore", "-D", img.to_str().unwrap()]);
+            assert!(
+                !out.status.success(),
+                "{name} {step}: the restore must fail"
+            );
+            let start = Instant::now();
+            while !pid_gone(v.pid) || !pid_gone(child) {
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "{name} {step}: a process stays"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            assert!(
+                !dir.join("gone").exists(),
+                "{name} {step}: a deleted file came back"
+            );
+            v.forget();
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
-    assert!(pid_gone(v.pid), "no process is left behind");
-    v.forget();
+}
+
+/// Dumps a parent/child victim (its ready text is the child's pid),
+/// restores it and checks the parent's report. The test binary becomes a
+/// child subreaper so that it can reap the child the dump killed.
+fn shared_round_trip(name: &str, prepare: fn(&Path), body: fn(&Child) -> Verdict) {
+    let dir = scratch(name);
+    let (mut v, _, img) = dump_shared(&dir, prepare, body);
+    restore_and_check(&mut v, &img);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

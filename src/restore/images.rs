@@ -91,13 +91,13 @@ pub fn load(dir: &std::path::Path) -> Result<Tree> {
         };
         out.push((process, images));
     }
-    let tree = Tree {
+    let mut tree = Tree {
         inventory,
         procs: out,
         comms: load::load_comms(&d)?,
         helpers,
     };
-    super::files::check_kinds_sharing(&tree)?;
+    super::files::check_kinds_sharing(&mut tree)?;
     Ok(tree)
 }
 

@@ -100,18 +100,20 @@ fn shmem_bytes(img: &Images, shared_shmem: &[(u64, i32)]) -> usize {
 /// `ns_last_pid`: the open /proc/sys/kernel/ns_last_pid when threads must
 /// get their ids through it (no clone3 set_tid).
 /// `shared_shmem`: the shared memory objects crest created for several
-/// processes (shmid, fd every task inherits).
+/// processes (shmid, fd every task inherits). `objects`: the memfds and
+/// deleted files crest made for several processes.
 pub fn build(
     img: &Images,
     helper_base: i32,
     fault_step: u32,
     ns_last_pid: Option<&std::fs::File>,
     shared_shmem: &[(u64, i32)],
+    objects: &super::files::TreeObjects,
 ) -> Result<Built> {
     let blob = crate::blob::restorer();
     let mut fds = HelperFds::new(helper_base);
-    super::files::create_memfds(img, &mut fds)?;
-    super::files::create_ghosts(img, &mut fds)?;
+    super::files::create_memfds(img, &mut fds, objects)?;
+    super::files::create_ghosts(img, &mut fds, objects)?;
     let shmids: Vec<u64> = img.shmem.iter().map(|(id, _)| *id).collect();
     let vmas = mem::plan_vmas(&img.mm.vmas, &img.pages, &shmids, &mut fds)?;
     let mut specials = mem::plan_specials(&img.mm.vmas)?;

@@ -101,6 +101,7 @@ fn prepare_task<'a>(
     pids: &PidSource,
     shared_shmem: &[(u64, i32)],
     sockets: &files::TreeSockets,
+    objects: &files::TreeObjects,
 ) -> Result<Task<'a>> {
     let mut files = files::plan_files_in_tree(&img.files, &img.task.misc, opts.shell_job, sockets)?;
     let mut built = plan::build(
@@ -109,6 +110,7 @@ fn prepare_task<'a>(
         restorer_fault(img.process.pid),
         pids.file(),
         shared_shmem,
+        objects,
     )?;
     files.set_objects(&built.fds)?;
     let msg = built.layout.alloc(MSG_LEN, 16)?;
@@ -149,10 +151,13 @@ pub fn run(opts: &RestoreOptions) -> Result<i32> {
     let shm = shmem::create(&tree, base)?;
     let shm_fds = shm.fds();
     let sockets = share_sockets(&tree, base)?;
+    let objects = files::create_tree_objects(&tree)?;
     let mut tasks: Vec<Task<'_>> = tree
         .live()
-        .map(|img| prepare_task(img, opts, &pid_source, &shm_fds, &sockets))
+        .map(|img| prepare_task(img, opts, &pid_source, &shm_fds, &sockets, &objects))
         .collect::<Result<_>>()?;
+    // Each task's helper fds hold its own dup of every object it uses.
+    drop(objects);
     let shared_files = share_files(&mut tasks, base)?;
     fault_point(root, "restore-plan")?;
     let barrier = barrier_page()?;
@@ -207,8 +212,10 @@ fn shared_fd_base(tree: &images::Tree) -> i32 {
 /// Opens the files several fds share once (files::share); each task keeps
 /// the ones it uses until its restorer closes crest's fds.
 fn share_files(tasks: &mut [Task<'_>], base: i32) -> Result<files::SharedFiles> {
+    let imgs: Vec<&images::Images> = tasks.iter().map(|t| t.img).collect();
     let mut plans: Vec<&mut files::FilesPlan> = tasks.iter_mut().map(|t| &mut t.files).collect();
-    let (shared, keep) = files::share(&mut plans, base)?;
+    let (mut shared, mut keep) = files::share(&mut plans, base)?;
+    files::share_ptys(&imgs, &mut plans, base, &mut shared, &mut keep)?;
     for (t, k) in tasks.iter_mut().zip(keep) {
         t.keep.extend(k);
     }

@@ -70,28 +70,6 @@ pub fn bpf_map(c: &Child) -> Verdict {
     hold(c, fd, b"anon_inode:bpf-map")
 }
 
-/// A memfd at fd 30 shared with a child (forked after it was made), both
-/// waiting: a tree whose restore must refuse the sharing.
-pub fn shared_memfd(c: &Child) -> Verdict {
-    // SAFETY: raw calls; the child only sleeps until its parent dies.
-    unsafe {
-        let m = libc::memfd_create(c"shared".as_ptr(), 0);
-        place(m, FD, false)?;
-        ensure!(libc::ftruncate(FD, 4096) == 0, "ftruncate");
-        let pid = libc::fork();
-        ensure!(pid >= 0, "fork");
-        if pid == 0 {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            loop {
-                libc::pause();
-            }
-        }
-    }
-    c.ready(b"");
-    c.wait_go();
-    Ok(())
-}
-
 pub fn hugetlb_memfd(c: &Child) -> Verdict {
     // SAFETY: a NUL-terminated name.
     let fd = unsafe { libc::memfd_create(c"huge".as_ptr(), libc::MFD_HUGETLB) };

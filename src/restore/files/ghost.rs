@@ -26,7 +26,7 @@ const DELETED: &[u8] = b" (deleted)";
 
 /// The deleted files of `img` as (path, identity), each once: from its fd
 /// records, then from its mappings.
-fn objects(img: &Images) -> Vec<(Vec<u8>, FileId)> {
+pub(super) fn objects(img: &Images) -> Vec<(Vec<u8>, FileId)> {
     let mut out: Vec<(Vec<u8>, FileId)> = Vec::new();
     let mut add = |path: &[u8], id: &FileId| {
         if !out.iter().any(|(_, o)| (o.dev, o.ino) == (id.dev, id.ino)) {
@@ -48,11 +48,20 @@ fn objects(img: &Images) -> Vec<(Vec<u8>, FileId)> {
     out
 }
 
-/// Makes every deleted file of `img` and keeps each as a helper fd.
-pub fn create_ghosts(img: &Images, fds: &mut HelperFds) -> Result<()> {
+/// Makes every deleted file of `img` and keeps each as a helper fd; one
+/// that `shared` holds (made once for several processes) is a dup of it.
+pub fn create_ghosts(
+    img: &Images,
+    fds: &mut HelperFds,
+    shared: &super::tree_objects::TreeObjects,
+) -> Result<()> {
     for (path, id) in objects(img) {
-        let file = create(img, &path, &id)?;
-        fds.keep_ghost((id.dev, id.ino), OwnedFd::from(file))?;
+        let key = (id.dev, id.ino);
+        let fd = match shared.ghost(key)? {
+            Some(fd) => fd,
+            None => OwnedFd::from(create(img, &path, &id)?),
+        };
+        fds.keep_ghost(key, fd)?;
     }
     Ok(())
 }
@@ -62,7 +71,7 @@ fn show(p: &[u8]) -> std::borrow::Cow<'_, str> {
 }
 
 /// One unlinked file holding the dumped contents of `path`.
-fn create(img: &Images, path: &[u8], id: &FileId) -> Result<File> {
+pub(super) fn create(img: &Images, path: &[u8], id: &FileId) -> Result<File> {
     let p = Path::new(std::ffi::OsStr::from_bytes(path));
     let dir = p.parent().unwrap_or(Path::new("/"));
     let file = unlinked(dir, p, id.mode & 0o7777).map_err(|e| {

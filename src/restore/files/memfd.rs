@@ -28,16 +28,19 @@ use crate::sys::memfd::{MFD_ALLOW_SEALING, add_seals};
 use crate::sys::mm::{MFD_CLOEXEC, memfd_create};
 
 /// One memfd to make.
-struct Object {
-    id: u64,
+pub(super) struct Object {
+    pub(super) id: u64,
     name: Vec<u8>,
-    size: u64,
+    pub(super) size: u64,
     seals: u32,
     mode: u32,
+    /// Whether an fd record described it (its size, seals and mode are
+    /// the dumped ones, not guessed from a mapping).
+    pub(super) from_fd: bool,
 }
 
 /// The memfds of `img`: from its fd records, then those only mapped.
-fn objects(img: &Images) -> Vec<Object> {
+pub(super) fn objects(img: &Images) -> Vec<Object> {
     let mut out: Vec<Object> = Vec::new();
     for f in &img.files.fds {
         if let FdFile::Memfd {
@@ -56,6 +59,7 @@ fn objects(img: &Images) -> Vec<Object> {
                 size: *size,
                 seals: *seals,
                 mode: *mode,
+                from_fd: true,
             });
         }
     }
@@ -76,16 +80,26 @@ fn objects(img: &Images) -> Vec<Object> {
                 size: end,
                 seals: 0,
                 mode: 0o100777,
+                from_fd: false,
             }),
         }
     }
     out
 }
 
-/// Makes every memfd of `img` and keeps each as a helper fd of the task.
-pub fn create_memfds(img: &Images, fds: &mut HelperFds) -> Result<()> {
+/// Makes every memfd of `img` and keeps each as a helper fd of the task;
+/// one that `shared` holds (made once for several processes) is a dup of
+/// that object instead.
+pub fn create_memfds(
+    img: &Images,
+    fds: &mut HelperFds,
+    shared: &super::tree_objects::TreeObjects,
+) -> Result<()> {
     for o in objects(img) {
-        let fd = create(img, &o)?;
+        let fd = match shared.memfd(o.id)? {
+            Some(fd) => fd,
+            None => create(img, &o)?,
+        };
         fds.keep_memfd(o.id, fd)?;
     }
     Ok(())
@@ -104,7 +118,7 @@ fn fail(o: &Object, call: &'static str, e: crate::sys::Errno) -> Error {
 }
 
 /// One memfd, filled and sealed.
-fn create(img: &Images, o: &Object) -> Result<OwnedFd> {
+pub(super) fn create(img: &Images, o: &Object) -> Result<OwnedFd> {
     let name = CString::new(o.name.clone()).map_err(|_| {
         Error::Unsupported(format!(
             "memfd {} in the image has a name with a NUL byte; the image is damaged",

@@ -34,10 +34,12 @@
 //! (they are mapped too) and kept as helper fds, which
 //! [`FilesPlan::set_objects`] hands to this plan so each fd reopens its
 //! object; named FIFOs ([`fifo`]) and pseudo-terminal pairs ([`pty`]) are
-//! opened by install; file locks ([`lock`]) are re-taken last. [`split`]
-//! refuses those objects when processes of a tree shared them. Unix
-//! sockets that span processes are made once by crest ([`unix_tree`]) and
-//! inherited, like shared open files.
+//! opened by install; file locks ([`lock`]) are re-taken last. Objects
+//! processes of a tree share are made once by crest: memfds and deleted
+//! files ([`tree_objects`]), FIFO open files ([`fifo`]), pseudo-terminal
+//! pairs split between processes ([`split`], [`pty_share`]).
+//! Unix sockets that span processes are made once by crest ([`unix_tree`])
+//! and inherited, like shared open files.
 
 mod anon;
 mod check;
@@ -47,8 +49,10 @@ mod install;
 mod lock;
 mod memfd;
 mod pty;
+mod pty_share;
 mod shared;
 mod split;
+mod tree_objects;
 mod unix;
 mod unix_make;
 mod unix_send;
@@ -64,8 +68,10 @@ use crate::image::task::TaskMisc;
 pub use ghost::create_ghosts;
 pub use install::install_files;
 pub use memfd::create_memfds;
+pub use pty_share::share_ptys;
 pub use shared::{SharedFiles, share};
 pub use split::check_tree as check_kinds_sharing;
+pub use tree_objects::{TreeObjects, create_tree_objects};
 pub use unix_tree::{TreeSockets, create_tree as create_tree_sockets};
 
 /// Everything about the files, checked in the parent before any process exists.
@@ -266,7 +272,7 @@ pub fn plan_files_in_tree(
                 state: *state,
             },
             (FdFile::PtySlave { flags, index }, _) => How::PtySlave {
-                master: pty::master_of(&fds, f.fd, *index)?,
+                master: pty::master_of(&fds, *index),
                 flags: check::open_flags(*flags),
             },
             _ => plan_fd(&mut plan, files, f, shell_job)?,

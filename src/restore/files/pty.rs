@@ -19,16 +19,17 @@ fn fail(call: &'static str, fd: RawFd, e: Errno) -> Error {
     Error::sys(call, format!("restoring fd {fd} (a pseudo-terminal)"), e)
 }
 
+/// `master_of` for a slave whose master is in another process of the tree
+/// (crest makes that pair, see [`super::pty_share`]).
+pub const ELSEWHERE: usize = usize::MAX;
+
 /// The position, among the image's fds in increasing order, of the master
-/// of pair `index`, for a slave at fd `fd`.
-pub fn master_of(fds: &[&Fd], fd: i32, index: u32) -> Result<usize> {
+/// of pair `index`, for a slave at fd `fd`; [`ELSEWHERE`] when this process
+/// does not hold it.
+pub fn master_of(fds: &[&Fd], index: u32) -> usize {
     fds.iter()
         .position(|f| matches!(f.file, FdFile::PtyMaster { index: i, .. } if i == index))
-        .ok_or_else(|| {
-            Error::Unsupported(format!(
-                "fd {fd} in the image is the slave of pseudo-terminal {index}, whose master is not in the image; the image is damaged"
-            ))
-        })
+        .unwrap_or(ELSEWHERE)
 }
 
 /// A new master at `slot` with the pair's dumped state (unlocked until

@@ -37,8 +37,9 @@ pub(super) fn open_description(how: &How, fd: i32, slot: RawFd) -> Result<bool> 
             super::anon::create(a, fd, slot)?;
             Ok(true)
         }
-        // Made by install itself, one per fd (split.rs refuses them shared
-        // between processes).
+        // Made by install itself, one per fd (or shared otherwise: memfds
+        // and deleted files by tree_objects.rs, FIFOs by fifo::share;
+        // split.rs refuses a pty pair across processes).
         How::Pipe { .. }
         | How::Tty
         | How::Inherited(_)
@@ -124,6 +125,8 @@ pub fn share(plans: &mut [&mut FilesPlan], base: i32) -> Result<(SharedFiles, Ve
     let mut keep = vec![Vec::new(); plans.len()];
     share_descriptions(plans, base, &mut out, &mut keep)?;
     share_pipes(plans, base, &mut out, &mut keep)?;
+    super::fifo::share(plans, base, &mut out, &mut keep)?;
+    super::tree_objects::share_descriptions(plans, base, &mut out, &mut keep)?;
     for p in plans.iter() {
         super::warn_half_pipes(p);
     }

@@ -1,75 +1,57 @@
-//! The objects of the new fd kinds that a tree restore would rebuild once
-//! per process although processes of the tree shared them: a memfd, a
-//! deleted file, a pseudo-terminal pair whose master and slave sit in
-//! different processes. Refused by name before any process exists, rather
-//! than restored as copies that no longer see each other's writes.
-//! (A named FIFO needs no check: every process opens the same path.)
+//! Pseudo-terminal pairs split between processes of the tree: the dump
+//! turns a slave into a pty-slave record only when its process holds the
+//! master too, so a slave whose master sits in another process of the tree
+//! is a plain character device record (as a shell job's terminal is).
+//! [`check_tree`] finds those by the pair index (the slave's device minor,
+//! the master's TIOCGPTN) and makes them pty-slave records, so that the
+//! restore makes one pair for both ([`super::pty_share`]) instead of
+//! taking the slave for crest's terminal. A slave whose master is outside
+//! the tree stays a terminal (`--shell-job`). (memfds and deleted files
+//! several processes hold are made once by crest, [`super::tree_objects`];
+//! FIFO open files several fds share, by [`super::fifo`].)
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::image::files::FdFile;
-use crate::image::vma::Backing;
 use crate::restore::images::Tree;
 
-/// What one process holds: memfd ids, deleted files, pty masters' indexes,
-/// slaves' device numbers.
-#[derive(Default)]
-struct Held {
-    memfds: Vec<u64>,
-    ghosts: Vec<(u64, u64)>,
-    masters: Vec<u32>,
-    slaves: Vec<u32>,
+/// The pair indexes of the masters `fds` hold.
+fn masters(fds: &[crate::image::files::Fd]) -> Vec<u32> {
+    fds.iter()
+        .filter_map(|f| match f.file {
+            FdFile::PtyMaster { index, .. } => Some(index),
+            _ => None,
+        })
+        .collect()
 }
 
-fn held(img: &crate::restore::images::Images) -> Held {
-    let mut h = Held::default();
-    for f in &img.files.fds {
-        match &f.file {
-            FdFile::Memfd { id, .. } => h.memfds.push(*id),
-            FdFile::Ghost { id, .. } => h.ghosts.push((id.dev, id.ino)),
-            FdFile::PtyMaster { index, .. } => h.masters.push(*index),
-            FdFile::Chr { rdev, .. } => {
-                h.slaves.extend(crate::dump::files::pty::slave_index(*rdev));
-            }
-            _ => {}
-        }
-    }
-    for v in &img.mm.vmas {
-        match &v.backing {
-            Backing::AnonShared { shmid }
-                if crate::dump::files::memfd::memfd_name(&v.name).is_some() =>
-            {
-                h.memfds.push(*shmid)
-            }
-            Backing::FilePrivate { path, id } | Backing::FileShared { path, id }
-                if path.ends_with(b" (deleted)") =>
-            {
-                h.ghosts.push((id.dev, id.ino))
-            }
-            _ => {}
-        }
-    }
-    h
-}
-
-/// Refuses a memfd, a deleted file or a pty pair shared between processes.
-pub fn check_tree(tree: &Tree) -> Result<()> {
-    let all: Vec<(u32, Held)> = tree.live().map(|i| (i.process.pid, held(i))).collect();
-    for (i, (pid, h)) in all.iter().enumerate() {
-        for (other, o) in all.iter().skip(i + 1) {
-            let what = if let Some(id) = h.memfds.iter().find(|m| o.memfds.contains(m)) {
-                format!("memfd {id}")
-            } else if let Some((d, n)) = h.ghosts.iter().find(|g| o.ghosts.contains(g)) {
-                format!("the deleted file of device {d:#x} inode {n}")
-            } else if let Some(n) = h.masters.iter().find(|m| o.slaves.contains(m)) {
-                format!("pseudo-terminal {n} (master in {pid}, slave in {other})")
-            } else if let Some(n) = o.masters.iter().find(|m| h.slaves.contains(m)) {
-                format!("pseudo-terminal {n} (master in {other}, slave in {pid})")
-            } else {
+/// Makes each slave whose master another process of `tree` holds a
+/// pty-slave record of that pair.
+pub fn check_tree(tree: &mut Tree) -> Result<()> {
+    let all: Vec<(u32, Vec<u32>)> = tree
+        .live()
+        .map(|i| (i.process.pid, masters(&i.files.fds)))
+        .collect();
+    for (_, img) in tree.procs.iter_mut() {
+        let Some(img) = img.as_mut() else { continue };
+        let pid = img.process.pid;
+        for f in img.files.fds.iter_mut() {
+            let FdFile::Chr { flags, rdev, .. } = f.file else {
                 continue;
             };
-            return Err(Error::Unsupported(format!(
-                "processes {pid} and {other} share {what}; restoring it shared between processes comes with process-tree sharing"
-            )));
+            let Some(index) = crate::dump::files::pty::slave_index(rdev) else {
+                continue;
+            };
+            let holder = all
+                .iter()
+                .find(|(p, m)| *p != pid && m.contains(&index))
+                .map(|(p, _)| *p);
+            if let Some(other) = holder {
+                crate::debug!(
+                    "pid {pid}: fd {} is the slave of pseudo-terminal {index}, whose master is in pid {other}",
+                    f.fd
+                );
+                f.file = FdFile::PtySlave { flags, index };
+            }
         }
     }
     Ok(())
