@@ -41,7 +41,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         name: "dump",
-        usage: "crest dump -t PID -D DIR [-R|--leave-running] [-j|--shell-job] [--prev-images-dir REL --track-mem] [--external unix[INO]] [--ghost-limit SIZE] [--file-locks]",
+        usage: "crest dump -t PID -D DIR [-R|--leave-running] [-j|--shell-job] [--prev-images-dir REL --track-mem] [--page-server --address A --port P] [--external unix[INO]] [--ghost-limit SIZE] [--file-locks]",
         summary: "checkpoint the process tree under PID, every thread, into an image directory",
         details: "Seizes PID, its children, theirs... and every thread with ptrace (a fork\n\
                   during the seize is caught), reads their registers and /proc state, runs a\n\
@@ -58,7 +58,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         name: "pre-dump",
-        usage: "crest pre-dump -t PID -D DIR [--prev-images-dir REL] [--track-mem]",
+        usage: "crest pre-dump -t PID -D DIR [--prev-images-dir REL] [--track-mem] [--page-server --address A --port P]",
         summary: "copy the memory of a running tree and track what it writes next",
         details: "Freezes the tree under PID only while its memory pages are gathered, copies\n\
                   them into DIR (with --prev-images-dir, only the pages written since that\n\
