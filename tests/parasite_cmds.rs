@@ -106,10 +106,11 @@ fn check_timers(v: &Victim, state: &ProcessState, ps: &ParasiteState) {
     assert_eq!(it.real.interval_ns, REAL_NS);
     // A periodic ITIMER_REAL that expired while the victim was seized
     // reads 0 until its SIGALRM is taken (the kernel re-arms it then): on a
-    // slow machine (the qemu lanes) the dump can land in that window.
+    // slow machine (the qemu lanes) the dump can land in that window, and
+    // the signal may have been raised after `state` read the pending set.
     let alrm_pending = state.shared_pending & (1 << (libc::SIGALRM - 1)) != 0;
     assert!(
-        (it.real.value_ns > 0 || alrm_pending) && it.real.value_ns <= REAL_NS,
+        it.real.value_ns <= REAL_NS,
         "{it:?}, SIGALRM pending: {alrm_pending}"
     );
     assert_eq!(it.virt.interval_ns, VIRT_INTERVAL_NS);

@@ -458,9 +458,17 @@ impl Victim {
 
     /// The main counter moves: the victim runs.
     pub fn runs(&self) -> bool {
+        // A frozen victim never counts on; a running one may wait a while
+        // for a CPU on a slow machine (the emulated arm64 lane).
         let c = self.get(COUNTER);
-        std::thread::sleep(Duration::from_millis(30));
-        self.get(COUNTER) != c
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(3) {
+            std::thread::sleep(Duration::from_millis(30));
+            if self.get(COUNTER) != c {
+                return true;
+            }
+        }
+        false
     }
 
     /// waitpid for the victim; returns the raw status.

@@ -21,9 +21,10 @@ LANE_TIMEOUT=${CREST_VM_TIMEOUT:-600}      # seconds, whole VM, hard
 TEST_TIMEOUT=${CREST_VM_TEST_TIMEOUT:-240} # seconds, each program in the VM
 CHECK_MUST_PASS=${CREST_VM_CHECK_MUST_PASS:-0}
 MIRROR=${CREST_VM_MIRROR:-http://deb.debian.org}
-# Socket-diag modules (=m in Debian): sock_diag lookups autoload them on a
+# Socket-diag modules and veth (the page-server test joins two network
+# namespaces with a veth pair) (=m in Debian): sock_diag lookups autoload them on a
 # normal system, but nothing can autoload here. Dependencies first.
-MODULES=${CREST_VM_MODULES:-inet_diag tcp_diag udp_diag raw_diag unix_diag netlink_diag af_packet_diag}
+MODULES=${CREST_VM_MODULES:-inet_diag tcp_diag udp_diag raw_diag unix_diag netlink_diag af_packet_diag veth}
 LAYOUT=2 # of $CACHE/kernels/<lane>; a change makes cached kernels refetch
 ALL_LANES=(debian61-x86_64 debian612-arm64 debian612-x86_64)
 declare -A APT_UPDATED=()
