@@ -664,8 +664,16 @@ impl Victim {
 
     /// `role`'s main counter moves: it runs.
     pub fn runs(&self, role: usize) -> bool {
+        // A frozen process never counts on; a running one may wait a while
+        // for a CPU when the machine is loaded.
         let c = self.of(role, COUNTER);
-        std::thread::sleep(Duration::from_millis(30));
-        self.of(role, COUNTER) != c
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(3) {
+            std::thread::sleep(Duration::from_millis(30));
+            if self.of(role, COUNTER) != c {
+                return true;
+            }
+        }
+        false
     }
 }
