@@ -82,8 +82,13 @@ impl NetnsServer {
             std::thread::sleep(Duration::from_millis(2));
         }
         sh(&format!(
-            "ip link add {veth} type veth peer name {veth}p netns {pid} && \
-             ip addr add {HOST_IP}/24 dev {veth} && ip link set {veth} up"
+            // busybox ip (the qemu lanes) ignores the peer's name and
+            // netns: the peer is found by its link, renamed, then moved.
+            "ip link add {veth} type veth peer name {veth}p && \
+             if ! ip link show {veth}p >/dev/null 2>&1; then \
+               peer=$(ip -o link | awk -F'[:@ ]+' '$3 == \"{veth}\" {{print $2}}'); \
+               ip link set dev \"$peer\" name {veth}p; fi && \
+             ip link set {veth}p netns {pid} && ip addr add {HOST_IP}/24 dev {veth} && ip link set {veth} up"
         ));
         std::fs::write(&go, b"").unwrap();
         let s = NetnsServer {
