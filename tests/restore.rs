@@ -13,15 +13,8 @@
 // a forked victim must not allocate, so it cannot be boxed.
 #![allow(clippy::result_large_err)]
 
-// A failed check in a victim: returns the reason from the victim's body.
-macro_rules! ensure {
-    ($cond:expr, $($fmt:tt)+) => {
-        if !$cond {
-            return Err(crate::common::victim::Msg::new(format_args!($($fmt)+)));
-        }
-    };
-}
-
+// ensure! (a failed check in a victim) comes from here.
+#[macro_use]
 mod common;
 #[path = "restore/creds.rs"]
 mod creds;
@@ -36,9 +29,10 @@ mod threads;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::roundtrip::{dump, stderr};
 use common::victim::{Child, Verdict, Victim, crest, pid_gone, proc_state, scratch};
 
 /// What the test does to a victim between ready and go.
@@ -54,20 +48,6 @@ enum Mode {
     Detached,
     /// `dump -R`, SIGKILL the original, restore.
     FromLeaveRunning,
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn dump(v: &Victim, extra: &[&str]) -> PathBuf {
-    let img = v.dir.join("img");
-    let pid = v.pid.to_string();
-    let mut args = vec!["dump", "-t", &pid, "-D", img.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    let out = crest(&args);
-    assert!(out.status.success(), "dump failed: {}", stderr(&out));
-    img
 }
 
 /// `crest restore` running in the background, stderr in a file.

@@ -14,15 +14,8 @@
 // a forked victim must not allocate, so it cannot be boxed.
 #![allow(clippy::result_large_err)]
 
-// A failed check in a victim: returns the reason from the victim's body.
-macro_rules! ensure {
-    ($cond:expr, $($fmt:tt)+) => {
-        if !$cond {
-            return Err(crate::common::victim::Msg::new(format_args!($($fmt)+)));
-        }
-    };
-}
-
+// ensure! (a failed check in a victim) and victim_tests! come from here.
+#[macro_use]
 mod common;
 #[path = "restore_fdkinds/epoll.rs"]
 mod epoll;
@@ -39,123 +32,8 @@ mod signalfd;
 #[path = "restore_fdkinds/timerfd.rs"]
 mod timerfd;
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-use common::victim::{Child, Verdict, Victim, crest, pid_gone, scratch};
-
-/// What the test does to a victim between ready and go.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Mode {
-    /// Nothing: the victim's own checks must pass untouched.
-    Baseline,
-    /// `dump -R`; the original goes on and must pass.
-    LeaveRunning,
-    /// dump (kills), restore with crest as the parent.
-    RoundTrip,
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn dump(v: &Victim, extra: &[&str]) -> PathBuf {
-    let img = v.dir.join("img");
-    let pid = v.pid.to_string();
-    let mut args = vec!["dump", "-t", &pid, "-D", img.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    let out = crest(&args);
-    assert!(out.status.success(), "dump failed: {}", stderr(&out));
-    img
-}
-
-/// Restores from `img` with crest as the parent and checks the report.
-fn restore_and_check(v: &mut Victim, img: &Path) {
-    let err = img.with_file_name("restore.stderr");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_crest"))
-        .args(["restore", "-D", img.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(File::create(&err).unwrap())
-        .spawn()
-        .expect("start crest restore");
-    let text = |e: &Path| std::fs::read_to_string(e).unwrap_or_default();
-    v.adopt();
-    v.go();
-    let report = v.wait_report(|| match child.try_wait().unwrap() {
-        Some(s) if !s.success() => Some(format!("crest restore: {s}: {}", text(&err))),
-        _ => None,
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "crest hangs");
-        std::thread::sleep(Duration::from_millis(2));
-    };
-    assert_eq!(report.trim(), "pass", "restored victim {}", v.pid);
-    assert!(status.success(), "crest restore: {}", text(&err));
-    v.forget();
-}
-
-/// One victim through one mode, start to finish.
-fn run(name: &str, prepare: fn(&Path), body: fn(&Child) -> Verdict, mode: Mode) {
-    let dir = scratch(name);
-    prepare(&dir);
-    let mut v = Victim::spawn(&dir, body);
-    match mode {
-        Mode::Baseline | Mode::LeaveRunning => {
-            if mode == Mode::LeaveRunning {
-                dump(&v, &["-R"]);
-                assert!(v.try_reap().is_none(), "the victim runs on after dump -R");
-            }
-            v.go();
-            let report = v.wait_report(|| None);
-            let status = v.reap();
-            assert_eq!(report.trim(), "pass", "{mode:?}");
-            assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
-        }
-        Mode::RoundTrip => {
-            let img = dump(&v, &[]);
-            let status = v.reap();
-            assert!(libc::WIFSIGNALED(status), "dump kills: status {status:#x}");
-            let start = Instant::now();
-            while !pid_gone(v.pid) {
-                assert!(start.elapsed() < Duration::from_secs(10), "pid stays");
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            restore_and_check(&mut v, &img);
-        }
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// The three modes of one victim as three tests.
-macro_rules! victim_tests {
-    ($victim:ident, $module:ident) => {
-        mod $victim {
-            use super::*;
-            #[test]
-            fn baseline() {
-                let name = concat!(stringify!($module), "-base");
-                run(name, $module::prepare, $module::victim, Mode::Baseline);
-            }
-            #[test]
-            fn survives_dump_leave_running() {
-                let name = concat!(stringify!($module), "-R");
-                run(name, $module::prepare, $module::victim, Mode::LeaveRunning);
-            }
-            #[test]
-            fn round_trip() {
-                let name = concat!(stringify!($module), "-rt");
-                run(name, $module::prepare, $module::victim, Mode::RoundTrip);
-            }
-        }
-    };
-}
+use common::roundtrip::{dump, refused, stderr};
+use common::victim::{Victim, crest, scratch};
 
 victim_tests!(eventfd_victim, eventfd);
 victim_tests!(signalfd_victim, signalfd);
@@ -191,30 +69,6 @@ fn show_prints_the_new_fd_kinds() {
     let json = crest(&["show", "--json", img.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&json.stdout);
     assert!(text.contains("\"kind\":\"epoll\""), "{text}");
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Runs a refusal victim: the dump must fail naming `want`, and the victim,
-/// left running, passes its checks.
-fn refused(name: &str, body: fn(&Child) -> Verdict, want: &[&str]) {
-    let dir = scratch(name);
-    let mut v = Victim::spawn(&dir, body);
-    let img = v.dir.join("img");
-    let pid = v.pid.to_string();
-    let out = crest(&["dump", "-t", &pid, "-D", img.to_str().unwrap()]);
-    assert!(!out.status.success(), "dump must refuse");
-    let err = stderr(&out);
-    for w in want {
-        assert!(err.contains(w), "message lacks {w:?}: {err}");
-    }
-    assert!(
-        v.try_reap().is_none(),
-        "the victim runs on after the refusal"
-    );
-    v.go();
-    let report = v.wait_report(|| None);
-    v.reap();
-    assert_eq!(report.trim(), "pass");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -15,15 +15,8 @@
 // a forked victim must not allocate, so it cannot be boxed.
 #![allow(clippy::result_large_err)]
 
-// A failed check in a victim: returns the reason from the victim's body.
-macro_rules! ensure {
-    ($cond:expr, $($fmt:tt)+) => {
-        if !$cond {
-            return Err(crate::common::victim::Msg::new(format_args!($($fmt)+)));
-        }
-    };
-}
-
+// ensure! (a failed check in a victim) and victim_tests! come from here.
+#[macro_use]
 mod common;
 #[path = "restore_kinds/fifo.rs"]
 mod fifo;
@@ -48,139 +41,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::roundtrip::{
+    Mode, dump, refused, refused_with, restore_and_check, run, run_with, stderr, wait_gone,
+};
 use common::victim::{Child, Verdict, Victim, crest, pid_gone, scratch};
 
-/// What the test does to a victim between ready and go.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Mode {
-    /// Nothing: the victim's own checks must pass untouched.
-    Baseline,
-    /// `dump -R`; the original goes on and must pass.
-    LeaveRunning,
-    /// dump (kills), restore with crest as the parent.
-    RoundTrip,
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn dump(v: &Victim, extra: &[&str]) -> PathBuf {
-    let img = v.dir.join("img");
-    let pid = v.pid.to_string();
-    let mut args = vec!["dump", "-t", &pid, "-D", img.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    let out = crest(&args);
-    assert!(out.status.success(), "dump failed: {}", stderr(&out));
-    img
-}
-
-/// Restores from `img` with crest as the parent and checks the report.
-fn restore_and_check(v: &mut Victim, img: &Path) {
-    let err = img.with_file_name("restore.stderr");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_crest"))
-        .args(["restore", "-D", img.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(File::create(&err).unwrap())
-        .spawn()
-        .expect("start crest restore");
-    let text = |e: &Path| std::fs::read_to_string(e).unwrap_or_default();
-    v.adopt();
-    v.go();
-    let report = v.wait_report(|| match child.try_wait().unwrap() {
-        Some(s) if !s.success() => Some(format!("crest restore: {s}: {}", text(&err))),
-        _ => None,
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "crest hangs");
-        std::thread::sleep(Duration::from_millis(2));
-    };
-    assert_eq!(report.trim(), "pass", "restored victim {}", v.pid);
-    assert!(status.success(), "crest restore: {}", text(&err));
-    v.forget();
-}
-
-/// One victim through one mode, start to finish.
-fn run(name: &str, prepare: fn(&Path), body: fn(&Child) -> Verdict, mode: Mode) {
-    run_with(name, prepare, body, mode, &[]);
-}
-
-/// As [`run`], with `extra` options for every dump.
-fn run_with(
-    name: &str,
-    prepare: fn(&Path),
-    body: fn(&Child) -> Verdict,
-    mode: Mode,
-    extra: &[&str],
-) {
-    let with = |more: &[&'static str]| -> Vec<String> {
-        more.iter().chain(extra).map(|s| s.to_string()).collect()
-    };
-    let dir = scratch(name);
-    prepare(&dir);
-    let mut v = Victim::spawn(&dir, body);
-    match mode {
-        Mode::Baseline | Mode::LeaveRunning => {
-            if mode == Mode::LeaveRunning {
-                let args = with(&["-R"]);
-                dump(&v, &args.iter().map(String::as_str).collect::<Vec<_>>());
-                assert!(v.try_reap().is_none(), "the victim runs on after dump -R");
-            }
-            v.go();
-            let report = v.wait_report(|| None);
-            let status = v.reap();
-            assert_eq!(report.trim(), "pass", "{mode:?}");
-            assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
-        }
-        Mode::RoundTrip => {
-            let args = with(&[]);
-            let img = dump(&v, &args.iter().map(String::as_str).collect::<Vec<_>>());
-            let status = v.reap();
-            assert!(libc::WIFSIGNALED(status), "dump kills: status {status:#x}");
-            let start = Instant::now();
-            while !pid_gone(v.pid) {
-                assert!(start.elapsed() < Duration::from_secs(10), "pid stays");
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            restore_and_check(&mut v, &img);
-        }
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// The three modes of one victim as three tests.
-macro_rules! victim_tests {
-    ($victim:ident, $module:ident) => {
-        mod $victim {
-            use super::*;
-            #[test]
-            fn baseline() {
-                let name = concat!("kinds-", stringify!($module), "-base");
-                run(name, $module::prepare, $module::victim, Mode::Baseline);
-            }
-            #[test]
-            fn survives_dump_leave_running() {
-                let name = concat!("kinds-", stringify!($module), "-R");
-                run(name, $module::prepare, $module::victim, Mode::LeaveRunning);
-            }
-            #[test]
-            fn round_trip() {
-                let name = concat!("kinds-", stringify!($module), "-rt");
-                run(name, $module::prepare, $module::victim, Mode::RoundTrip);
-            }
-        }
-    };
-}
-
-victim_tests!(memfd_victim, memfd);
-victim_tests!(ghost_victim, ghost);
-victim_tests!(fifo_victim, fifo);
-victim_tests!(pty_victim, pty);
+victim_tests!(memfd_victim, memfd, "kinds-");
+victim_tests!(ghost_victim, ghost, "kinds-");
+victim_tests!(fifo_victim, fifo, "kinds-");
+victim_tests!(pty_victim, pty, "kinds-");
 
 /// The lock victim's modes, its dumps with --file-locks.
 mod lock_victim {
@@ -267,44 +136,6 @@ fn show_prints_the_new_fd_kinds() {
         assert!(text.contains(want), "show lacks {want:?}:\n{text}");
         let _ = std::fs::remove_dir_all(&dir);
     }
-}
-
-/// Runs a refusal victim: the dump must fail naming `want`, and the victim,
-/// left running, passes its checks.
-fn refused(name: &str, body: fn(&Child) -> Verdict, want: &[&str]) {
-    refused_with(name, |_| {}, body, &[], want);
-}
-
-/// As [`refused`], with `prepare` run first and `extra` dump options.
-fn refused_with(
-    name: &str,
-    prepare: fn(&Path),
-    body: fn(&Child) -> Verdict,
-    extra: &[&str],
-    want: &[&str],
-) {
-    let dir = scratch(name);
-    prepare(&dir);
-    let mut v = Victim::spawn(&dir, body);
-    let img = v.dir.join("img");
-    let pid = v.pid.to_string();
-    let mut args = vec!["dump", "-t", &pid, "-D", img.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    let out = crest(&args);
-    assert!(!out.status.success(), "dump must refuse");
-    let err = stderr(&out);
-    for w in want {
-        assert!(err.contains(w), "message lacks {w:?}: {err}");
-    }
-    assert!(
-        v.try_reap().is_none(),
-        "the victim runs on after the refusal"
-    );
-    v.go();
-    let report = v.wait_report(|| None);
-    v.reap();
-    assert_eq!(report.trim(), "pass");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Each kind crest cannot dump is refused at dump, naming the fd, the pid
@@ -516,11 +347,7 @@ fn a_failed_restore_leaves_nothing_behind_for_every_kind() {
         let mut v = Victim::spawn(&dir, body);
         let img = dump(&v, extra);
         v.reap();
-        let start = Instant::now();
-        while !pid_gone(v.pid) {
-            assert!(start.elapsed() < Duration::from_secs(10), "pid stays");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_gone(v.pid);
         let out = crest_fault("restore-files", &["restore", "-D", img.to_str().unwrap()]);
         assert!(!out.status.success(), "{name}: the restore must fail");
         let start = Instant::now();

@@ -17,14 +17,8 @@
 
 #![allow(clippy::result_large_err)]
 
-macro_rules! ensure {
-    ($cond:expr, $($fmt:tt)+) => {
-        if !$cond {
-            return Err(crate::common::victim::Msg::new(format_args!($($fmt)+)));
-        }
-    };
-}
-
+// ensure! (a failed check in a victim) and victim_tests! come from here.
+#[macro_use]
 mod common;
 #[path = "restore_fdkinds/raw.rs"]
 #[allow(dead_code)]
@@ -35,61 +29,11 @@ mod victim;
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::roundtrip::{dump, go_and_pass, restore_and_check, stderr, wait_gone};
 use common::victim::{Victim, crest, pid_gone, scratch};
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn dump(v: &Victim, extra: &[&str]) -> PathBuf {
-    let img = v.dir.join("img");
-    let pid = v.pid.to_string();
-    let mut args = vec!["dump", "-t", &pid, "-D", img.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    let out = crest(&args);
-    assert!(out.status.success(), "dump failed: {}", stderr(&out));
-    img
-}
-
-fn restore_and_check(v: &mut Victim, img: &Path) {
-    let err = img.with_file_name("restore.stderr");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_crest"))
-        .args(["restore", "-D", img.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(File::create(&err).unwrap())
-        .spawn()
-        .expect("start crest restore");
-    let text = |e: &Path| std::fs::read_to_string(e).unwrap_or_default();
-    v.adopt();
-    v.go();
-    let report = v.wait_report(|| match child.try_wait().unwrap() {
-        Some(s) if !s.success() => Some(format!("crest restore: {s}: {}", text(&err))),
-        _ => None,
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "crest hangs");
-        std::thread::sleep(Duration::from_millis(2));
-    };
-    assert_eq!(report.trim(), "pass", "restored victim {}", v.pid);
-    assert!(status.success(), "crest restore: {}", text(&err));
-    v.forget();
-}
-
-fn go_and_pass(v: &mut Victim) {
-    v.go();
-    let report = v.wait_report(|| None);
-    let status = v.reap();
-    assert_eq!(report.trim(), "pass");
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
-}
 
 #[test]
 fn baseline() {
@@ -132,11 +76,7 @@ fn round_trip() {
     let img = dump(&v, &[]);
     let status = v.reap();
     assert!(libc::WIFSIGNALED(status), "dump kills: status {status:#x}");
-    let start = Instant::now();
-    while !pid_gone(v.pid) {
-        assert!(start.elapsed() < Duration::from_secs(10), "pid stays");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_gone(v.pid);
     // The path listener's file stays behind after the kill: restore binds
     // the path again in its place.
     assert!(dir.join("sock").exists());
@@ -155,11 +95,7 @@ fn a_foreign_file_at_the_socket_path_is_refused() {
     v.reap();
     std::fs::remove_file(dir.join("sock")).unwrap();
     std::fs::write(dir.join("sock"), b"not a socket").unwrap();
-    let start = Instant::now();
-    while !pid_gone(v.pid) {
-        assert!(start.elapsed() < Duration::from_secs(10), "pid stays");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_gone(v.pid);
     let out = crest(&["restore", "-D", img.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = stderr(&out);
@@ -177,11 +113,7 @@ fn dumped(name: &str) -> (Victim, PathBuf) {
     let mut v = Victim::spawn(&dir, victim::victim);
     let img = dump(&v, &[]);
     v.reap();
-    let start = Instant::now();
-    while !pid_gone(v.pid) {
-        assert!(start.elapsed() < Duration::from_secs(10), "pid stays");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_gone(v.pid);
     (v, img)
 }
 

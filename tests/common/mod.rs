@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+#[macro_use]
+pub mod roundtrip;
 pub mod victim;
 
 /// A parsed JSON value.
