@@ -14,11 +14,15 @@
 //!
 //! A memfd's mappings are stored with the memfd (files::memfd, called
 //! first, which leaves its id in `done`).
+//! The walk of a file's allocated ranges (`data_ranges`) and the page
+//! store writer (`store_object`) serve memfds (files::memfd) too; deleted
+//! files (files::ghost) read their ranges through the same walk.
 //! SysV shared memory and named shared anonymous memory
 //! (`[anon_shmem:NAME]`) are refused before the dump: they need their IPC
 //! object, fd or name restored with them.
 
 use std::fs::File;
+use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd};
 
 use crate::error::{Error, Result};
@@ -70,55 +74,86 @@ pub fn dump_shmem_once(
 fn dump_object(pid: u32, v: &Vma, shmid: u64, dir: &ImageDir) -> Result<()> {
     let path = format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end);
     let file = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
-    let size = file
-        .metadata()
-        .map_err(|e| Error::io("stat", &path, e))?
-        .len();
-    let space = Space::Shmem(shmid);
-    let mut w = PageWriter::create(
-        dir,
-        &shmem_pagemap_file(shmid),
-        &shmem_pages_file(shmid),
-        space,
-    )?;
-    let page = crate::sys::mm::page_size() as u64;
+    store_object(&file, &path, shmid, dir)?;
+    Ok(())
+}
+
+/// Calls `each(data, hole)` for every allocated range SEEK_DATA/SEEK_HOLE
+/// find in the first `size` bytes of `file` (opened from `path`, which
+/// errors name); `each` returns where it stopped (`hole` or past it), and
+/// the walk goes on from there.
+pub(super) fn data_ranges(
+    file: &File,
+    path: &str,
+    size: u64,
+    mut each: impl FnMut(u64, u64) -> Result<u64>,
+) -> Result<()> {
     let fd = file.as_raw_fd();
     let mut off = 0;
     while off < size {
         let data = match lseek(fd, off as i64, SEEK_DATA) {
             Ok(d) => d,
             Err(crate::sys::Errno::ENXIO) => break,
-            Err(e) => return Err(Error::sys("lseek(SEEK_DATA)", path.clone(), e)),
+            Err(e) => return Err(Error::sys("lseek(SEEK_DATA)", path.to_string(), e)),
         };
         let hole = lseek(fd, data as i64, SEEK_HOLE)
-            .map_err(|e| Error::sys("lseek(SEEK_HOLE)", path.clone(), e))?
+            .map_err(|e| Error::sys("lseek(SEEK_HOLE)", path.to_string(), e))?
             .min(size);
-        let (start, end) = (
-            data / page * page,
-            hole.next_multiple_of(page).min(size.next_multiple_of(page)),
-        );
-        w.add_pages_with(start, (end - start) / page, |out, bytes| {
-            copy_all(&file, start, out, bytes)
-        })?;
-        off = end;
+        off = each(data, hole)?.max(hole);
     }
-    w.finish()?;
     Ok(())
 }
 
-/// Copies `bytes` of `from` at `at` to `to`'s position; a short object
-/// (truncated meanwhile) is an error, never a short run.
-fn copy_all(from: &File, mut at: u64, to: &mut File, bytes: u64) -> std::io::Result<u64> {
+/// Stores the shmem file `file` (a shared anonymous object or a memfd,
+/// opened from `path`) as shared memory object `id`: the pages holding its
+/// allocated ranges, the end of its last page past its size as zeros.
+/// Returns its size.
+pub(super) fn store_object(file: &File, path: &str, id: u64, dir: &ImageDir) -> Result<u64> {
+    let size = file
+        .metadata()
+        .map_err(|e| Error::io("stat", path, e))?
+        .len();
+    let mut w = PageWriter::create(
+        dir,
+        &shmem_pagemap_file(id),
+        &shmem_pages_file(id),
+        Space::Shmem(id),
+    )?;
+    let page = crate::sys::mm::page_size() as u64;
+    data_ranges(file, path, size, |data, hole| {
+        let start = data / page * page;
+        let end = hole.next_multiple_of(page).min(size.next_multiple_of(page));
+        w.add_pages_with(start, (end - start) / page, |out, bytes| {
+            copy_padded(file, start, size, out, bytes)
+        })?;
+        Ok(end)
+    })?;
+    w.finish()?;
+    Ok(size)
+}
+
+/// Copies `bytes` of `from` at `at` to `to`, the part past `size` as
+/// zeros; an object that shrank meanwhile is an error, never a short run.
+fn copy_padded(
+    from: &File,
+    mut at: u64,
+    size: u64,
+    to: &mut File,
+    bytes: u64,
+) -> std::io::Result<u64> {
+    let real = bytes.min(size.saturating_sub(at));
     let mut done = 0;
-    while done < bytes {
-        let n = sendfile(to.as_fd(), from.as_fd(), &mut at, (bytes - done) as usize)
+    while done < real {
+        let n = sendfile(to.as_fd(), from.as_fd(), &mut at, (real - done) as usize)
             .map_err(|e| std::io::Error::from_raw_os_error(e.into_raw()))?;
         if n == 0 {
             return Err(std::io::Error::other(
-                "the shared memory object shrank during the dump",
+                "the shared memory object or memfd shrank during the dump",
             ));
         }
         done += n as u64;
     }
-    Ok(done)
+    let zeros = vec![0u8; (bytes - real) as usize];
+    to.write_all(&zeros)?;
+    Ok(bytes)
 }

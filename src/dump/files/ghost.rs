@@ -12,21 +12,17 @@
 //! without it being passed through each.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 use crate::image::files::{Fd, FdFile, FileId, GhostData};
 use crate::image::vma::{Backing, Vma};
-use crate::sys::fdtable::lseek;
 
 /// CRIU's default for --ghost-limit: 1 MiB.
 pub const DEFAULT_GHOST_LIMIT: u64 = 1 << 20;
 /// The most bytes one ghost-data record holds.
 const CHUNK: u64 = 1 << 20;
-const SEEK_DATA: u32 = 3;
-const SEEK_HOLE: u32 = 4;
 const DELETED: &[u8] = b" (deleted)";
 
 static GHOST_LIMIT: AtomicU64 = AtomicU64::new(DEFAULT_GHOST_LIMIT);
@@ -143,17 +139,7 @@ fn read_extents(pid: u32, link: &str, id: &FileId, out: &mut Vec<GhostData>) -> 
             id.size
         )));
     }
-    let fd = file.as_raw_fd();
-    let mut off = 0;
-    while off < size {
-        let data = match lseek(fd, off as i64, SEEK_DATA) {
-            Ok(d) => d,
-            Err(crate::sys::Errno::ENXIO) => break,
-            Err(e) => return Err(Error::sys("lseek(SEEK_DATA)", link.to_string(), e)),
-        };
-        let hole = lseek(fd, data as i64, SEEK_HOLE)
-            .map_err(|e| Error::sys("lseek(SEEK_HOLE)", link.to_string(), e))?
-            .min(size);
+    crate::dump::shmem::data_ranges(&file, link, size, |data, hole| {
         let mut at = data;
         while at < hole {
             let mut buf = vec![0u8; (hole - at).min(CHUNK) as usize];
@@ -167,8 +153,8 @@ fn read_extents(pid: u32, link: &str, id: &FileId, out: &mut Vec<GhostData>) -> 
             });
             at = (at + CHUNK).min(hole);
         }
-        off = hole;
-    }
+        Ok(hole)
+    })?;
     crate::debug!("pid {pid}: deleted file {link} ({size} bytes) stored");
     Ok(())
 }

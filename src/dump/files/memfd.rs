@@ -15,24 +15,16 @@
 //! object of the same id, so restore maps the very memfd it recreated.
 
 use std::fs::File;
-use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
 use crate::image::ImageDir;
-use crate::image::dir::{shmem_pagemap_file, shmem_pages_file};
 use crate::image::files::kinds::MEMFD_NAME_MAX;
 use crate::image::files::{Fd, FdFile};
-use crate::image::pagemap::Space;
-use crate::image::pages::PageWriter;
 use crate::image::vma::{Backing, Vma};
-use crate::sys::fdtable::lseek;
-use crate::sys::splice::sendfile;
 
-const SEEK_DATA: u32 = 3;
-const SEEK_HOLE: u32 = 4;
 const PREFIX: &[u8] = b"/memfd:";
 const DELETED: &[u8] = b" (deleted)";
 
@@ -128,67 +120,15 @@ pub fn dump_memfds(
 /// Stores the object behind `path` as shared memory object `id`.
 fn dump_object(pid: u32, path: &str, id: u64, dir: &ImageDir) -> Result<()> {
     let file = File::open(path).map_err(|e| super::gone_or(pid, Error::io("open", path, e)))?;
-    let size = file
-        .metadata()
-        .map_err(|e| Error::io("stat", path, e))?
-        .len();
-    let mut w = PageWriter::create(
-        dir,
-        &shmem_pagemap_file(id),
-        &shmem_pages_file(id),
-        Space::Shmem(id),
-    )?;
-    let page = crate::sys::mm::page_size() as u64;
-    let fd = file.as_raw_fd();
-    let mut off = 0;
-    while off < size {
-        let data = match lseek(fd, off as i64, SEEK_DATA) {
-            Ok(d) => d,
-            Err(crate::sys::Errno::ENXIO) => break,
-            Err(e) => return Err(Error::sys("lseek(SEEK_DATA)", path.to_string(), e)),
-        };
-        let hole = lseek(fd, data as i64, SEEK_HOLE)
-            .map_err(|e| Error::sys("lseek(SEEK_HOLE)", path.to_string(), e))?
-            .min(size);
-        let start = data / page * page;
-        let end = hole.next_multiple_of(page).min(size.next_multiple_of(page));
-        w.add_pages_with(start, (end - start) / page, |out, bytes| {
-            copy_padded(&file, start, size, out, bytes)
-        })?;
-        off = end;
-    }
-    w.finish()?;
+    let size = crate::dump::shmem::store_object(&file, path, id, dir)?;
     crate::debug!("pid {pid}: memfd {id} ({size} bytes) stored");
     Ok(())
-}
-
-/// Copies `bytes` of `from` at `at` to `to`, the part past `size` as
-/// zeros; a file that shrank meanwhile is an error, never a short run.
-fn copy_padded(
-    from: &File,
-    mut at: u64,
-    size: u64,
-    to: &mut File,
-    bytes: u64,
-) -> std::io::Result<u64> {
-    let real = bytes.min(size.saturating_sub(at));
-    let mut done = 0;
-    while done < real {
-        let n = sendfile(to.as_fd(), from.as_fd(), &mut at, (real - done) as usize)
-            .map_err(|e| std::io::Error::from_raw_os_error(e.into_raw()))?;
-        if n == 0 {
-            return Err(std::io::Error::other("the memfd shrank during the dump"));
-        }
-        done += n as u64;
-    }
-    let zeros = vec![0u8; (bytes - real) as usize];
-    to.write_all(&zeros)?;
-    Ok(bytes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
 
     #[test]
     fn memfd_names_come_from_the_link() {
