@@ -41,6 +41,7 @@
 
 mod anon;
 mod desc;
+mod fields;
 pub mod kinds;
 pub mod lock;
 pub mod unix;

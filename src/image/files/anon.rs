@@ -3,6 +3,7 @@
 //! drawn in the parent module.
 
 use super::FdFile;
+use super::fields::{self, Field, Fields};
 use crate::image::codec::{Reader, Writer};
 use crate::image::value::Value;
 use crate::image::{ImageError, PATH_MAX};
@@ -33,24 +34,28 @@ pub struct InotifyWatch {
 /// limited to 16 KiB).
 pub const MAX_FD_ITEMS: usize = 512;
 
-/// Encodes kinds 4-8.
-pub(super) fn encode(file: &FdFile, w: &mut Writer) {
-    match file {
+/// The kind number, `crest show` name and fields of kinds 4-6.
+fn field_list(file: &FdFile) -> Option<(u8, &'static str, Fields<'_>)> {
+    use Field::*;
+    Some(match *file {
         FdFile::EventFd {
             flags,
             count,
             semaphore,
-        } => {
-            w.u8(4);
-            w.u32(*flags);
-            w.u64(*count);
-            w.u8(semaphore.map_or(2, u8::from));
-        }
-        FdFile::SignalFd { flags, sigmask } => {
-            w.u8(5);
-            w.u32(*flags);
-            w.u64(*sigmask);
-        }
+        } => (
+            4,
+            "eventfd",
+            vec![
+                ("flags", Hex(flags)),
+                ("count", U64(count)),
+                ("semaphore", Tri(semaphore)),
+            ],
+        ),
+        FdFile::SignalFd { flags, sigmask } => (
+            5,
+            "signalfd",
+            vec![("flags", Hex(flags)), ("sigmask", Hex64(sigmask))],
+        ),
         FdFile::TimerFd {
             flags,
             clockid,
@@ -58,18 +63,30 @@ pub(super) fn encode(file: &FdFile, w: &mut Writer) {
             ticks,
             value_ns,
             interval_ns,
-        } => {
-            w.u8(6);
-            w.u32(*flags);
-            w.i32(*clockid);
-            w.u32(*settime_flags);
-            w.u64(*ticks);
-            w.u64(*value_ns);
-            w.u64(*interval_ns);
-        }
+        } => (
+            6,
+            "timerfd",
+            vec![
+                ("flags", Hex(flags)),
+                ("clockid", I32(clockid)),
+                ("settime_flags", Hex(settime_flags)),
+                ("ticks", U64(ticks)),
+                ("value_ns", U64(value_ns)),
+                ("interval_ns", U64(interval_ns)),
+            ],
+        ),
+        _ => return None,
+    })
+}
+
+/// Encodes kinds 4-8.
+pub(super) fn encode(file: &FdFile, w: &mut Writer) {
+    if let Some((kind, _, f)) = field_list(file) {
+        return fields::encode(kind, &f, w);
+    }
+    match file {
         FdFile::Epoll { flags, targets } => {
-            w.u8(7);
-            w.u32(*flags);
+            fields::encode(7, &[("flags", Field::Hex(*flags))], w);
             w.list(targets, |w, t| {
                 w.i32(t.fd);
                 w.u32(t.events);
@@ -77,8 +94,7 @@ pub(super) fn encode(file: &FdFile, w: &mut Writer) {
             });
         }
         FdFile::Inotify { flags, watches } => {
-            w.u8(8);
-            w.u32(*flags);
+            fields::encode(8, &[("flags", Field::Hex(*flags))], w);
             w.list(watches, |w, x| {
                 w.i32(x.wd);
                 w.u32(x.mask);
@@ -140,98 +156,42 @@ pub(super) fn decode(kind: u8, r: &mut Reader) -> Result<FdFile, ImageError> {
 
 /// `crest show` fields of kinds 4-8.
 pub(super) fn value(file: &FdFile) -> Vec<(&'static str, Value)> {
-    let kind = |k: &str| ("kind", Value::Str(k.into()));
-    match file {
-        FdFile::EventFd {
-            flags,
-            count,
-            semaphore,
-        } => vec![
-            kind("eventfd"),
-            ("flags", Value::Hex(*flags as u64)),
-            ("count", Value::U(*count)),
-            ("semaphore", semaphore.map_or(Value::Null, Value::Bool)),
-        ],
-        FdFile::SignalFd { flags, sigmask } => vec![
-            kind("signalfd"),
-            ("flags", Value::Hex(*flags as u64)),
-            ("sigmask", Value::Hex(*sigmask)),
-        ],
-        FdFile::TimerFd {
-            flags,
-            clockid,
-            settime_flags,
-            ticks,
-            value_ns,
-            interval_ns,
-        } => vec![
-            kind("timerfd"),
-            ("flags", Value::Hex(*flags as u64)),
-            ("clockid", Value::I(*clockid as i64)),
-            ("settime_flags", Value::Hex(*settime_flags as u64)),
-            ("ticks", Value::U(*ticks)),
-            ("value_ns", Value::U(*value_ns)),
-            ("interval_ns", Value::U(*interval_ns)),
-        ],
-        FdFile::Epoll { flags, targets } => vec![
-            kind("epoll"),
-            ("flags", Value::Hex(*flags as u64)),
-            (
-                "targets",
-                Value::List(
-                    targets
-                        .iter()
-                        .map(|t| {
-                            Value::Obj(vec![
-                                ("fd", Value::I(t.fd as i64)),
-                                ("events", Value::Hex(t.events as u64)),
-                                ("data", Value::Hex(t.data)),
-                            ])
-                        })
-                        .collect(),
-                ),
-            ),
-        ],
-        FdFile::Inotify { flags, watches } => vec![
-            kind("inotify"),
-            ("flags", Value::Hex(*flags as u64)),
-            (
-                "watches",
-                Value::List(
-                    watches
-                        .iter()
-                        .map(|x| {
-                            Value::Obj(vec![
-                                ("wd", Value::I(x.wd as i64)),
-                                ("mask", Value::Hex(x.mask as u64)),
-                                ("path", Value::path(&x.path)),
-                            ])
-                        })
-                        .collect(),
-                ),
-            ),
-        ],
-        _ => Vec::new(),
+    if let Some((_, name, f)) = field_list(file) {
+        return fields::value(name, &f);
     }
+    let (name, flags, key, items) = match file {
+        FdFile::Epoll { flags, targets } => {
+            let items = targets.iter().map(|t| {
+                Value::Obj(vec![
+                    ("fd", Value::I(t.fd as i64)),
+                    ("events", Value::Hex(t.events as u64)),
+                    ("data", Value::Hex(t.data)),
+                ])
+            });
+            ("epoll", flags, "targets", items.collect())
+        }
+        FdFile::Inotify { flags, watches } => {
+            let items = watches.iter().map(|x| {
+                Value::Obj(vec![
+                    ("wd", Value::I(x.wd as i64)),
+                    ("mask", Value::Hex(x.mask as u64)),
+                    ("path", Value::path(&x.path)),
+                ])
+            });
+            ("inotify", flags, "watches", items.collect())
+        }
+        _ => return Vec::new(),
+    };
+    let mut v = fields::value(name, &[("flags", Field::Hex(*flags))]);
+    v.push((key, Value::List(items)));
+    v
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::fields::round_trip;
     use super::super::{Fd, Record};
     use super::*;
-
-    fn round_trip(file: FdFile) {
-        let fd = Fd {
-            fd: 9,
-            fd_flags: 1,
-            file,
-        };
-        let mut w = Writer::new();
-        fd.encode(&mut w);
-        let mut r = Reader::new(w.as_bytes(), "files-1.img", 0);
-        assert_eq!(Fd::decode(&mut r).unwrap(), fd);
-        assert!(!r.has_more(), "every byte read");
-    }
 
     #[test]
     fn event_loop_kinds_round_trip() {

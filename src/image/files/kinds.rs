@@ -10,6 +10,7 @@
 //! byte offset), which a shared mapping of the same memfd uses too. A FIFO's
 //! queued bytes are a pipe-data record whose pipe id is the FIFO's inode.
 
+use super::fields::{self, Field, Fields};
 use super::{FdFile, FileId};
 use crate::image::codec::{Reader, Writer};
 use crate::image::record::Record;
@@ -42,9 +43,11 @@ pub struct PtyState {
     pub packet: bool,
 }
 
-/// Encodes kinds 16 and 18.
-pub(super) fn encode(file: &FdFile, w: &mut Writer) {
-    match file {
+/// The kind number, `crest show` name and fields of the kinds made of
+/// plain fields (all but the pty master).
+fn field_list(file: &FdFile) -> Option<(u8, &'static str, Fields<'_>)> {
+    use Field::*;
+    Some(match file {
         FdFile::Memfd {
             flags,
             pos,
@@ -53,58 +56,77 @@ pub(super) fn encode(file: &FdFile, w: &mut Writer) {
             size,
             seals,
             mode,
-        } => {
-            w.u8(16);
-            w.u32(*flags);
-            w.u64(*pos);
-            w.u64(*id);
-            w.bytes(name);
-            w.u64(*size);
-            w.u32(*seals);
-            w.u32(*mode);
-        }
+        } => (
+            16,
+            "memfd",
+            vec![
+                ("flags", Hex(*flags)),
+                ("pos", U64(*pos)),
+                ("id", U64(*id)),
+                ("name", Path(name)),
+                ("size", U64(*size)),
+                ("seals", Hex(*seals)),
+                ("mode", Mode(*mode)),
+            ],
+        ),
         FdFile::Ghost {
             path,
             flags,
             pos,
             id,
-        } => {
-            w.u8(17);
-            w.u32(*flags);
-            w.u64(*pos);
-            id.encode(w);
-            w.bytes(path);
+        } => (
+            17,
+            "ghost",
+            vec![
+                ("flags", Hex(*flags)),
+                ("pos", U64(*pos)),
+                ("id", Id(id)),
+                ("path", Path(path)),
+            ],
+        ),
+        FdFile::Fifo { path, flags, id } => (
+            18,
+            "fifo",
+            vec![
+                ("flags", Hex(*flags)),
+                ("id", U64(*id)),
+                ("path", Path(path)),
+            ],
+        ),
+        FdFile::PtySlave { flags, index } => (
+            20,
+            "pty-slave",
+            vec![("flags", Hex(*flags)), ("index", U32(*index))],
+        ),
+        _ => return None,
+    })
+}
+
+/// Encodes kinds 16-20.
+pub(super) fn encode(file: &FdFile, w: &mut Writer) {
+    if let Some((kind, _, f)) = field_list(file) {
+        return fields::encode(kind, &f, w);
+    }
+    if let FdFile::PtyMaster {
+        flags,
+        index,
+        state,
+    } = file
+    {
+        fields::encode(
+            19,
+            &[("flags", Field::Hex(*flags)), ("index", Field::U32(*index))],
+            w,
+        );
+        w.raw(&state.termios);
+        for v in state.winsize {
+            w.u16(v);
         }
-        FdFile::Fifo { path, flags, id } => {
-            w.u8(18);
-            w.u32(*flags);
-            w.u64(*id);
-            w.bytes(path);
-        }
-        FdFile::PtyMaster {
-            flags,
-            index,
-            state,
-        } => {
-            w.u8(19);
-            w.u32(*flags);
-            w.u32(*index);
-            w.raw(&state.termios);
-            for v in state.winsize {
-                w.u16(v);
-            }
-            w.u8(u8::from(state.locked) | (u8::from(state.packet) << 1));
-        }
-        FdFile::PtySlave { flags, index } => {
-            w.u8(20);
-            w.u32(*flags);
-            w.u32(*index);
-        }
-        _ => {}
+        w.u8(u8::from(state.locked) | (u8::from(state.packet) << 1));
     }
 }
 
-/// Decodes kinds 16 and 18.
+/// Decodes kinds 16-20.
 pub(super) fn decode(kind: u8, r: &mut Reader) -> Result<FdFile, ImageError> {
     let flags = r.u32()?;
     Ok(match kind {
@@ -151,69 +173,34 @@ pub(super) fn decode(kind: u8, r: &mut Reader) -> Result<FdFile, ImageError> {
     })
 }
 
-/// `crest show` fields of kinds 16 and 18.
+/// `crest show` fields of kinds 16-20.
 pub(super) fn value(file: &FdFile) -> Vec<(&'static str, Value)> {
-    match file {
-        FdFile::Memfd {
-            flags,
-            pos,
-            id,
-            name,
-            size,
-            seals,
-            mode,
-        } => vec![
-            ("kind", Value::Str("memfd".into())),
-            ("name", Value::path(name)),
-            ("flags", Value::Hex(*flags as u64)),
-            ("pos", Value::U(*pos)),
-            ("id", Value::U(*id)),
-            ("size", Value::U(*size)),
-            ("seals", Value::Hex(*seals as u64)),
-            ("mode", Value::Str(format!("{mode:o}"))),
-        ],
-        FdFile::Ghost {
-            path,
-            flags,
-            pos,
-            id,
-        } => vec![
-            ("kind", Value::Str("ghost".into())),
-            ("path", Value::path(path)),
-            ("flags", Value::Hex(*flags as u64)),
-            ("pos", Value::U(*pos)),
-            ("id", id.to_value()),
-        ],
-        FdFile::Fifo { path, flags, id } => vec![
-            ("kind", Value::Str("fifo".into())),
-            ("path", Value::path(path)),
-            ("flags", Value::Hex(*flags as u64)),
-            ("id", Value::U(*id)),
-        ],
-        FdFile::PtyMaster {
-            flags,
-            index,
-            state,
-        } => vec![
-            ("kind", Value::Str("pty-master".into())),
-            ("flags", Value::Hex(*flags as u64)),
-            ("index", Value::U(*index as u64)),
-            ("termios", Value::Bytes(state.termios.to_vec())),
-            ("rows", Value::U(state.winsize[0] as u64)),
-            ("cols", Value::U(state.winsize[1] as u64)),
-            ("locked", Value::Bool(state.locked)),
-            ("packet", Value::Bool(state.packet)),
-        ],
-        FdFile::PtySlave { flags, index } => vec![
-            ("kind", Value::Str("pty-slave".into())),
-            ("flags", Value::Hex(*flags as u64)),
-            ("index", Value::U(*index as u64)),
-        ],
-        _ => Vec::new(),
+    if let Some((_, name, f)) = field_list(file) {
+        return fields::value(name, &f);
     }
+    let FdFile::PtyMaster {
+        flags,
+        index,
+        state,
+    } = file
+    else {
+        return Vec::new();
+    };
+    let mut v = fields::value(
+        "pty-master",
+        &[("flags", Field::Hex(*flags)), ("index", Field::U32(*index))],
+    );
+    v.extend([
+        ("termios", Value::Bytes(state.termios.to_vec())),
+        ("rows", Value::U(state.winsize[0] as u64)),
+        ("cols", Value::U(state.winsize[1] as u64)),
+        ("locked", Value::Bool(state.locked)),
+        ("packet", Value::Bool(state.packet)),
+    ]);
+    v
 }
 
-/// The `crest show` text of kinds 16 and 18 (after "fd N ").
+/// The `crest show` text of kinds 16-20 (after "fd N ").
 pub fn text(file: &FdFile) -> Option<String> {
     Some(match file {
         FdFile::Memfd {
@@ -306,21 +293,9 @@ impl Record for GhostData {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fields::round_trip;
     use super::super::{Fd, Record};
     use super::*;
-
-    fn round_trip(file: FdFile) {
-        let fd = Fd {
-            fd: 7,
-            fd_flags: 0,
-            file,
-        };
-        let mut w = Writer::new();
-        fd.encode(&mut w);
-        let mut r = Reader::new(w.as_bytes(), "files-1.img", 0);
-        assert_eq!(Fd::decode(&mut r).unwrap(), fd);
-        assert!(!r.has_more(), "every byte read");
-    }
 
     #[test]
     fn memfd_and_fifo_round_trip() {
@@ -364,6 +339,39 @@ mod tests {
             flags: 0o4000,
             id: 99,
         });
+    }
+
+    /// The bytes of a memfd record as docs/IMAGES.md draws them, and its
+    /// show fields: kind, name, then wire order.
+    #[test]
+    fn a_memfd_record_keeps_its_layout_and_show_order() {
+        let file = FdFile::Memfd {
+            flags: 2,
+            pos: 3,
+            id: 4,
+            name: b"n".to_vec(),
+            size: 5,
+            seals: 6,
+            mode: 0o100600,
+        };
+        let mut w = Writer::new();
+        encode(&file, &mut w);
+        let mut want = Writer::new();
+        want.u8(16);
+        want.u32(2);
+        want.u64(3);
+        want.u64(4);
+        want.bytes(b"n");
+        want.u64(5);
+        want.u32(6);
+        want.u32(0o100600);
+        assert_eq!(w.as_bytes(), want.as_bytes());
+        let keys: Vec<&str> = value(&file).iter().map(|(k, _)| *k).collect();
+        let order = [
+            "kind", "name", "flags", "pos", "id", "size", "seals", "mode",
+        ];
+        assert_eq!(keys, order);
+        assert_eq!(value(&file)[7].1, Value::Str("100600".into()));
     }
 
     #[test]
