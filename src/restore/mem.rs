@@ -5,7 +5,6 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 
 use crate::blob::plan::{PlanRun, PlanShmem, PlanSpecial, PlanVma, RUN_ZERO, VMA_FILL, VMA_SHMEM};
 use crate::error::{Error, Result};
@@ -108,7 +107,7 @@ impl HelperFds {
             .map_err(|e| Error::io("open", p, e))
             .map_err(|e| gone(e, p, what))?;
         let meta = file.metadata().map_err(|e| Error::io("stat", p, e))?;
-        same_file(p, id, &meta, what)?;
+        super::files::check::same_file(what, path, id, &meta)?;
         self.keep(OwnedFd::from(file), path, write)
     }
 
@@ -142,27 +141,6 @@ fn gone(e: Error, p: &std::path::Path, what: &str) -> Error {
         }
         other => other,
     }
-}
-
-/// Refuses a file whose size or modification time changed since the dump.
-pub fn same_file(
-    p: &std::path::Path,
-    id: &FileId,
-    m: &std::fs::Metadata,
-    what: &str,
-) -> Result<()> {
-    let mtime = m.mtime() * 1_000_000_000 + m.mtime_nsec();
-    if m.size() != id.size || mtime != id.mtime_ns {
-        return Err(Error::Unsupported(format!(
-            "{} ({what}) changed since the dump (size {} -> {}, mtime {} -> {}); restore needs the file as it was",
-            p.display(),
-            id.size,
-            m.size(),
-            id.mtime_ns,
-            mtime
-        )));
-    }
-    Ok(())
 }
 
 fn is_special(v: &Vma) -> bool {
@@ -301,11 +279,7 @@ pub fn plan_shmem(
             continue;
         }
         let page = idx.page_size;
-        let mapped = vmas
-            .iter()
-            .filter(|v| v.backing == (Backing::AnonShared { shmid: *shmid }))
-            .map(|v| v.pgoff * page + (v.end - v.start));
-        let size = object_size(mapped, idx);
+        let size = object_size(mapped_ends(vmas, *shmid, page), idx);
         let tmp = l.alloc_pages(size as usize)?;
         let runs: Vec<PlanRun> = idx
             .runs
@@ -341,6 +315,14 @@ pub fn plan_shmem(
         });
     }
     Ok(out)
+}
+
+/// Where each of `vmas` mapping shared memory object `shmid` ends in the
+/// object, in bytes.
+pub fn mapped_ends(vmas: &[Vma], shmid: u64, page: u64) -> impl Iterator<Item = u64> + '_ {
+    vmas.iter()
+        .filter(move |v| v.backing == (Backing::AnonShared { shmid }))
+        .map(move |v| v.pgoff * page + (v.end - v.start))
 }
 
 /// The bytes a shared memory object needs: the furthest any of its VMAs

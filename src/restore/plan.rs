@@ -66,28 +66,16 @@ fn size_needed(
 }
 
 /// Room for the shared memory objects the restorer creates (each whole,
-/// with its runs); those crest created need only their fd slot.
+/// as [`mem::plan_shmem`] sizes it, with its runs); those crest created
+/// need only their fd slot.
 fn shmem_bytes(img: &Images, shared_shmem: &[(u64, i32)]) -> usize {
     let page = img.pages.page_size;
     img.shmem
         .iter()
         .filter(|(id, _)| !shared_shmem.iter().any(|(s, _)| s == id))
         .map(|(id, idx)| {
-            let mapped =
-                img.mm.vmas.iter().filter(|v| {
-                    v.backing == (crate::image::vma::Backing::AnonShared { shmid: *id })
-                });
-            let size = mapped
-                .map(|v| v.pgoff * page + v.end - v.start)
-                .max()
-                .unwrap_or(0);
-            let stored = idx
-                .runs
-                .iter()
-                .map(|r| r.vaddr + r.nr_pages * page)
-                .max()
-                .unwrap_or(0);
-            size.max(stored) as usize
+            let mapped = mem::mapped_ends(&img.mm.vmas, *id, idx.page_size);
+            mem::object_size(mapped, idx) as usize
                 + idx.runs.len() * size_of::<PlanRun>()
                 + 2 * page as usize
                 + size_of::<PlanShmem>()

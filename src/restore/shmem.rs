@@ -17,7 +17,6 @@ use super::images::Tree;
 use crate::error::{Error, Result};
 use crate::image::pagemap::RunKind;
 use crate::image::pages::PageIndex;
-use crate::image::vma::Backing;
 use crate::sys::mm::Mapping;
 
 /// The objects crest created, each with its fd (numbered from the base
@@ -69,13 +68,7 @@ pub fn create(tree: &Tree, base: i32) -> Result<SharedShmem> {
         let mut index = None;
         for img in tree.live() {
             let page = img.pages.page_size;
-            mapped.extend(
-                img.mm
-                    .vmas
-                    .iter()
-                    .filter(|v| v.backing == (Backing::AnonShared { shmid: id }))
-                    .map(|v| v.pgoff * page + (v.end - v.start)),
-            );
+            mapped.extend(super::mem::mapped_ends(&img.mm.vmas, id, page));
             if index.is_none() {
                 index = img.shmem.iter().find(|(s, _)| *s == id).map(|(_, i)| i);
             }

@@ -90,23 +90,33 @@ pub fn regular(fd: i32, path: &[u8], id: &FileId) -> Result<CString> {
             show(path)
         )));
     }
-    if !was_dir && meta.size() != id.size {
+    if !was_dir {
+        same_file(&format!("fd {fd}"), path, id, &meta)?;
+    }
+    c_path(&what, path)
+}
+
+/// The regular file at `path`, for `what` (an fd, a mapping, the
+/// executable), whose metadata now is `meta`, is the one dumped: same size
+/// and mtime.
+pub fn same_file(what: &str, path: &[u8], id: &FileId, meta: &std::fs::Metadata) -> Result<()> {
+    if meta.size() != id.size {
         return Err(Error::Unsupported(format!(
-            "fd {fd}: `{}` is {} bytes long now but was {} at the dump; put back the file as it was at the dump, then restore",
+            "{what}: `{}` is {} bytes long now but was {} at the dump; put back the file as it was at the dump, then restore",
             show(path),
             meta.size(),
             id.size
         )));
     }
     let mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
-    if !was_dir && mtime_ns != id.mtime_ns {
+    if mtime_ns != id.mtime_ns {
         return Err(Error::Unsupported(format!(
-            "fd {fd}: `{}` was modified since the dump (mtime {mtime_ns} ns now, {} ns then); put back the file as it was at the dump, then restore",
+            "{what}: `{}` was modified since the dump (mtime {mtime_ns} ns now, {} ns then); put back the file as it was at the dump, then restore",
             show(path),
             id.mtime_ns
         )));
     }
-    c_path(&what, path)
+    Ok(())
 }
 
 /// The file inotify watch `wd` of fd `fd` watched is still at `path`.
@@ -195,6 +205,36 @@ mod tests {
         assert!(is_tty(0x8803) && is_tty(0x500) && is_tty(0x401));
         assert!(!is_tty(0x103) && !is_tty(0x502));
         assert!(is_pty_master(0x502) && !is_pty_master(0x8803));
+    }
+
+    /// One check for every user of a file (fd, mapping, executable):
+    /// the dumped size and mtime pass, another size or mtime is refused
+    /// naming the user and the path.
+    #[test]
+    fn same_file_compares_size_and_mtime() {
+        let path = std::env::temp_dir().join(format!("crest-same-{}", std::process::id()));
+        std::fs::write(&path, b"12345").unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        let id = FileId {
+            dev: 0,
+            ino: 0,
+            size: 5,
+            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            mode: 0o100644,
+        };
+        let p = path.as_os_str().as_bytes();
+        assert!(same_file("fd 3", p, &id, &meta).is_ok());
+        let longer = FileId { size: 6, ..id };
+        let e = same_file("mapped at 0x1000", p, &longer, &meta).unwrap_err();
+        assert!(e.to_string().starts_with("mapped at 0x1000: `"), "{e}");
+        assert!(e.to_string().contains("5 bytes long now but was 6"), "{e}");
+        let older = FileId {
+            mtime_ns: id.mtime_ns - 1,
+            ..id
+        };
+        let e = same_file("fd 3", p, &older, &meta).unwrap_err();
+        assert!(e.to_string().contains("modified since the dump"), "{e}");
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

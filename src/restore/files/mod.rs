@@ -42,7 +42,7 @@
 //! and inherited, like shared open files.
 
 mod anon;
-mod check;
+pub(super) mod check;
 mod fifo;
 mod ghost;
 mod install;
