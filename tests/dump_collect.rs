@@ -458,11 +458,19 @@ fn refuses_unsupported_fds_by_number_and_kind_and_leaves_the_victim_running() {
 }
 
 /// A deleted file is stored in the image up to --ghost-limit; over it, the
-/// fd or mapping is refused by path (the limit is set to 2 bytes here, a
-/// setting of the whole process that no other test of this binary meets).
+/// fd or mapping is refused by path (the limit is 2 bytes here).
 #[test]
 fn refuses_a_deleted_file_fd_or_mapping_over_the_ghost_limit_by_path() {
-    crest::dump::files::ghost::set_ghost_limit(2);
+    let refusal = |v: &Victim| {
+        let s = collect(v);
+        let files = dump::files::FileOptions {
+            ghost_limit: 2,
+            file_locks: false,
+        };
+        let e = files.refuse(&s).expect_err("a deleted file over the limit");
+        assert!(matches!(e, crest::Error::Unsupported(_)), "{e:?}");
+        e.to_string()
+    };
     let tmp = TempDir::new("deleted");
     let path = tmp.file("gone", b"data");
     let c = cstr(&path);
@@ -745,6 +753,7 @@ fn dump_command_records_the_flags_and_advice_smaps_shows() {
         leave_running: true,
         command_line: Vec::new(),
         external: Vec::new(),
+        files: Default::default(),
     };
     dump::run::run(&opts).unwrap_or_else(|e| panic!("dump -R: {e}"));
     let d = crest::image::ImageDir::open(&dir).unwrap();

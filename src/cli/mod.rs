@@ -131,10 +131,6 @@ fn dump(args: &Args) -> Result<i32> {
         .ok()
         .filter(|&p| p > 0)
         .ok_or_else(|| Error::Usage(format!("bad pid `{tree}`: -t takes a positive number")))?;
-    if let Some(limit) = args.ghost_limit {
-        crate::dump::files::ghost::set_ghost_limit(limit);
-    }
-    crate::dump::files::lock::set_file_locks(args.file_locks);
     connect_page_server(args)?;
     let opts = crate::dump::run::DumpOptions {
         pid,
@@ -142,6 +138,12 @@ fn dump(args: &Args) -> Result<i32> {
         leave_running: args.leave_running,
         command_line: args.argv.clone(),
         external: args.external.clone(),
+        files: crate::dump::files::FileOptions {
+            ghost_limit: args
+                .ghost_limit
+                .unwrap_or(crate::dump::files::ghost::DEFAULT_GHOST_LIMIT),
+            file_locks: args.file_locks,
+        },
     };
     let inc = crate::dump::run::Incremental {
         prev_images_dir: args.prev_images_dir.clone(),

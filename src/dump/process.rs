@@ -38,6 +38,8 @@ pub struct Shared {
     pub descs: super::files::Descs,
     /// Dirty tracking of an incremental dump (`--track-mem`).
     pub track: Option<super::track::session::Tracking>,
+    /// What the dump's options allow of the processes' files.
+    pub files: super::files::FileOptions,
 }
 
 /// Dumps `seized` into `d` (task, mm, files, pagemap and pages files);
@@ -100,6 +102,7 @@ fn dump_collected(
 ) -> Result<()> {
     let pid = seized.pid();
     refuse_unsupported(state)?;
+    shared.files.refuse(state)?;
     info!("pid {pid}: copying the data queued in its pipes");
     state.files.pipes = super::files::collect_pipe_data_once(
         state.process.pid,

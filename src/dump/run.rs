@@ -92,6 +92,8 @@ pub struct DumpOptions {
     /// `--external`: resources outside the tree the dump may refer to
     /// (`unix[INO]`: a unix socket peer, by inode).
     pub external: Vec<String>,
+    /// `--ghost-limit` and `--file-locks`.
+    pub files: super::files::FileOptions,
 }
 
 /// Dumps the tree under `opts.pid` into `opts.dir`, then kills or resumes
@@ -121,9 +123,9 @@ pub struct Incremental {
 /// parent and tracking, only pages written since the parent are stored.
 pub fn run_tracked(opts: &DumpOptions, shell_job: bool, inc: &Incremental) -> Result<()> {
     let root = opts.pid;
-    super::files::unix::parse_external(&opts.external)?;
+    let external = super::files::unix::parse_external(&opts.external)?;
     info!("pid {root}: checking its tree before seizing it");
-    precheck(pid_u32(root)?, shell_job)?;
+    precheck(pid_u32(root)?, shell_job, opts.files)?;
     let d = ImageDir::create(&opts.dir)?;
     if d.exists(dir::INVENTORY) {
         return Err(Error::io(
@@ -137,6 +139,8 @@ pub fn run_tracked(opts: &DumpOptions, shell_job: bool, inc: &Incremental) -> Re
     }
     let mut shared = Shared {
         track: super::predump::tracking_for(&opts.dir, inc)?,
+        external,
+        files: opts.files,
         ..Shared::default()
     };
     info!("pid {root}: seizing every process of its tree and every thread");
@@ -175,10 +179,10 @@ pub fn run_tracked(opts: &DumpOptions, shell_job: bool, inc: &Incremental) -> Re
 /// The same checks run again once the tree is frozen. The scan of every
 /// process on the machine for the sessions runs on a second thread while
 /// this one walks the tree.
-fn precheck(root: u32, shell_job: bool) -> Result<()> {
+fn precheck(root: u32, shell_job: bool, files: super::files::FileOptions) -> Result<()> {
     std::thread::scope(|s| {
         let scan = s.spawn(super::session::Machine::scan);
-        let procs = precheck_tree(root);
+        let procs = precheck_tree(root, files);
         let machine = joined(scan);
         super::session::check_sessions_in(&procs?, shell_job, &machine?)
     })
@@ -191,7 +195,7 @@ fn joined<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
 
 /// The process records of the tree under `root`, each process checked
 /// for what crest refuses, before the seize.
-fn precheck_tree(root: u32) -> Result<Vec<Process>> {
+fn precheck_tree(root: u32, files: super::files::FileOptions) -> Result<Vec<Process>> {
     let mut procs: Vec<Process> = Vec::new();
     let mut i = 0;
     let mut pids = vec![root];
@@ -206,7 +210,10 @@ fn precheck_tree(root: u32) -> Result<Vec<Process>> {
         };
         if pid == root || !matches!(p.state, TaskState::Zombie { .. }) {
             match collect_process_unfrozen(pid) {
-                Ok(state) => refuse_unsupported(&state)?,
+                Ok(state) => {
+                    refuse_unsupported(&state)?;
+                    files.refuse(&state)?;
+                }
                 // A running child may be exiting (its mm already gone while
                 // its state still reads R) or a zombie by now: the frozen
                 // pass decides.
@@ -250,7 +257,7 @@ fn dump_tree(
     let members = procs.clone();
     let dumped = std::thread::scope(|s| {
         let scan = s.spawn(super::session::Machine::scan);
-        let dumped = dump_members(tree, opts, shared, d, &mut procs);
+        let dumped = dump_members(tree, shared, d, &mut procs);
         let machine = joined(scan);
         super::session::check_sessions_in(&members, shell_job, &machine?)?;
         dumped
@@ -268,7 +275,6 @@ fn dump_tree(
 /// record in `procs`.
 fn dump_members(
     tree: &SeizedTree,
-    opts: &DumpOptions,
     shared: &mut Shared,
     d: &ImageDir,
     procs: &mut [Process],
@@ -276,7 +282,6 @@ fn dump_members(
     fault_tree(tree.root(), "seize")?;
     let pids: Vec<u32> = procs.iter().map(|p| p.pid).collect();
     shared.sockets = super::files::unix::tree_sockets(&pids);
-    shared.external = super::files::unix::parse_external(&opts.external)?;
     for (m, p) in tree.members().iter().zip(procs.iter_mut()) {
         if let Member::Seized(s) = m {
             *p = dump_process(s, d, shared)?;

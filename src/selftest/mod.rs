@@ -196,6 +196,7 @@ fn round_trip(dir: &Path, w: &mut Workload, say: &mut dyn FnMut(String)) -> Resu
         leave_running: false,
         command_line: vec!["selftest".into()],
         external: Vec::new(),
+        files: Default::default(),
     };
     crate::dump::run::run(&opts).map_err(|e| phase("dump", e))?;
     let dump = start.elapsed();

@@ -7,13 +7,11 @@
 //! file stays sparse. A bigger file is refused, naming the fd or mapping,
 //! the path and the option.
 //!
-//! The limit is a setting of the whole crest run, given once on the command
-//! line ([`set_ghost_limit`]), so every collector sees the same value
-//! without it being passed through each.
+//! The limit is an option of the dump ([`super::FileOptions`]), checked
+//! once the process is collected ([`check_limit`]), the mappings first.
 
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 use crate::image::files::{Fd, FdFile, FileId, GhostData};
@@ -25,18 +23,6 @@ pub const DEFAULT_GHOST_LIMIT: u64 = 1 << 20;
 const CHUNK: u64 = 1 << 20;
 const DELETED: &[u8] = b" (deleted)";
 
-static GHOST_LIMIT: AtomicU64 = AtomicU64::new(DEFAULT_GHOST_LIMIT);
-
-/// Sets the largest deleted file a dump stores (`--ghost-limit`).
-pub fn set_ghost_limit(bytes: u64) {
-    GHOST_LIMIT.store(bytes, Ordering::Relaxed);
-}
-
-/// The largest deleted file a dump stores.
-pub fn ghost_limit() -> u64 {
-    GHOST_LIMIT.load(Ordering::Relaxed)
-}
-
 /// The path a deleted file had, when `target` (a link or mapping name)
 /// shows one and the file has no links left.
 pub fn deleted_path<'a>(target: &'a [u8], meta: &std::fs::Metadata) -> Option<&'a [u8]> {
@@ -44,11 +30,11 @@ pub fn deleted_path<'a>(target: &'a [u8], meta: &std::fs::Metadata) -> Option<&'
     (meta.nlink() == 0 && meta.is_file() && path.starts_with(b"/")).then_some(path)
 }
 
-fn too_big(what: &str, path: &[u8], size: u64) -> Error {
+fn too_big(what: &str, path: &[u8], size: u64, limit: u64) -> Error {
     Error::Unsupported(format!(
         "{what} is the deleted file `{}` of {size} bytes, more than the {} bytes crest stores for a deleted file; raise the limit with --ghost-limit SIZE or close the file before the dump",
         String::from_utf8_lossy(path),
-        ghost_limit()
+        limit
     ))
 }
 
@@ -73,9 +59,6 @@ pub fn collect(
             String::from_utf8_lossy(target)
         )));
     }
-    if meta.size() > ghost_limit() {
-        return Err(too_big(&format!("fd {fd} of pid {pid}"), path, meta.size()));
-    }
     Ok(Some(FdFile::Ghost {
         path: path.to_vec(),
         flags,
@@ -84,15 +67,26 @@ pub fn collect(
     }))
 }
 
-/// Refuses a mapping of a deleted file over the limit (the vma records it
-/// as a file mapping with its path ending in " (deleted)").
-pub fn check_mapping(pid: u32, v: &Vma) -> Result<()> {
-    if let Backing::FilePrivate { path, id } | Backing::FileShared { path, id } = &v.backing
-        && let Some(p) = path.strip_suffix(DELETED)
-        && id.size > ghost_limit()
-    {
-        let what = format!("the mapping {:#x}-{:#x} of pid {pid}", v.start, v.end);
-        return Err(too_big(&what, p, id.size));
+/// Refuses a deleted file bigger than `limit` that `vmas` map (the vma
+/// records it as a file mapping, its path ending in " (deleted)") or
+/// `fds` hold, the mappings first.
+pub fn check_limit(pid: u32, fds: &[Fd], vmas: &[Vma], limit: u64) -> Result<()> {
+    for v in vmas {
+        if let Backing::FilePrivate { path, id } | Backing::FileShared { path, id } = &v.backing
+            && let Some(p) = path.strip_suffix(DELETED)
+            && id.size > limit
+        {
+            let what = format!("the mapping {:#x}-{:#x} of pid {pid}", v.start, v.end);
+            return Err(too_big(&what, p, id.size, limit));
+        }
+    }
+    for f in fds {
+        if let FdFile::Ghost { path, id, .. } = &f.file
+            && id.size > limit
+        {
+            let what = format!("fd {} of pid {pid}", f.fd);
+            return Err(too_big(&what, path, id.size, limit));
+        }
     }
     Ok(())
 }

@@ -12,20 +12,11 @@
 //! process holding one is refused otherwise, naming the fd, the lock and
 //! the option, because a restored process that silently lost its lock may
 //! corrupt what the lock protected. Leases and delegations are refused in
-//! any case. The option is a setting of the whole crest run
-//! ([`set_file_locks`]).
-
-use std::sync::atomic::{AtomicBool, Ordering};
+//! any case. The option is one of the dump ([`super::FileOptions`]),
+//! checked once the locks are collected ([`check_allowed`]).
 
 use crate::error::{Error, Result};
 use crate::image::files::{Fd, FileLock, LockKind};
-
-static FILE_LOCKS: AtomicBool = AtomicBool::new(false);
-
-/// Whether locks are dumped (`--file-locks`).
-pub fn set_file_locks(on: bool) {
-    FILE_LOCKS.store(on, Ordering::Relaxed);
-}
 
 /// One parsed `lock:` line: kind, write, start, end, the dev:ino text.
 type Parsed<'a> = (LockKind, bool, u64, u64, &'a [u8]);
@@ -69,8 +60,8 @@ fn parse(line: &[u8]) -> std::result::Result<Parsed<'_>, String> {
     Ok((kind, write, start, end, f[5]))
 }
 
-/// The locks held through `fds` of `pid`, each POSIX lock once; refused
-/// without `--file-locks`.
+/// The locks held through `fds` of `pid`, each POSIX lock once (see
+/// [`check_allowed`] for `--file-locks`).
 pub fn collect_locks(pid: u32, fds: &[Fd]) -> Result<Vec<FileLock>> {
     let mut out = Vec::new();
     let mut posix: Vec<(Vec<u8>, bool, u64, u64)> = Vec::new();
@@ -87,17 +78,8 @@ pub fn collect_locks(pid: u32, fds: &[Fd]) -> Result<Vec<FileLock>> {
             let Some(value) = line.strip_prefix(b"lock:") else {
                 continue;
             };
-            let refuse = |what: String| {
-                Error::Unsupported(format!(
-                    "fd {} of pid {pid} holds {what}; dump with --file-locks to take its locks along, or release the lock before the dump",
-                    f.fd
-                ))
-            };
-            let (kind, write, start, end, inode) = parse(value).map_err(refuse)?;
-            if !FILE_LOCKS.load(Ordering::Relaxed) {
-                let mode = if write { "write" } else { "read" };
-                return Err(refuse(format!("a {mode} {} lock", kind.word())));
-            }
+            let (kind, write, start, end, inode) =
+                parse(value).map_err(|what| refuse(pid, f.fd, &what))?;
             if kind == LockKind::Posix {
                 let key = (inode.to_vec(), write, start, end);
                 if posix.contains(&key) {
@@ -115,6 +97,28 @@ pub fn collect_locks(pid: u32, fds: &[Fd]) -> Result<Vec<FileLock>> {
         }
     }
     Ok(out)
+}
+
+fn refuse(pid: u32, fd: i32, what: &str) -> Error {
+    Error::Unsupported(format!(
+        "fd {fd} of pid {pid} holds {what}; dump with --file-locks to take its locks along, or release the lock before the dump"
+    ))
+}
+
+/// Refuses the first of `locks` (of `pid`) unless `file_locks`
+/// (`--file-locks`) takes them along.
+pub fn check_allowed(pid: u32, locks: &[FileLock], file_locks: bool) -> Result<()> {
+    match locks.first() {
+        Some(l) if !file_locks => {
+            let mode = if l.write { "write" } else { "read" };
+            Err(refuse(
+                pid,
+                l.fd,
+                &format!("a {mode} {} lock", l.kind.word()),
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -138,5 +142,21 @@ mod tests {
         );
         assert!(p(b"\t1: LEASE  ACTIVE    READ 5616 fe:00:1 0 EOF").is_err());
         assert!(p(b"\t1: POSIX  ADVISORY  WRITE 5616").is_err());
+    }
+
+    #[test]
+    fn a_lock_is_refused_unless_file_locks_takes_it() {
+        let lock = FileLock {
+            fd: 32,
+            kind: LockKind::Flock,
+            write: true,
+            start: 0,
+            end: u64::MAX,
+        };
+        let e = check_allowed(7, &[lock], false).unwrap_err().to_string();
+        assert!(e.contains("fd 32 of pid 7 holds a write FLOCK lock"), "{e}");
+        assert!(e.contains("--file-locks"), "{e}");
+        assert!(check_allowed(7, &[lock], true).is_ok());
+        assert!(check_allowed(7, &[], false).is_ok());
     }
 }

@@ -354,3 +354,33 @@ fn copy_queued(reader: BorrowedFd<'_>) -> Result<Vec<u8>, CopyError> {
     data.truncate(got);
     Ok(data)
 }
+
+/// What the dump's options allow of the files a process holds
+/// (`--ghost-limit`, `--file-locks`); crest refuses the rest
+/// ([`FileOptions::refuse`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileOptions {
+    /// The largest deleted file a dump stores (`--ghost-limit`).
+    pub ghost_limit: u64,
+    /// Whether file locks are taken along (`--file-locks`).
+    pub file_locks: bool,
+}
+
+impl Default for FileOptions {
+    fn default() -> FileOptions {
+        FileOptions {
+            ghost_limit: ghost::DEFAULT_GHOST_LIMIT,
+            file_locks: false,
+        }
+    }
+}
+
+impl FileOptions {
+    /// Refuses what these options do not allow in the collected `state`:
+    /// a deleted file over the limit (mapped, then held), then a lock.
+    pub fn refuse(&self, state: &super::ProcessState) -> Result<()> {
+        let (pid, files) = (state.process.pid, &state.files);
+        ghost::check_limit(pid, &files.fds, &state.mm.vmas, self.ghost_limit)?;
+        lock::check_allowed(pid, &files.locks, self.file_locks)
+    }
+}
