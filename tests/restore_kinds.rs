@@ -33,6 +33,8 @@ mod pty;
 mod raw;
 #[path = "restore_kinds/refuse.rs"]
 mod refuse;
+#[path = "restore_kinds/sealed.rs"]
+mod sealed;
 #[path = "restore_kinds/shared.rs"]
 mod shared;
 
@@ -50,6 +52,8 @@ victim_tests!(memfd_victim, memfd, "kinds-");
 victim_tests!(ghost_victim, ghost, "kinds-");
 victim_tests!(fifo_victim, fifo, "kinds-");
 victim_tests!(pty_victim, pty, "kinds-");
+// memfds only mapped (fds closed) keep their seals, size and mode.
+victim_tests!(sealed_victim, sealed, "kinds-");
 
 /// The lock victim's modes, its dumps with --file-locks.
 mod lock_victim {

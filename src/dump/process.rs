@@ -115,6 +115,8 @@ fn dump_collected(
     state.files.pipes.extend(fifos);
     state.files.ghosts =
         super::files::ghost::collect_data(state.process.pid, &state.files.fds, &state.mm.vmas)?;
+    state.files.memfds =
+        super::files::memfd::mapped_only(state.process.pid, &state.files.fds, &state.mm.vmas)?;
     state.files.descs = shared.descs.assign(state.process.pid, &state.files.fds)?;
     fault_point(pid, "collect")?;
     state.process.state = match seized.stop_signal() {

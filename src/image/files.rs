@@ -48,6 +48,7 @@ pub mod unix;
 
 pub use anon::{EpollTarget, InotifyWatch, MAX_FD_ITEMS};
 pub use desc::FdDesc;
+pub use kinds::MemfdObject;
 pub use kinds::{GhostData, PtyState};
 pub use lock::{FileLock, LockKind};
 pub use unix::{UnixMessage, UnixPeer, UnixQueue, UnixSocket};

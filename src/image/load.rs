@@ -292,6 +292,8 @@ pub struct FilesImage {
     pub locks: Vec<crate::image::files::FileLock>,
     /// The open file description of each fd (none in older images).
     pub descs: Vec<FdDesc>,
+    /// The memfds mapped without an fd (none in older images).
+    pub memfds: Vec<crate::image::files::MemfdObject>,
 }
 
 impl FilesImage {
@@ -323,6 +325,9 @@ impl FilesImage {
         for x in &self.descs {
             w.write(x)?;
         }
+        for m in &self.memfds {
+            w.write(m)?;
+        }
         w.finish()?;
         Ok(())
     }
@@ -346,6 +351,7 @@ impl FilesImage {
                     return Err(ImageError::new(&name, off, what).into());
                 }
                 AnyRecord::FdDesc(x) => img.descs.push(x),
+                AnyRecord::MemfdObject(m) => img.memfds.push(m),
                 _ => {}
             }
         }

@@ -254,6 +254,13 @@ pub fn every_record() -> Vec<AnyRecord> {
         start: 5,
         end: u64::MAX,
     }));
+    v.push(AnyRecord::MemfdObject(super::files::MemfdObject {
+        id: 99_004,
+        name: b"only mapped".to_vec(),
+        size: 10_000,
+        seals: 0xf,
+        mode: 0o100600,
+    }));
     v
 }
 

@@ -12,7 +12,9 @@
 //! the page after the end of a file whose size is not a page multiple is
 //! padded with zeros). The object is stored once, by its inode, for every
 //! fd and mapping of it: a shared mapping of a memfd is a shared memory
-//! object of the same id, so restore maps the very memfd it recreated.
+//! object of the same id, so restore maps the very memfd it recreated. A
+//! memfd only mapped has no fd record: [`mapped_only`] records its size,
+//! seals and mode instead.
 
 use std::fs::File;
 use std::os::fd::AsFd;
@@ -22,7 +24,7 @@ use std::sync::OnceLock;
 use crate::error::{Error, Result};
 use crate::image::ImageDir;
 use crate::image::files::kinds::MEMFD_NAME_MAX;
-use crate::image::files::{Fd, FdFile};
+use crate::image::files::{Fd, FdFile, MemfdObject};
 use crate::image::vma::{Backing, Vma};
 
 const PREFIX: &[u8] = b"/memfd:";
@@ -82,6 +84,41 @@ pub fn collect(
         seals,
         mode: meta.mode(),
     }))
+}
+
+/// The object records of the memfds `vmas` of `pid` map while `fds` hold
+/// none of them, each once: size and mode from fstat, the seals from
+/// fcntl(F_GET_SEALS), on a file crest opens through
+/// /proc/PID/map_files/START-END (there is no fd to read them through).
+pub fn mapped_only(pid: u32, fds: &[Fd], vmas: &[Vma]) -> Result<Vec<MemfdObject>> {
+    let mut out: Vec<MemfdObject> = Vec::new();
+    let held = |id: u64| {
+        fds.iter()
+            .any(|f| matches!(f.file, FdFile::Memfd { id: i, .. } if i == id))
+    };
+    for v in vmas {
+        let (Backing::AnonShared { shmid: id }, Some(name)) = (&v.backing, memfd_name(&v.name))
+        else {
+            continue;
+        };
+        if held(*id) || out.iter().any(|o| o.id == *id) {
+            continue;
+        }
+        let path = format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end);
+        let file =
+            File::open(&path).map_err(|e| super::gone_or(pid, Error::io("open", &path, e)))?;
+        let meta = file.metadata().map_err(|e| Error::io("stat", &path, e))?;
+        let seals = crate::sys::memfd::get_seals(file.as_fd())
+            .map_err(|e| Error::sys("fcntl(F_GET_SEALS)", path.clone(), e))?;
+        out.push(MemfdObject {
+            id: *id,
+            name: name.to_vec(),
+            size: meta.size(),
+            seals,
+            mode: meta.mode(),
+        });
+    }
+    Ok(out)
 }
 
 /// Stores the contents of every memfd `fds` and `vmas` of `pid` hold that

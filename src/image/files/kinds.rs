@@ -291,6 +291,57 @@ impl Record for GhostData {
     }
 }
 
+/// A memfd a process maps but holds no fd of (its fds were closed): what
+/// an fd record tells of the object (size, seals, mode), so restore makes
+/// it as it was rather than guessing from the mapping. Its contents are in
+/// the shared memory page store by `id`, as for every memfd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemfdObject {
+    /// The memfd's inode number (the mapping's shmid).
+    pub id: u64,
+    /// The name given to memfd_create (without `memfd:`).
+    pub name: Vec<u8>,
+    /// st_size.
+    pub size: u64,
+    /// F_GET_SEALS.
+    pub seals: u32,
+    /// st_mode.
+    pub mode: u32,
+}
+
+impl Record for MemfdObject {
+    const KIND: u16 = 60;
+    const NAME: &'static str = "memfd-object";
+
+    fn encode(&self, w: &mut Writer) {
+        w.u64(self.id);
+        w.bytes(&self.name);
+        w.u64(self.size);
+        w.u32(self.seals);
+        w.u32(self.mode);
+    }
+
+    fn decode(r: &mut Reader) -> Result<Self, ImageError> {
+        Ok(MemfdObject {
+            id: r.u64()?,
+            name: r.bytes("memfd name", MEMFD_NAME_MAX)?,
+            size: r.u64()?,
+            seals: r.u32()?,
+            mode: r.u32()?,
+        })
+    }
+
+    fn to_value(&self) -> Value {
+        Value::Obj(vec![
+            ("name", Value::path(&self.name)),
+            ("id", Value::U(self.id)),
+            ("size", Value::U(self.size)),
+            ("seals", Value::Hex(self.seals as u64)),
+            ("mode", Value::Str(format!("{:o}", self.mode))),
+        ])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::fields::round_trip;

@@ -8,9 +8,10 @@
 //! object (restore::mem), so a write through an fd shows in the mapping as
 //! before. The restorer closes the helper fd once the mappings exist.
 //!
-//! A memfd that was only mapped (its fds closed) comes back with its name
-//! and contents but without seals (the image has no fd record to hold
-//! them), sized to the end of its furthest mapping or stored page.
+//! A memfd that was only mapped (its fds closed) is made from its
+//! memfd-object record (size, seals, mode); in an image without one (an
+//! older crest) it comes back without seals, sized to the end of its
+//! furthest mapping or stored page.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -34,12 +35,13 @@ pub(super) struct Object {
     pub(super) size: u64,
     seals: u32,
     mode: u32,
-    /// Whether an fd record described it (its size, seals and mode are
-    /// the dumped ones, not guessed from a mapping).
+    /// Whether an fd or memfd-object record described it (its size, seals
+    /// and mode are the dumped ones, not guessed from a mapping).
     pub(super) from_fd: bool,
 }
 
-/// The memfds of `img`: from its fd records, then those only mapped.
+/// The memfds of `img`: from its fd records, then those only mapped (from
+/// their memfd-object records where the image has them).
 pub(super) fn objects(img: &Images) -> Vec<Object> {
     let mut out: Vec<Object> = Vec::new();
     for f in &img.files.fds {
@@ -71,18 +73,28 @@ pub(super) fn objects(img: &Images) -> Vec<Object> {
         let Some(name) = crate::dump::files::memfd::memfd_name(&v.name) else {
             continue;
         };
+        if out.iter().any(|o| o.id == shmid) {
+            continue;
+        }
         let end = v.pgoff * page + (v.end - v.start);
-        match out.iter_mut().find(|o| o.id == shmid) {
-            Some(_) => {}
-            None => out.push(Object {
+        out.push(match img.files.memfds.iter().find(|m| m.id == shmid) {
+            Some(m) => Object {
+                id: shmid,
+                name: m.name.clone(),
+                size: m.size,
+                seals: m.seals,
+                mode: m.mode,
+                from_fd: true,
+            },
+            None => Object {
                 id: shmid,
                 name: name.to_vec(),
                 size: end,
                 seals: 0,
                 mode: 0o100777,
                 from_fd: false,
-            }),
-        }
+            },
+        });
     }
     out
 }
