@@ -4,8 +4,11 @@
 //! The queue is peeked through a copy of the socket (pidfd_getfd) with
 //! MSG_PEEK and SO_PEEK_OFF stepping through it: one peek per datagram or
 //! seqpacket record (their boundaries kept), and for a stream one stretch
-//! of bytes up to each message that carries fds (a stream read stops after
-//! such a message). The target's own SO_PEEK_OFF is put back afterwards.
+//! of bytes up to each skb that carries fds (a stream read stops after
+//! such an skb), split where that skb starts ([`stream_split`]): the
+//! bytes before it, then its own bytes with its fds, each restored by one
+//! sendmsg so that reads see the same boundaries. The target's own
+//! SO_PEEK_OFF is put back afterwards.
 //!
 //! The fds in flight arrive in crest as new fds and are dumped like fds of
 //! the process: a unix socket among them gets its own queue read through
@@ -166,15 +169,51 @@ fn peek_from(
         if p.len == 0 && p.fds.is_empty() && (eof || u32::from(s.kind) == SOCK_STREAM) {
             return Ok(out);
         }
-        // A stream peek stops after the first message carrying fds and
-        // reports them for any stretch that reaches into it, so the fds are
-        // kept with the whole stretch (after restore they arrive with its
-        // first byte rather than with their own message's).
+        let fds = in_flight(&p.fds, carried.as_deref_mut())?;
+        if u32::from(s.kind) == SOCK_STREAM && p.len > 0 && !fds.is_empty() {
+            let before = stream_split(sock, total - p.len, &mut buf[..p.len])?;
+            if before > 0 {
+                out.push(UnixMessage {
+                    data: buf[..before].to_vec(),
+                    fds: Vec::new(),
+                });
+            }
+            out.push(UnixMessage {
+                data: buf[before..p.len].to_vec(),
+                fds,
+            });
+            continue;
+        }
         out.push(UnixMessage {
             data: buf[..p.len].to_vec(),
-            fds: in_flight(&p.fds, carried.as_deref_mut())?,
+            fds,
         });
     }
+}
+
+/// Where the skb carrying fds starts in the stream stretch `stretch`
+/// just peeked at queue offset `at`, as a count of the bytes before it.
+///
+/// A stream peek stops after the first skb carrying fds (one sendmsg
+/// with SCM_RIGHTS, or the first chunk of a large one) and reports its
+/// fds, but a peek of any stretch before it reports them too, so the
+/// peek cannot show where that skb starts. Every byte of the stretch but
+/// the last is peeked again into a buffer followed by an unwritable byte
+/// ([`unix_sock::peek_whole_skbs`]): the skbs before the fds are copied
+/// whole, the one with the fds reaches the unwritable byte, and the count
+/// returned is exactly the bytes before it. The peek offset is left at
+/// the stretch's end, where the next peek starts.
+fn stream_split(sock: RawFd, at: usize, stretch: &mut [u8]) -> Result<usize, PeekError> {
+    let set = |off: usize| {
+        let off = i32::try_from(off).unwrap_or(i32::MAX);
+        unix_sock::set_int(sock, SO_PEEK_OFF, off).map_err(|e| PeekError::Sys("setsockopt", e))
+    };
+    let len = stretch.len();
+    set(at)?;
+    let before = unix_sock::peek_whole_skbs(sock, &mut stretch[..len - 1])
+        .map_err(|e| PeekError::Sys("recvmsg", e))?;
+    set(at + len)?;
+    Ok(before.min(len - 1))
 }
 
 /// The files that came with a peeked message, as fd records' files; what

@@ -284,6 +284,10 @@ pub fn plan_files_in_tree(
             desc: files.descs.iter().find(|d| d.fd == f.fd).map(|d| d.desc_id),
         });
     }
+    // A pipe also in flight in a socket crest made for the tree: that pipe.
+    for p in &mut plan.pipes {
+        p.inherited = p.inherited.or(tree.pipe_of(p.id));
+    }
     Ok(plan)
 }
 
