@@ -11,6 +11,13 @@
 //! parent and its child: split pairs and an inherited socket, restored
 //! shared.
 //!
+//! The victims of tests/restore_unix/flight.rs: fds in flight on a stream
+//! read back at the same bytes as the kernel gave them before (reads of
+//! 2, 5 and 65536 bytes), and a socket two processes share whose queue
+//! carries a pipe and a socket the processes hold too: the same pipe and
+//! socket after restore. Each: round trip, restore from a `dump -R`
+//! image, a failed dump (and restore) leaving everything as it was.
+//!
 //! The refusal tests: a socket connected to a peer outside the tree is
 //! refused at dump naming the fd, the socket and the peer, the victim left
 //! running; `--external unix[INO]` lets it through.

@@ -169,26 +169,52 @@ fn peek_from(
         if p.len == 0 && p.fds.is_empty() && (eof || u32::from(s.kind) == SOCK_STREAM) {
             return Ok(out);
         }
-        let fds = in_flight(&p.fds, carried.as_deref_mut())?;
-        if u32::from(s.kind) == SOCK_STREAM && p.len > 0 && !fds.is_empty() {
-            let before = stream_split(sock, total - p.len, &mut buf[..p.len])?;
-            if before > 0 {
-                out.push(UnixMessage {
-                    data: buf[..before].to_vec(),
-                    fds: Vec::new(),
-                });
-            }
-            out.push(UnixMessage {
-                data: buf[before..p.len].to_vec(),
-                fds,
-            });
+        if u32::from(s.kind) == SOCK_STREAM && p.len > 0 && !p.fds.is_empty() {
+            let at = total - p.len;
+            total = stretch_with_fds(sock, at, &mut buf, &p, carried.as_deref_mut(), &mut out)?;
             continue;
         }
         out.push(UnixMessage {
             data: buf[..p.len].to_vec(),
-            fds,
+            fds: in_flight(&p.fds, carried.as_deref_mut())?,
         });
     }
+}
+
+/// The stream stretch `p` peeked at `at` into `buf`, which ends with the
+/// skb carrying `p`'s fds: the bytes before that skb, then the skb with
+/// its fds, as two messages. Returns where the next peek starts (set).
+fn stretch_with_fds(
+    sock: RawFd,
+    at: usize,
+    buf: &mut [u8],
+    p: &unix_sock::Peeked,
+    carried: Option<&mut Carried<'_>>,
+    out: &mut Vec<UnixMessage>,
+) -> Result<usize, PeekError> {
+    let before = stream_split(sock, at, &mut buf[..p.len])?;
+    if before > 0 {
+        out.push(UnixMessage {
+            data: buf[..before].to_vec(),
+            fds: Vec::new(),
+        });
+    }
+    if p.len == buf.len() && before > 0 {
+        // The buffer may have ended inside the skb with the fds: the next
+        // peek starts at that skb.
+        set_peek_off(sock, at + before)?;
+        return Ok(at + before);
+    }
+    out.push(UnixMessage {
+        data: buf[before..p.len].to_vec(),
+        fds: in_flight(&p.fds, carried)?,
+    });
+    Ok(at + p.len)
+}
+
+fn set_peek_off(sock: RawFd, off: usize) -> Result<(), PeekError> {
+    let off = i32::try_from(off).unwrap_or(i32::MAX);
+    unix_sock::set_int(sock, SO_PEEK_OFF, off).map_err(|e| PeekError::Sys("setsockopt", e))
 }
 
 /// Where the skb carrying fds starts in the stream stretch `stretch`
@@ -204,15 +230,11 @@ fn peek_from(
 /// returned is exactly the bytes before it. The peek offset is left at
 /// the stretch's end, where the next peek starts.
 fn stream_split(sock: RawFd, at: usize, stretch: &mut [u8]) -> Result<usize, PeekError> {
-    let set = |off: usize| {
-        let off = i32::try_from(off).unwrap_or(i32::MAX);
-        unix_sock::set_int(sock, SO_PEEK_OFF, off).map_err(|e| PeekError::Sys("setsockopt", e))
-    };
     let len = stretch.len();
-    set(at)?;
+    set_peek_off(sock, at)?;
     let before = unix_sock::peek_whole_skbs(sock, &mut stretch[..len - 1])
         .map_err(|e| PeekError::Sys("recvmsg", e))?;
-    set(at + len)?;
+    set_peek_off(sock, at + len)?;
     Ok(before.min(len - 1))
 }
 
@@ -266,5 +288,77 @@ fn flight_kind(f: &FdFile) -> &'static str {
         FdFile::Pipe { .. } => "a pipe inside a socket in flight",
         FdFile::Unix(_) => "a unix socket inside a socket in flight",
         _ => "an event-loop file",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::unix_sock::{SO_SNDBUFFORCE, sendmsg_fds, socketpair};
+    use std::os::fd::AsRawFd;
+
+    fn stream(ino: u64) -> UnixSocket {
+        UnixSocket {
+            flags: 2,
+            ino,
+            kind: SOCK_STREAM as u8,
+            state: 1,
+            name: Vec::new(),
+            file: (0, 0),
+            peer: UnixPeer::Gone,
+            shutdown: 0,
+            backlog: 0,
+            sndbuf: 0,
+            rcvbuf: 0,
+            passcred: false,
+            peek_off: -1,
+        }
+    }
+
+    fn shape(msgs: &[UnixMessage]) -> Vec<(usize, usize)> {
+        msgs.iter().map(|m| (m.data.len(), m.fds.len())).collect()
+    }
+
+    #[test]
+    fn stream_fds_are_kept_with_their_own_bytes() {
+        let (a, b) = socketpair(SOCK_STREAM).unwrap();
+        let (a, b) = (unix_sock::owned(a), unix_sock::owned(b));
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let n = null.as_raw_fd();
+        for (data, fds) in [
+            (&b"aaa"[..], &[][..]),
+            (b"bbb", &[n]),
+            (b"cc", &[n, n]),
+            (b"ddd", &[]),
+            (b"e", &[]),
+        ] {
+            sendmsg_fds(a.as_raw_fd(), data, fds, 0).unwrap();
+        }
+        let got = peek_all(b.as_raw_fd(), &stream(1), None).ok().unwrap();
+        assert_eq!(shape(&got), [(3, 0), (3, 1), (2, 2), (4, 0)]);
+        assert_eq!(got[1].data, b"bbb");
+        assert_eq!(unix_sock::get_int(b.as_raw_fd(), SO_PEEK_OFF).unwrap(), -1);
+        // Nothing was taken: a read still starts with the first bytes.
+        let mut buf = [0u8; 8];
+        let n = crate::sys::fd::read(std::os::fd::AsFd::as_fd(&b), &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"aaabbb");
+    }
+
+    #[test]
+    fn a_peek_buffer_ending_inside_the_skb_with_fds_starts_again_there() {
+        let (a, b) = socketpair(SOCK_STREAM).unwrap();
+        let (a, b) = (unix_sock::owned(a), unix_sock::owned(b));
+        unix_sock::set_int(a.as_raw_fd(), SO_SNDBUFFORCE, 16 << 20).unwrap();
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let chunk = vec![b'x'; 1 << 16];
+        let mut left = PEEK_BUF - 2;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            sendmsg_fds(a.as_raw_fd(), &chunk[..n], &[], 0).unwrap();
+            left -= n;
+        }
+        sendmsg_fds(a.as_raw_fd(), b"xyz", &[null.as_raw_fd()], 0).unwrap();
+        let got = peek_all(b.as_raw_fd(), &stream(2), None).ok().unwrap();
+        assert_eq!(shape(&got), [(PEEK_BUF - 2, 0), (3, 1)]);
     }
 }

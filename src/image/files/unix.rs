@@ -177,8 +177,10 @@ pub fn show_name(n: &[u8]) -> String {
     }
 }
 
-/// One message (datagram, seqpacket record, or stretch of a stream up to
-/// the fds it carries) waiting in a receive queue.
+/// One message waiting in a receive queue: a datagram, a seqpacket
+/// record, or on a stream the bytes one sendmsg restores (the bytes before
+/// the skb that carries fds, or that skb with its fds, or the bytes after
+/// the last fds), so the fds sit at the same byte after restore.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnixMessage {
     /// Its bytes.
