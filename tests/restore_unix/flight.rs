@@ -10,7 +10,8 @@
 //! truth. Then it fills the pairs 20/21, 22/23 and 24/25 the same way and
 //! waits. After go it reads 20, 22 and 24 in the three styles and checks
 //! that every read returns the same bytes with the same fds (the same
-//! files: the held pipe's ends, the held file) as the scratch reads did.
+//! files: the held pipe's ends, the open file of fd 42, whose offset a
+//! seek on the file in flight moves) as the scratch reads did.
 //!
 //! [`held_pipe_victim`]: a datagram pair 20/21 both processes of a tree
 //! hold, whose queue carries the read end of the pipe 40/41 (holding
@@ -19,7 +20,9 @@
 //! receives the message: the pipe end in flight is the held pipe (same
 //! inode as 40, its bytes first, then what the child writes on 41 after
 //! go) and the socket in flight is the child's 30 (same inode; the parent
-//! reads on 31 what the child writes on 30).
+//! reads on 31 what the child writes on 30). A second message carries
+//! the parent's fd 42: after restore the file in flight is 42's open file
+//! (a seek on it moves 42's offset).
 
 use crate::common::victim::{Child, Msg, Verdict};
 use crate::raw::{errno, place};
@@ -117,8 +120,19 @@ fn ino(fd: i32) -> u64 {
     if r == 0 { st.st_ino } else { 0 }
 }
 
+/// Whether `fd` is the open file of fd 42 (not only the same file): a
+/// seek on it moves 42's offset too.
+fn shares_42(fd: i32) -> bool {
+    // SAFETY: seeks on our own fds.
+    unsafe {
+        let before = libc::lseek(42, 0, libc::SEEK_CUR);
+        libc::lseek(fd, 1, libc::SEEK_CUR);
+        libc::lseek(42, 0, libc::SEEK_CUR) == before + 1
+    }
+}
+
 /// Which held file `fd` is: 1 the pipe's read end, 2 its write end, 3 the
-/// file 42; 9 another. Closes it.
+/// open file of fd 42, 4 the file of 42 opened apart; 9 another. Closes it.
 fn label(fd: i32) -> u64 {
     let i = ino(fd);
     // SAFETY: integer fcntl on our own fd.
@@ -126,7 +140,8 @@ fn label(fd: i32) -> u64 {
     let l = match (i == ino(40), i == ino(42), acc) {
         (true, _, libc::O_RDONLY) => 1,
         (true, _, libc::O_WRONLY) => 2,
-        (_, true, _) => 3,
+        (_, true, _) if shares_42(fd) => 3,
+        (_, true, _) => 4,
         _ => 9,
     };
     // SAFETY: the fd came with the message and is ours.
@@ -357,6 +372,15 @@ fn held_pipe_parent(c: &Child, child: i32) -> Verdict {
     unsafe { libc::fcntl(pipe, libc::F_SETFL, libc::O_NONBLOCK) };
     read_wait(pipe, b"pipe-bytes+child")?;
     read_wait(31, b"on-30")?;
+    let (n, fds, count) = recv_fds(20, &mut buf);
+    ensure!(
+        n == 1 && count == 1,
+        "the second message: {n} bytes, {count} fds"
+    );
+    ensure!(
+        label(fds[0]) == 3,
+        "the file in flight is not fd 42's open file"
+    );
     // SAFETY: a live buffer on our own fd.
     let bye = unsafe { libc::write(31, b"bye".as_ptr().cast(), 3) };
     ensure!(bye == 3, "bye: errno {}", errno());
@@ -381,6 +405,7 @@ pub fn held_pipe_victim(c: &Child) -> Verdict {
     socketpair(libc::SOCK_DGRAM, 20, 21)?;
     socketpair(libc::SOCK_STREAM, 30, 31)?;
     send_fds(21, b"M", &[40, 30])?;
+    send_fds(21, b"G", &[42])?;
     send_fds(20, b"back", &[])?;
     let mut p = [0i32; 2];
     // SAFETY: two ints for pipe.

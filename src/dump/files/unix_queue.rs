@@ -18,7 +18,9 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use super::unix::copy_fd;
 use crate::error::{Error, Result};
-use crate::image::files::{Fd, FdFile, PipeData, UnixMessage, UnixPeer, UnixQueue, UnixSocket};
+use crate::image::files::{
+    Fd, FdFile, PipeData, UnixFlightFile, UnixMessage, UnixPeer, UnixQueue, UnixSocket,
+};
 use crate::sys::unix_diag::{self, TCP_LISTEN};
 use crate::sys::unix_sock::{self, MSG_TRUNC, SO_PEEK_OFF, SOCK_DGRAM, SOCK_STREAM};
 
@@ -30,21 +32,33 @@ pub struct Carried<'a> {
     pub pipes: Vec<PipeData>,
     /// Pipe ids already stored in the image (by the tree's pipe step).
     pub seen_pipes: &'a mut Vec<u64>,
+    /// The process whose queues are read.
+    pub pid: u32,
+    /// Files in flight that are the open file of a held fd.
+    pub flight_files: Vec<UnixFlightFile>,
+}
+
+/// What [`collect_queues`] found.
+pub struct Collected {
+    /// The queues, the sockets' in flight included.
+    pub queues: Vec<UnixQueue>,
+    /// The bytes of the pipes in flight not stored yet.
+    pub pipes: Vec<PipeData>,
+    /// Files in flight that are the open file of a held fd.
+    pub flight_files: Vec<UnixFlightFile>,
 }
 
 /// The receive queue of every unix socket among `fds` of the frozen `pid`
 /// (each socket once), with the files in flight; the bytes of the pipes in
 /// flight not in `seen_pipes` come back too (and are added to it).
-pub fn collect_queues(
-    pid: u32,
-    fds: &[Fd],
-    seen_pipes: &mut Vec<u64>,
-) -> Result<(Vec<UnixQueue>, Vec<PipeData>)> {
+pub fn collect_queues(pid: u32, fds: &[Fd], seen_pipes: &mut Vec<u64>) -> Result<Collected> {
     let mut out: Vec<UnixQueue> = Vec::new();
     let mut carried = Carried {
         queues: Vec::new(),
         pipes: Vec::new(),
         seen_pipes,
+        pid,
+        flight_files: Vec::new(),
     };
     for f in fds {
         let FdFile::Unix(s) = &f.file else { continue };
@@ -74,7 +88,11 @@ pub fn collect_queues(
             out.push(q);
         }
     }
-    Ok((out, carried.pipes))
+    Ok(Collected {
+        queues: out,
+        pipes: carried.pipes,
+        flight_files: carried.flight_files,
+    })
 }
 
 /// A client whose connection is not accepted yet may have sent bytes to
@@ -171,12 +189,13 @@ fn peek_from(
         }
         if u32::from(s.kind) == SOCK_STREAM && p.len > 0 && !p.fds.is_empty() {
             let at = total - p.len;
-            total = stretch_with_fds(sock, at, &mut buf, &p, carried.as_deref_mut(), &mut out)?;
+            let c = carried.as_deref_mut();
+            total = stretch_with_fds((sock, s.ino), at, &mut buf, &p, c, &mut out)?;
             continue;
         }
         out.push(UnixMessage {
             data: buf[..p.len].to_vec(),
-            fds: in_flight(&p.fds, carried.as_deref_mut())?,
+            fds: in_flight(&p.fds, carried.as_deref_mut(), (s.ino, out.len()))?,
         });
     }
 }
@@ -185,7 +204,7 @@ fn peek_from(
 /// skb carrying `p`'s fds: the bytes before that skb, then the skb with
 /// its fds, as two messages. Returns where the next peek starts (set).
 fn stretch_with_fds(
-    sock: RawFd,
+    (sock, ino): (RawFd, u64),
     at: usize,
     buf: &mut [u8],
     p: &unix_sock::Peeked,
@@ -207,7 +226,7 @@ fn stretch_with_fds(
     }
     out.push(UnixMessage {
         data: buf[before..p.len].to_vec(),
-        fds: in_flight(&p.fds, carried)?,
+        fds: in_flight(&p.fds, carried, (ino, out.len()))?,
     });
     Ok(at + p.len)
 }
@@ -240,18 +259,32 @@ fn stream_split(sock: RawFd, at: usize, stretch: &mut [u8]) -> Result<usize, Pee
 
 /// The files that came with a peeked message, as fd records' files; what
 /// a socket or pipe among them holds goes to `carried`.
+/// `(ino, message)`: the queue's socket and the message's index, which
+/// name a file in flight that is the open file of a held fd.
 fn in_flight(
     fds: &[OwnedFd],
     mut carried: Option<&mut Carried<'_>>,
+    (ino, message): (u64, usize),
 ) -> Result<Vec<FdFile>, PeekError> {
     let me = std::process::id();
     let mut out = Vec::with_capacity(fds.len());
-    for f in fds {
+    for (index, f) in fds.iter().enumerate() {
         let rec = super::collect_fd(me, f.as_raw_fd()).map_err(|e| {
             PeekError::Problem(format!("carrying a file in flight crest cannot dump: {e}"))
         })?;
         match (&rec.file, carried.as_deref_mut()) {
-            (FdFile::Reg { .. } | FdFile::Chr { .. }, _) => {}
+            (FdFile::Reg { .. } | FdFile::Chr { .. }, Some(c)) => {
+                if let Some((pid, fd)) = super::unix::file_holder(f.as_raw_fd(), c.pid) {
+                    c.flight_files.push(UnixFlightFile {
+                        ino,
+                        message: message as u32,
+                        index: index as u32,
+                        pid,
+                        fd,
+                    });
+                }
+            }
+            (FdFile::Reg { .. } | FdFile::Chr { .. }, None) => {}
             (FdFile::Unix(s), Some(c)) => {
                 if s.state != TCP_LISTEN && !c.queues.iter().any(|q| q.ino == s.ino) {
                     let messages = peek_all(f.as_raw_fd(), s, None)?;

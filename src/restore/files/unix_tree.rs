@@ -25,6 +25,7 @@
 use std::os::fd::{AsRawFd, RawFd};
 
 use super::shared::SharedFiles;
+use super::unix::Lent;
 use crate::error::{Error, Result};
 use crate::image::files::{Fd, FdFile, PipeData, UnixPeer, UnixQueue, UnixSocket};
 use crate::image::load::FilesImage;
@@ -38,6 +39,10 @@ pub struct TreeSockets {
     at: Vec<(u64, RawFd)>,
     /// Pipes in flight that processes hold too: (pipe id, [read, write]).
     pipes: Vec<(u64, [RawFd; 2])>,
+    /// Open files that are in flight and held too: (description id, fd).
+    files: Vec<(u64, RawFd)>,
+    /// Each such file in flight, by where it is in its queue.
+    lent: Vec<Lent>,
 }
 
 impl TreeSockets {
@@ -51,16 +56,41 @@ impl TreeSockets {
         self.pipes.iter().find(|(i, _)| *i == id).map(|(_, e)| *e)
     }
 
-    /// The inherited numbers `files`' fds use (each once).
+    /// The fd number crest holds the open file with description id `desc`
+    /// at, when a file in flight is that open file too.
+    pub fn desc_fd(&self, desc: u64) -> Option<RawFd> {
+        self.files
+            .iter()
+            .find(|(d, _)| *d == desc)
+            .map(|(_, fd)| *fd)
+    }
+
+    /// The files in flight crest opened (for [`super::unix::plan_lent`]).
+    pub fn lent(&self) -> &[Lent] {
+        &self.lent
+    }
+
+    /// The inherited numbers `files`' fds and files in flight use (each once).
     pub fn used_by(&self, files: &FilesImage) -> Vec<RawFd> {
         let mut out: Vec<RawFd> = Vec::new();
-        for f in &files.fds {
-            let nums = match &f.file {
-                FdFile::Unix(s) => self.fd_of(s.ino).map(|n| vec![n]),
-                FdFile::Pipe { pipe_id, .. } => self.pipe_of(*pipe_id).map(|e| e.to_vec()),
-                _ => None,
-            };
-            for n in nums.unwrap_or_default() {
+        let lent = files.flight_files.iter().filter_map(|e| {
+            let key = (e.ino, e.message, e.index);
+            self.lent
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, n)| vec![*n])
+        });
+        let descs = files
+            .descs
+            .iter()
+            .filter_map(|d| self.desc_fd(d.desc_id).map(|n| vec![n]));
+        let held = files.fds.iter().filter_map(|f| match &f.file {
+            FdFile::Unix(s) => self.fd_of(s.ino).map(|n| vec![n]),
+            FdFile::Pipe { pipe_id, .. } => self.pipe_of(*pipe_id).map(|e| e.to_vec()),
+            _ => None,
+        });
+        for nums in held.chain(descs).chain(lent) {
+            for n in nums {
                 if !out.contains(&n) {
                     out.push(n);
                 }
@@ -222,12 +252,20 @@ pub fn spanning(procs: &[&FilesImage]) -> Vec<u64> {
         .collect()
 }
 
-/// Makes the sockets that span processes of `procs` once, at numbers >=
-/// `base`, with their queues (each sent once).
-pub fn create_tree(procs: &[&FilesImage], base: i32) -> Result<TreeSockets> {
+/// Makes the sockets that span processes of `procs` (whose pids are
+/// `pids`) once, at numbers >= `base`, with their queues (each sent
+/// once); and the open files that are in flight and held too.
+pub fn create_tree(procs: &[&FilesImage], pids: &[u32], base: i32) -> Result<TreeSockets> {
+    let mut open = SharedFiles::default();
+    let (files, lent) = super::unix_flight::open_flight_files(procs, pids, &mut open, base)?;
     let inos = spanning(procs);
     if inos.is_empty() {
-        return Ok(TreeSockets::default());
+        return Ok(TreeSockets {
+            open,
+            files,
+            lent,
+            ..TreeSockets::default()
+        });
     }
     let mut fds: Vec<&Fd> = Vec::new();
     for f in procs.iter().flat_map(|p| p.fds.iter()) {
@@ -247,7 +285,6 @@ pub fn create_tree(procs: &[&FilesImage], base: i32) -> Result<TreeSockets> {
         }
     }
     let pipes: Vec<PipeData> = procs.iter().flat_map(|p| p.pipes.clone()).collect();
-    let mut open = SharedFiles::default();
     let held_pipes = make_held_pipes(procs, &queues, &pipes, &mut open, base)?;
     // The planner borrows the ends of the pipes a process holds: one fd
     // record per such pipe tells it which.
@@ -258,7 +295,7 @@ pub fn create_tree(procs: &[&FilesImage], base: i32) -> Result<TreeSockets> {
             .find(|f| matches!(f.file, FdFile::Pipe { pipe_id, .. } if pipe_id == *id));
         fds.extend(holder);
     }
-    let mut plan = super::unix::plan(&fds, &queues, &pipes)?;
+    let mut plan = super::unix::plan_lent(&fds, &queues, &pipes, &lent)?;
     // Helper slots are closed below, once every step ran: closing them
     // here by number would leave crest's owned copies dangling.
     plan.ops.retain(|o| !matches!(o, super::unix::Op::Close(_)));
@@ -281,8 +318,10 @@ pub fn create_tree(procs: &[&FilesImage], base: i32) -> Result<TreeSockets> {
         })
         .map(|(_, fd)| *fd)
         .collect();
-    let pipe_fds: Vec<RawFd> = held_pipes.iter().flat_map(|(_, e)| *e).collect();
-    open.retain(|fd| held.contains(&fd.as_raw_fd()) || pipe_fds.contains(&fd.as_raw_fd()));
+    let mut keep: Vec<RawFd> = held_pipes.iter().flat_map(|(_, e)| *e).collect();
+    keep.extend(files.iter().map(|(_, fd)| *fd));
+    keep.extend(&held);
+    open.retain(|fd| keep.contains(&fd.as_raw_fd()));
     crate::debug!(
         "{} unix socket(s) shared between processes, {} made in all, {} pipe(s) in flight held too",
         held.len(),
@@ -293,6 +332,8 @@ pub fn create_tree(procs: &[&FilesImage], base: i32) -> Result<TreeSockets> {
         open,
         at: at.into_iter().filter(|(_, fd)| held.contains(fd)).collect(),
         pipes: held_pipes,
+        files,
+        lent,
     })
 }
 
@@ -450,7 +491,7 @@ mod tests {
         let q = || vec![queue(100, b"once", Vec::new())];
         let p0 = files(vec![a(), b], q());
         let p1 = files(vec![a()], q());
-        let made = create_tree(&[&p0, &p1], 200).unwrap();
+        let made = create_tree(&[&p0, &p1], &[1, 2], 200).unwrap();
         assert_eq!(made.len(), 2);
         let (fa, fb) = (made.fd_of(100).unwrap(), made.fd_of(101).unwrap());
         assert!(fa >= 200 && fb >= 200 && fa != fb);
@@ -493,7 +534,7 @@ mod tests {
             file: pipe(1),
         });
         assert_eq!(spanning(&[&p0, &p2]), [100, 101], "the pipe's holder");
-        let made = create_tree(&[&p0, &p1, &p2], 200).unwrap();
+        let made = create_tree(&[&p0, &p1, &p2], &[1, 2, 3], 200).unwrap();
         let [_, w] = made.pipe_of(77).unwrap();
         assert_eq!(made.used_by(&p2), made.pipe_of(77).unwrap());
         // The end in flight reads the pipe's bytes, then what the holder
