@@ -3,7 +3,8 @@
 //! SCM_RIGHTS.
 //!
 //! Dump copies a target's socket (pidfd_getfd) and peeks its receive queue
-//! with [`recvmsg_peek`], taking the fds still in flight; restore remakes
+//! with [`recvmsg_peek`], taking the fds still in flight, and finds where
+//! a stream's skb carrying fds starts with [`peek_whole_skbs`]; restore remakes
 //! sockets in the new task, where nothing may allocate, so every wrapper
 //! here is one raw syscall over stack memory and plain fd numbers.
 //!

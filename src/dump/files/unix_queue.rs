@@ -12,7 +12,9 @@
 //!
 //! The fds in flight arrive in crest as new fds and are dumped like fds of
 //! the process: a unix socket among them gets its own queue read through
-//! that copy, a pipe its bytes copied like a held pipe's (once per pipe).
+//! that copy, a pipe its bytes copied like a held pipe's (once per pipe),
+//! a regular file or device that is the open file of an fd of the frozen
+//! tree a unix-flight-file record naming that fd.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
