@@ -21,6 +21,8 @@
 //! [`inherited`](super::PlannedPipe)). A pipe also links the sockets whose
 //! queues carry it and counts its holders among their group's, so a
 //! socket whose queue carries a pipe another process holds spans too.
+//! The regular files and devices in flight that are a held fd's open file
+//! are opened first, for the whole tree ([`super::unix_flight`]).
 
 use std::os::fd::{AsRawFd, RawFd};
 
