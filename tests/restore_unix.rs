@@ -11,6 +11,13 @@
 //! parent and its child: split pairs and an inherited socket, restored
 //! shared.
 //!
+//! The victims of tests/restore_unix/flight.rs: fds in flight on a stream
+//! read back at the same bytes as the kernel gave them before (reads of
+//! 2, 5 and 65536 bytes), and a socket two processes share whose queue
+//! carries a pipe and a socket the processes hold too: the same pipe and
+//! socket after restore. Each: round trip, restore from a `dump -R`
+//! image, a failed dump (and restore) leaving everything as it was.
+//!
 //! The refusal tests: a socket connected to a peer outside the tree is
 //! refused at dump naming the fd, the socket and the peer, the victim left
 //! running; `--external unix[INO]` lets it through.
@@ -20,6 +27,8 @@
 // ensure! (a failed check in a victim) and victim_tests! come from here.
 #[macro_use]
 mod common;
+#[path = "restore_unix/flight.rs"]
+mod flight;
 #[path = "restore_fdkinds/raw.rs"]
 #[allow(dead_code)]
 mod raw;
@@ -357,4 +366,164 @@ fn sockets_shared_between_parent_and_child_round_trip() {
     assert!(status.success(), "crest restore: {}", text(&err));
     v.forget();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `crest restore` of `img` with `extra`, then go: the restored victim
+/// (a tree: its root) passes and crest exits 0.
+fn restore_with(v: &mut Victim, img: &Path, extra: &[&str]) {
+    let err = img.with_file_name("restore.stderr");
+    let mut args = vec!["restore", "-D", img.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crest"))
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(&err).unwrap())
+        .spawn()
+        .expect("start crest restore");
+    let text = |e: &Path| std::fs::read_to_string(e).unwrap_or_default();
+    v.clear_report();
+    v.adopt();
+    v.go();
+    let report = v.wait_report(|| match child.try_wait().unwrap() {
+        Some(s) if !s.success() => Some(format!("crest restore: {s}: {}", text(&err))),
+        _ => None,
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "crest hangs");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    assert_eq!(report.trim(), "pass", "restored victim {}", v.pid);
+    assert!(status.success(), "crest restore: {}", text(&err));
+    v.forget();
+}
+
+/// A fresh victim running `body` in scratch dir `name`.
+fn flight_victim(
+    name: &str,
+    body: fn(&common::victim::Child) -> common::victim::Verdict,
+) -> Victim {
+    let dir = scratch(name);
+    victim::prepare(&dir);
+    Victim::spawn(&dir, body)
+}
+
+/// Baseline (no checkpoint), then dump (killing the tree) and restore.
+fn flight_round_trip(
+    name: &str,
+    body: fn(&common::victim::Child) -> common::victim::Verdict,
+    extra: &[&str],
+) {
+    let mut v = flight_victim(&format!("{name}-base"), body);
+    go_and_pass(&mut v);
+    let _ = std::fs::remove_dir_all(&v.dir);
+    let mut v = flight_victim(name, body);
+    let img = dump(&v, extra);
+    v.reap();
+    dumped_tree_gone(&img);
+    restore_with(&mut v, &img, extra);
+    let _ = std::fs::remove_dir_all(&v.dir);
+}
+
+/// `dump -R` leaves every queue as it was (the victim passes on), and
+/// the image it wrote restores once the victim is gone.
+fn flight_leave_running(
+    name: &str,
+    body: fn(&common::victim::Child) -> common::victim::Verdict,
+    extra: &[&str],
+) {
+    let mut v = flight_victim(name, body);
+    let mut args = vec!["-R"];
+    args.extend_from_slice(extra);
+    let img = dump(&v, &args);
+    assert!(v.try_reap().is_none(), "the victim runs on after dump -R");
+    go_and_pass(&mut v);
+    dumped_tree_gone(&img);
+    restore_with(&mut v, &img, extra);
+    let _ = std::fs::remove_dir_all(&v.dir);
+}
+
+/// A dump failing after the queues were read (CREST_FAULT=collect) leaves
+/// the victim running with every queue as it was: it passes afterwards.
+fn flight_failed_dump(
+    name: &str,
+    body: fn(&common::victim::Child) -> common::victim::Verdict,
+    extra: &[&str],
+) {
+    let mut v = flight_victim(name, body);
+    let img = v.dir.join("img");
+    let pid = v.pid.to_string();
+    let mut args = vec!["dump", "-t", &pid, "-D", img.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = Command::new(env!("CARGO_BIN_EXE_crest"))
+        .args(&args)
+        .env("CREST_FAULT", "collect")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the fault makes the dump fail");
+    assert!(stderr(&out).contains("collect"), "{}", stderr(&out));
+    assert!(v.try_reap().is_none(), "the victim runs on");
+    go_and_pass(&mut v);
+    let _ = std::fs::remove_dir_all(&v.dir);
+}
+
+/// Fds in flight on a stream socket come back at the byte where they
+/// were: reads of 2, 5 and 65536 bytes return the same stretches with the
+/// same fds as the kernel gave for the same sends before the checkpoint.
+#[test]
+fn stream_fds_keep_their_byte_positions_round_trip() {
+    flight_round_trip("unix-sfd", flight::stream_fds_victim, &[]);
+}
+
+#[test]
+fn stream_fds_keep_their_byte_positions_from_a_leave_running_image() {
+    flight_leave_running("unix-sfd-R", flight::stream_fds_victim, &[]);
+}
+
+#[test]
+fn stream_fds_a_failed_dump_leaves_the_queue_as_it_was() {
+    flight_failed_dump("unix-sfd-fault", flight::stream_fds_victim, &[]);
+}
+
+/// A socket two processes hold whose queue carries a pipe end (and a
+/// socket) the processes hold too: after restore the end in flight is the
+/// held pipe, bytes included, and the socket in flight the held socket.
+#[test]
+fn a_held_pipe_in_flight_in_a_shared_socket_round_trip() {
+    flight_round_trip("unix-hp", flight::held_pipe_victim, &["-j"]);
+}
+
+#[test]
+fn a_held_pipe_in_flight_in_a_shared_socket_from_a_leave_running_image() {
+    flight_leave_running("unix-hp-R", flight::held_pipe_victim, &["-j"]);
+}
+
+/// A failed dump leaves the tree as it was; a restore failing once its
+/// tasks exist leaves no process behind.
+#[test]
+fn a_held_pipe_in_flight_failed_dump_and_restore_leave_nothing() {
+    flight_failed_dump("unix-hp-fault", flight::held_pipe_victim, &["-j"]);
+    let mut v = flight_victim("unix-hp-refault", flight::held_pipe_victim);
+    let img = dump(&v, &["-j"]);
+    v.reap();
+    let pids = dumped_tree_gone(&img);
+    let out = Command::new(env!("CARGO_BIN_EXE_crest"))
+        .args(["restore", "-j", "-D", img.to_str().unwrap()])
+        .env("CREST_FAULT", "restore-takeover")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the fault makes the restore fail");
+    let start = Instant::now();
+    while !pids.iter().all(|p| pid_gone(*p)) {
+        assert!(start.elapsed() < Duration::from_secs(10), "no process left");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    v.forget();
+    let _ = std::fs::remove_dir_all(&v.dir);
 }

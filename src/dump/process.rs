@@ -155,9 +155,10 @@ fn collect_sockets(state: &mut ProcessState, shared: &Shared) -> Result<()> {
             _ => None,
         })
         .collect();
-    let (queues, pipes) = unix_queue::collect_queues(pid, &files.fds, &mut seen)?;
-    files.unix_queues = queues;
-    files.pipes.extend(pipes);
+    let got = unix_queue::collect_queues(pid, &files.fds, &mut seen)?;
+    files.unix_queues = got.queues;
+    files.pipes.extend(got.pipes);
+    files.flight_files = got.flight_files;
     let mut known = shared.sockets.clone();
     known.extend(unix::in_flight_sockets(&files.unix_queues).map(|s| s.ino));
     unix::check_in_flight_peers(pid, &files.unix_queues, &known)?;

@@ -51,7 +51,7 @@ pub use desc::FdDesc;
 pub use kinds::MemfdObject;
 pub use kinds::{GhostData, PtyState};
 pub use lock::{FileLock, LockKind};
-pub use unix::{UnixMessage, UnixPeer, UnixQueue, UnixSocket};
+pub use unix::{UnixFlightFile, UnixMessage, UnixPeer, UnixQueue, UnixSocket};
 
 use super::codec::{Reader, Writer};
 use super::record::Record;

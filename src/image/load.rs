@@ -292,6 +292,8 @@ pub struct FilesImage {
     pub locks: Vec<crate::image::files::FileLock>,
     /// The open file description of each fd (none in older images).
     pub descs: Vec<FdDesc>,
+    /// Files in flight that are the open file of a held fd.
+    pub flight_files: Vec<crate::image::files::UnixFlightFile>,
     /// The memfds mapped without an fd (none in older images).
     pub memfds: Vec<crate::image::files::MemfdObject>,
 }
@@ -325,6 +327,9 @@ impl FilesImage {
         for x in &self.descs {
             w.write(x)?;
         }
+        for x in &self.flight_files {
+            w.write(x)?;
+        }
         for m in &self.memfds {
             w.write(m)?;
         }
@@ -351,6 +356,7 @@ impl FilesImage {
                     return Err(ImageError::new(&name, off, what).into());
                 }
                 AnyRecord::FdDesc(x) => img.descs.push(x),
+                AnyRecord::UnixFlightFile(x) => img.flight_files.push(x),
                 AnyRecord::MemfdObject(m) => img.memfds.push(m),
                 _ => {}
             }

@@ -227,6 +227,13 @@ pub fn every_record() -> Vec<AnyRecord> {
             pages_file: dir::pages_file(ROOT),
         }),
         AnyRecord::FdDesc(FdDesc { fd: 3, desc_id: 7 }),
+        AnyRecord::UnixFlightFile(super::files::UnixFlightFile {
+            ino: 99_002,
+            message: 0,
+            index: 0,
+            pid: ROOT,
+            fd: 3,
+        }),
         AnyRecord::ProcessComm(super::pstree::ProcessComm {
             pid: ROOT,
             comm: b"sample".to_vec(),

@@ -229,7 +229,8 @@ fn share_files(tasks: &mut [Task<'_>], base: i32) -> Result<files::SharedFiles> 
 /// files::create_tree_sockets); the tasks inherit them.
 fn share_sockets(tree: &images::Tree, base: i32) -> Result<files::TreeSockets> {
     let all: Vec<&crate::image::load::FilesImage> = tree.live().map(|i| &i.files).collect();
-    let sockets = files::create_tree_sockets(&all, base)?;
+    let pids: Vec<u32> = tree.live().map(|i| i.process.pid).collect();
+    let sockets = files::create_tree_sockets(&all, &pids, base)?;
     if !sockets.is_empty() {
         crate::debug!("{} unix socket(s) shared between processes", sockets.len());
     }

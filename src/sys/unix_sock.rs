@@ -3,7 +3,8 @@
 //! SCM_RIGHTS.
 //!
 //! Dump copies a target's socket (pidfd_getfd) and peeks its receive queue
-//! with [`recvmsg_peek`], taking the fds still in flight; restore remakes
+//! with [`recvmsg_peek`], taking the fds still in flight, and finds where
+//! a stream's skb carrying fds starts with [`peek_whole_skbs`]; restore remakes
 //! sockets in the new task, where nothing may allocate, so every wrapper
 //! here is one raw syscall over stack memory and plain fd numbers.
 //!
@@ -228,21 +229,61 @@ pub struct Peeked {
 /// what the next read would return, without taking it; fds in flight come
 /// back as new fds of this process.
 pub fn recvmsg_peek(fd: RawFd, buf: &mut [u8], flags: u32) -> SysResult<Peeked> {
-    let mut ctl = Control([0; 16 + 4 * SCM_MAX_FD + 8]);
-    let mut iov = libc::iovec {
+    let mut iov = [libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
-    };
+    }];
+    peek_iov(fd, &mut iov, flags)
+}
+
+/// How many bytes of a stream socket's queue, from its peek offset, lie
+/// in whole skbs (one per sendmsg, or per chunk of a large one) that fit
+/// in `buf`: a peek into `buf` followed by one byte of a PROT_NONE page.
+/// The kernel copies an skb's stretch in one piece, so the copy reaching
+/// that byte fails with EFAULT and the call returns what the earlier skbs
+/// gave (0 when the first skb reaches it: EFAULT). Nothing is taken; the
+/// peek offset moves by the returned count.
+pub fn peek_whole_skbs(fd: RawFd, buf: &mut [u8]) -> SysResult<usize> {
+    let page = super::mm::page_size();
+    const PROT_NONE: u64 = 0;
+    let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+    // SAFETY: a new private anonymous mapping that nothing else uses; it
+    // is only passed to the kernel as a destination it cannot write to.
+    let guard = unsafe { syscall!(Sysno::mmap, 0, page, PROT_NONE, flags, -1i64 as u64, 0) }?;
+    let mut iov = [
+        libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        },
+        libc::iovec {
+            iov_base: guard as *mut libc::c_void,
+            iov_len: 1,
+        },
+    ];
+    let got = peek_iov(fd, &mut iov, 0);
+    // SAFETY: unmaps the page mapped above, which nothing refers to now.
+    let _ = unsafe { syscall!(Sysno::munmap, guard, page) };
+    match got {
+        Ok(p) => Ok(p.len),
+        Err(super::Errno::EFAULT) => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// recvmsg with MSG_PEEK into `iov`, fds in flight taken as new fds.
+fn peek_iov(fd: RawFd, iov: &mut [libc::iovec], flags: u32) -> SysResult<Peeked> {
+    let mut ctl = Control([0; 16 + 4 * SCM_MAX_FD + 8]);
     // SAFETY: an all-zero msghdr is valid (null pointers, zero lengths).
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = iov.len() as _;
     msg.msg_control = ctl.0.as_mut_ptr().cast();
     msg.msg_controllen = ctl.0.len() as _;
     let all = MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC | flags;
-    // SAFETY: the kernel writes at most `buf.len()` bytes through the iovec,
-    // at most `ctl.0.len()` bytes of control data, and the msghdr's lengths
-    // and flags; all outlive the call.
+    // SAFETY: the kernel writes at most each iovec's length through it
+    // (the caller's buffers, or a page it cannot write), at most
+    // `ctl.0.len()` bytes of control data, and the msghdr's lengths and
+    // flags; all outlive the call.
     let n = unsafe { syscall!(Sysno::recvmsg, fd, &mut msg as *mut libc::msghdr, all) }?;
     let mut fds = Vec::new();
     let mut off = 0;

@@ -6,12 +6,12 @@
 //! A peer outside the dumped tree is refused, naming the fd, both inodes
 //! and the holder of the peer, unless `--external unix[INO]` allows it.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use crate::dump::gone_or;
 use crate::error::{Error, Result};
 use crate::image::files::{Fd, FdFile, UnixPeer, UnixQueue, UnixSocket};
-use crate::sys::process::{pidfd_getfd, pidfd_open};
+use crate::sys::process::{KCMP_FILE, pidfd_getfd, pidfd_open};
 use crate::sys::unix_diag::{self, TCP_ESTABLISHED, TCP_LISTEN, UnixDiag};
 use crate::sys::unix_sock::{self, SO_PASSCRED, SO_PEEK_OFF, SO_RCVBUF, SO_SNDBUF, SOCK_DGRAM};
 
@@ -111,6 +111,52 @@ pub(super) fn copy_fd(pid: u32, fd: i32) -> Result<OwnedFd> {
         pidfd_open(pid as i32).map_err(|e| gone_or(pid, Error::sys("pidfd_open", ctx(), e)))?;
     pidfd_getfd(std::os::fd::AsFd::as_fd(&pidfd), fd)
         .map_err(|e| gone_or(pid, Error::sys("pidfd_getfd", ctx(), e)))
+}
+
+/// The fd of a frozen process of the tree (one crest traces) whose open
+/// file is `copy`'s (a file in flight crest received), `first`'s fds
+/// looked at first: only fds on the same inode are compared (kcmp).
+pub(super) fn file_holder(copy: RawFd, first: u32) -> Option<(u32, i32)> {
+    use std::os::unix::fs::MetadataExt;
+    let me = std::process::id();
+    let want = std::fs::metadata(format!("/proc/self/fd/{copy}")).ok()?;
+    let others = std::fs::read_dir("/proc").ok()?.flatten().filter_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        (pid != first && pid != me && traced_by(pid, me)).then_some(pid)
+    });
+    for pid in std::iter::once(first).chain(others) {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for e in fds.flatten() {
+            let Some(fd) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                continue;
+            };
+            let same_inode = std::fs::metadata(e.path())
+                .is_ok_and(|m| (m.dev(), m.ino()) == (want.dev(), want.ino()));
+            let kcmp = || {
+                crate::sys::process::kcmp(me as i32, pid as i32, KCMP_FILE, copy as u64, fd as u64)
+            };
+            if same_inode && kcmp() == Ok(0) {
+                return Some((pid, fd));
+            }
+        }
+    }
+    None
+}
+
+/// Whether a thread of process `me` traces `pid` (a frozen member of the
+/// dumped tree).
+fn traced_by(pid: u32, me: u32) -> bool {
+    let field = |pid: u32, name: &str| -> Option<u32> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = text.lines().find(|l| l.starts_with(name))?;
+        line[name.len()..].trim().parse().ok()
+    };
+    match field(pid, "TracerPid:") {
+        None | Some(0) => false,
+        Some(t) => t == me || field(t, "Tgid:") == Some(me),
+    }
 }
 
 /// `--external` values: the socket inodes `unix[INO]` names.

@@ -1,6 +1,7 @@
-//! Unix sockets in files-PID.img: fd kind 21 (one socket, by inode) and
-//! the unix-queue record (what waited in a socket's receive queue, with
-//! the files still in flight in SCM_RIGHTS messages).
+//! Unix sockets in files-PID.img: fd kind 21 (one socket, by inode), the
+//! unix-queue record (what waited in a socket's receive queue, with the
+//! files still in flight in SCM_RIGHTS messages) and the unix-flight-file
+//! record (a file in flight that is the open file of a held fd).
 //!
 //! ```text
 //!  fd kind 21 unix:  u32 open_flags | u64 ino | u8 type (SOCK_*) | u8 state (TCP_*)
@@ -12,6 +13,7 @@
 //!                    | 3 pending: u64 listener ino | 4 external: u64 ino, name
 //!  unix-queue (41):  u64 ino | u32 n | n x (bytes data | u32 m | m x fd)
 //!     fd:            an fd record's fields (i32 fd = index, u32 0, u8 kind...)
+//!  unix-flight-file (55): u64 ino | u32 message | u32 index | u32 pid | i32 fd
 //! ```
 //!
 //! A socket's send side needs no record: what it sent waits in its peer's
@@ -177,8 +179,10 @@ pub fn show_name(n: &[u8]) -> String {
     }
 }
 
-/// One message (datagram, seqpacket record, or stretch of a stream up to
-/// the fds it carries) waiting in a receive queue.
+/// One message waiting in a receive queue: a datagram, a seqpacket
+/// record, or on a stream the bytes one sendmsg restores (the bytes before
+/// the skb that carries fds, or that skb with its fds, or the bytes after
+/// the last fds), so the fds sit at the same byte after restore.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnixMessage {
     /// Its bytes.
@@ -249,6 +253,57 @@ impl Record for UnixQueue {
         Value::Obj(vec![
             ("ino", Value::U(self.ino)),
             ("messages", Value::List(msgs.collect())),
+        ])
+    }
+}
+
+/// A regular file or device in flight that was, at the dump, the open
+/// file of fd `fd` of process `pid` of the tree (sent and kept): restore
+/// makes them one open file again (one offset, one set of status flags).
+/// Message `message`'s file `index` in the queue of socket `ino`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnixFlightFile {
+    /// The receiving socket's inode.
+    pub ino: u64,
+    /// The message's index in the queue.
+    pub message: u32,
+    /// The file's index among the message's fds.
+    pub index: u32,
+    /// The process holding the same open file.
+    pub pid: u32,
+    /// Its fd.
+    pub fd: i32,
+}
+
+impl Record for UnixFlightFile {
+    const KIND: u16 = 55;
+    const NAME: &'static str = "unix-flight-file";
+
+    fn encode(&self, w: &mut Writer) {
+        w.u64(self.ino);
+        w.u32(self.message);
+        w.u32(self.index);
+        w.u32(self.pid);
+        w.i32(self.fd);
+    }
+
+    fn decode(r: &mut Reader) -> Result<Self, ImageError> {
+        Ok(UnixFlightFile {
+            ino: r.u64()?,
+            message: r.u32()?,
+            index: r.u32()?,
+            pid: r.u32()?,
+            fd: r.i32()?,
+        })
+    }
+
+    fn to_value(&self) -> Value {
+        Value::Obj(vec![
+            ("ino", Value::U(self.ino)),
+            ("message", Value::U(self.message.into())),
+            ("index", Value::U(self.index.into())),
+            ("pid", Value::U(self.pid.into())),
+            ("fd", Value::I(self.fd.into())),
         ])
     }
 }

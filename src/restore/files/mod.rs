@@ -54,6 +54,7 @@ mod shared;
 mod split;
 mod tree_objects;
 mod unix;
+mod unix_flight;
 mod unix_make;
 mod unix_send;
 mod unix_tree;
@@ -254,7 +255,7 @@ pub fn plan_files_in_tree(
         },
         first_free: fds.last().map_or(0, |f| f.fd + 1),
         tty_source: None,
-        unix: unix::plan(&own, queues, &files.pipes)?,
+        unix: unix::plan_lent(&own, queues, &files.pipes, tree.lent())?,
         memfds: Vec::new(),
         ghosts: Vec::new(),
         fifos: Vec::new(),
@@ -262,7 +263,11 @@ pub fn plan_files_in_tree(
     };
     lock::check(&files.locks, &fds)?;
     for f in &fds {
+        let desc = files.descs.iter().find(|d| d.fd == f.fd).map(|d| d.desc_id);
+        // An open file in flight too: crest opened it (unix_flight.rs).
+        let in_flight = desc.and_then(|d| tree.desc_fd(d));
         let how = match (&f.file, anon::plan(f, &fds)?) {
+            _ if in_flight.is_some() => How::Inherited(in_flight.unwrap_or(-1)),
             (FdFile::Unix(_), _) if in_tree(f).is_some() => {
                 How::Inherited(in_tree(f).unwrap_or(-1))
             }
@@ -281,8 +286,12 @@ pub fn plan_files_in_tree(
             fd: f.fd,
             cloexec: f.fd_flags & crate::sys::fdtable::FD_CLOEXEC != 0,
             how,
-            desc: files.descs.iter().find(|d| d.fd == f.fd).map(|d| d.desc_id),
+            desc,
         });
+    }
+    // A pipe also in flight in a socket crest made for the tree: that pipe.
+    for p in &mut plan.pipes {
+        p.inherited = p.inherited.or(tree.pipe_of(p.id));
     }
     Ok(plan)
 }

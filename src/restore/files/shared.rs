@@ -188,7 +188,9 @@ fn share_pipes(
             let holders: Vec<usize> = (0..plans.len())
                 .filter(|&o| plans[o].pipes.iter().any(|x| x.id == id))
                 .collect();
-            if holders.len() < 2 || done.contains(&id) {
+            // Made with the tree's unix sockets (a pipe in flight too).
+            let made = plans[p].pipes[q].inherited.is_some();
+            if holders.len() < 2 || done.contains(&id) || made {
                 continue;
             }
             done.push(id);

@@ -58,6 +58,8 @@ pub enum Op {
     Send(usize, Vec<u8>, Vec<usize>),
     /// close a helper slot.
     Close(usize),
+    /// a copy of open file `.1` (an fd number crest made, inherited) at slot.
+    Dup(usize, i32),
     /// shutdown(how).
     Shutdown(usize, u32),
     /// options and status flags of a socket.
@@ -194,7 +196,20 @@ fn sockets<'a>(fds: &[&'a Fd], queues: &'a [UnixQueue]) -> Vec<(i32, &'a UnixSoc
 }
 
 /// Plans every unix socket among `fds`, with the queues of `queues`.
+#[cfg(test)]
 pub fn plan(fds: &[&Fd], queues: &[UnixQueue], pipes: &[PipeData]) -> Result<UnixPlan> {
+    plan_lent(fds, queues, pipes, &[])
+}
+
+/// [`plan`], with the files in flight that crest opened already because
+/// a held fd has the same open file: ((socket inode, message, index), fd
+/// number of that open file).
+pub fn plan_lent(
+    fds: &[&Fd],
+    queues: &[UnixQueue],
+    pipes: &[PipeData],
+    lent: &[Lent],
+) -> Result<UnixPlan> {
     let socks = sockets(fds, queues);
     let mut pl = Planner {
         p: UnixPlan {
@@ -215,6 +230,7 @@ pub fn plan(fds: &[&Fd], queues: &[UnixQueue], pipes: &[PipeData]) -> Result<Uni
             .collect(),
         pipes,
         flight_pipes: Vec::new(),
+        lent,
     };
     pl.listeners()?;
     for k in 0..pl.socks.len() {
@@ -252,7 +268,13 @@ pub(super) struct Planner<'a> {
     pub(super) pipes: &'a [PipeData],
     /// Pipes only in flight: (pipe id, read slot, write slot).
     pub(super) flight_pipes: Vec<(u64, usize, usize)>,
+    /// Files in flight crest opened already.
+    pub(super) lent: &'a [Lent],
 }
+
+/// A file in flight crest opened already: ((socket inode, message index,
+/// file index), the fd number of the open file).
+pub type Lent = ((u64, u32, u32), i32);
 
 impl Planner<'_> {
     fn find(&self, ino: u64) -> Option<usize> {
@@ -497,6 +519,7 @@ mod tests {
                 Op::Open(k, ..) => format!("open{k}"),
                 Op::Send(k, d, _) => format!("send{k}:{}", String::from_utf8_lossy(d)),
                 Op::Close(k) => format!("close{k}"),
+                Op::Dup(k, n) => format!("dup{k}<{n}"),
                 Op::Pipe(r, w, d) => format!("pipe{r}-{w}:{}", String::from_utf8_lossy(d)),
                 Op::Flags(k, _) => format!("flags{k}"),
                 Op::Shutdown(k, how) => format!("shutdown{k}/{how}"),

@@ -64,6 +64,10 @@ pub fn create(p: &UnixPlan, slot: impl Fn(usize) -> RawFd) -> Result<()> {
             Op::Pipe(r, w, data) => pipe(slot(*r), slot(*w), *r, data)?,
             Op::Flags(k, flags) => crate::sys::fdtable::set_status_flags(slot(*k), *flags)
                 .map_err(|e| fail("fcntl(F_SETFL)", *k, e))?,
+            Op::Dup(k, n) => {
+                crate::sys::fdtable::dup3(*n, slot(*k), crate::sys::fd::O_CLOEXEC)
+                    .map_err(|e| fail("dup3", *k, e))?;
+            }
             Op::Close(k) => {
                 crate::sys::fdtable::close(slot(*k)).map_err(|e| fail("close", *k, e))?
             }

@@ -1,7 +1,9 @@
 //! The sends that refill a receive queue, each message with its files in
-//! flight: regular files and devices opened, unix sockets taken from the
-//! plan's sockets, pipe ends from the process's own pipes (borrowed by
-//! install) or from a pipe made for them with its bytes.
+//! flight: regular files and devices opened (or, when a held fd had the
+//! same open file, a copy of the one crest made for both: `lent`), unix
+//! sockets taken from the plan's sockets, pipe ends from the process's
+//! own pipes (borrowed by install) or from a pipe made for them with its
+//! bytes.
 
 use super::unix::{Op, Planner};
 use crate::error::{Error, Result};
@@ -10,11 +12,21 @@ use crate::image::files::{FdFile, UnixQueue};
 impl Planner<'_> {
     /// One send per message of `q` from slot `from`.
     pub(super) fn sends(&mut self, from: usize, q: &UnixQueue) -> Result<()> {
-        for m in &q.messages {
+        for (i, m) in q.messages.iter().enumerate() {
             let mut slots = Vec::with_capacity(m.fds.len());
             let mut opened = Vec::new();
-            for f in &m.fds {
-                let (k, close) = self.in_flight(q.ino, f)?;
+            for (j, f) in m.fds.iter().enumerate() {
+                let key = (q.ino, i as u32, j as u32);
+                let lent = self.lent.iter().find(|(k, _)| *k == key).map(|(_, n)| *n);
+                let (k, close) = match lent {
+                    // The open file a held fd has too, made by crest.
+                    Some(n) if matches!(f, FdFile::Reg { .. } | FdFile::Chr { .. }) => {
+                        let k = self.helper();
+                        self.p.ops.push(Op::Dup(k, n));
+                        (k, true)
+                    }
+                    _ => self.in_flight(q.ino, f)?,
+                };
                 slots.push(k);
                 if close {
                     opened.push(k);

@@ -14,10 +14,20 @@
 //! two processes or more is made here whole, queues and files in flight
 //! included; the other groups stay with their process. A queue held by
 //! several processes was stored by each: it is sent once.
+//!
+//! A pipe in flight in such a queue that a process of the tree holds too
+//! is one pipe: crest makes it once, with its bytes, sends its ends from
+//! there and the holders inherit the same ends (their plan's pipe is
+//! [`inherited`](super::PlannedPipe)). A pipe also links the sockets whose
+//! queues carry it and counts its holders among their group's, so a
+//! socket whose queue carries a pipe another process holds spans too.
+//! The regular files and devices in flight that are a held fd's open file
+//! are opened first, for the whole tree ([`super::unix_flight`]).
 
 use std::os::fd::{AsRawFd, RawFd};
 
 use super::shared::SharedFiles;
+use super::unix::Lent;
 use crate::error::{Error, Result};
 use crate::image::files::{Fd, FdFile, PipeData, UnixPeer, UnixQueue, UnixSocket};
 use crate::image::load::FilesImage;
@@ -29,6 +39,12 @@ use crate::sys::unix_diag::TCP_LISTEN;
 pub struct TreeSockets {
     open: SharedFiles,
     at: Vec<(u64, RawFd)>,
+    /// Pipes in flight that processes hold too: (pipe id, [read, write]).
+    pipes: Vec<(u64, [RawFd; 2])>,
+    /// Open files that are in flight and held too: (description id, fd).
+    files: Vec<(u64, RawFd)>,
+    /// Each such file in flight, by where it is in its queue.
+    lent: Vec<Lent>,
 }
 
 impl TreeSockets {
@@ -37,15 +53,49 @@ impl TreeSockets {
         self.at.iter().find(|(i, _)| *i == ino).map(|(_, fd)| *fd)
     }
 
-    /// The inherited numbers `files`' fds use (each once).
+    /// The read and write ends crest holds pipe `id` at, when it made it.
+    pub fn pipe_of(&self, id: u64) -> Option<[RawFd; 2]> {
+        self.pipes.iter().find(|(i, _)| *i == id).map(|(_, e)| *e)
+    }
+
+    /// The fd number crest holds the open file with description id `desc`
+    /// at, when a file in flight is that open file too.
+    pub fn desc_fd(&self, desc: u64) -> Option<RawFd> {
+        self.files
+            .iter()
+            .find(|(d, _)| *d == desc)
+            .map(|(_, fd)| *fd)
+    }
+
+    /// The files in flight crest opened (for [`super::unix::plan_lent`]).
+    pub fn lent(&self) -> &[Lent] {
+        &self.lent
+    }
+
+    /// The inherited numbers `files`' fds and files in flight use (each once).
     pub fn used_by(&self, files: &FilesImage) -> Vec<RawFd> {
         let mut out: Vec<RawFd> = Vec::new();
-        for f in &files.fds {
-            if let FdFile::Unix(s) = &f.file
-                && let Some(n) = self.fd_of(s.ino)
-                && !out.contains(&n)
-            {
-                out.push(n);
+        let lent = files.flight_files.iter().filter_map(|e| {
+            let key = (e.ino, e.message, e.index);
+            self.lent
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, n)| vec![*n])
+        });
+        let descs = files
+            .descs
+            .iter()
+            .filter_map(|d| self.desc_fd(d.desc_id).map(|n| vec![n]));
+        let held = files.fds.iter().filter_map(|f| match &f.file {
+            FdFile::Unix(s) => self.fd_of(s.ino).map(|n| vec![n]),
+            FdFile::Pipe { pipe_id, .. } => self.pipe_of(*pipe_id).map(|e| e.to_vec()),
+            _ => None,
+        });
+        for nums in held.chain(descs).chain(lent) {
+            for n in nums {
+                if !out.contains(&n) {
+                    out.push(n);
+                }
             }
         }
         out
@@ -89,7 +139,43 @@ fn all_sockets<'a>(procs: &[&'a FilesImage]) -> Vec<(&'a UnixSocket, Vec<usize>)
             }
         }
     }
+    // A queue carrying a pipe: the pipe's holders count as its socket's.
+    for q in procs.iter().flat_map(|f| f.unix_queues.iter()) {
+        let Some(i) = out.iter().position(|(s, _)| s.ino == q.ino) else {
+            continue;
+        };
+        for id in pipes_in(q) {
+            for p in pipe_holders(procs, id) {
+                if !out[i].1.contains(&p) {
+                    out[i].1.push(p);
+                }
+            }
+        }
+    }
     out
+}
+
+/// The ids of the pipes in flight in queue `q`.
+fn pipes_in(q: &UnixQueue) -> impl Iterator<Item = u64> + '_ {
+    q.messages
+        .iter()
+        .flat_map(|m| m.fds.iter())
+        .filter_map(|f| match f {
+            FdFile::Pipe { pipe_id, .. } => Some(*pipe_id),
+            _ => None,
+        })
+}
+
+/// The processes whose fds hold an end of pipe `id`.
+fn pipe_holders(procs: &[&FilesImage], id: u64) -> Vec<usize> {
+    (0..procs.len())
+        .filter(|&p| {
+            procs[p]
+                .fds
+                .iter()
+                .any(|f| matches!(f.file, FdFile::Pipe { pipe_id, .. } if pipe_id == id))
+        })
+        .collect()
 }
 
 /// The group (smallest index of a linked socket) of each socket.
@@ -126,6 +212,17 @@ fn groups(socks: &[(&UnixSocket, Vec<usize>)], procs: &[&FilesImage]) -> Vec<usi
             }
         }
     }
+    // Two queues carrying one pipe: one group, so the pipe is made once.
+    let mut carriers: Vec<(u64, usize)> = Vec::new();
+    for q in procs.iter().flat_map(|f| f.unix_queues.iter()) {
+        let Some(i) = pos(q.ino) else { continue };
+        for id in pipes_in(q) {
+            match carriers.iter().find(|(c, _)| *c == id) {
+                Some(&(_, j)) => links.push((i, j)),
+                None => carriers.push((id, i)),
+            }
+        }
+    }
     for (a, b) in links {
         let (ra, rb) = (find(&g, a), find(&g, b));
         g[ra.max(rb)] = ra.min(rb);
@@ -157,12 +254,20 @@ pub fn spanning(procs: &[&FilesImage]) -> Vec<u64> {
         .collect()
 }
 
-/// Makes the sockets that span processes of `procs` once, at numbers >=
-/// `base`, with their queues (each sent once).
-pub fn create_tree(procs: &[&FilesImage], base: i32) -> Result<TreeSockets> {
+/// Makes the sockets that span processes of `procs` (whose pids are
+/// `pids`) once, at numbers >= `base`, with their queues (each sent
+/// once); and the open files that are in flight and held too.
+pub fn create_tree(procs: &[&FilesImage], pids: &[u32], base: i32) -> Result<TreeSockets> {
+    let mut open = SharedFiles::default();
+    let (files, lent) = super::unix_flight::open_flight_files(procs, pids, &mut open, base)?;
     let inos = spanning(procs);
     if inos.is_empty() {
-        return Ok(TreeSockets::default());
+        return Ok(TreeSockets {
+            open,
+            files,
+            lent,
+            ..TreeSockets::default()
+        });
     }
     let mut fds: Vec<&Fd> = Vec::new();
     for f in procs.iter().flat_map(|p| p.fds.iter()) {
@@ -181,16 +286,25 @@ pub fn create_tree(procs: &[&FilesImage], base: i32) -> Result<TreeSockets> {
             queues.push(q.clone());
         }
     }
-    refuse_held_pipes_in_flight(procs, &queues)?;
     let pipes: Vec<PipeData> = procs.iter().flat_map(|p| p.pipes.clone()).collect();
-    let mut plan = super::unix::plan(&fds, &queues, &pipes)?;
+    let held_pipes = make_held_pipes(procs, &queues, &pipes, &mut open, base)?;
+    // The planner borrows the ends of the pipes a process holds: one fd
+    // record per such pipe tells it which.
+    for (id, _) in &held_pipes {
+        let holder = procs
+            .iter()
+            .flat_map(|p| p.fds.iter())
+            .find(|f| matches!(f.file, FdFile::Pipe { pipe_id, .. } if pipe_id == *id));
+        fds.extend(holder);
+    }
+    let mut plan = super::unix::plan_lent(&fds, &queues, &pipes, &lent)?;
     // Helper slots are closed below, once every step ran: closing them
     // here by number would leave crest's owned copies dangling.
     plan.ops.retain(|o| !matches!(o, super::unix::Op::Close(_)));
-    let mut open = SharedFiles::default();
     let slots: Vec<RawFd> = (0..plan.slots)
         .map(|_| open.reserve(base))
         .collect::<Result<_>>()?;
+    lend_pipe_ends(&plan, &held_pipes, &slots)?;
     super::unix::create(&plan, |k| slots[k])?;
     let at: Vec<(u64, RawFd)> = plan
         .inos
@@ -206,37 +320,92 @@ pub fn create_tree(procs: &[&FilesImage], base: i32) -> Result<TreeSockets> {
         })
         .map(|(_, fd)| *fd)
         .collect();
-    open.retain(|fd| held.contains(&fd.as_raw_fd()));
+    let mut keep: Vec<RawFd> = held_pipes.iter().flat_map(|(_, e)| *e).collect();
+    keep.extend(files.iter().map(|(_, fd)| *fd));
+    keep.extend(&held);
+    open.retain(|fd| keep.contains(&fd.as_raw_fd()));
     crate::debug!(
-        "{} unix socket(s) shared between processes, {} made in all",
+        "{} unix socket(s) shared between processes, {} made in all, {} pipe(s) in flight held too",
         held.len(),
-        plan.slots
+        plan.slots,
+        held_pipes.len()
     );
     Ok(TreeSockets {
         open,
         at: at.into_iter().filter(|(_, fd)| held.contains(fd)).collect(),
+        pipes: held_pipes,
+        files,
+        lent,
     })
 }
 
-/// A pipe in flight in a shared socket's queue that a process also holds
-/// would come back as a second pipe: refused by name.
-fn refuse_held_pipes_in_flight(procs: &[&FilesImage], queues: &[UnixQueue]) -> Result<()> {
-    for q in queues {
-        for f in q.messages.iter().flat_map(|m| m.fds.iter()) {
-            let FdFile::Pipe { pipe_id, .. } = f else {
-                continue;
-            };
-            let held = procs
-                .iter()
-                .flat_map(|p| p.fds.iter())
-                .any(|h| matches!(h.file, FdFile::Pipe { pipe_id: id, .. } if id == *pipe_id));
-            if held {
-                return Err(Error::Unsupported(format!(
-                    "unix socket socket:[{}], shared between processes, holds pipe {pipe_id} in flight while a process holds that pipe too; crest does not restore that: let the process read the message before the dump",
-                    q.ino
-                )));
-            }
+/// Each pipe in flight in `queues` that a process holds, made once at
+/// numbers >= `base` with its bytes and each end's flags as a holder's
+/// fd (or the message) has them: (pipe id, [read, write]).
+fn make_held_pipes(
+    procs: &[&FilesImage],
+    queues: &[UnixQueue],
+    data: &[PipeData],
+    open: &mut SharedFiles,
+    base: i32,
+) -> Result<Vec<(u64, [RawFd; 2])>> {
+    let mut out: Vec<(u64, [RawFd; 2])> = Vec::new();
+    for id in queues.iter().flat_map(pipes_in) {
+        if out.iter().any(|(i, _)| *i == id) || pipe_holders(procs, id).is_empty() {
+            continue;
         }
+        let held = procs.iter().flat_map(|p| p.fds.iter()).map(|f| &f.file);
+        let carried = queues
+            .iter()
+            .flat_map(|q| q.messages.iter().flat_map(|m| m.fds.iter()));
+        let ends: Vec<u32> = held
+            .chain(carried)
+            .filter_map(|f| match f {
+                FdFile::Pipe { pipe_id, flags } if *pipe_id == id => Some(*flags),
+                _ => None,
+            })
+            .collect();
+        let end = |write: bool| {
+            ends.iter()
+                .copied()
+                .find(|f| (f & super::check::O_ACCMODE == crate::sys::fd::O_WRONLY) == write)
+        };
+        let pipe = super::PlannedPipe {
+            id,
+            data: data
+                .iter()
+                .filter(|d| d.pipe_id == id)
+                .flat_map(|d| d.data.iter().copied())
+                .collect(),
+            flags: [end(false), end(true)],
+            inherited: None,
+        };
+        let (r, w) = (open.reserve(base)?, open.reserve(base)?);
+        super::install::make_pipe(&pipe, r, w)?;
+        crate::debug!("pipe {id}: in flight and held, made once at fds {r} and {w}");
+        out.push((id, [r, w]));
+    }
+    Ok(out)
+}
+
+/// Puts a copy of each pipe end the plan borrows at its slot.
+fn lend_pipe_ends(
+    plan: &super::unix::UnixPlan,
+    pipes: &[(u64, [RawFd; 2])],
+    slots: &[RawFd],
+) -> Result<()> {
+    for &(id, write, k) in &plan.borrowed {
+        let Some((_, ends)) = pipes.iter().find(|(i, _)| *i == id) else {
+            return Err(Error::Unsupported(format!(
+                "pipe {id} in flight is missing from the pipes crest made; this is a bug in crest"
+            )));
+        };
+        crate::sys::fdtable::dup3(
+            ends[usize::from(write)],
+            slots[k],
+            crate::sys::fd::O_CLOEXEC,
+        )
+        .map_err(|e| Error::sys("dup3", format!("lending an end of pipe {id} in flight"), e))?;
     }
     Ok(())
 }
@@ -324,7 +493,7 @@ mod tests {
         let q = || vec![queue(100, b"once", Vec::new())];
         let p0 = files(vec![a(), b], q());
         let p1 = files(vec![a()], q());
-        let made = create_tree(&[&p0, &p1], 200).unwrap();
+        let made = create_tree(&[&p0, &p1], &[1, 2], 200).unwrap();
         assert_eq!(made.len(), 2);
         let (fa, fb) = (made.fd_of(100).unwrap(), made.fd_of(101).unwrap());
         assert!(fa >= 200 && fb >= 200 && fa != fb);
@@ -341,7 +510,7 @@ mod tests {
     }
 
     #[test]
-    fn a_held_pipe_in_flight_in_a_shared_socket_is_refused_by_name() {
+    fn a_held_pipe_in_flight_in_a_shared_socket_is_that_pipe() {
         let pipe = |flags| FdFile::Pipe { pipe_id: 77, flags };
         let q = vec![queue(100, b"p", vec![pipe(0)])];
         let mut p0 = files(
@@ -351,16 +520,35 @@ mod tests {
             ],
             q,
         );
-        p0.fds.push(Fd {
-            fd: 5,
-            fd_flags: 0,
-            file: pipe(1),
+        p0.pipes.push(PipeData {
+            pipe_id: 77,
+            data: b"queued".to_vec(),
         });
+        // The pipe's write end is in a third process only.
         let p1 = files(
             vec![sock(3, 100, 2, 1, b"", UnixPeer::Socket(101))],
             Vec::new(),
         );
-        let e = create_tree(&[&p0, &p1], 200).unwrap_err().to_string();
-        assert!(e.contains("socket:[100]") && e.contains("pipe 77"), "{e}");
+        let mut p2 = files(Vec::new(), Vec::new());
+        p2.fds.push(Fd {
+            fd: 5,
+            fd_flags: 0,
+            file: pipe(1),
+        });
+        assert_eq!(spanning(&[&p0, &p2]), [100, 101], "the pipe's holder");
+        let made = create_tree(&[&p0, &p1, &p2], &[1, 2, 3], 200).unwrap();
+        let [_, w] = made.pipe_of(77).unwrap();
+        assert_eq!(made.used_by(&p2), made.pipe_of(77).unwrap());
+        // The end in flight reads the pipe's bytes, then what the holder
+        // writes into the pipe crest made: one pipe.
+        let fa = made.fd_of(100).unwrap();
+        let mut buf = [0u8; 16];
+        let got = crate::sys::unix_sock::recvmsg_peek(fa, &mut buf, 0).unwrap();
+        assert_eq!((got.len, got.fds.len()), (1, 1));
+        let w = crate::sys::fdtable::dup_at_least(w, 300).unwrap();
+        let w = crate::sys::fd::own(w as usize);
+        crate::sys::fd::write(w.as_fd(), b"+more").unwrap();
+        let n = crate::sys::fd::read(got.fds[0].as_fd(), &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"queued+more");
     }
 }
