@@ -393,18 +393,35 @@ impl<'p, 'a, 'c> Dumper<'p, 'a, 'c> {
     }
 
     /// Writes every run of `batch` in order, the spliced ones from its pipe.
+    ///
+    /// The spliced runs up to the next copied one are moved from the pipe
+    /// with one splice(2) at their first run (the data file takes them in
+    /// the same order), not one per run: an incremental dump's runs are
+    /// often a page or two each, and a splice per page cost more than the
+    /// rest of its page dump.
     fn write(&mut self, batch: Batch) -> Result<()> {
         let pipe = self.pipes[batch.pipe].read_end.as_fd();
-        for run in batch.runs {
-            match run {
+        // Bytes moved into the data file for the spliced runs still to come.
+        let mut ahead = 0u64;
+        for (i, run) in batch.runs.iter().enumerate() {
+            match *run {
                 Run::Zero { vaddr, pages } => self.writer.add_zero(vaddr, pages)?,
                 Run::Parent { vaddr, pages } => self.writer.add_parent(vaddr, pages)?,
                 Run::Copy { vaddr, pages } => {
                     copy(&self.mem, &mut self.writer, self.pid, vaddr, pages)?
                 }
                 Run::Splice { vaddr, pages } => {
+                    let group = match ahead {
+                        0 => spliced_bytes(&batch.runs[i..], self.page_size),
+                        _ => 0,
+                    };
                     self.writer.add_pages_with(vaddr, pages, |sink, bytes| {
-                        sink.splice_from(pipe, bytes)
+                        if ahead == 0 {
+                            ahead = sink.splice_from(pipe, group)?;
+                        }
+                        let take = ahead.min(bytes);
+                        ahead -= take;
+                        Ok(take)
                     })?;
                 }
             }
@@ -454,6 +471,20 @@ impl<'p, 'a, 'c> Dumper<'p, 'a, 'c> {
         }
         Ok(())
     }
+}
+
+/// The bytes of the spliced runs at the head of `runs`, up to the first
+/// copied run (whose bytes must land in the data file before the next).
+fn spliced_bytes(runs: &[Run], page_size: u64) -> u64 {
+    let mut bytes = 0;
+    for run in runs {
+        match *run {
+            Run::Splice { pages, .. } => bytes += pages * page_size,
+            Run::Copy { .. } => break,
+            Run::Zero { .. } | Run::Parent { .. } => {}
+        }
+    }
+    bytes
 }
 
 /// Stores pages the target cannot read by copying them from /proc/PID/mem.

@@ -312,6 +312,62 @@ mod tests {
         assert_eq!(spans(&m, false), want);
     }
 
+    /// A swap file of crest's test, on while it lives.
+    struct Swap(std::path::PathBuf);
+
+    impl Swap {
+        fn on() -> Swap {
+            let path = std::env::temp_dir().join(format!("crest-walk-{}.swap", std::process::id()));
+            // Written out: swapon refuses a file with holes.
+            std::fs::write(&path, vec![0u8; 16 << 20]).unwrap();
+            let swap = Swap(path);
+            let run = |cmd: &str, args: &[&std::ffi::OsStr]| {
+                let st = std::process::Command::new(cmd).args(args).output().unwrap();
+                assert!(st.status.success(), "{cmd}: {st:?}");
+            };
+            let p = swap.0.as_os_str();
+            run("chmod", &["600".as_ref(), p]);
+            run("mkswap", &[p]);
+            run("swapon", &[p]);
+            swap
+        }
+    }
+
+    impl Drop for Swap {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("swapoff").arg(&self.0).status();
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    /// A page in swap is data like a page in memory (only a pte marker,
+    /// which reads as swapped too, is not). Needs a file system that can
+    /// hold a swap file: the qemu lanes boot from an initramfs.
+    #[test]
+    fn swapped_pages_are_data() {
+        if std::env::var_os("CREST_VM_LANE").is_some() {
+            eprintln!("no swap file on an initramfs: not run in a qemu lane");
+            return;
+        }
+        const MADV_PAGEOUT: u32 = 21;
+        let ps = page_size();
+        let m = Mapping::anonymous(16 * ps).unwrap();
+        for p in 0..16 {
+            m.write_byte(p * ps, p as u8 + 1);
+        }
+        let swap = Swap::on();
+        m.madvise_pages(2, 6, MADV_PAGEOUT).unwrap();
+        let swapped = (2..8).filter(|&p| entry(&m, p).swapped()).count();
+        let got = (spans(&m, true), spans(&m, false));
+        let marker = (0..16).any(|p| entry(&m, p).pte_marker());
+        let bytes: Vec<u8> = (0..16).map(|p| m.read_byte(p * ps)).collect();
+        drop(swap);
+        assert!(swapped > 0, "MADV_PAGEOUT put no page in swap");
+        assert!(!marker, "a swapped page taken for a pte marker");
+        assert_eq!(got, (vec![(0, 16, false)], vec![(0, 16, false)]));
+        assert_eq!(bytes, (1..=16).collect::<Vec<u8>>());
+    }
+
     /// The raw pagemap entry of page `page` of `m`.
     fn entry(m: &Mapping, page: usize) -> crate::proc::pagemap::PageEntry {
         let f = File::open("/proc/self/pagemap").unwrap();
