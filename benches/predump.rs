@@ -11,7 +11,9 @@
 //!   data), and its freeze time against the full dump's.
 //!
 //! Run: `cargo bench --bench predump` (as root). `CREST_BENCH_MIB` sets
-//! the size, `CREST_TRACK` the tracker (default: what the kernel offers).
+//! the size, `CREST_TRACK` the tracker (default: what the kernel offers),
+//! `CREST_BENCH_RUNS` the number of measured runs. In a qemu lane:
+//! `CREST_VM_BENCH=predump` (tests/vm/lanes.sh).
 //! Images go to tmpfs (/dev/shm); medians of RUNS after a warm-up run.
 //! Memory is warm (every page touched just before). THP is off in the
 //! target: a write to a huge page dirties its whole 2 MiB.
@@ -20,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// Measured runs (after a warm-up run); `CREST_BENCH_RUNS` overrides.
 const RUNS: usize = 5;
 /// One page in HOT_STRIDE is rewritten all the time.
 const HOT_STRIDE: usize = 100;
@@ -194,15 +197,20 @@ fn main() {
     println!(
         "pre-dump + final dump of a {mib} MiB target rewriting 1% of its pages (tracker: {tracker}), tmpfs, warm"
     );
+    let n: usize = std::env::var("CREST_BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(RUNS);
     one_run(mib, &base);
-    let runs: Vec<Run> = (0..RUNS).map(|_| one_run(mib, &base)).collect();
+    let runs: Vec<Run> = (0..n).map(|_| one_run(mib, &base)).collect();
     let _ = std::fs::remove_dir_all(&base);
     let m = |f: &dyn Fn(&Run) -> f64| median(runs.iter().map(f).collect());
     let full_ms = m(&|r| r.full_ms);
     let final_ms = m(&|r| r.final_ms);
     let goal = m(&|r| (r.dirty_bytes + r.final_meta) as f64);
     let final_b = m(&|r| r.final_bytes as f64);
-    println!("medians of {RUNS}:");
+    println!("medians of {n}:");
     println!(
         "  full dump:   {:>10.1} MiB written, frozen {full_ms:>8.1} ms (seize to kill)",
         m(&|r| r.full_bytes as f64) / 1048576.0

@@ -220,6 +220,7 @@ fn chain_with(name: &str, levels: usize, vma: bool, mech: Option<Mechanism>) -> 
     wait_gone(v.pid);
     untracked_keeper(v.pid).unwrap();
     check_incremental(&fin, v.pid, levels, mech.unwrap_or_else(mechanism), vma);
+    check_zero_pages_absent(&fin, v.pid, &v.ready_text(), levels);
     restore_and_check(&mut v, &fin);
     dir
 }
@@ -256,6 +257,33 @@ fn check_incremental(fin: &Path, pid: i32, levels: usize, mech: Mechanism, vma: 
         "only {} pages are found in the parents",
         idx.totals.parent
     );
+}
+
+/// The pages of the victim's main region that read zero after the last
+/// change (dropped with MADV_DONTNEED and not written since, or never
+/// written) are not in the final image: neither stored nor left to a
+/// parent, which would bring their old contents back (restore leaves a
+/// page the image lacks zero). A uffd-wp tracker leaves a pte marker where
+/// a dropped page was; pagemap shows it as a swapped page, and storing it
+/// as one made the image carry zero pages it does not need.
+fn check_zero_pages_absent(fin: &Path, pid: i32, ready: &str, levels: usize) {
+    let main = u64::from_str_radix(ready.trim().strip_prefix("main=").unwrap(), 16).unwrap();
+    let idx = final_index(fin, pid);
+    let zero: Vec<usize> = (0..victim::MAIN_PAGES)
+        .filter(|&p| victim::expected(p, levels).is_none())
+        .collect();
+    assert!(zero.len() > 50, "the victim drops pages: {}", zero.len());
+    for p in zero {
+        let at = main + (p * victim::PAGE) as u64;
+        if let Some((run, _)) = idx.find(at) {
+            assert_eq!(
+                run.kind,
+                crest::image::pagemap::RunKind::Zero,
+                "main page {p} reads zero but the final image has it as {:?}",
+                run.kind
+            );
+        }
+    }
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! vmsplice(2) and splice(2) so the data never passes through crest.
 //!
 //! ```text
-//!   /proc/PID/pagemap ──► runs of pages: present/swapped ─► data, zero PFN ─► zero
+//!   PAGEMAP_SCAN or /proc/PID/pagemap (walk.rs) ──► spans: data, zero page ─► zero
 //!   target (parasite):  vmsplice(pipe k%N, batch k), k+1, k+2 ... as commands arrive
 //!   crest:              splice(pipe (k-N+1)%N, batch k-N+1) into the file, in order
 //! ```
@@ -23,9 +23,10 @@
 //! mappings are not here (shared anonymous memory goes to the shmem store,
 //! shared files keep their data), nor are the kernel's special mappings
 //! (restore takes the kernel's own vdso/vvar). A page mapped to the
-//! kernel's zero page (read, never written) is recorded as a zero run; its
-//! PFN is learnt by reading a fresh page of crest's own (PFNs are visible to
-//! CAP_SYS_ADMIN only; without it such pages are stored like any other). A
+//! kernel's zero page (read, never written) is recorded as a zero run
+//! (PAGEMAP_SCAN says so; the pagemap read and the huge zero page need its
+//! PFN, learnt by reading a fresh page of crest's own, and visible to
+//! CAP_SYS_ADMIN only: without it such pages are stored like any other). A
 //! page that was written and later zeroed by the program is stored: only
 //! its PFN is looked at, never its bytes. A never-touched page is not in the
 //! image at all.
@@ -49,7 +50,6 @@ use crate::image::dir::{pagemap_file, pages_file};
 use crate::image::pagemap::Space;
 use crate::image::vma::{Backing, Vma};
 use crate::infect::{Parasite, Seized};
-use crate::proc::pagemap::{PageEntry, entries, offset_of};
 use crate::sys::splice::pipe_size;
 use crate::{debug, info};
 
@@ -57,15 +57,13 @@ use super::track::DirtyMap;
 
 mod pipe;
 pub mod sink;
+pub mod walk;
 mod zero;
 
 use sink::Writer;
 pub use sink::{PageTarget, Sink};
+use walk::{Span, Walker};
 
-use zero::ZeroPfns;
-
-/// Pagemap entries read per pread (64 KiB of buffer, 32 MiB of address space).
-const PAGEMAP_BATCH: usize = 8192;
 /// The pipes that take turns (see the module docs): up to PIPES - 1
 /// commands are queued in the parasite while crest empties a pipe.
 const PIPES: usize = 4;
@@ -223,15 +221,19 @@ fn dump_through(
 ) -> Result<PageStats> {
     let mut d = Dumper::new(pid, parasite, fds, target)?;
     d.dirty = dirty;
-    let zero = ZeroPfns::learn();
-    let pagemap_path = format!("/proc/{pid}/pagemap");
-    let pagemap = File::open(&pagemap_path).map_err(|e| Error::io("open", &pagemap_path, e))?;
-    let mut buf = vec![0u8; PAGEMAP_BATCH * 8];
+    let mut walker = Walker::open(pid, dirty.is_some_and(DirtyMap::soft_dirty))?;
     for vma in vmas {
         if let Some(k) = keep(vma) {
-            d.walk_vma(&pagemap, &mut buf, vma, k, &zero)?;
+            d.walk_vma(&mut walker, vma, k)?;
         }
     }
+    debug!(
+        "pid {pid}: pages found with {}",
+        match walker.scans() {
+            true => "PAGEMAP_SCAN",
+            false => "a pagemap read",
+        }
+    );
     d.flush()?;
     d.write_filled()?;
     let totals = d.writer.totals();
@@ -283,51 +285,42 @@ impl<'p, 'a, 'c> Dumper<'p, 'a, 'c> {
         })
     }
 
-    /// Reads the VMA's pagemap in batches and queues its runs.
-    fn walk_vma(
-        &mut self,
-        pagemap: &File,
-        buf: &mut [u8],
-        vma: &Vma,
-        keep: Keep,
-        zero: &ZeroPfns,
-    ) -> Result<()> {
+    /// Queues the runs of one VMA's populated pages, as the walk finds them.
+    fn walk_vma(&mut self, walker: &mut Walker, vma: &Vma, keep: Keep) -> Result<()> {
         let readable = vma.prot & 1 != 0;
-        let mut vaddr = vma.start;
-        while vaddr < vma.end {
-            let n = ((vma.end - vaddr) / self.page_size).min(PAGEMAP_BATCH as u64) as usize;
-            let bytes = &mut buf[..n * 8];
-            let off = offset_of(vaddr, self.page_size);
-            pagemap.read_exact_at(bytes, off).map_err(|e| {
-                Error::io(
-                    "read",
-                    format!("/proc/{}/pagemap at {vaddr:#x}", self.pid),
-                    e,
-                )
-            })?;
-            let mut run: Option<(Run, u64)> = None;
-            for (i, e) in entries(bytes).enumerate() {
-                let at = vaddr + i as u64 * self.page_size;
-                let kind = classify(e, keep, zero, readable, at)
-                    .map(|k| unchanged_as_parent(k, self.dirty, e));
-                run = match (run, kind) {
-                    (Some((r, len)), Some(k)) if same(r, k) && start(r) + len == at => {
-                        Some((r, len + self.page_size))
-                    }
-                    (prev, k) => {
-                        if let Some((r, len)) = prev {
-                            self.queue(with_pages(r, len / self.page_size))?;
-                        }
-                        k.map(|k| (k, self.page_size))
-                    }
-                };
-            }
-            if let Some((r, len)) = run {
-                self.queue(with_pages(r, len / self.page_size))?;
-            }
-            vaddr += n as u64 * self.page_size;
+        let anon_only = keep == Keep::AnonOnly;
+        walker.walk(vma.start, vma.end, anon_only, &mut |s| {
+            self.span(s, readable)
+        })
+    }
+
+    /// Queues one span: zero pages as they are; data as stored runs, or,
+    /// for an incremental dump, split into what changed since the parent
+    /// image (stored) and what did not (parent runs).
+    fn span(&mut self, s: Span, readable: bool) -> Result<()> {
+        let pages = |a: u64, b: u64| (b - a) / self.page_size;
+        if s.zero {
+            let pages = pages(s.start, s.end);
+            return self.queue(Run::Zero {
+                vaddr: s.start,
+                pages,
+            });
         }
-        Ok(())
+        let data = |vaddr, pages| match readable {
+            true => Run::Splice { vaddr, pages },
+            false => Run::Copy { vaddr, pages },
+        };
+        let Some(dirty) = self.dirty else {
+            return self.queue(data(s.start, pages(s.start, s.end)));
+        };
+        let page_size = self.page_size;
+        dirty.split(s.start, s.end, s.soft_dirty, &mut |a, b, changed| {
+            let n = (b - a) / page_size;
+            match changed {
+                true => self.queue(data(a, n)),
+                false => self.queue(Run::Parent { vaddr: a, pages: n }),
+            }
+        })
     }
 
     /// Queues a run, splitting spliced ones to fit the pipe; hands the
@@ -400,18 +393,35 @@ impl<'p, 'a, 'c> Dumper<'p, 'a, 'c> {
     }
 
     /// Writes every run of `batch` in order, the spliced ones from its pipe.
+    ///
+    /// The spliced runs up to the next copied one are moved from the pipe
+    /// with one splice(2) at their first run (the data file takes them in
+    /// the same order), not one per run: an incremental dump's runs are
+    /// often a page or two each, and a splice per page cost more than the
+    /// rest of its page dump.
     fn write(&mut self, batch: Batch) -> Result<()> {
         let pipe = self.pipes[batch.pipe].read_end.as_fd();
-        for run in batch.runs {
-            match run {
+        // Bytes moved into the data file for the spliced runs still to come.
+        let mut ahead = 0u64;
+        for (i, run) in batch.runs.iter().enumerate() {
+            match *run {
                 Run::Zero { vaddr, pages } => self.writer.add_zero(vaddr, pages)?,
                 Run::Parent { vaddr, pages } => self.writer.add_parent(vaddr, pages)?,
                 Run::Copy { vaddr, pages } => {
                     copy(&self.mem, &mut self.writer, self.pid, vaddr, pages)?
                 }
                 Run::Splice { vaddr, pages } => {
+                    let group = match ahead {
+                        0 => spliced_bytes(&batch.runs[i..], self.page_size),
+                        _ => 0,
+                    };
                     self.writer.add_pages_with(vaddr, pages, |sink, bytes| {
-                        sink.splice_from(pipe, bytes)
+                        if ahead == 0 {
+                            ahead = sink.splice_from(pipe, group)?;
+                        }
+                        let take = ahead.min(bytes);
+                        ahead -= take;
+                        Ok(take)
                     })?;
                 }
             }
@@ -463,6 +473,20 @@ impl<'p, 'a, 'c> Dumper<'p, 'a, 'c> {
     }
 }
 
+/// The bytes of the spliced runs at the head of `runs`, up to the first
+/// copied run (whose bytes must land in the data file before the next).
+fn spliced_bytes(runs: &[Run], page_size: u64) -> u64 {
+    let mut bytes = 0;
+    for run in runs {
+        match *run {
+            Run::Splice { pages, .. } => bytes += pages * page_size,
+            Run::Copy { .. } => break,
+            Run::Zero { .. } | Run::Parent { .. } => {}
+        }
+    }
+    bytes
+}
+
 /// Stores pages the target cannot read by copying them from /proc/PID/mem.
 fn copy(mem: &File, writer: &mut Writer<'_>, pid: u32, vaddr: u64, pages: u64) -> Result<()> {
     let page_size = crate::sys::mm::page_size() as u64;
@@ -479,55 +503,4 @@ fn copy(mem: &File, writer: &mut Writer<'_>, pid: u32, vaddr: u64, pages: u64) -
         done += n;
     }
     Ok(())
-}
-
-/// What one page is for the dump, or None when it is left out.
-fn classify(e: PageEntry, keep: Keep, zero: &ZeroPfns, readable: bool, at: u64) -> Option<Run> {
-    if !e.populated() || (keep == Keep::AnonOnly && e.file_or_shared()) {
-        return None;
-    }
-    let pages = 1;
-    if e.pfn().is_some_and(|pfn| zero.is_zero(pfn)) {
-        return Some(Run::Zero { vaddr: at, pages });
-    }
-    Some(if readable {
-        Run::Splice { vaddr: at, pages }
-    } else {
-        Run::Copy { vaddr: at, pages }
-    })
-}
-
-/// A stored page the incremental dump's `dirty` map says is unchanged
-/// becomes a parent run.
-fn unchanged_as_parent(k: Run, dirty: Option<&DirtyMap>, e: PageEntry) -> Run {
-    match (k, dirty) {
-        (Run::Splice { vaddr, pages } | Run::Copy { vaddr, pages }, Some(d))
-            if !d.dirty(vaddr, e) =>
-        {
-            Run::Parent { vaddr, pages }
-        }
-        _ => k,
-    }
-}
-
-fn same(a: Run, b: Run) -> bool {
-    std::mem::discriminant(&a) == std::mem::discriminant(&b)
-}
-
-fn start(r: Run) -> u64 {
-    match r {
-        Run::Splice { vaddr, .. }
-        | Run::Copy { vaddr, .. }
-        | Run::Zero { vaddr, .. }
-        | Run::Parent { vaddr, .. } => vaddr,
-    }
-}
-
-fn with_pages(r: Run, pages: u64) -> Run {
-    match r {
-        Run::Splice { vaddr, .. } => Run::Splice { vaddr, pages },
-        Run::Copy { vaddr, .. } => Run::Copy { vaddr, pages },
-        Run::Zero { vaddr, .. } => Run::Zero { vaddr, pages },
-        Run::Parent { vaddr, .. } => Run::Parent { vaddr, pages },
-    }
 }

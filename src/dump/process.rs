@@ -13,9 +13,9 @@
 //! the first process holding an end of it, a shared memory object with the
 //! first process mapping it.
 
+use super::ProcessState;
 use super::parasite_state::{apply_parasite_state, collect_parasite_state};
 use super::run::{fault_point, pid_u32, refuse_unsupported};
-use super::{ProcessState, collect_process};
 use crate::error::Result;
 use crate::image::ImageDir;
 use crate::image::pstree::{Process, TaskState};
@@ -48,31 +48,21 @@ pub struct Shared {
 ///
 /// The VMAs come from /proc/PID/maps; /proc/PID/smaps, which adds the
 /// VmFlags but walks every page table of the process (about 3 ms for 64
-/// MiB, 90 ms for 2 GiB), is read on a second thread meanwhile: the page
-/// dump keeps crest's thread busy while the other CPU mostly waits for
-/// it. Its refusals come before the image files are written. A dump that
-/// tracks memory compares the flags with the parent's during the page
-/// dump, so it reads smaps first.
+/// MiB, 90 ms for 2 GiB), is read on a second thread during the page dump
+/// (see [`dump_inside`]), when the other CPU mostly waits for crest. Its
+/// refusals come before the image files are written. A dump that tracks
+/// memory compares the VMAs with the parent's without smaps' flags
+/// (track::unchanged).
 pub fn dump_process(seized: &Seized, d: &ImageDir, shared: &mut Shared) -> Result<Process> {
     let pid = seized.pid();
     let upid = pid_u32(pid)?;
     info!("pid {pid}: collecting /proc state of the seized process");
-    let later = shared.track.is_none();
-    let mut state = match later {
-        true => super::collect_process_unfrozen(upid)?,
-        false => collect_process(upid)?,
-    };
-    std::thread::scope(|s| {
-        let smaps = later.then(|| s.spawn(move || super::read_proc(upid, "smaps")));
-        dump_collected(seized, d, shared, &mut state)?;
-        if let Some(h) = smaps {
-            let text = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-            complete_vmas(upid, &mut state, &text?)?;
-        }
-        fault_point(pid, "cure")?;
-        info!("pid {pid}: writing its image files");
-        super::write_task_files(d, &state)
-    })?;
+    let mut state = super::collect_process_unfrozen(upid)?;
+    let smaps = dump_collected(seized, d, shared, &mut state)?;
+    complete_vmas(upid, &mut state, &smaps)?;
+    fault_point(pid, "cure")?;
+    info!("pid {pid}: writing its image files");
+    super::write_task_files(d, &state)?;
     Ok(state.process)
 }
 
@@ -93,13 +83,14 @@ fn complete_vmas(pid: u32, state: &mut ProcessState, text: &[u8]) -> Result<()> 
     }
 }
 
-/// Everything from the checks of the collected state to the cure.
+/// Everything from the checks of the collected state to the cure; returns
+/// /proc/PID/smaps as read during the page dump.
 fn dump_collected(
     seized: &Seized,
     d: &ImageDir,
     shared: &mut Shared,
     state: &mut ProcessState,
-) -> Result<()> {
+) -> Result<Vec<u8>> {
     let pid = seized.pid();
     refuse_unsupported(state)?;
     shared.files.refuse(state)?;
@@ -134,8 +125,9 @@ fn dump_collected(
     let inside = dump_inside(seized, &mut parasite, state, d, shared);
     info!("pid {pid}: curing the parasite");
     let cured = parasite.cure();
-    inside?;
-    cured
+    let smaps = inside?;
+    cured?;
+    Ok(smaps)
 }
 
 /// The queues of the process's unix sockets (with the sockets in flight
@@ -165,14 +157,18 @@ fn collect_sockets(state: &mut ProcessState, shared: &Shared) -> Result<()> {
     unix::check_peers(pid, &mut files.fds, &known, &shared.external)
 }
 
-/// The steps run through the parasite.
+/// The steps run through the parasite; returns /proc/PID/smaps, read on
+/// a second thread from the page dump on. Not earlier: the tracker's
+/// UFFDIO_REGISTER takes the target's mmap lock for writing, and a smaps
+/// read holds it for reading while it walks a whole VMA (about 40 ms for
+/// 1 GiB), which made an incremental dump's short freeze wait for smaps.
 fn dump_inside(
     seized: &Seized,
     parasite: &mut Parasite<'_>,
     state: &mut ProcessState,
     d: &ImageDir,
     shared: &mut Shared,
-) -> Result<()> {
+) -> Result<Vec<u8>> {
     let pid = seized.pid();
     fault_point(pid, "inject")?;
     info!("pid {pid}: collecting what only the process can tell");
@@ -185,6 +181,28 @@ fn dump_inside(
         None => None,
     };
     fault_point(pid, "track")?;
+    let upid = pid_u32(pid)?;
+    std::thread::scope(|s| {
+        let smaps = s.spawn(move || super::read_proc(upid, "smaps"));
+        let dumped = dump_memory(seized, parasite, state, d, shared, dirty);
+        let text = smaps
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        dumped?;
+        text
+    })
+}
+
+/// The private pages, memfds and shared memory of the process.
+fn dump_memory(
+    seized: &Seized,
+    parasite: &mut Parasite<'_>,
+    state: &ProcessState,
+    d: &ImageDir,
+    shared: &mut Shared,
+    dirty: Option<super::track::DirtyMap>,
+) -> Result<()> {
+    let pid = seized.pid();
     info!("pid {pid}: dumping memory pages");
     let vmas = &state.mm.vmas;
     super::pages::dump_pages_filtered(seized, parasite, vmas, d, dirty.as_ref())?;

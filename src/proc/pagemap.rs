@@ -26,6 +26,12 @@ pub const PM_SWAP: u64 = 1 << 62;
 pub const PM_PRESENT: u64 = 1 << 63;
 /// Bits 0-54: the page frame number (zero unless CAP_SYS_ADMIN).
 pub const PM_PFRAME_MASK: u64 = (1 << 55) - 1;
+/// Bits 0-4 of a swap entry: its swap type (with CAP_SYS_ADMIN only).
+const PM_SWAP_TYPE_MASK: u64 = (1 << 5) - 1;
+/// The swap type of the kernel's pte markers (SWP_PTE_MARKER, the last of
+/// the 32 types): not a page at all, e.g. a uffd-wp marker the kernel left
+/// where a write-protected page was dropped or never populated.
+const SWP_PTE_MARKER: u64 = PM_SWAP_TYPE_MASK;
 
 /// One decoded pagemap entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -40,9 +46,16 @@ impl PageEntry {
     pub fn swapped(self) -> bool {
         self.0 & PM_SWAP != 0
     }
-    /// Has content a dump must keep (in memory or in swap).
+    /// Has content a dump must keep (in memory or in swap; a pte marker
+    /// holds no page).
     pub fn populated(self) -> bool {
-        self.present() || self.swapped()
+        self.present() || (self.swapped() && !self.pte_marker())
+    }
+    /// A pte marker that reads as swapped: an empty page. Only known when
+    /// the reader sees swap entries (CAP_SYS_ADMIN); otherwise false, and
+    /// the page is dumped as if it were swapped (it reads as zero).
+    pub fn pte_marker(self) -> bool {
+        !self.present() && self.swapped() && self.0 & PM_SWAP_TYPE_MASK == SWP_PTE_MARKER
     }
     /// Written since soft-dirty bits were last cleared.
     pub fn soft_dirty(self) -> bool {
@@ -95,6 +108,11 @@ mod tests {
         let s = PageEntry(PM_SWAP | PM_SOFT_DIRTY);
         assert!(s.populated() && s.soft_dirty() && s.pfn().is_none());
         assert_eq!(entries(&[0u8; 17]).count(), 2);
+        // A uffd-wp marker: type 31, marker bit 1 in the offset.
+        let marker = PageEntry(PM_SWAP | PM_UFFD_WP | 31 | 1 << 5);
+        assert!(marker.pte_marker() && !marker.populated());
+        let real = PageEntry(PM_SWAP | PM_UFFD_WP | 1 << 5);
+        assert!(!real.pte_marker() && real.populated());
     }
 
     #[test]

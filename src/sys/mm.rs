@@ -160,6 +160,18 @@ impl Mapping {
         unsafe { ((self.addr + off) as *const u8).read_volatile() }
     }
 
+    /// madvise(2) over `pages` pages from page `first` of the mapping.
+    pub fn madvise_pages(&self, first: usize, pages: usize, advice: u32) -> SysResult<()> {
+        let ps = page_size();
+        assert!(
+            (first + pages) * ps <= self.len,
+            "madvise past the end of a mapping"
+        );
+        // SAFETY: the range is inside this mapping; as for `madvise`, the
+        // advice values crest uses do not discard contents Rust code relies on.
+        unsafe { syscall!(Sysno::madvise, self.addr + first * ps, pages * ps, advice) }.map(drop)
+    }
+
     /// madvise(2) over the whole mapping.
     pub fn madvise(&self, advice: u32) -> SysResult<()> {
         // SAFETY: the range is this mapping; the advice values crest uses do

@@ -58,8 +58,19 @@ pub const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
 pub const PM_SCAN_CHECK_WPASYNC: u64 = 1 << 1;
 /// `PAGE_IS_WRITTEN`.
 pub const PAGE_IS_WRITTEN: u64 = 1 << 1;
+/// `PAGE_IS_FILE`: a page-cache page or shared anonymous page.
+pub const PAGE_IS_FILE: u64 = 1 << 2;
 /// `PAGE_IS_PRESENT`.
 pub const PAGE_IS_PRESENT: u64 = 1 << 3;
+/// `PAGE_IS_SWAPPED`: a swap entry, which includes the kernel's pte
+/// markers (a uffd-wp marker left on an empty page reads as swapped).
+pub const PAGE_IS_SWAPPED: u64 = 1 << 4;
+/// `PAGE_IS_PFNZERO`: mapped to the shared zero page (not the huge one).
+pub const PAGE_IS_PFNZERO: u64 = 1 << 5;
+/// `PAGE_IS_HUGE`: mapped by a THP or hugetlb entry.
+pub const PAGE_IS_HUGE: u64 = 1 << 6;
+/// `PAGE_IS_SOFT_DIRTY`: the pte's soft-dirty bit, or a VM_SOFTDIRTY VMA.
+pub const PAGE_IS_SOFT_DIRTY: u64 = 1 << 7;
 
 /// userfaultfd(2) with O_CLOEXEC | O_NONBLOCK plus `flags`.
 pub fn userfaultfd(flags: u32) -> SysResult<OwnedFd> {
@@ -129,6 +140,17 @@ pub fn pagemap_scan(
     scan: &PmScan,
     out: &mut [PageRegion],
 ) -> SysResult<(usize, u64)> {
+    pagemap_scan_anyof(pagemap, scan, 0, out)
+}
+
+/// Like [`pagemap_scan`], where a page must also have at least one of the
+/// categories of `anyof` (category_anyof_mask; 0: no such condition).
+pub fn pagemap_scan_anyof(
+    pagemap: BorrowedFd<'_>,
+    scan: &PmScan,
+    anyof: u64,
+    out: &mut [PageRegion],
+) -> SysResult<(usize, u64)> {
     let mut arg = [0u64; 12];
     arg[0] = (arg.len() * 8) as u64;
     arg[1] = scan.flags;
@@ -137,6 +159,7 @@ pub fn pagemap_scan(
     arg[5] = out.as_mut_ptr() as u64;
     arg[6] = out.len() as u64;
     arg[9] = scan.category_mask;
+    arg[10] = anyof;
     arg[11] = scan.return_mask;
     // SAFETY: PAGEMAP_SCAN takes a 96-byte struct pm_scan_arg (twelve u64)
     // whose vec points to `out`, vec_len regions long; the scanned range is

@@ -38,7 +38,7 @@ fn dropped(page: usize, level: usize) -> bool {
 
 /// The level whose pattern page `page` holds after `levels` changes
 /// (None: zero).
-fn expected(page: usize, levels: usize) -> Option<u64> {
+pub fn expected(page: usize, levels: usize) -> Option<u64> {
     let mut last = written_at_start(page).then_some(0);
     for level in 1..=levels {
         if dropped(page, level) {

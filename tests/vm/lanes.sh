@@ -11,6 +11,13 @@
 # with a hard timeout and reads the verdict from the console. Exits non-zero
 # when a lane does not boot, times out, or any test binary fails. A lane that
 # cannot boot fails; nothing is ever skipped. See tests/vm/README.md.
+#
+# CREST_VM_MEM sizes the guest (qemu -m, default 2G). CREST_VM_BENCH=NAME[,NAME]
+# also builds those benchmarks (`cargo bench --no-run`, benches/NAME.rs) and
+# runs each in the guest after the tests, with CREST_BENCH_* and CREST_TRACK
+# passed from the host; CREST_VM_TEST_ARGS=--skip-all runs no test at all
+# (e.g. CREST_VM_MEM=6G CREST_VM_BENCH=predump CREST_VM_TEST_ARGS=--skip-all
+# CREST_VM_TEST_TIMEOUT=3000 CREST_VM_TIMEOUT=3300 tests/vm/lanes.sh debian61-x86_64).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
@@ -20,6 +27,8 @@ OUT=${CREST_VM_OUT:-$REPO/target/vm}
 LANE_TIMEOUT=${CREST_VM_TIMEOUT:-600}      # seconds, whole VM, hard
 TEST_TIMEOUT=${CREST_VM_TEST_TIMEOUT:-240} # seconds, each program in the VM
 CHECK_MUST_PASS=${CREST_VM_CHECK_MUST_PASS:-0}
+VM_MEM=${CREST_VM_MEM:-2G}
+BENCHES=${CREST_VM_BENCH:-}
 MIRROR=${CREST_VM_MIRROR:-http://deb.debian.org}
 # Socket-diag modules and veth (the page-server test joins two network
 # namespaces with a veth pair) (=m in Debian): sock_diag lookups autoload them on a
@@ -163,14 +172,25 @@ build_target() {
 	local triple=$1 list=$OUT/$1.list json=$OUT/$1.json
 	log "build $triple (cargo build/test --release --no-run)"
 	(cd "$REPO" && cargo build --release --target "$triple" -q) || die "cargo build for $triple failed"
-	(cd "$REPO" && cargo test --release --target "$triple" --no-run --message-format=json -q) >"$json" ||
-		die "cargo test --no-run for $triple failed"
+	if [ "${CREST_VM_TEST_ARGS:-}" = --skip-all ]; then
+		: >"$json"
+	else
+		(cd "$REPO" && cargo test --release --target "$triple" --no-run --message-format=json -q) >"$json" ||
+			die "cargo test --no-run for $triple failed"
+	fi
+	local b
+	for b in ${BENCHES//,/ }; do
+		log "build $triple bench $b (cargo bench --no-run)"
+		(cd "$REPO" && cargo bench --target "$triple" --no-run --bench "$b" --message-format=json -q) >>"$json" ||
+			die "cargo bench --no-run --bench $b for $triple failed"
+	done
 	# Roles: "crest" (runs `check --all`), "test" (a libtest binary, run),
 	# "bin" (another [[bin]], e.g. a test victim found through
 	# CARGO_BIN_EXE_<name>: copied, not run). Examples are left out.
 	jq -r 'select(.reason=="compiler-artifact" and .executable != null)
 		| .target as $t
-		| if .profile.test then
+		| if ($t.kind|index("bench")) then ["bench", "bench-" + $t.name, .executable]
+		  elif .profile.test then
 			["test", (if ($t.kind|index("lib")) then "lib"
 				elif ($t.kind|index("bin")) then "bin-" + $t.name
 				else "test-" + $t.name end), .executable]
@@ -211,6 +231,10 @@ make_initramfs() {
 	{
 		printf 'env\t%s\t%s\n' PATH /usr/bin:/bin HOME /root TMPDIR /tmp RUST_BACKTRACE 1 \
 			CARGO_MANIFEST_DIR "$REPO" CREST_VM_LANE "$lane"
+		local v
+		for v in $(compgen -e | grep -E '^(CREST_BENCH_[A-Z_]+|CREST_TRACK)$' || true); do
+			printf 'env\t%s\t%s\n' "$v" "${!v}"
+		done
 		printf 'cwd\t%s\n' "$REPO"
 		while read -r m; do printf 'insmod\t/vm/modules/%s.ko\n' "$m"; done <"$kdir/modules/list"
 		printf 'prep\t30\t/bin/busybox\t--install\t-s\t/bin\n'
@@ -222,7 +246,9 @@ make_initramfs() {
 			cp "$path" "$root$path"
 			if [ "$role" = crest ]; then
 				printf 'run\tcheck\t%s\t%s\tcheck\t--all\n' "$TEST_TIMEOUT" "$path"
-			elif [ "$role" = test ]; then
+			elif [ "$role" = bench ]; then
+				printf 'run\t%s\t%s\t%s\n' "$name" "$TEST_TIMEOUT" "$path"
+			elif [ "$role" = test ] && [ "$extra" != --skip-all ]; then
 				# shellcheck disable=SC2086 # extra args split on purpose
 				printf 'run\t%s\t%s\t%s\t--test-threads=1%s\n' "$name" "$TEST_TIMEOUT" "$path" \
 					"$(for a in $extra; do printf '\t%s' "$a"; done)"
@@ -243,7 +269,7 @@ boot() {
 	else
 		q=(qemu-system-x86_64 -cpu max -append "console=ttyS0 panic=-1 quiet")
 	fi
-	q+=(-m 2G -smp 2 -nographic -no-reboot -nic none -kernel "$kernel" -initrd "$img")
+	q+=(-m "$VM_MEM" -smp 2 -nographic -no-reboot -nic none -kernel "$kernel" -initrd "$img")
 	log "$lane: boot $(cat "$CACHE/kernels/$lane/package") (timeout ${LANE_TIMEOUT}s)"
 	local t=$SECONDS rc
 	set +e
@@ -304,6 +330,12 @@ report_one() {
 		*) return 1 ;;
 		esac
 	fi
+	case $name in bench-*)
+		echo "  $name: ${end:-did not end}"
+		printf '%s\n' "$body" | sed '/^$/d; s/^/    | /'
+		case $end in exit=0\ *) return 0 ;; *) return 1 ;; esac
+		;;
+	esac
 	local n_ok n_fail n_ign
 	n_ok=$(printf '%s\n' "$body" | grep -ac '^test .* \.\.\. ok$' || true)
 	n_fail=$(printf '%s\n' "$body" | grep -ac '^test .* \.\.\. FAILED$' || true)

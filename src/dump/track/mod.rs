@@ -35,7 +35,6 @@ use crate::image::dir::pagemap_file;
 use crate::image::load::MmImage;
 use crate::image::pages::PageIndex;
 use crate::image::vma::{Backing, Vma};
-use crate::proc::pagemap::PageEntry;
 use crate::{info, warn};
 
 /// How dirty pages are found.
@@ -176,23 +175,79 @@ pub struct DirtyMap {
     parent: PageIndex,
 }
 
-fn inside(ranges: &[(u64, u64)], vaddr: u64) -> bool {
-    let i = ranges.partition_point(|&(s, _)| s <= vaddr);
-    i > 0 && vaddr < ranges[i - 1].1
+/// Whether `x` is inside one of the sorted, disjoint `ranges`, and where
+/// that answer may change next.
+fn at(ranges: &[(u64, u64)], x: u64) -> (bool, u64) {
+    let i = ranges.partition_point(|&(s, _)| s <= x);
+    match i.checked_sub(1).map(|j| ranges[j]) {
+        Some((_, e)) if x < e => (true, e),
+        _ => (false, ranges.get(i).map_or(u64::MAX, |r| r.0)),
+    }
 }
 
 impl DirtyMap {
-    /// Whether the populated page at `vaddr` (pagemap entry `e`) must be
-    /// stored; otherwise the parent image has it as it is.
-    pub fn dirty(&self, vaddr: u64, e: PageEntry) -> bool {
-        if inside(&self.whole, vaddr) {
-            return true;
-        }
-        let written = match &self.written {
-            Some(w) => inside(w, vaddr),
-            None => e.soft_dirty(),
+    /// Whether the populated page at `vaddr` must be stored; otherwise the
+    /// parent image has it as it is. `soft_dirty`: the page's soft-dirty
+    /// bit (only looked at by the soft-dirty tracker).
+    pub fn dirty(&self, vaddr: u64, soft_dirty: bool) -> bool {
+        let mut out = false;
+        let _ = self.split(vaddr, vaddr + 1, soft_dirty, &mut |_, _, d| {
+            out = d;
+            Ok(())
+        });
+        out
+    }
+
+    /// Whether the soft-dirty bits decide (no list of written pages).
+    pub fn soft_dirty(&self) -> bool {
+        self.written.is_none()
+    }
+
+    /// Splits the populated pages [start, end), whose soft-dirty bits are
+    /// all `soft_dirty`, into maximal runs that must be stored (true) or
+    /// are the parent's (false), handed to `f` in address order. Each run
+    /// costs a few binary searches, not one per page.
+    pub fn split(
+        &self,
+        start: u64,
+        end: u64,
+        soft_dirty: bool,
+        f: &mut dyn FnMut(u64, u64, bool) -> Result<()>,
+    ) -> Result<()> {
+        let page = self.parent.page_size.max(1);
+        let parent = |x: u64| {
+            let i = self.parent.runs.partition_point(|r| r.vaddr <= x);
+            let run = i.checked_sub(1).map(|j| &self.parent.runs[j]);
+            match run.map(|r| (r.vaddr, r.vaddr + r.nr_pages * page)) {
+                Some((_, e)) if x < e => (true, e),
+                _ => (false, self.parent.runs.get(i).map_or(u64::MAX, |r| r.vaddr)),
+            }
         };
-        written || self.parent.find(vaddr).is_none()
+        let mut open: Option<(u64, bool)> = None;
+        let mut x = start;
+        while x < end {
+            let (whole, w_next) = at(&self.whole, x);
+            let (written, wr_next) = match &self.written {
+                Some(w) => at(w, x),
+                None => (soft_dirty, u64::MAX),
+            };
+            let (known, p_next) = parent(x);
+            let dirty = whole || written || !known;
+            let next = w_next.min(wr_next).min(p_next).min(end).max(x + 1);
+            open = match open {
+                Some((s, d)) if d == dirty => Some((s, d)),
+                Some((s, d)) => {
+                    f(s, x, d)?;
+                    Some((x, dirty))
+                }
+                None => Some((x, dirty)),
+            };
+            x = next;
+        }
+        match open {
+            Some((s, d)) => f(s, end, d),
+            None => Ok(()),
+        }
     }
 
     /// Pages counted dirty as whole VMAs, for the log.
@@ -201,9 +256,17 @@ impl DirtyMap {
     }
 }
 
+/// MAP_GROWSDOWN comes from smaps' VmFlags, which a dump reads while (or
+/// after) the pages are dumped: the VMAs it compares come from maps.
+const GROWSDOWN: u32 = libc::MAP_GROWSDOWN as u32;
+
 /// Whether `v` is the same mapping as one of the parent's: same range,
 /// protection, flags and backing. Anything else (new, grown, shrunk,
-/// moved, re-protected) is dumped whole.
+/// moved, re-protected) is dumped whole. MAP_GROWSDOWN is not compared
+/// (see [`GROWSDOWN`]): the range and backing cannot stay the same
+/// without the mapping staying the same kind, and a mapping made again
+/// in the same place is caught by the tracker itself (a new VMA is
+/// soft-dirty, or not yet write-protected).
 pub fn unchanged(v: &Vma, parent: &[Vma]) -> bool {
     let i = parent.partition_point(|p| p.start < v.start);
     parent.get(i).is_some_and(|p| {
@@ -211,7 +274,7 @@ pub fn unchanged(v: &Vma, parent: &[Vma]) -> bool {
             && p.end == v.end
             && p.pgoff == v.pgoff
             && p.prot == v.prot
-            && p.flags == v.flags
+            && p.flags & !GROWSDOWN == v.flags & !GROWSDOWN
             && p.backing == v.backing
     })
 }
@@ -258,7 +321,6 @@ mod tests {
     use super::*;
     use crate::image::pagemap::{PageRun, PagemapHead, RunKind, Space};
     use crate::image::pages::PageTotals;
-    use crate::proc::pagemap::{PM_PRESENT, PM_SOFT_DIRTY};
 
     fn parent_index(runs: &[(u64, u64)]) -> PageIndex {
         PageIndex {
@@ -298,19 +360,68 @@ mod tests {
     #[test]
     fn dirty_pages_are_written_whole_or_unknown_to_the_parent() {
         const P: u64 = 4096;
-        let clean = PageEntry(PM_PRESENT);
-        let soft = PageEntry(PM_PRESENT | PM_SOFT_DIRTY);
         let parent = parent_index(&[(0, 16)]);
         let uffd = dirty_map(
             vec![(8 * P, 10 * P)],
             Some(vec![(2 * P, 3 * P)]),
             parent.clone(),
         );
-        let dirty: Vec<u64> = (0..20).filter(|&p| uffd.dirty(p * P, clean)).collect();
+        let dirty: Vec<u64> = (0..20).filter(|&p| uffd.dirty(p * P, false)).collect();
         // written 2, whole 8-9, beyond the parent 16-19.
         assert_eq!(dirty, [2, 8, 9, 16, 17, 18, 19]);
         let sd = dirty_map(Vec::new(), None, parent);
-        assert!(sd.dirty(P, soft) && !sd.dirty(P, clean) && sd.dirty(16 * P, clean));
+        assert!(sd.dirty(P, true) && !sd.dirty(P, false) && sd.dirty(16 * P, false));
+    }
+
+    /// The runs `split` hands on, as (first page, pages, dirty).
+    fn runs(m: &DirtyMap, start: u64, end: u64, soft: bool) -> Vec<(u64, u64, bool)> {
+        let mut out = Vec::new();
+        m.split(start * 4096, end * 4096, soft, &mut |a, b, d| {
+            out.push((a / 4096, (b - a) / 4096, d));
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn split_gives_maximal_runs_that_agree_with_each_page() {
+        const P: u64 = 4096;
+        // Parent pages 0-9 and 12-29 (two runs touching at 20), holes 10-11.
+        let parent = parent_index(&[(0, 10), (12 * P, 8), (20 * P, 10)]);
+        let written = vec![(3 * P, 5 * P), (5 * P, 6 * P), (25 * P, 26 * P)];
+        let m = dirty_map(vec![(14 * P, 16 * P)], Some(written), parent.clone());
+        let got = runs(&m, 0, 32, false);
+        assert_eq!(
+            got,
+            [
+                (0, 3, false),
+                (3, 3, true),
+                (6, 4, false),
+                (10, 2, true),
+                (12, 2, false),
+                (14, 2, true),
+                (16, 9, false),
+                (25, 1, true),
+                (26, 4, false),
+                (30, 2, true),
+            ]
+        );
+        // Every page of every sub-range agrees with the page-wise answer.
+        for (s, e) in [(0, 32), (4, 13), (15, 27), (29, 30)] {
+            let mut pages = Vec::new();
+            for (first, n, d) in runs(&m, s, e, false) {
+                pages.extend((first..first + n).map(|p| (p, d)));
+            }
+            let want: Vec<(u64, bool)> = (s..e).map(|p| (p, m.dirty(p * P, false))).collect();
+            assert_eq!(pages, want, "pages {s}..{e}");
+        }
+        let sd = dirty_map(Vec::new(), None, parent);
+        assert_eq!(runs(&sd, 8, 13, true), [(8, 5, true)]);
+        assert_eq!(
+            runs(&sd, 8, 13, false),
+            [(8, 2, false), (10, 2, true), (12, 1, false)]
+        );
     }
 
     #[test]
@@ -320,6 +431,12 @@ mod tests {
         assert!(!unchanged(&vma(0x1000, 0x6000, 3), &parent), "grown");
         assert!(!unchanged(&vma(0x1000, 0x4000, 3), &parent), "shrunk");
         assert!(!unchanged(&vma(0x8000, 0x9000, 1), &parent), "re-protected");
+        let mut stack = vma(0x8000, 0x9000, 3);
+        stack.flags |= libc::MAP_GROWSDOWN as u32;
+        assert!(
+            unchanged(&stack, &parent),
+            "MAP_GROWSDOWN is not known from maps"
+        );
         assert!(!unchanged(&vma(0xa000, 0xb000, 3), &parent), "new");
         let mut file = vma(0x8000, 0x9000, 3);
         file.backing = Backing::FilePrivate {
