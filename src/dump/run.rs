@@ -256,6 +256,7 @@ fn dump_tree(
         dumped
     });
     dumped?;
+    super::files::tty::dump_ttys(d, &procs, shell_job)?;
     info!("pid {root}: writing the process tree and the inventory");
     write_pstree(d, &procs)?;
     fault_tree(root, "metadata")?;

@@ -254,6 +254,16 @@ pub fn every_record() -> Vec<AnyRecord> {
         start: 5,
         end: u64::MAX,
     }));
+    v.push(AnyRecord::Ctty(super::tty::Ctty {
+        sid: ROOT,
+        index: 3,
+        fg_pgrp: ROOT,
+    }));
+    v.push(AnyRecord::PtyQueue(super::tty::PtyQueue {
+        index: 3,
+        to_slave: b"typed\npart".to_vec(),
+        to_master: b"printed\r\n".to_vec(),
+    }));
     v
 }
 

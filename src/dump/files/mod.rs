@@ -25,6 +25,7 @@ pub mod ghost;
 pub mod lock;
 pub mod memfd;
 pub mod pty;
+pub mod tty;
 pub mod unix;
 pub mod unix_queue;
 

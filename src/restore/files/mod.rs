@@ -43,6 +43,7 @@
 
 mod anon;
 mod check;
+mod ctty;
 mod fifo;
 mod ghost;
 mod install;
@@ -100,6 +101,8 @@ pub struct FilesPlan {
     fifos: Vec<fifo::PlannedFifo>,
     /// The file locks to re-take once the fds are in place.
     locks: Vec<crate::image::files::FileLock>,
+    /// The controlling terminal a session leader takes (see [`ctty`]).
+    ctty: Option<ctty::CttyPlan>,
 }
 
 /// One fd to install.
@@ -259,6 +262,7 @@ pub fn plan_files_in_tree(
         ghosts: Vec::new(),
         fifos: Vec::new(),
         locks: files.locks.clone(),
+        ctty: None,
     };
     lock::check(&files.locks, &fds)?;
     for f in &fds {
@@ -281,7 +285,12 @@ pub fn plan_files_in_tree(
             fd: f.fd,
             cloexec: f.fd_flags & crate::sys::fdtable::FD_CLOEXEC != 0,
             how,
-            desc: files.descs.iter().find(|d| d.fd == f.fd).map(|d| d.desc_id),
+            // Each process opens /dev/tty itself (ctty.rs).
+            desc: files
+                .descs
+                .iter()
+                .find(|d| d.fd == f.fd && !matches!(f.file, FdFile::DevTty { .. }))
+                .map(|d| d.desc_id),
         });
     }
     Ok(plan)
@@ -339,6 +348,11 @@ fn plan_fd(plan: &mut FilesPlan, files: &FilesImage, f: &Fd, shell_job: bool) ->
                 pos: *pos,
             })
         }
+        FdFile::DevTty { flags } => Ok(How::Open {
+            path: c"/dev/tty".into(),
+            flags: check::open_flags(*flags) | check::O_NOCTTY,
+            pos: 0,
+        }),
         FdFile::Pipe { pipe_id, flags } => plan_pipe(plan, files, f.fd, *pipe_id, *flags),
         FdFile::Unix(s) => plan.unix.slot_of(s.ino).map(How::Unix).ok_or_else(|| {
             Error::Unsupported(format!(
