@@ -263,6 +263,7 @@ pub fn every_record() -> Vec<AnyRecord> {
         index: 3,
         to_slave: b"typed\npart".to_vec(),
         to_master: b"printed\r\n".to_vec(),
+        slave_closed: false,
     }));
     v
 }

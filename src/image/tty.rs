@@ -16,6 +16,8 @@
 //!             read on the slave: the slave's input, after its input
 //!             processing) | bytes to_master (written on the slave, not
 //!             yet read on the master, after output processing)
+//!             | u8 slave_closed (1: every slave was closed, the master
+//!             sees a hangup)
 //! ```
 
 use super::codec::{Reader, Writer};
@@ -80,6 +82,9 @@ pub struct PtyQueue {
     pub to_slave: Vec<u8>,
     /// What the master will read (the slave wrote it, or its echo).
     pub to_master: Vec<u8>,
+    /// Every slave was closed: the master reads end of file (EIO) after
+    /// its bytes, and poll says hangup.
+    pub slave_closed: bool,
 }
 
 impl Record for PtyQueue {
@@ -90,6 +95,7 @@ impl Record for PtyQueue {
         w.u32(self.index);
         w.bytes(&self.to_slave);
         w.bytes(&self.to_master);
+        w.u8(u8::from(self.slave_closed));
     }
 
     fn decode(r: &mut Reader) -> Result<Self, ImageError> {
@@ -97,6 +103,7 @@ impl Record for PtyQueue {
             index: r.u32()?,
             to_slave: r.bytes("queued terminal input", MAX_QUEUE)?,
             to_master: r.bytes("queued terminal output", MAX_QUEUE)?,
+            slave_closed: r.u8()? != 0,
         })
     }
 
@@ -105,6 +112,7 @@ impl Record for PtyQueue {
             ("index", Value::U(self.index as u64)),
             ("to_slave", Value::Bytes(self.to_slave.clone())),
             ("to_master", Value::Bytes(self.to_master.clone())),
+            ("slave_closed", Value::Bool(self.slave_closed)),
         ])
     }
 }
@@ -176,6 +184,7 @@ mod tests {
             index: 7,
             to_slave: b"line\npart".to_vec(),
             to_master: b"out\r\n".to_vec(),
+            slave_closed: true,
         };
         let mut w = Writer::new();
         c.encode(&mut w);

@@ -3,7 +3,9 @@
 //! the master wrote "abc\x03def" (a ^C that is data here) and the slave
 //! "xyz\n", neither read. After go: the slave reads exactly the master's
 //! bytes, the master exactly the slave's (no CR added, no echo), and the
-//! slave's termios is still raw.
+//! slave's termios is still raw. Pair C (master fd 31) had its only slave
+//! open, write "bye\n" and close: its master reads "bye\r\n", then end
+//! of file (EIO) with a hangup, as before.
 
 use crate::common::victim::{Child, Verdict};
 use crate::util::{expect, inq, new_master, open_slave, until, write_all};
@@ -12,6 +14,44 @@ const MASTER: i32 = 28;
 const SLAVE: i32 = 29;
 const TO_SLAVE: &[u8] = b"abc\x03def";
 const TO_MASTER: &[u8] = b"xyz\n";
+const CLOSED: i32 = 31;
+
+/// Pair C: its slave wrote a line and closed.
+fn closed_pair() -> Verdict {
+    new_master(CLOSED)?;
+    open_slave(CLOSED, 32)?;
+    write_all(32, b"bye\n")?;
+    // SAFETY: our own fd.
+    ensure!(unsafe { libc::close(32) } == 0, "close the slave");
+    ensure!(until(|| inq(CLOSED) == 5), "the slave's line never came");
+    Ok(())
+}
+
+/// Pair C after go: the line, then end of file with a hangup.
+fn check_closed_pair() -> Verdict {
+    expect(CLOSED, b"bye\r\n")?;
+    let mut p = libc::pollfd {
+        fd: CLOSED,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one live pollfd.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    ensure!(
+        n == 1 && p.revents & libc::POLLHUP != 0,
+        "no hangup: {:#x}",
+        p.revents
+    );
+    let mut b = [0u8; 8];
+    // SAFETY: a local buffer of its own size.
+    let r = unsafe { libc::read(CLOSED, b.as_mut_ptr().cast(), b.len()) };
+    ensure!(
+        r < 0 && crate::raw::errno() == libc::EIO,
+        "read gave {r}, errno {}",
+        crate::raw::errno()
+    );
+    Ok(())
+}
 
 fn make_raw() -> Verdict {
     // SAFETY: termios calls on our own fd and a local struct.
@@ -47,8 +87,10 @@ pub fn victim(c: &Child) -> Verdict {
         until(|| inq(SLAVE) == TO_SLAVE.len() as i32 && inq(MASTER) == TO_MASTER.len() as i32),
         "the bytes never arrived"
     );
+    closed_pair()?;
     c.ready(b"");
     c.wait_go();
+    check_closed_pair()?;
     still_raw()?;
     expect(SLAVE, TO_SLAVE)?;
     expect(MASTER, TO_MASTER)?;

@@ -26,8 +26,13 @@
 //! discipline's buffer; more is refused after being put back), no
 //! master-side bytes in packet mode (a read there would consume the
 //! packet status), none to the slave of a locked pair (no slave can be
-//! opened), and an end-of-file (VEOF) or an escaped (VLNEXT) erase or
-//! kill character waiting in a canonical line is not rebuilt as it was.
+//! opened) or of a pair whose slave is open only outside the tree or was
+//! never opened (crest's slave must be neither the first to open nor the
+//! last to close: the master sees the last close as a hangup), and an
+//! end-of-file (VEOF) or an escaped (VLNEXT) erase or kill character
+//! waiting in a canonical line is not rebuilt as it was. A pair whose
+//! slaves were all closed is recorded so (restore closes a slave of its
+//! own, and the master sees the hangup again).
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Duration;
@@ -65,6 +70,13 @@ const INPUT_MAPS: u32 = 0o40 | 0o100 | 0o200 | 0o400 | 0o1000 | 0o2000;
 /// One master of the tree: (pair index, pid, fd).
 type Master = (u32, u32, i32);
 
+/// The masters of the tree, and the indexes of the pairs one of whose
+/// slaves the tree holds.
+struct Pairs {
+    masters: Vec<Master>,
+    slaves: Vec<u32>,
+}
+
 /// Writes tty.img for the frozen tree `procs` (root first) whose
 /// files-PID.img are in `d`; refuses a controlling terminal restore
 /// could not give back (see the module doc).
@@ -73,18 +85,19 @@ pub fn dump_ttys(d: &ImageDir, procs: &[Process], shell_job: bool) -> Result<()>
         .iter()
         .filter(|p| !matches!(p.state, TaskState::Zombie { .. }))
         .collect();
-    let masters = masters(d, &live)?;
+    let pairs = pairs(d, &live)?;
+    let masters = &pairs.masters;
     let job = shell_job || procs.len() == 1;
     let mut img = TtyImage::default();
     for p in live.iter().filter(|p| p.sid == p.pid) {
         let root_of_job = job && p.pid == procs[0].pid;
-        if let Some(c) = ctty(p, &masters, root_of_job)? {
+        if let Some(c) = ctty(p, masters, root_of_job)? {
             img.cttys.push(c);
         }
     }
-    for &(index, pid, fd) in &masters {
-        let q = queued(index, pid, fd)?;
-        if !q.to_slave.is_empty() || !q.to_master.is_empty() {
+    for &(index, pid, fd) in masters {
+        let q = queued(index, pid, fd, pairs.slaves.contains(&index))?;
+        if !q.to_slave.is_empty() || !q.to_master.is_empty() || q.slave_closed {
             crate::debug!(
                 "pseudo-terminal {index}: {} byte(s) queued to the slave, {} to the master",
                 q.to_slave.len(),
@@ -96,16 +109,27 @@ pub fn dump_ttys(d: &ImageDir, procs: &[Process], shell_job: bool) -> Result<()>
     img.write(d)
 }
 
-/// Every pair whose master a process of `live` holds, once.
-fn masters(d: &ImageDir, live: &[&Process]) -> Result<Vec<Master>> {
-    let mut out: Vec<Master> = Vec::new();
+/// Every pair whose master a process of `live` holds, once, and the
+/// pairs of the slaves they hold.
+fn pairs(d: &ImageDir, live: &[&Process]) -> Result<Pairs> {
+    let mut out = Pairs {
+        masters: Vec::new(),
+        slaves: Vec::new(),
+    };
     for p in live {
         for f in FilesImage::load(d, p.pid)?.fds {
-            if let FdFile::PtyMaster { index, .. } = f.file
-                && !out.iter().any(|m| m.0 == index)
-            {
-                out.push((index, p.pid, f.fd));
-            }
+            let slave = match f.file {
+                FdFile::PtyMaster { index, .. } => {
+                    if !out.masters.iter().any(|m| m.0 == index) {
+                        out.masters.push((index, p.pid, f.fd));
+                    }
+                    None
+                }
+                FdFile::PtySlave { index, .. } => Some(index),
+                FdFile::Chr { rdev, .. } => super::pty::slave_index(rdev),
+                _ => None,
+            };
+            out.slaves.extend(slave);
         }
     }
     Ok(out)
@@ -175,9 +199,10 @@ fn outside(p: &Process, dev: u64, root_of_job: bool) -> Result<()> {
     )))
 }
 
-/// Reads the bytes queued in pair `index` (master at fd `fd` of `pid`)
-/// and puts them back (see the module doc).
-fn queued(index: u32, pid: u32, fd: i32) -> Result<PtyQueue> {
+/// Reads the bytes queued in pair `index` (master at fd `fd` of `pid`;
+/// `slave_held`: a process of the tree holds one of its slaves) and puts
+/// them back (see the module doc).
+fn queued(index: u32, pid: u32, fd: i32, slave_held: bool) -> Result<PtyQueue> {
     let master = copy_of(pid, fd)?;
     let m = master.as_raw_fd();
     let what = format!("the bytes queued in pseudo-terminal {index} (fd {fd} of pid {pid})");
@@ -190,7 +215,13 @@ fn queued(index: u32, pid: u32, fd: i32) -> Result<PtyQueue> {
         q.to_master = drain_master(master.as_fd()).map_err(|e| fail("read", e))?;
         put_back(m, &q.to_master).map_err(|e| fail("ioctl(TIOCSTI)", e))?;
     }
-    if !tty::pty_locked(m).map_err(|e| fail("ioctl(TIOCGPTLCK)", e))? {
+    // crest's slave must not be the first, nor the last to close, unless
+    // the master already saw the last one close: the last close of a
+    // slave is seen by the master (a hangup).
+    q.slave_closed = !slave_held && tty::hung_up(m).map_err(|e| fail("ppoll", e))?;
+    if (slave_held || q.slave_closed)
+        && !tty::pty_locked(m).map_err(|e| fail("ioctl(TIOCGPTLCK)", e))?
+    {
         q.to_slave = slave_queue(m).map_err(|(call, e)| fail(call, e))?;
     }
     if q.to_master.len() > N_TTY_MAX || q.to_slave.len() > N_TTY_MAX {
@@ -206,7 +237,12 @@ fn drain_master(m: BorrowedFd<'_>) -> std::result::Result<Vec<u8>, Errno> {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     while out.len() <= 2 * N_TTY_MAX && crate::sys::fd::ppoll_readable(m, Duration::ZERO)? {
-        let n = crate::sys::fd::read(m, &mut buf)?;
+        let n = match crate::sys::fd::read(m, &mut buf) {
+            Ok(n) => n,
+            // No slave open any more, and nothing left to read.
+            Err(Errno::EIO) => 0,
+            Err(e) => return Err(e),
+        };
         if n == 0 {
             break;
         }

@@ -186,9 +186,11 @@ pub(super) fn requeue(q: &PtyQueue, state: &PtyState, mslot: RawFd) -> Result<()
     for &b in &q.to_master {
         tty::push_input(mslot, b).map_err(|e| Error::sys("ioctl(TIOCSTI)", what.clone(), e))?;
     }
-    if q.to_slave.is_empty() {
+    if q.to_slave.is_empty() && !q.slave_closed {
         return Ok(());
     }
+    // Closed at the end: the master then sees the hangup it saw, when no
+    // process holds a slave.
     let slave = tty::open_peer(mslot, SLAVE_FLAGS)
         .map_err(|e| Error::sys("ioctl(TIOCGPTPEER)", what.clone(), e))?;
     let s = slave.as_raw_fd();
