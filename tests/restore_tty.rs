@@ -297,5 +297,11 @@ fn show_prints_the_ctty_and_the_queued_bytes() {
     for want in ["fg_pgrp", "to_slave", "to_master"] {
         assert!(text.contains(want), "show lacks {want}: {text}");
     }
+    let out = crest(&["show", img.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for want in ["tty.img", "ctty", "pty-queue"] {
+        assert!(text.contains(want), "show lacks {want}:\n{text}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

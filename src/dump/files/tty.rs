@@ -91,7 +91,15 @@ pub fn dump_ttys(d: &ImageDir, procs: &[Process], shell_job: bool) -> Result<()>
     let mut img = TtyImage::default();
     for p in live.iter().filter(|p| p.sid == p.pid) {
         let root_of_job = job && p.pid == procs[0].pid;
-        if let Some(c) = ctty(p, masters, root_of_job)? {
+        if let Some(mut c) = ctty(p, masters, root_of_job)? {
+            if !live.iter().any(|q| q.pgid == c.fg_pgrp) {
+                crate::warn!(
+                    "session {}: the foreground group {} of its terminal has no live process; it comes back with the leader's group in the foreground",
+                    c.sid,
+                    c.fg_pgrp
+                );
+                c.fg_pgrp = 0;
+            }
             img.cttys.push(c);
         }
     }
