@@ -200,17 +200,21 @@ victim_tests!(ctty_victim, ctty);
 victim_tests!(queue_victim, queue);
 
 /// A session leader whose controlling terminal's master is outside the
-/// tree is refused, even with --shell-job, by pid, session and cause; the
-/// tree runs on with its terminal.
+/// tree is refused, even with --shell-job, by pid, session and cause,
+/// before the tree is seized; the tree runs on with its terminal.
 #[test]
 fn a_controlling_terminal_outside_the_tree_is_refused() {
     let dir = scratch("tty-outside");
     let mut v = Victim::spawn(&dir, outside::victim);
-    let (_, args) = dump_args(&v, &[]);
+    let (_, args) = dump_args(&v, &["-v4"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = crest(&args);
     assert!(!out.status.success(), "dump must refuse");
     let err = stderr(&out);
+    assert!(
+        !err.contains("seizing every process"),
+        "refused before the seize: {err}"
+    );
     let s = members(&v)[0];
     for want in [
         &format!("pid {s} leads session {s}"),

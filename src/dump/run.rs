@@ -180,7 +180,9 @@ fn precheck(root: u32, shell_job: bool) -> Result<()> {
         let scan = s.spawn(super::session::Machine::scan);
         let procs = precheck_tree(root);
         let machine = joined(scan);
-        super::session::check_sessions_in(&procs?, shell_job, &machine?)
+        let procs = procs?;
+        super::session::check_sessions_in(&procs, shell_job, &machine?)?;
+        super::files::tty_check::precheck(&procs, shell_job)
     })
 }
 

@@ -190,17 +190,28 @@ fn ctty(p: &Process, masters: &[Master], root_of_job: bool) -> Result<Option<Ctt
     }))
 }
 
+/// `dev` (the tty_nr encoding) as major and minor.
+fn major_minor(dev: u64) -> (u64, u64) {
+    ((dev >> 8) & 0xfff, (dev & 0xff) | ((dev >> 12) & !0xff))
+}
+
 /// A controlling terminal outside the tree: refused, or (the root of a
 /// shell job) left behind with a warning.
 fn outside(p: &Process, dev: u64, root_of_job: bool) -> Result<()> {
-    let (ma, mi) = ((dev >> 8) & 0xfff, (dev & 0xff) | ((dev >> 12) & !0xff));
     if root_of_job {
+        let (ma, mi) = major_minor(dev);
         crate::warn!(
             "pid {}: its controlling terminal (device {ma}:{mi}) is outside the tree; as a shell job it comes back in crest's session, without it",
             p.pid
         );
         return Ok(());
     }
+    refuse_outside(p, dev)
+}
+
+/// The refusal of session leader `p`'s controlling terminal `dev`.
+pub(super) fn refuse_outside(p: &Process, dev: u64) -> Result<()> {
+    let (ma, mi) = major_minor(dev);
     Err(Error::Unsupported(format!(
         "pid {} leads session {} whose controlling terminal (device {ma}:{mi}) is not a pseudo-terminal whose master the tree holds, so restore could not give it back; dump the process holding its master with it, or end the session's use of that terminal",
         p.pid, p.sid
