@@ -37,7 +37,9 @@
 //! opened by install; file locks ([`lock`]) are re-taken last. Objects
 //! processes of a tree share are made once by crest: memfds and deleted
 //! files ([`tree_objects`]), FIFO open files ([`fifo`]), pseudo-terminal
-//! pairs split between processes ([`split`], [`pty_share`]).
+//! pairs split between processes ([`split`], [`pty_share`]), and pairs
+//! that are a session's controlling terminal or hold queued bytes
+//! ([`ctty`], which also reopens /dev/tty fds).
 //! Unix sockets that span processes are made once by crest ([`unix_tree`])
 //! and inherited, like shared open files.
 
