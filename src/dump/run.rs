@@ -184,7 +184,9 @@ fn precheck(root: u32, shell_job: bool, files: super::files::FileOptions) -> Res
         let scan = s.spawn(super::session::Machine::scan);
         let procs = precheck_tree(root, files);
         let machine = joined(scan);
-        super::session::check_sessions_in(&procs?, shell_job, &machine?)
+        let procs = procs?;
+        super::session::check_sessions_in(&procs, shell_job, &machine?)?;
+        super::files::tty_check::precheck(&procs, shell_job)
     })
 }
 
@@ -263,6 +265,7 @@ fn dump_tree(
         dumped
     });
     dumped?;
+    super::files::tty::dump_ttys(d, &procs, shell_job)?;
     info!("pid {root}: writing the process tree and the inventory");
     write_pstree(d, &procs)?;
     fault_tree(root, "metadata")?;

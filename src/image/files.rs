@@ -28,6 +28,7 @@
 //!    18 fifo:     u32 open_flags | u64 id (inode; its data: pipe-data, pipe_id = id) | path
 //!  pipe-data:  u64 pipe_id | bytes data
 //!    21 unix:    see [`unix`] (and its unix-queue record)
+//!    30 dev-tty:  u32 open_flags   (/dev/tty of a restored controlling terminal)
 //!  ghost-data: u64 dev | u64 ino | u64 offset | bytes data   (a deleted file's contents)
 //!  file-lock:  see [`lock`]
 //!  fd-desc:    i32 fd | u64 desc_id      (see [`FdDesc`])
@@ -239,7 +240,18 @@ pub enum FdFile {
         /// The FIFO's inode number.
         id: u64,
     },
+    /// /dev/tty (5:0) of a process whose session's controlling terminal
+    /// is a pair of the tree (kind 30): restore opens /dev/tty once that
+    /// terminal is back. Images carry such fds as chr records; restore
+    /// makes them this kind (see restore's ctty module).
+    DevTty {
+        /// O_* flags.
+        flags: u32,
+    },
 }
+
+/// The fd kind of /dev/tty, [`FdFile::DevTty`].
+pub const KIND_DEV_TTY: u8 = 30;
 
 /// One file descriptor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -290,6 +302,10 @@ impl Record for Fd {
                 w.u64(*pos);
             }
             FdFile::Unknown(k) => w.u8(*k),
+            FdFile::DevTty { flags } => {
+                w.u8(KIND_DEV_TTY);
+                w.u32(*flags);
+            }
             FdFile::Unix(s) => unix::encode(s, w),
             f @ (FdFile::Memfd { .. }
             | FdFile::Ghost { .. }
@@ -325,6 +341,7 @@ impl Record for Fd {
             },
             k @ 4..=8 => anon::decode(k, r)?,
             unix::KIND_UNIX => FdFile::Unix(unix::decode(r)?),
+            KIND_DEV_TTY => FdFile::DevTty { flags: r.u32()? },
             k if kinds::is_kind(k) => kinds::decode(k, r)?,
             k => FdFile::Unknown(k),
         };
@@ -367,6 +384,10 @@ impl Record for Fd {
                 ("pos", Value::U(*pos)),
             ]),
             FdFile::Unknown(k) => v.push(("kind", Value::Str(format!("unknown-{k}")))),
+            FdFile::DevTty { flags } => v.extend([
+                ("kind", Value::Str("dev-tty".into())),
+                ("flags", Value::Hex(*flags as u64)),
+            ]),
             FdFile::Unix(s) => v.extend(unix::value(s)),
             f @ (FdFile::Memfd { .. }
             | FdFile::Ghost { .. }

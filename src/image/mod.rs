@@ -47,6 +47,7 @@ pub mod stream;
 pub mod task;
 pub mod thread;
 pub mod timers;
+pub mod tty;
 pub mod value;
 pub mod vma;
 

@@ -131,6 +131,8 @@ kinds! {
     GhostData = 40, "ghost-data", MAX_RECORD, super::files::GhostData;
     UnixQueue = 41, "unix-queue", MAX_RECORD, super::files::UnixQueue;
     FileLock = 42, "file-lock", 1 << 10, super::files::FileLock;
+    Ctty = 50, "ctty", 1 << 10, super::tty::Ctty;
+    PtyQueue = 51, "pty-queue", 1 << 20, super::tty::PtyQueue;
     UnixFlightFile = 55, "unix-flight-file", 1 << 10, super::files::UnixFlightFile;
     MemfdObject = 60, "memfd-object", 1 << 10, super::files::MemfdObject;
 }

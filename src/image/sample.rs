@@ -268,6 +268,17 @@ pub fn every_record() -> Vec<AnyRecord> {
         seals: 0xf,
         mode: 0o100600,
     }));
+    v.push(AnyRecord::Ctty(super::tty::Ctty {
+        sid: ROOT,
+        index: 3,
+        fg_pgrp: ROOT,
+    }));
+    v.push(AnyRecord::PtyQueue(super::tty::PtyQueue {
+        index: 3,
+        to_slave: b"typed\npart".to_vec(),
+        to_master: b"printed\r\n".to_vec(),
+        slave_closed: false,
+    }));
     v
 }
 

@@ -125,6 +125,8 @@ fn prepare(sh: &Shared<'_>, i: usize) -> Result<usize> {
     }
     if p.sid == p.pid {
         spawn::setsid().map_err(|e| Error::sys("setsid", format!("pid {}", p.pid), e))?;
+        // Before any child: those born in the session inherit it.
+        live.files.take_ctty()?;
     } else if p.pgid == p.pid {
         spawn::setpgid(0, 0).map_err(|e| Error::sys("setpgid", format!("pid {}", p.pid), e))?;
     }
@@ -135,6 +137,7 @@ fn prepare(sh: &Shared<'_>, i: usize) -> Result<usize> {
             .map_err(|e| Error::sys("prctl", "PDEATHSIG", e))?;
     }
     join_group(sh, p)?;
+    live.files.set_foreground()?;
     install_files(live.files, live.keep)?;
     crate::dump::run::fault_point(p.pid as i32, "restore-files")?;
     let unmap = own_mappings_but(live.layout)?;

@@ -103,6 +103,88 @@ pub fn set_winsize(fd: RawFd, w: &[u16; 4]) -> SysResult<()> {
     unsafe { syscall!(Sysno::ioctl, fd, TIOCSWINSZ, w.as_ptr()) }.map(drop)
 }
 
+/// `TIOCSCTTY`.
+pub const TIOCSCTTY: u32 = 0x540e;
+/// `TIOCGPGRP`.
+pub const TIOCGPGRP: u32 = 0x540f;
+/// `TIOCSPGRP`.
+pub const TIOCSPGRP: u32 = 0x5410;
+/// `TIOCSTI`.
+pub const TIOCSTI: u32 = 0x5412;
+/// `FIONREAD` (`TIOCINQ`).
+pub const FIONREAD: u32 = 0x541b;
+/// `TIOCGSID`.
+pub const TIOCGSID: u32 = 0x5429;
+/// `TIOCGPTPEER`: _IO('T', 0x41).
+pub const TIOCGPTPEER: u32 = 0x5441;
+
+/// TIOCSCTTY(0): makes the terminal at `fd` the controlling terminal of
+/// the caller, a session leader without one (never steals it from
+/// another session: the argument is 0).
+pub fn set_ctty(fd: RawFd) -> SysResult<()> {
+    // SAFETY: TIOCSCTTY takes an integer argument, no memory.
+    unsafe { syscall!(Sysno::ioctl, fd, TIOCSCTTY, 0) }.map(drop)
+}
+
+/// TIOCGPGRP: the terminal's foreground process group (on a master: its
+/// slave's).
+pub fn fg_pgrp(fd: RawFd) -> SysResult<u32> {
+    get_int(fd, TIOCGPGRP)
+}
+
+/// TIOCSPGRP: makes `pgrp` the foreground process group.
+pub fn set_fg_pgrp(fd: RawFd, pgrp: u32) -> SysResult<()> {
+    set_int(fd, TIOCSPGRP, pgrp)
+}
+
+/// TIOCGSID: the session whose controlling terminal it is (ENOTTY when
+/// none).
+pub fn session_of(fd: RawFd) -> SysResult<u32> {
+    get_int(fd, TIOCGSID)
+}
+
+/// FIONREAD: bytes ready to read.
+pub fn readable(fd: RawFd) -> SysResult<u32> {
+    get_int(fd, FIONREAD)
+}
+
+/// TIOCSTI: queues `byte` into the terminal's input as if it arrived
+/// from the other end, synchronously through its line discipline (needs
+/// CAP_SYS_ADMIN for a terminal that is not the caller's).
+pub fn push_input(fd: RawFd, byte: u8) -> SysResult<()> {
+    // SAFETY: TIOCSTI reads one byte from `byte`, which outlives the call.
+    unsafe { syscall!(Sysno::ioctl, fd, TIOCSTI, &byte as *const u8) }.map(drop)
+}
+
+/// Whether poll reports a hangup or an error on `fd` (for a pty master:
+/// no slave is open, after one was), without waiting.
+pub fn hung_up(fd: RawFd) -> SysResult<bool> {
+    #[repr(C)]
+    struct PollFd {
+        fd: i32,
+        events: i16,
+        revents: i16,
+    }
+    let mut pfd = PollFd {
+        fd,
+        events: 0,
+        revents: 0,
+    };
+    let ts = [0i64, 0i64];
+    // SAFETY: `pfd` is one pollfd and `ts` a zero struct timespec; the
+    // sigmask pointer is NULL.
+    let n = unsafe { syscall!(Sysno::ppoll, &mut pfd as *mut PollFd, 1, ts.as_ptr(), 0, 8) }?;
+    Ok(n > 0)
+}
+
+/// TIOCGPTPEER: a new open of the slave of the master at `master`, with
+/// open `flags`.
+pub fn open_peer(master: RawFd, flags: u32) -> SysResult<std::os::fd::OwnedFd> {
+    // SAFETY: TIOCGPTPEER takes the open flags as an integer argument.
+    let fd = unsafe { syscall!(Sysno::ioctl, master, TIOCGPTPEER, flags) }?;
+    Ok(super::fd::own(fd))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,6 +25,8 @@ pub mod ghost;
 pub mod lock;
 pub mod memfd;
 pub mod pty;
+pub mod tty;
+pub mod tty_check;
 pub mod unix;
 pub mod unix_queue;
 

@@ -7,7 +7,8 @@
 //! A slave whose master is not in the process (the terminal of a shell
 //! job, a controlling terminal) stays a character device record, restored
 //! as crest's terminal with --shell-job. Bytes queued in a pair's buffers
-//! are not dumped.
+//! and the controlling terminals of sessions are dumped once for the tree
+//! ([`super::tty`]).
 
 use std::os::fd::{AsFd, AsRawFd};
 

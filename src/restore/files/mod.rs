@@ -37,12 +37,15 @@
 //! opened by install; file locks ([`lock`]) are re-taken last. Objects
 //! processes of a tree share are made once by crest: memfds and deleted
 //! files ([`tree_objects`]), FIFO open files ([`fifo`]), pseudo-terminal
-//! pairs split between processes ([`split`], [`pty_share`]).
+//! pairs split between processes ([`split`], [`pty_share`]), and pairs
+//! that are a session's controlling terminal or hold queued bytes
+//! ([`ctty`], which also reopens /dev/tty fds).
 //! Unix sockets that span processes are made once by crest ([`unix_tree`])
 //! and inherited, like shared open files.
 
 mod anon;
 pub(super) mod check;
+mod ctty;
 mod fifo;
 mod ghost;
 mod install;
@@ -101,6 +104,8 @@ pub struct FilesPlan {
     fifos: Vec<fifo::PlannedFifo>,
     /// The file locks to re-take once the fds are in place.
     locks: Vec<crate::image::files::FileLock>,
+    /// The controlling terminal a session leader takes (see [`ctty`]).
+    ctty: Option<ctty::CttyPlan>,
 }
 
 /// One fd to install.
@@ -260,10 +265,16 @@ pub fn plan_files_in_tree(
         ghosts: Vec::new(),
         fifos: Vec::new(),
         locks: files.locks.clone(),
+        ctty: None,
     };
     lock::check(&files.locks, &fds)?;
     for f in &fds {
-        let desc = files.descs.iter().find(|d| d.fd == f.fd).map(|d| d.desc_id);
+        // Each process opens /dev/tty itself (ctty.rs).
+        let desc = files
+            .descs
+            .iter()
+            .find(|d| d.fd == f.fd && !matches!(f.file, FdFile::DevTty { .. }))
+            .map(|d| d.desc_id);
         // An open file in flight too: crest opened it (unix_flight.rs).
         let in_flight = desc.and_then(|d| tree.desc_fd(d));
         let how = match (&f.file, anon::plan(f, &fds)?) {
@@ -348,6 +359,11 @@ fn plan_fd(plan: &mut FilesPlan, files: &FilesImage, f: &Fd, shell_job: bool) ->
                 pos: *pos,
             })
         }
+        FdFile::DevTty { flags } => Ok(How::Open {
+            path: c"/dev/tty".into(),
+            flags: check::open_flags(*flags) | check::O_NOCTTY,
+            pos: 0,
+        }),
         FdFile::Pipe { pipe_id, flags } => plan_pipe(plan, files, f.fd, *pipe_id, *flags),
         FdFile::Unix(s) => plan.unix.slot_of(s.ino).map(How::Unix).ok_or_else(|| {
             Error::Unsupported(format!(

@@ -5,8 +5,9 @@
 //! ([`open_slave`]); then a master that was locked is locked again
 //! ([`relock`]). The new pair's index is the kernel's choice, so it may
 //! differ from the dumped one (/dev/pts/N in /proc changes with it). No
-//! slave becomes a controlling terminal (opened with O_NOCTTY). Bytes that
-//! were queued in the pair are not restored.
+//! slave opened here becomes a controlling terminal (O_NOCTTY). A pair
+//! that was a controlling terminal or held queued bytes is made by crest
+//! instead ([`super::pty_share`], [`super::ctty`]).
 
 use std::os::fd::RawFd;
 

@@ -7,10 +7,16 @@
 //! masters of a pair share its one open file (there is one per /dev/ptmx
 //! open); slaves that shared an open file (fd-desc) share one again, the
 //! others each get their own open of /dev/pts/N.
+//!
+//! A pair that is a session's controlling terminal or holds queued bytes
+//! (tty.img) is made here too, even when one process holds all its fds:
+//! its bytes go back before any process exists, and the session leader
+//! needs it right after setsid ([`super::ctty`]).
 
 use super::{FilesPlan, How, SharedFiles};
 use crate::error::{Error, Result};
 use crate::image::files::FdFile;
+use crate::image::tty::{PtyQueue, TtyImage};
 use crate::restore::images::Images;
 
 /// One fd of a pair: (plan, fd index, is the master).
@@ -46,12 +52,23 @@ pub fn share_ptys(
     out: &mut SharedFiles,
     keep: &mut [Vec<i32>],
 ) -> Result<()> {
+    let ttys = match imgs.first() {
+        Some(img) => TtyImage::load(&img.dir)?,
+        None => TtyImage::default(),
+    };
+    let mut masters: Vec<(u32, i32)> = Vec::new();
     for (index, users) in pairs(imgs, plans) {
         let first = users[0].0;
-        if users.iter().all(|u| u.0 == first) {
+        let in_tty = ttys.cttys.iter().any(|c| c.index == index)
+            || ttys.queues.iter().any(|q| q.index == index);
+        if users.iter().all(|u| u.0 == first) && !in_tty {
             continue;
         }
-        let slots = make_pair(plans, index, &users, base, out)?;
+        let queue = ttys.queues.iter().find(|q| q.index == index);
+        let slots = make_pair(plans, index, &users, base, out, queue)?;
+        if let Some(m) = users.iter().zip(&slots).find(|(u, _)| u.2) {
+            masters.push((index, *m.1));
+        }
         for (&(p, i, _), slot) in users.iter().zip(slots) {
             plans[p].fds[i].how = How::Inherited(slot);
             if !keep[p].contains(&slot) {
@@ -70,7 +87,7 @@ pub fn share_ptys(
             )));
         }
     }
-    Ok(())
+    super::ctty::plan_cttys(imgs, plans, &ttys.cttys, &masters, base, out)
 }
 
 /// Pair `index` made in crest: the slot of each of `users`, in order.
@@ -80,6 +97,7 @@ fn make_pair(
     users: &[User],
     base: i32,
     out: &mut SharedFiles,
+    queue: Option<&PtyQueue>,
 ) -> Result<Vec<i32>> {
     let master = users
         .iter()
@@ -118,6 +136,9 @@ fn make_pair(
             }
         };
         slots.push(slot);
+    }
+    if let Some(q) = queue {
+        super::ctty::requeue(q, &state, mslot)?;
     }
     super::pty::relock(&state, mfd, mslot)?;
     crate::debug!("pseudo-terminal {index}: shared by several processes, master fd {mslot}");

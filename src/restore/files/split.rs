@@ -6,7 +6,9 @@
 //! the master's TIOCGPTN) and makes them pty-slave records, so that the
 //! restore makes one pair for both ([`super::pty_share`]) instead of
 //! taking the slave for crest's terminal. A slave whose master is outside
-//! the tree stays a terminal (`--shell-job`). (memfds and deleted files
+//! the tree stays a terminal (`--shell-job`). Then the controlling
+//! terminals of tty.img are checked and the /dev/tty fds of their sessions
+//! made dev-tty fds ([`super::ctty::check_tree`]). (memfds and deleted files
 //! several processes hold are made once by crest, [`super::tree_objects`];
 //! FIFO open files several fds share, by [`super::fifo`].)
 
@@ -54,5 +56,5 @@ pub fn check_tree(tree: &mut Tree) -> Result<()> {
             }
         }
     }
-    Ok(())
+    super::ctty::check_tree(tree)
 }

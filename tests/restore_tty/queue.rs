@@ -1,0 +1,102 @@
+//! The queued-bytes victim, one process holding both ends of a pair in
+//! raw mode (master fd 28, slave fd 29, no ICANON, ECHO, ISIG or OPOST):
+//! the master wrote "abc\x03def" (a ^C that is data here) and the slave
+//! "xyz\n", neither read. After go: the slave reads exactly the master's
+//! bytes, the master exactly the slave's (no CR added, no echo), and the
+//! slave's termios is still raw. Pair C (master fd 31) had its only slave
+//! open, write "bye\n" and close: its master reads "bye\r\n", then end
+//! of file (EIO) with a hangup, as before.
+
+use crate::common::victim::{Child, Verdict};
+use crate::util::{expect, inq, new_master, open_slave, until, write_all};
+
+const MASTER: i32 = 28;
+const SLAVE: i32 = 29;
+const TO_SLAVE: &[u8] = b"abc\x03def";
+const TO_MASTER: &[u8] = b"xyz\n";
+const CLOSED: i32 = 31;
+
+/// Pair C: its slave wrote a line and closed.
+fn closed_pair() -> Verdict {
+    new_master(CLOSED)?;
+    open_slave(CLOSED, 32)?;
+    write_all(32, b"bye\n")?;
+    // SAFETY: our own fd.
+    ensure!(unsafe { libc::close(32) } == 0, "close the slave");
+    ensure!(until(|| inq(CLOSED) == 5), "the slave's line never came");
+    Ok(())
+}
+
+/// Pair C after go: the line, then end of file with a hangup.
+fn check_closed_pair() -> Verdict {
+    expect(CLOSED, b"bye\r\n")?;
+    let mut p = libc::pollfd {
+        fd: CLOSED,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one live pollfd.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    ensure!(
+        n == 1 && p.revents & libc::POLLHUP != 0,
+        "no hangup: {:#x}",
+        p.revents
+    );
+    let mut b = [0u8; 8];
+    // SAFETY: a local buffer of its own size.
+    let r = unsafe { libc::read(CLOSED, b.as_mut_ptr().cast(), b.len()) };
+    ensure!(
+        r < 0 && crate::raw::errno() == libc::EIO,
+        "read gave {r}, errno {}",
+        crate::raw::errno()
+    );
+    Ok(())
+}
+
+fn make_raw() -> Verdict {
+    // SAFETY: termios calls on our own fd and a local struct.
+    unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        ensure!(libc::tcgetattr(SLAVE, &mut t) == 0, "tcgetattr");
+        libc::cfmakeraw(&mut t);
+        ensure!(libc::tcsetattr(SLAVE, libc::TCSANOW, &t) == 0, "tcsetattr");
+    }
+    Ok(())
+}
+
+fn still_raw() -> Verdict {
+    // SAFETY: a termios call on our own fd and a local struct.
+    let t = unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        ensure!(libc::tcgetattr(SLAVE, &mut t) == 0, "tcgetattr");
+        t
+    };
+    let cooked = libc::ICANON | libc::ECHO | libc::ISIG | libc::IEXTEN;
+    ensure!(t.c_lflag & cooked == 0, "lflag {:#o} is not raw", t.c_lflag);
+    ensure!(t.c_oflag & libc::OPOST == 0, "oflag {:#o}", t.c_oflag);
+    Ok(())
+}
+
+pub fn victim(c: &Child) -> Verdict {
+    new_master(MASTER)?;
+    open_slave(MASTER, SLAVE)?;
+    make_raw()?;
+    write_all(MASTER, TO_SLAVE)?;
+    write_all(SLAVE, TO_MASTER)?;
+    ensure!(
+        until(|| inq(SLAVE) == TO_SLAVE.len() as i32 && inq(MASTER) == TO_MASTER.len() as i32),
+        "the bytes never arrived"
+    );
+    closed_pair()?;
+    c.ready(b"");
+    c.wait_go();
+    check_closed_pair()?;
+    still_raw()?;
+    expect(SLAVE, TO_SLAVE)?;
+    expect(MASTER, TO_MASTER)?;
+    ensure!(
+        inq(SLAVE) == 0 && inq(MASTER) == 0,
+        "more bytes than queued"
+    );
+    still_raw()
+}
