@@ -551,4 +551,40 @@ mod tests {
         let n = crate::sys::fd::read(got.fds[0].as_fd(), &mut buf).unwrap();
         assert_eq!(&buf[..n], b"queued+more");
     }
+
+    #[test]
+    fn a_held_file_in_flight_is_opened_once_for_every_holder() {
+        use std::os::unix::fs::MetadataExt;
+        let rdev = std::fs::metadata("/dev/null").unwrap().rdev();
+        let null = |fd| Fd {
+            fd,
+            fd_flags: 0,
+            file: FdFile::Chr {
+                path: b"/dev/null".to_vec(),
+                flags: 2,
+                rdev,
+                pos: 0,
+            },
+        };
+        let desc = |fd| crate::image::files::FdDesc { fd, desc_id: 9 };
+        let mut p0 = files(vec![null(5)], Vec::new());
+        p0.descs.push(desc(5));
+        p0.flight_files.push(crate::image::files::UnixFlightFile {
+            ino: 100,
+            message: 1,
+            index: 0,
+            pid: 20,
+            fd: 7,
+        });
+        let mut p1 = files(vec![null(7)], Vec::new());
+        p1.descs.push(desc(7));
+        let made = create_tree(&[&p0, &p1], &[10, 20], 200).unwrap();
+        let n = made.desc_fd(9).unwrap();
+        assert!(n >= 200);
+        assert_eq!(made.lent(), [((100, 1, 0), n)]);
+        assert_eq!(made.used_by(&p0), [n]);
+        assert_eq!(made.used_by(&p1), [n]);
+        let flags = crate::sys::fdtable::get_status_flags(n).unwrap();
+        assert_eq!(flags & 3, 2, "opened read-write as dumped");
+    }
 }
