@@ -28,7 +28,7 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use super::shared::SharedFiles;
 use super::unix::Lent;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::image::files::{Fd, FdFile, PipeData, UnixPeer, UnixQueue, UnixSocket};
 use crate::image::load::FilesImage;
 use crate::sys::unix_diag::TCP_LISTEN;
@@ -156,7 +156,7 @@ fn all_sockets<'a>(procs: &[&'a FilesImage]) -> Vec<(&'a UnixSocket, Vec<usize>)
 }
 
 /// The ids of the pipes in flight in queue `q`.
-fn pipes_in(q: &UnixQueue) -> impl Iterator<Item = u64> + '_ {
+pub(super) fn pipes_in(q: &UnixQueue) -> impl Iterator<Item = u64> + '_ {
     q.messages
         .iter()
         .flat_map(|m| m.fds.iter())
@@ -167,7 +167,7 @@ fn pipes_in(q: &UnixQueue) -> impl Iterator<Item = u64> + '_ {
 }
 
 /// The processes whose fds hold an end of pipe `id`.
-fn pipe_holders(procs: &[&FilesImage], id: u64) -> Vec<usize> {
+pub(super) fn pipe_holders(procs: &[&FilesImage], id: u64) -> Vec<usize> {
     (0..procs.len())
         .filter(|&p| {
             procs[p]
@@ -287,7 +287,7 @@ pub fn create_tree(procs: &[&FilesImage], pids: &[u32], base: i32) -> Result<Tre
         }
     }
     let pipes: Vec<PipeData> = procs.iter().flat_map(|p| p.pipes.clone()).collect();
-    let held_pipes = make_held_pipes(procs, &queues, &pipes, &mut open, base)?;
+    let held_pipes = super::unix_flight::make_held_pipes(procs, &queues, &pipes, &mut open, base)?;
     // The planner borrows the ends of the pipes a process holds: one fd
     // record per such pipe tells it which.
     for (id, _) in &held_pipes {
@@ -304,7 +304,7 @@ pub fn create_tree(procs: &[&FilesImage], pids: &[u32], base: i32) -> Result<Tre
     let slots: Vec<RawFd> = (0..plan.slots)
         .map(|_| open.reserve(base))
         .collect::<Result<_>>()?;
-    lend_pipe_ends(&plan, &held_pipes, &slots)?;
+    super::unix_flight::lend_pipe_ends(&plan, &held_pipes, &slots)?;
     super::unix::create(&plan, |k| slots[k])?;
     let at: Vec<(u64, RawFd)> = plan
         .inos
@@ -337,77 +337,6 @@ pub fn create_tree(procs: &[&FilesImage], pids: &[u32], base: i32) -> Result<Tre
         files,
         lent,
     })
-}
-
-/// Each pipe in flight in `queues` that a process holds, made once at
-/// numbers >= `base` with its bytes and each end's flags as a holder's
-/// fd (or the message) has them: (pipe id, [read, write]).
-fn make_held_pipes(
-    procs: &[&FilesImage],
-    queues: &[UnixQueue],
-    data: &[PipeData],
-    open: &mut SharedFiles,
-    base: i32,
-) -> Result<Vec<(u64, [RawFd; 2])>> {
-    let mut out: Vec<(u64, [RawFd; 2])> = Vec::new();
-    for id in queues.iter().flat_map(pipes_in) {
-        if out.iter().any(|(i, _)| *i == id) || pipe_holders(procs, id).is_empty() {
-            continue;
-        }
-        let held = procs.iter().flat_map(|p| p.fds.iter()).map(|f| &f.file);
-        let carried = queues
-            .iter()
-            .flat_map(|q| q.messages.iter().flat_map(|m| m.fds.iter()));
-        let ends: Vec<u32> = held
-            .chain(carried)
-            .filter_map(|f| match f {
-                FdFile::Pipe { pipe_id, flags } if *pipe_id == id => Some(*flags),
-                _ => None,
-            })
-            .collect();
-        let end = |write: bool| {
-            ends.iter()
-                .copied()
-                .find(|f| (f & super::check::O_ACCMODE == crate::sys::fd::O_WRONLY) == write)
-        };
-        let pipe = super::PlannedPipe {
-            id,
-            data: data
-                .iter()
-                .filter(|d| d.pipe_id == id)
-                .flat_map(|d| d.data.iter().copied())
-                .collect(),
-            flags: [end(false), end(true)],
-            inherited: None,
-        };
-        let (r, w) = (open.reserve(base)?, open.reserve(base)?);
-        super::install::make_pipe(&pipe, r, w)?;
-        crate::debug!("pipe {id}: in flight and held, made once at fds {r} and {w}");
-        out.push((id, [r, w]));
-    }
-    Ok(out)
-}
-
-/// Puts a copy of each pipe end the plan borrows at its slot.
-fn lend_pipe_ends(
-    plan: &super::unix::UnixPlan,
-    pipes: &[(u64, [RawFd; 2])],
-    slots: &[RawFd],
-) -> Result<()> {
-    for &(id, write, k) in &plan.borrowed {
-        let Some((_, ends)) = pipes.iter().find(|(i, _)| *i == id) else {
-            return Err(Error::Unsupported(format!(
-                "pipe {id} in flight is missing from the pipes crest made; this is a bug in crest"
-            )));
-        };
-        crate::sys::fdtable::dup3(
-            ends[usize::from(write)],
-            slots[k],
-            crate::sys::fd::O_CLOEXEC,
-        )
-        .map_err(|e| Error::sys("dup3", format!("lending an end of pipe {id} in flight"), e))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -550,5 +479,41 @@ mod tests {
         crate::sys::fd::write(w.as_fd(), b"+more").unwrap();
         let n = crate::sys::fd::read(got.fds[0].as_fd(), &mut buf).unwrap();
         assert_eq!(&buf[..n], b"queued+more");
+    }
+
+    #[test]
+    fn a_held_file_in_flight_is_opened_once_for_every_holder() {
+        use std::os::unix::fs::MetadataExt;
+        let rdev = std::fs::metadata("/dev/null").unwrap().rdev();
+        let null = |fd| Fd {
+            fd,
+            fd_flags: 0,
+            file: FdFile::Chr {
+                path: b"/dev/null".to_vec(),
+                flags: 2,
+                rdev,
+                pos: 0,
+            },
+        };
+        let desc = |fd| crate::image::files::FdDesc { fd, desc_id: 9 };
+        let mut p0 = files(vec![null(5)], Vec::new());
+        p0.descs.push(desc(5));
+        p0.flight_files.push(crate::image::files::UnixFlightFile {
+            ino: 100,
+            message: 1,
+            index: 0,
+            pid: 20,
+            fd: 7,
+        });
+        let mut p1 = files(vec![null(7)], Vec::new());
+        p1.descs.push(desc(7));
+        let made = create_tree(&[&p0, &p1], &[10, 20], 200).unwrap();
+        let n = made.desc_fd(9).unwrap();
+        assert!(n >= 200);
+        assert_eq!(made.lent(), [((100, 1, 0), n)]);
+        assert_eq!(made.used_by(&p0), [n]);
+        assert_eq!(made.used_by(&p1), [n]);
+        let flags = crate::sys::fdtable::get_status_flags(n).unwrap();
+        assert_eq!(flags & 3, 2, "opened read-write as dumped");
     }
 }
