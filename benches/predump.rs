@@ -12,7 +12,8 @@
 //!
 //! Run: `cargo bench --bench predump` (as root). `CREST_BENCH_MIB` sets
 //! the size, `CREST_TRACK` the tracker (default: what the kernel offers),
-//! `CREST_BENCH_RUNS` the number of measured runs. In a qemu lane:
+//! `CREST_BENCH_RUNS` the number of measured runs, `CREST_BENCH_BIN`
+//! another crest binary to measure. In a qemu lane:
 //! `CREST_VM_BENCH=predump` (tests/vm/lanes.sh).
 //! Images go to tmpfs (/dev/shm); medians of RUNS after a warm-up run.
 //! Memory is warm (every page touched just before). THP is off in the
@@ -82,9 +83,16 @@ fn start_victim(mib: usize, dir: &Path) -> std::process::Child {
     child
 }
 
+/// The crest under test: this build's, or `CREST_BENCH_BIN` (another
+/// build, for an A/B comparison in the same run conditions).
+fn crest_bin() -> PathBuf {
+    std::env::var_os("CREST_BENCH_BIN")
+        .map_or_else(|| env!("CARGO_BIN_EXE_crest").into(), PathBuf::from)
+}
+
 /// Runs crest with `args` at -v3; the freeze time it logs, in ms.
 fn crest(args: &[&str]) -> f64 {
-    let out = Command::new(env!("CARGO_BIN_EXE_crest"))
+    let out = Command::new(crest_bin())
         .arg("-v3")
         .args(args)
         .stdin(Stdio::null())
@@ -195,7 +203,8 @@ fn main() {
     let base = Path::new("/dev/shm").join(format!("crest-bench-predump-{}", std::process::id()));
     let tracker = std::env::var("CREST_TRACK").unwrap_or_else(|_| "probed".into());
     println!(
-        "pre-dump + final dump of a {mib} MiB target rewriting 1% of its pages (tracker: {tracker}), tmpfs, warm"
+        "pre-dump + final dump of a {mib} MiB target rewriting 1% of its pages (tracker: {tracker}), tmpfs, warm, crest {}",
+        crest_bin().display()
     );
     let n: usize = std::env::var("CREST_BENCH_RUNS")
         .ok()
@@ -210,6 +219,15 @@ fn main() {
     let final_ms = m(&|r| r.final_ms);
     let goal = m(&|r| (r.dirty_bytes + r.final_meta) as f64);
     let final_b = m(&|r| r.final_bytes as f64);
+    let each = |f: &dyn Fn(&Run) -> f64| {
+        let v: Vec<String> = runs.iter().map(|r| format!("{:.1}", f(r))).collect();
+        v.join(" ")
+    };
+    println!(
+        "each run, freeze in ms: full [{}], final [{}]",
+        each(&|r| r.full_ms),
+        each(&|r| r.final_ms)
+    );
     println!("medians of {n}:");
     println!(
         "  full dump:   {:>10.1} MiB written, frozen {full_ms:>8.1} ms (seize to kill)",

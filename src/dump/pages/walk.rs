@@ -94,8 +94,15 @@ impl Walker {
     /// out page-cache pages (a private file mapping's own pages only).
     pub fn walk(&mut self, start: u64, end: u64, anon_only: bool, f: Sink<'_>) -> Result<()> {
         if self.scan {
-            match self.walk_scan(start, end, anon_only, f) {
-                Err(Error::Sys { errno, .. }) if self.first_scan_refused(errno) => {}
+            // Only a refusal before any span was handed on may fall back:
+            // the read would hand the same pages on again.
+            let mut emitted = false;
+            let scanned = self.walk_scan(start, end, anon_only, &mut |sp| {
+                emitted = true;
+                f(sp)
+            });
+            match scanned {
+                Err(Error::Sys { errno, .. }) if !emitted && self.first_scan_refused(errno) => {}
                 r => return r,
             }
         }

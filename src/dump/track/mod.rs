@@ -20,7 +20,9 @@
 //! tracker does not watch its VMA (an application's own userfaultfd holds
 //! it), or when the parent image does not cover it. Every other populated
 //! page becomes a `parent` run. A page that is no longer populated is not
-//! in the new image at all, so restore leaves it zero, as it now is.
+//! in the new image at all, so restore leaves it zero, as it now is; that
+//! includes the uffd-wp markers the tracker's scans leave on empty pages,
+//! which pagemap shows as swapped (dump::pages::walk tells them apart).
 
 pub mod keeper;
 pub mod session;
