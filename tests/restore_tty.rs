@@ -14,15 +14,7 @@
 // a forked victim must not allocate, so it cannot be boxed.
 #![allow(clippy::result_large_err)]
 
-// A failed check in a victim: returns the reason from the victim's body.
-macro_rules! ensure {
-    ($cond:expr, $($fmt:tt)+) => {
-        if !$cond {
-            return Err(crate::common::victim::Msg::new(format_args!($($fmt)+)));
-        }
-    };
-}
-
+#[macro_use]
 mod common;
 #[path = "restore_tty/ctty.rs"]
 mod ctty;
@@ -36,24 +28,12 @@ mod raw;
 #[path = "restore_tty/util.rs"]
 mod util;
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::roundtrip::{Mode, go_and_pass, restore_and_check, stderr};
 use common::victim::{Child, Verdict, Victim, crest, pid_gone, scratch};
-
-/// What the test does to a victim between ready and go.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Mode {
-    Baseline,
-    LeaveRunning,
-    RoundTrip,
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 /// Runs crest with `CREST_FAULT=step` when given.
 fn crest_env(fault: Option<&str>, args: &[&str]) -> Output {
@@ -112,36 +92,6 @@ fn wait_gone(v: &mut Victim, others: &[i32]) {
     }
 }
 
-/// Restores from `img` with crest as the parent and checks the report.
-fn restore_and_check(v: &mut Victim, img: &Path) {
-    let err = img.with_file_name("restore.stderr");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_crest"))
-        .args(["restore", "-D", img.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(File::create(&err).unwrap())
-        .spawn()
-        .expect("start crest restore");
-    let text = |e: &Path| std::fs::read_to_string(e).unwrap_or_default();
-    v.adopt();
-    v.go();
-    let report = v.wait_report(|| match child.try_wait().unwrap() {
-        Some(s) if !s.success() => Some(format!("crest restore: {s}: {}", text(&err))),
-        _ => None,
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "crest hangs");
-        std::thread::sleep(Duration::from_millis(2));
-    };
-    assert_eq!(report.trim(), "pass", "restored victim {}", v.pid);
-    assert!(status.success(), "crest restore: {}", text(&err));
-    v.forget();
-}
-
 /// One victim through one mode, start to finish.
 fn run(name: &str, body: fn(&Child) -> Verdict, mode: Mode) {
     // SAFETY: integers only.
@@ -155,11 +105,7 @@ fn run(name: &str, body: fn(&Child) -> Verdict, mode: Mode) {
                 dump(&v, &["-R"]);
                 assert!(v.try_reap().is_none(), "the victim runs on after dump -R");
             }
-            v.go();
-            let report = v.wait_report(|| None);
-            let status = v.reap();
-            assert_eq!(report.trim(), "pass", "{mode:?}");
-            assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+            go_and_pass(&mut v);
         }
         Mode::RoundTrip => {
             let img = dump(&v, &[]);

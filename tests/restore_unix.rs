@@ -41,7 +41,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::roundtrip::{dump, go_and_pass, restore_and_check, stderr, wait_gone};
+use common::roundtrip::{
+    dump, go_and_pass, restore_and_check, restore_and_check_with, stderr, wait_gone,
+};
 use common::victim::{Victim, crest, pid_gone, scratch};
 
 #[test]
@@ -368,40 +370,6 @@ fn sockets_shared_between_parent_and_child_round_trip() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `crest restore` of `img` with `extra`, then go: the restored victim
-/// (a tree: its root) passes and crest exits 0.
-fn restore_with(v: &mut Victim, img: &Path, extra: &[&str]) {
-    let err = img.with_file_name("restore.stderr");
-    let mut args = vec!["restore", "-D", img.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_crest"))
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(File::create(&err).unwrap())
-        .spawn()
-        .expect("start crest restore");
-    let text = |e: &Path| std::fs::read_to_string(e).unwrap_or_default();
-    v.clear_report();
-    v.adopt();
-    v.go();
-    let report = v.wait_report(|| match child.try_wait().unwrap() {
-        Some(s) if !s.success() => Some(format!("crest restore: {s}: {}", text(&err))),
-        _ => None,
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "crest hangs");
-        std::thread::sleep(Duration::from_millis(2));
-    };
-    assert_eq!(report.trim(), "pass", "restored victim {}", v.pid);
-    assert!(status.success(), "crest restore: {}", text(&err));
-    v.forget();
-}
-
 /// A fresh victim running `body` in scratch dir `name`.
 fn flight_victim(
     name: &str,
@@ -425,7 +393,7 @@ fn flight_round_trip(
     let img = dump(&v, extra);
     v.reap();
     dumped_tree_gone(&img);
-    restore_with(&mut v, &img, extra);
+    restore_and_check_with(&mut v, &img, extra);
     let _ = std::fs::remove_dir_all(&v.dir);
 }
 
@@ -443,7 +411,7 @@ fn flight_leave_running(
     assert!(v.try_reap().is_none(), "the victim runs on after dump -R");
     go_and_pass(&mut v);
     dumped_tree_gone(&img);
-    restore_with(&mut v, &img, extra);
+    restore_and_check_with(&mut v, &img, extra);
     let _ = std::fs::remove_dir_all(&v.dir);
 }
 

@@ -95,15 +95,24 @@ pub fn wait_gone(pid: i32) {
 
 /// Restores from `img` with crest as the parent and checks the report.
 pub fn restore_and_check(v: &mut Victim, img: &Path) {
+    restore_and_check_with(v, img, &[]);
+}
+
+/// As [`restore_and_check`], with `extra` restore options; a report the
+/// victim left before the dump (-R) is cleared first.
+pub fn restore_and_check_with(v: &mut Victim, img: &Path, extra: &[&str]) {
     let err = img.with_file_name("restore.stderr");
+    let mut args = vec!["restore", "-D", img.to_str().unwrap()];
+    args.extend_from_slice(extra);
     let mut child = Command::new(env!("CARGO_BIN_EXE_crest"))
-        .args(["restore", "-D", img.to_str().unwrap()])
+        .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(File::create(&err).unwrap())
         .spawn()
         .expect("start crest restore");
     let text = |e: &Path| std::fs::read_to_string(e).unwrap_or_default();
+    v.clear_report();
     v.adopt();
     v.go();
     let report = v.wait_report(|| match child.try_wait().unwrap() {
