@@ -495,3 +495,15 @@ fn a_held_pipe_in_flight_failed_dump_and_restore_leave_nothing() {
     v.forget();
     let _ = std::fs::remove_dir_all(&v.dir);
 }
+
+/// A byte sent with MSG_OOB and not read yet would come back as plain
+/// data: refused, naming the socket, the victim left running with its
+/// queue (the byte and the data around it) as it was.
+#[test]
+fn an_out_of_band_byte_waiting_is_refused() {
+    common::roundtrip::refused(
+        "unix-oob",
+        victim::oob_victim,
+        &["fd 21 of pid", "out-of-band byte", "recv(MSG_OOB)"],
+    );
+}

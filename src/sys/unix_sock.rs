@@ -50,6 +50,8 @@ pub const SO_PEEK_OFF: i32 = 42;
 pub const SCM_RIGHTS: i32 = 1;
 /// `SCM_MAX_FD`: the most fds one message carries.
 pub const SCM_MAX_FD: usize = 253;
+/// `MSG_OOB`.
+pub const MSG_OOB: u32 = 1;
 /// `MSG_PEEK`.
 pub const MSG_PEEK: u32 = 2;
 /// `MSG_TRUNC`.

@@ -447,3 +447,25 @@ pub fn external_victim(c: &Child) -> Verdict {
     c.wait_go();
     send(20, b"still-here")
 }
+
+/// Holds a stream pair 20-21 whose queue at 21 is "ab", an out-of-band
+/// "c", then "de": the dump must refuse it; afterwards the byte and the
+/// data are still there, in order.
+pub fn oob_victim(c: &Child) -> Verdict {
+    pair(libc::SOCK_STREAM, 20, 21)?;
+    send(20, b"ab")?;
+    // SAFETY: a live one-byte buffer.
+    let n = unsafe { libc::send(20, b"c".as_ptr().cast(), 1, libc::MSG_OOB) };
+    ensure!(n == 1, "send MSG_OOB: {n}, errno {}", errno());
+    send(20, b"de")?;
+    c.ready(b"");
+    c.wait_go();
+    let mut buf = [0u8; 8];
+    let (n, _) = recv(21, &mut buf, libc::MSG_OOB | libc::MSG_DONTWAIT);
+    ensure!(n == 1 && buf[0] == b'c', "the out-of-band byte: {n}");
+    let (n, _) = recv(21, &mut buf, libc::MSG_DONTWAIT);
+    ensure!(&buf[..n.max(0) as usize] == b"ab", "before the mark: {n}");
+    let (n, _) = recv(21, &mut buf, libc::MSG_DONTWAIT);
+    ensure!(&buf[..n.max(0) as usize] == b"de", "after the mark: {n}");
+    Ok(())
+}

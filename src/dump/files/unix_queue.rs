@@ -24,7 +24,7 @@ use crate::image::files::{
     Fd, FdFile, PipeData, UnixFlightFile, UnixMessage, UnixPeer, UnixQueue, UnixSocket,
 };
 use crate::sys::unix_diag::{self, TCP_LISTEN};
-use crate::sys::unix_sock::{self, MSG_TRUNC, SO_PEEK_OFF, SOCK_DGRAM, SOCK_STREAM};
+use crate::sys::unix_sock::{self, MSG_OOB, MSG_TRUNC, SO_PEEK_OFF, SOCK_DGRAM, SOCK_STREAM};
 
 /// What the files in flight hold, gathered while the queues are read.
 pub struct Carried<'a> {
@@ -144,6 +144,9 @@ fn peek_all(
     s: &UnixSocket,
     carried: Option<&mut Carried<'_>>,
 ) -> Result<Vec<UnixMessage>, PeekError> {
+    if u32::from(s.kind) == SOCK_STREAM {
+        refuse_urgent_byte(sock)?;
+    }
     let old = unix_sock::get_int(sock, SO_PEEK_OFF).map_err(|e| PeekError::Sys("getsockopt", e))?;
     unix_sock::set_int(sock, SO_PEEK_OFF, 0).map_err(|e| PeekError::Sys("setsockopt", e))?;
     let got = peek_from(sock, s, carried);
@@ -151,6 +154,20 @@ fn peek_all(
     let got = got?;
     back.map_err(|e| PeekError::Sys("setsockopt", e))?;
     Ok(got)
+}
+
+/// A byte sent with MSG_OOB and not read yet: a peek shows it as plain
+/// data, so the queue would come back without its mark and the program's
+/// recv(MSG_OOB) would fail. Refused rather than restored wrong (EINVAL:
+/// none waiting; other errors: a kernel without AF_UNIX MSG_OOB).
+fn refuse_urgent_byte(sock: RawFd) -> Result<(), PeekError> {
+    let mut byte = [0u8; 1];
+    match unix_sock::recvmsg_peek(sock, &mut byte, MSG_OOB) {
+        Ok(p) if p.len > 0 => Err(PeekError::Problem(
+            "holding an out-of-band byte (sent with MSG_OOB) not read yet, which crest cannot restore; dump once the program has read it with recv(MSG_OOB)".into(),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The buffer one peek uses: the largest datagram a socket may queue is
