@@ -255,3 +255,19 @@ fn show_prints_the_ctty_and_the_queued_bytes() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// More unread bytes in a pair than crest can queue back: refused before
+/// any is read, and the victim then reads every byte in order both ways.
+#[test]
+fn an_overfull_pair_is_refused_with_every_byte_left_in_place() {
+    common::roundtrip::refused(
+        "tty-overfull",
+        queue::overfull_victim,
+        &["pseudo-terminal", "more than 4095 unread bytes"],
+    );
+    common::roundtrip::refused(
+        "tty-overfull-in",
+        queue::overfull_input_victim,
+        &["pseudo-terminal", "more than 4095 unread bytes"],
+    );
+}

@@ -8,7 +8,7 @@
 //! of file (EIO) with a hangup, as before.
 
 use crate::common::victim::{Child, Verdict};
-use crate::util::{expect, inq, new_master, open_slave, until, write_all};
+use crate::util::{expect, inq, new_master, open_slave, readable, until, write_all};
 
 const MASTER: i32 = 28;
 const SLAVE: i32 = 29;
@@ -99,4 +99,78 @@ pub fn victim(c: &Child) -> Verdict {
         "more bytes than queued"
     );
     still_raw()
+}
+
+/// Byte `i` of the overfull victim's streams.
+fn pattern(i: usize, salt: usize) -> u8 {
+    ((i * 7 + salt) % 251) as u8
+}
+
+/// Writes `len` bytes of the pattern to `fd` in chunks.
+fn write_pattern(fd: i32, len: usize, salt: usize) -> Verdict {
+    let mut chunk = [0u8; 1000];
+    for start in (0..len).step_by(chunk.len()) {
+        let n = chunk.len().min(len - start);
+        for (k, b) in chunk[..n].iter_mut().enumerate() {
+            *b = pattern(start + k, salt);
+        }
+        write_all(fd, &chunk[..n])?;
+    }
+    Ok(())
+}
+
+/// Reads `len` bytes from `fd` (each chunk within 3 s): the pattern, in
+/// order, and nothing more.
+fn read_pattern(fd: i32, len: usize, salt: usize) -> Verdict {
+    let mut buf = [0u8; 1024];
+    let mut got = 0;
+    while got < len {
+        ensure!(readable(fd, 3000), "fd {fd}: only {got} of {len} bytes");
+        let room = buf.len().min(len - got);
+        // SAFETY: a local buffer, at most its size.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), room) };
+        ensure!(n > 0, "read fd {fd}: errno {}", crate::raw::errno());
+        for (k, &b) in buf[..n as usize].iter().enumerate() {
+            ensure!(
+                b == pattern(got + k, salt),
+                "fd {fd}: byte {} differs",
+                got + k
+            );
+        }
+        got += n as usize;
+    }
+    ensure!(!readable(fd, 0), "fd {fd}: more than {len} bytes");
+    Ok(())
+}
+
+/// A raw pair with more unread bytes than a line discipline holds, to
+/// the master (`to_master`) and to the slave (`to_slave`): the dump must
+/// refuse before reading any, and after go every byte is there in order.
+fn overfull(c: &Child, to_master: usize, to_slave: usize) -> Verdict {
+    new_master(MASTER)?;
+    open_slave(MASTER, SLAVE)?;
+    make_raw()?;
+    write_pattern(SLAVE, to_master, 0)?;
+    write_pattern(MASTER, to_slave, 3)?;
+    let full = |fd: i32, len: usize| inq(fd) == len.min(4095) as i32;
+    ensure!(
+        until(|| full(MASTER, to_master) && full(SLAVE, to_slave)),
+        "the buffers never filled: {} {}",
+        inq(MASTER),
+        inq(SLAVE)
+    );
+    c.ready(b"");
+    c.wait_go();
+    read_pattern(MASTER, to_master, 0)?;
+    read_pattern(SLAVE, to_slave, 3)
+}
+
+/// 10000 bytes to the master, 6000 to the slave.
+pub fn overfull_victim(c: &Child) -> Verdict {
+    overfull(c, 10_000, 6_000)
+}
+
+/// 6000 bytes to the slave only (the master side is read and put back).
+pub fn overfull_input_victim(c: &Child) -> Verdict {
+    overfull(c, 0, 6_000)
 }

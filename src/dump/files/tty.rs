@@ -23,7 +23,8 @@
 //! first arrived), which rebuilds canonical lines as they were. So a dump
 //! with --leave-running, or one that fails later, leaves the pair as it
 //! found it. Limits: at most 4095 bytes per direction (the line
-//! discipline's buffer; more is refused after being put back), no
+//! discipline's buffer; a full buffer is refused before any byte is
+//! read, as more may wait behind it and could not be put back), no
 //! master-side bytes in packet mode (a read there would consume the
 //! packet status), none to the slave of a locked pair (no slave can be
 //! opened) or of a pair whose slave is open only outside the tree or was
@@ -230,7 +231,17 @@ fn queued(index: u32, pid: u32, fd: i32, slave_held: bool) -> Result<PtyQueue> {
         index,
         ..PtyQueue::default()
     };
+    let too_many = || {
+        Error::Unsupported(format!(
+            "pseudo-terminal {index} (fd {fd} of pid {pid}) holds more than {N_TTY_MAX} unread bytes in one direction, more than crest can queue back; let the program read them and dump again"
+        ))
+    };
     if !tty::pty_packet(m).map_err(|e| fail("ioctl(TIOCGPKT)", e))? {
+        // Refused before any byte is read: the line discipline takes back
+        // at most N_TTY_MAX, so reading more would lose the rest.
+        if full(m).map_err(|e| fail("ioctl(FIONREAD)", e))? {
+            return Err(too_many());
+        }
         q.to_master = drain_master(master.as_fd()).map_err(|e| fail("read", e))?;
         put_back(m, &q.to_master).map_err(|e| fail("ioctl(TIOCSTI)", e))?;
     }
@@ -241,14 +252,20 @@ fn queued(index: u32, pid: u32, fd: i32, slave_held: bool) -> Result<PtyQueue> {
     if (slave_held || q.slave_closed)
         && !tty::pty_locked(m).map_err(|e| fail("ioctl(TIOCGPTLCK)", e))?
     {
-        q.to_slave = slave_queue(m).map_err(|(call, e)| fail(call, e))?;
+        q.to_slave = slave_queue(m)
+            .map_err(|(call, e)| fail(call, e))?
+            .ok_or_else(too_many)?;
     }
     if q.to_master.len() > N_TTY_MAX || q.to_slave.len() > N_TTY_MAX {
-        return Err(Error::Unsupported(format!(
-            "pseudo-terminal {index} (fd {fd} of pid {pid}) holds more than {N_TTY_MAX} unread bytes in one direction, more than crest can queue back; let the program read them and dump again"
-        )));
+        return Err(too_many());
     }
     Ok(q)
+}
+
+/// The line discipline's read buffer at `fd` is full: more bytes may
+/// wait behind it than crest could feed back.
+fn full(fd: RawFd) -> std::result::Result<bool, Errno> {
+    Ok(tty::readable(fd)? as usize >= N_TTY_MAX)
 }
 
 /// What the master would read, read while poll says there is more.
@@ -277,8 +294,9 @@ fn put_back(fd: RawFd, bytes: &[u8]) -> std::result::Result<(), Errno> {
 
 type Failed = (&'static str, Errno);
 
-/// What the slave of master `m` would read, read and put back.
-fn slave_queue(m: RawFd) -> std::result::Result<Vec<u8>, Failed> {
+/// What the slave of master `m` would read, read and put back; None (and
+/// nothing read) when there is more than crest could put back.
+fn slave_queue(m: RawFd) -> std::result::Result<Option<Vec<u8>>, Failed> {
     let slave = tty::open_peer(m, PEER_FLAGS).map_err(|e| ("ioctl(TIOCGPTPEER)", e))?;
     let s = slave.as_raw_fd();
     let dumped = tty::termios(s).map_err(|e| ("ioctl(TCGETS)", e))?;
@@ -287,6 +305,13 @@ fn slave_queue(m: RawFd) -> std::result::Result<Vec<u8>, Failed> {
     raw_mode[CC + VMIN] = 0;
     raw_mode[CC + VTIME] = 0;
     tty::set_termios(s, &raw_mode).map_err(|e| ("ioctl(TCSETS)", e))?;
+    match full(s) {
+        Ok(false) => {}
+        other => {
+            tty::set_termios(s, &dumped).map_err(|e| ("ioctl(TCSETS)", e))?;
+            return other.map(|_| None).map_err(|e| ("ioctl(FIONREAD)", e));
+        }
+    }
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     let read = loop {
@@ -302,7 +327,7 @@ fn slave_queue(m: RawFd) -> std::result::Result<Vec<u8>, Failed> {
     };
     let requeued = requeue_input(s, &dumped, &out);
     tty::set_termios(s, &dumped).map_err(|e| ("ioctl(TCSETS)", e))?;
-    read.and(requeued).map(|()| out)
+    read.and(requeued).map(|()| Some(out))
 }
 
 /// Feeds `bytes` into the slave at `s` as input again under termios
