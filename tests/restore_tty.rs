@@ -271,3 +271,14 @@ fn an_overfull_pair_is_refused_with_every_byte_left_in_place() {
         &["pseudo-terminal", "more than 4095 unread bytes"],
     );
 }
+
+/// Unread bytes at a packet-mode master: refused, the victim then reads
+/// them as the data packet it would have read.
+#[test]
+fn unread_bytes_at_a_packet_mode_master_are_refused() {
+    common::roundtrip::refused(
+        "tty-packet",
+        queue::packet_victim,
+        &["pseudo-terminal", "packet mode", "has not read"],
+    );
+}

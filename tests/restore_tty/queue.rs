@@ -174,3 +174,21 @@ pub fn overfull_victim(c: &Child) -> Verdict {
 pub fn overfull_input_victim(c: &Child) -> Verdict {
     overfull(c, 0, 6_000)
 }
+
+/// A raw pair whose master is in packet mode with "xyz" from the slave
+/// unread: the dump must refuse (the bytes cannot be read without taking
+/// the packet status); after go the master reads them as one data packet.
+pub fn packet_victim(c: &Child) -> Verdict {
+    new_master(MASTER)?;
+    open_slave(MASTER, SLAVE)?;
+    make_raw()?;
+    let on: i32 = 1;
+    // SAFETY: TIOCPKT reads one int.
+    let r = unsafe { libc::ioctl(MASTER, libc::TIOCPKT, &on) };
+    ensure!(r == 0, "TIOCPKT: errno {}", crate::raw::errno());
+    write_all(SLAVE, b"xyz")?;
+    ensure!(until(|| inq(MASTER) == 3), "the bytes never arrived");
+    c.ready(b"");
+    c.wait_go();
+    expect(MASTER, b"\0xyz")
+}

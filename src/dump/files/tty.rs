@@ -24,9 +24,9 @@
 //! with --leave-running, or one that fails later, leaves the pair as it
 //! found it. Limits: at most 4095 bytes per direction (the line
 //! discipline's buffer; a full buffer is refused before any byte is
-//! read, as more may wait behind it and could not be put back), no
-//! master-side bytes in packet mode (a read there would consume the
-//! packet status), none to the slave of a locked pair (no slave can be
+//! read, as more may wait behind it and could not be put back), unread
+//! master-side bytes in packet mode refused (a read there would consume
+//! the packet status), none to the slave of a locked pair (no slave can be
 //! opened) or of a pair whose slave is open only outside the tree or was
 //! never opened (crest's slave must be neither the first to open nor the
 //! last to close: the master sees the last close as a hangup), and an
@@ -236,7 +236,13 @@ fn queued(index: u32, pid: u32, fd: i32, slave_held: bool) -> Result<PtyQueue> {
             "pseudo-terminal {index} (fd {fd} of pid {pid}) holds more than {N_TTY_MAX} unread bytes in one direction, more than crest can queue back; let the program read them and dump again"
         ))
     };
-    if !tty::pty_packet(m).map_err(|e| fail("ioctl(TIOCGPKT)", e))? {
+    if tty::pty_packet(m).map_err(|e| fail("ioctl(TIOCGPKT)", e))? {
+        if tty::readable(m).map_err(|e| fail("ioctl(FIONREAD)", e))? > 0 {
+            return Err(Error::Unsupported(format!(
+                "pseudo-terminal {index} (fd {fd} of pid {pid}) is in packet mode with bytes its master has not read, which crest cannot read without taking the packet status; let the program read them and dump again"
+            )));
+        }
+    } else {
         // Refused before any byte is read: the line discipline takes back
         // at most N_TTY_MAX, so reading more would lose the rest.
         if full(m).map_err(|e| fail("ioctl(FIONREAD)", e))? {
