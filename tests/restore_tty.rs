@@ -18,6 +18,8 @@
 mod common;
 #[path = "restore_tty/ctty.rs"]
 mod ctty;
+#[path = "restore_tty/locked.rs"]
+mod locked;
 #[path = "restore_tty/outside.rs"]
 mod outside;
 #[path = "restore_tty/queue.rs"]
@@ -144,6 +146,7 @@ macro_rules! victim_tests {
 
 victim_tests!(ctty_victim, ctty);
 victim_tests!(queue_victim, queue);
+victim_tests!(locked_victim, locked);
 
 /// A session leader whose controlling terminal's master is outside the
 /// tree is refused, even with --shell-job, by pid, session and cause,

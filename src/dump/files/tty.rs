@@ -26,8 +26,8 @@
 //! discipline's buffer; a full buffer is refused before any byte is
 //! read, as more may wait behind it and could not be put back), unread
 //! master-side bytes in packet mode refused (a read there would consume
-//! the packet status), none to the slave of a locked pair (no slave can be
-//! opened) or of a pair whose slave is open only outside the tree or was
+//! the packet status), a locked pair unlocked while its slave side is
+//! read, none to the slave of a pair whose slave is open only outside the tree or was
 //! never opened (crest's slave must be neither the first to open nor the
 //! last to close: the master sees the last close as a hangup), and an
 //! end-of-file (VEOF) or an escaped (VLNEXT) erase or kill character
@@ -255,10 +255,19 @@ fn queued(index: u32, pid: u32, fd: i32, slave_held: bool) -> Result<PtyQueue> {
     // the master already saw the last one close: the last close of a
     // slave is seen by the master (a hangup).
     q.slave_closed = !slave_held && tty::hung_up(m).map_err(|e| fail("ppoll", e))?;
-    if (slave_held || q.slave_closed)
-        && !tty::pty_locked(m).map_err(|e| fail("ioctl(TIOCGPTLCK)", e))?
-    {
-        q.to_slave = slave_queue(m)
+    if slave_held || q.slave_closed {
+        // A locked pair opens no slave: unlocked for the read (the tree
+        // is frozen, so none of its processes can open one meanwhile).
+        let locked = tty::pty_locked(m).map_err(|e| fail("ioctl(TIOCGPTLCK)", e))?;
+        let lock = |on| tty::set_pty_locked(m, on).map_err(|e| fail("ioctl(TIOCSPTLCK)", e));
+        if locked {
+            lock(false)?;
+        }
+        let got = slave_queue(m);
+        if locked {
+            lock(true)?;
+        }
+        q.to_slave = got
             .map_err(|(call, e)| fail(call, e))?
             .ok_or_else(too_many)?;
     }
