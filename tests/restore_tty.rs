@@ -147,6 +147,10 @@ macro_rules! victim_tests {
 victim_tests!(ctty_victim, ctty);
 victim_tests!(queue_victim, queue);
 victim_tests!(locked_victim, locked);
+mod locked_ctty {
+    pub use super::locked::ctty_victim as victim;
+}
+victim_tests!(locked_ctty_victim, locked_ctty);
 
 /// A session leader whose controlling terminal's master is outside the
 /// tree is refused, even with --shell-job, by pid, session and cause,
