@@ -357,12 +357,17 @@ fn step_error(b: &plan::Built, pid: Pid) -> Error {
     let err = results_word(b, std::mem::offset_of!(PlanResults, err)) as i32;
     let index = results_word(b, std::mem::offset_of!(PlanResults, index));
     let what = STEP_NAMES.get(step).copied().unwrap_or("an unknown step");
+    let errno = crate::sys::Errno::new(-err);
+    // clone3's set_tid says EEXIST when another task holds the thread id:
+    // free when crest checked, taken since (pids are reused).
+    let why = if what == "creating threads" && errno == crate::sys::Errno::EEXIST {
+        "; another task took that thread id after crest checked it was free: restore again once it is free"
+    } else {
+        ""
+    };
     Error::Target {
         pid,
-        problem: format!(
-            "the restorer failed {what} (item {index}): {}",
-            crate::sys::Errno::new(-err)
-        ),
+        problem: format!("the restorer failed {what} (item {index}): {errno}{why}"),
     }
 }
 
