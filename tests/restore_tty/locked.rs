@@ -7,6 +7,7 @@
 //! the pair is still locked. The ready text is "S".
 
 use crate::common::victim::{Child, Msg, Verdict};
+use crate::queue::make_raw;
 use crate::raw::errno;
 use crate::util::{
     expect, inq, my_sid, new_master, open_slave, rdev_nr, tty_nr, tty_sid, until, write_all,
@@ -14,17 +15,6 @@ use crate::util::{
 
 const MASTER: i32 = 28;
 const SLAVE: i32 = 29;
-
-fn set_raw() -> Verdict {
-    // SAFETY: termios calls on our own fd and a local struct.
-    unsafe {
-        let mut t: libc::termios = std::mem::zeroed();
-        ensure!(libc::tcgetattr(SLAVE, &mut t) == 0, "tcgetattr");
-        libc::cfmakeraw(&mut t);
-        ensure!(libc::tcsetattr(SLAVE, libc::TCSANOW, &t) == 0, "tcsetattr");
-    }
-    Ok(())
-}
 
 fn locked() -> bool {
     let mut v: i32 = 0;
@@ -36,7 +26,7 @@ fn locked() -> bool {
 pub fn victim(c: &Child) -> Verdict {
     new_master(MASTER)?;
     open_slave(MASTER, SLAVE)?;
-    set_raw()?;
+    make_raw()?;
     let on: i32 = 1;
     // SAFETY: TIOCSPTLCK reads one int.
     let r = unsafe { libc::ioctl(MASTER, libc::TIOCSPTLCK, &on) };

@@ -53,7 +53,8 @@ fn check_closed_pair() -> Verdict {
     Ok(())
 }
 
-fn make_raw() -> Verdict {
+/// The slave (fd 29) in raw mode.
+pub fn make_raw() -> Verdict {
     // SAFETY: termios calls on our own fd and a local struct.
     unsafe {
         let mut t: libc::termios = std::mem::zeroed();
