@@ -160,7 +160,9 @@ pub(super) fn plan_cttys(
         };
         let slot = out.reserve(base)?;
         let what = format!("session {}: opening its controlling terminal", c.sid);
-        let slave = open_leaders_slave(mslot, &what)?;
+        // Before the pair is locked again (pty_share.rs).
+        let slave = tty::open_peer(mslot, SLAVE_FLAGS)
+            .map_err(|e| Error::sys("ioctl(TIOCGPTPEER)", what.clone(), e))?;
         crate::sys::fdtable::dup3(slave.as_raw_fd(), slot, crate::sys::fd::O_CLOEXEC)
             .map_err(|e| Error::sys("dup3", what, e))?;
         crate::debug!(
@@ -176,24 +178,6 @@ pub(super) fn plan_cttys(
         });
     }
     Ok(())
-}
-
-/// A slave of the pair whose master is at `mslot`, for its session
-/// leader: a pair locked again after the dump's state was set is unlocked
-/// for the open (no process of the tree exists yet) and locked again.
-fn open_leaders_slave(mslot: RawFd, what: &str) -> Result<std::os::fd::OwnedFd> {
-    let lock_err = |e| Error::sys("ioctl(TIOCSPTLCK)", what.to_string(), e);
-    let locked =
-        tty::pty_locked(mslot).map_err(|e| Error::sys("ioctl(TIOCGPTLCK)", what.to_string(), e))?;
-    if locked {
-        tty::set_pty_locked(mslot, false).map_err(lock_err)?;
-    }
-    let slave = tty::open_peer(mslot, SLAVE_FLAGS)
-        .map_err(|e| Error::sys("ioctl(TIOCGPTPEER)", what.to_string(), e));
-    if locked {
-        tty::set_pty_locked(mslot, true).map_err(lock_err)?;
-    }
-    slave
 }
 
 /// Queues `q`'s bytes into the new pair whose master is at `mslot` (its

@@ -15,9 +15,13 @@
 
 use super::{FilesPlan, How, SharedFiles};
 use crate::error::{Error, Result};
-use crate::image::files::FdFile;
+use crate::image::files::{FdFile, PtyState};
 use crate::image::tty::{PtyQueue, TtyImage};
 use crate::restore::images::Images;
+
+/// A made pair's dumped state, its fd in the image and crest's slot of
+/// its master: what locking it again needs.
+type Relock = (PtyState, i32, i32);
 
 /// One fd of a pair: (plan, fd index, is the master).
 type User = (usize, usize, bool);
@@ -57,6 +61,8 @@ pub fn share_ptys(
         None => TtyImage::default(),
     };
     let mut masters: Vec<(u32, i32)> = Vec::new();
+    // Locked again only once every slave, a session leader's too, is open.
+    let mut relocks: Vec<Relock> = Vec::new();
     for (index, users) in pairs(imgs, plans) {
         let first = users[0].0;
         let in_tty = ttys.cttys.iter().any(|c| c.index == index)
@@ -65,7 +71,8 @@ pub fn share_ptys(
             continue;
         }
         let queue = ttys.queues.iter().find(|q| q.index == index);
-        let slots = make_pair(plans, index, &users, base, out, queue)?;
+        let (slots, relock) = make_pair(plans, index, &users, base, out, queue)?;
+        relocks.push(relock);
         if let Some(m) = users.iter().zip(&slots).find(|(u, _)| u.2) {
             masters.push((index, *m.1));
         }
@@ -87,10 +94,15 @@ pub fn share_ptys(
             )));
         }
     }
-    super::ctty::plan_cttys(imgs, plans, &ttys.cttys, &masters, base, out)
+    super::ctty::plan_cttys(imgs, plans, &ttys.cttys, &masters, base, out)?;
+    for (state, mfd, mslot) in &relocks {
+        super::pty::relock(state, *mfd, *mslot)?;
+    }
+    Ok(())
 }
 
-/// Pair `index` made in crest: the slot of each of `users`, in order.
+/// Pair `index` made in crest: the slot of each of `users`, in order,
+/// and what [`super::pty::relock`] needs once every slave is open.
 fn make_pair(
     plans: &[&mut FilesPlan],
     index: u32,
@@ -98,7 +110,7 @@ fn make_pair(
     base: i32,
     out: &mut SharedFiles,
     queue: Option<&PtyQueue>,
-) -> Result<Vec<i32>> {
+) -> Result<(Vec<i32>, Relock)> {
     let master = users
         .iter()
         .find_map(|&(p, i, m)| match &plans[p].fds[i].how {
@@ -140,7 +152,6 @@ fn make_pair(
     if let Some(q) = queue {
         super::ctty::requeue(q, &state, mslot)?;
     }
-    super::pty::relock(&state, mfd, mslot)?;
     crate::debug!("pseudo-terminal {index}: shared by several processes, master fd {mslot}");
-    Ok(slots)
+    Ok((slots, (state, mfd, mslot)))
 }
