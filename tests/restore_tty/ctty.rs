@@ -24,8 +24,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::common::victim::{Child, Msg, Verdict, now_ns, sleep_ms, write_file};
 use crate::raw::errno;
 use crate::util::{
-    dev_tty_sid, expect, fg_of, inq, my_sid, new_master, parent, readable, termios, tty_nr,
-    tty_sid, until, write_all,
+    dev_tty_sid, exited_cleanly, expect, fg_of, inq, my_sid, new_master, parent, readable, termios,
+    tty_nr, tty_sid, until, write_all,
 };
 
 pub const MASTER: i32 = 28;
@@ -107,15 +107,7 @@ pub fn victim(c: &Child) -> Verdict {
     ensure!(g > 0, "no pid from G");
     c.ready(Msg::new(format_args!("{s} {g}")).bytes());
     c.wait_go();
-    let mut status = 0;
-    // SAFETY: our own child.
-    let r = unsafe { libc::waitpid(s, &mut status, 0) };
-    ensure!(r == s, "waitpid S: errno {}", errno());
-    ensure!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "S failed: status {status:#x} (exit code {})",
-        libc::WEXITSTATUS(status)
-    );
+    exited_cleanly(s)?;
     Ok(())
 }
 

@@ -10,7 +10,8 @@ use crate::common::victim::{Child, Msg, Verdict};
 use crate::queue::make_raw;
 use crate::raw::errno;
 use crate::util::{
-    expect, inq, my_sid, new_master, open_slave, rdev_nr, tty_nr, tty_sid, until, write_all,
+    exited_cleanly, expect, inq, my_sid, new_master, open_slave, rdev_nr, tty_nr, tty_sid, until,
+    write_all,
 };
 
 const MASTER: i32 = 28;
@@ -92,14 +93,7 @@ pub fn ctty_victim(c: &Child) -> Verdict {
     ensure!(r == 0 && locked(), "TIOCSPTLCK: errno {}", errno());
     c.ready(Msg::new(format_args!("{s}")).bytes());
     c.wait_go();
-    let mut status = 0;
-    // SAFETY: our own child.
-    let r = unsafe { libc::waitpid(s, &mut status, 0) };
-    ensure!(r == s, "waitpid S: errno {}", errno());
-    ensure!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "S failed: status {status:#x}"
-    );
+    exited_cleanly(s)?;
     ensure!(locked(), "the pair is no longer locked");
     Ok(())
 }

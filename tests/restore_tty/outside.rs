@@ -18,9 +18,11 @@ const SLAVE: i32 = 29;
 
 /// S: the session and its terminal; after go, the checks; its exit code.
 fn leader(c: &Child) -> i32 {
-    // SAFETY: raw session and terminal calls on our own fds.
+    // SAFETY: raw session and terminal calls on our own fds. SIGHUP is
+    // ignored: O's exit, once it read the line, hangs the terminal up.
     let set = unsafe {
-        libc::setsid() > 0
+        libc::signal(libc::SIGHUP, libc::SIG_IGN) != libc::SIG_ERR
+            && libc::setsid() > 0
             && open_slave(MASTER, SLAVE).is_ok()
             && libc::ioctl(SLAVE, libc::TIOCSCTTY, 0) == 0
             && libc::close(MASTER) == 0
@@ -93,15 +95,7 @@ pub fn victim(c: &Child) -> Verdict {
     );
     c.ready(Msg::new(format_args!("{s} {o}")).bytes());
     c.wait_go();
-    // SAFETY: our own child.
-    let r = unsafe { libc::waitpid(s, &mut status, 0) };
-    ensure!(r == s, "waitpid S");
-    ensure!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "S: exit code {}",
-        libc::WEXITSTATUS(status)
-    );
-    Ok(())
+    crate::util::exited_cleanly(s)
 }
 
 /// Whether pid `s` has a controlling terminal (tty_nr of its stat).

@@ -179,3 +179,18 @@ pub fn termios(fd: i32) -> Option<libc::termios> {
         (libc::tcgetattr(fd, &mut t) == 0).then_some(t)
     }
 }
+
+/// Waits for child `s` (S, the session leader): it must exit 0 (its
+/// exit code names the check that failed otherwise).
+pub fn exited_cleanly(s: i32) -> Result<(), Msg> {
+    let mut status = 0;
+    // SAFETY: our own child.
+    let r = unsafe { libc::waitpid(s, &mut status, 0) };
+    ensure!(r == s, "waitpid S: errno {}", errno());
+    ensure!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "S failed: status {status:#x} (exit code {})",
+        libc::WEXITSTATUS(status)
+    );
+    Ok(())
+}
