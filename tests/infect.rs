@@ -352,3 +352,35 @@ fn threads_that_come_and_go_during_the_seize() {
     assert!(v.progresses(COUNTER, SEC));
     assert_eq!(v.get(FAILURES), 0);
 }
+
+/// A victim under a storm of signals (another process sends SIGUSR1 as
+/// fast as it can): each seize still reaches a stop, though every
+/// signal-delivery stop on the way consumes crest's PTRACE_INTERRUPT, and
+/// the signals reach the victim's handler.
+#[test]
+fn a_signal_storm_does_not_keep_the_seize_from_stopping() {
+    let v = Victim::spawn(Mode::Busy);
+    let pid = v.pid;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let storm = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // SAFETY: signalling our own child, which handles SIGUSR1.
+                unsafe { libc::kill(pid, libc::SIGUSR1) };
+            }
+        })
+    };
+    v.wait_for(SIGNALS, 100);
+    for round in 0..50 {
+        let seized = seize(pid).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        seized.release(Release::Resume).unwrap();
+    }
+    let before = v.get(SIGNALS);
+    assert!(v.progresses(SIGNALS, SEC), "signals are handled after");
+    assert!(v.get(SIGNALS) > before);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    storm.join().unwrap();
+    assert!(v.progresses(COUNTER, SEC));
+    assert_eq!(v.get(FAILURES), 0);
+}

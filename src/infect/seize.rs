@@ -32,10 +32,10 @@ use crate::{debug, info, warn};
 /// How many passes over /proc/PID/task before crest gives up on a process
 /// that keeps creating threads faster than they can be seized.
 const MAX_PASSES: usize = 64;
-/// How long a thread may keep receiving signals while crest waits for its
-/// INTERRUPT stop before crest gives up.
-const SIGNAL_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
-
+/// How many signals a thread may receive while crest waits for its
+/// INTERRUPT stop before crest gives up (each one is followed by a new
+/// INTERRUPT, so more than a few means the kernel is not stopping it).
+const MAX_SIGNALS_WHILE_SEIZING: usize = 1000;
 /// What to do with the target when crest lets it go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Release {
@@ -210,10 +210,14 @@ fn detach(tid: Pid) -> Result<()> {
         debug!("thread {tid}: gone before detach");
         return Ok(());
     }
-    if wait_stop(tid)?.is_end() {
-        return Ok(());
-    }
-    pt::ptrace_detach(tid)
+    // A signal-delivery stop may come before the interrupt's: its signal
+    // goes with the thread rather than being lost.
+    let sig = match wait_stop(tid)? {
+        s if s.is_end() => return Ok(()),
+        Stop::Signal(sig) => sig,
+        _ => 0,
+    };
+    pt::ptrace_detach_signal(tid, sig)
         .map_err(|e| Error::sys("PTRACE_DETACH", format!("releasing thread {tid}"), e))
 }
 
@@ -312,13 +316,13 @@ fn seize_thread(pid: Pid, tid: Pid, options: &mut u64) -> Result<Seizing> {
 
 /// Waits for the INTERRUPT (or group-) stop of a freshly seized thread.
 /// A signal that arrives first is delivered as if crest were not there,
-/// and the wait goes on: the INTERRUPT stays pending across it.
+/// and the thread is interrupted again (as CRIU's compel does), so a trap
+/// is pending whenever the thread next looks at its signals, whatever
+/// became of the first request.
 fn wait_seized(pid: Pid, tid: Pid) -> Result<Seizing> {
-    // A time budget rather than a count: a fast timer in the target can
-    // deliver dozens of signals before the stop lands when the machine is
-    // slow (seen under qemu's emulation).
-    let deadline = std::time::Instant::now() + SIGNAL_BUDGET;
-    while std::time::Instant::now() < deadline {
+    // A count, not a time: on a starved machine (qemu's emulation beside
+    // other guests) a single wait can outlast any time budget.
+    for _ in 0..MAX_SIGNALS_WHILE_SEIZING {
         match wait_stop(tid)? {
             Stop::Event(sig) if is_stop_signal(sig) => return Ok(Seizing::Stopped(Some(sig))),
             Stop::Event(_) => return Ok(Seizing::Stopped(None)),
@@ -331,6 +335,9 @@ fn wait_seized(pid: Pid, tid: Pid) -> Result<Seizing> {
                         e,
                     )
                 })?;
+                if pt::ptrace_interrupt(tid).is_err() {
+                    debug!("pid {pid}: thread {tid} gone after signal {sig}");
+                }
             }
             Stop::Exited(_) | Stop::Killed(_) => return Ok(Seizing::Gone),
         }

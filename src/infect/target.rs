@@ -2,7 +2,7 @@
 //! ptrace request: a clear refusal is better than an EPERM or a deadlock.
 //!
 //! Refused: a pid with no /proc entry, a thread id instead of a process
-//! id, a kernel thread (`Kthread: 1` in status, or no address space),
+//! id, a kernel thread (PF_KTHREAD in stat's flags),
 //! a zombie (nothing left to dump; its parent must reap it), a process
 //! that already has a tracer (ptrace allows one; the message names it),
 //! and crest itself or any of its ancestors (stopping them would stop
@@ -60,7 +60,7 @@ pub(crate) fn check_target(pid: Pid) -> Result<()> {
             "it is a zombie (exited, not yet reaped by its parent)".into(),
         ));
     }
-    if is_kernel_thread(pid, &text) {
+    if is_kernel_thread(pid) {
         return Err(refuse(pid, "it is a kernel thread".into()));
     }
     if st.tracer_pid != 0 {
@@ -73,13 +73,15 @@ pub(crate) fn check_target(pid: Pid) -> Result<()> {
     check_not_ancestor(pid)
 }
 
-/// `Kthread: 1` in status (Linux 6.5+); before that, a live task without
-/// an address space (empty maps) is a kernel thread.
-fn is_kernel_thread(pid: Pid, status: &[u8]) -> bool {
-    if memchr::memmem::find(status, b"\nKthread:").is_some() {
-        return memchr::memmem::find(status, b"\nKthread:\t1").is_some();
-    }
-    std::fs::read(format!("/proc/{pid}/maps")).is_ok_and(|m| m.is_empty())
+/// From stat's task flags: the `Kthread:` status line exists only from
+/// Linux 6.5, and empty maps also describe a process half way through its
+/// exit (a child exiting during a tree seize was once refused as a kernel
+/// thread).
+fn is_kernel_thread(pid: Pid) -> bool {
+    std::fs::read(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|text| crate::proc::stat::parse(&text).ok())
+        .is_some_and(|st| st.is_kernel_thread())
 }
 
 fn check_not_ancestor(pid: Pid) -> Result<()> {

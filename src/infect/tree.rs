@@ -143,6 +143,22 @@ pub fn state_of(pid: Pid) -> Option<(u8, i64)> {
     (st.state != b'X').then_some((st.state, st.num_threads))
 }
 
+/// The state of `pid` once an exit it started is over: a process half
+/// way through its exit is neither seizable nor yet a zombie.
+fn state_after_exit(pid: Pid) -> Option<(u8, i64)> {
+    let exiting = |pid: Pid| {
+        std::fs::read(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|text| crate::proc::stat::parse(&text).ok())
+            .is_some_and(|st| st.is_exiting() && st.state != b'Z')
+    };
+    let start = std::time::Instant::now();
+    while exiting(pid) && start.elapsed() < std::time::Duration::from_secs(2) {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    state_of(pid)
+}
+
 /// Seizes `root` and every process under it; see the module doc.
 pub fn seize_tree(root: Pid) -> Result<SeizedTree> {
     let mut tree = SeizedTree {
@@ -217,7 +233,7 @@ fn adopt(parent: Pid, c: Pid) -> Result<Option<Member>> {
     match seize(c) {
         Ok(s) => Ok(Some(Member::Seized(s))),
         // It may have exited between the listing and the seize.
-        Err(e) => match state_of(c) {
+        Err(e) => match state_after_exit(c) {
             None => Ok(None),
             Some((b'Z', 1)) => Ok(Some(Member::Zombie(c))),
             Some(_) => Err(e),

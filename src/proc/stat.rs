@@ -2,7 +2,8 @@
 //!
 //! The comm in field 2 is in parentheses and may itself hold spaces and
 //! parentheses, so parsing starts after the LAST `)`. crest takes the tree
-//! identity (ppid, pgrp, session, tty), the start time (to tell a reused pid
+//! identity (ppid, pgrp, session, tty), the task flags (kernel thread,
+//! exiting), the start time (to tell a reused pid
 //! from the original), and the mm layout fields that PR_SET_MM_MAP needs.
 
 use super::{ParseError, dec};
@@ -24,6 +25,8 @@ pub struct Stat {
     pub session: i32,
     /// Field 7: the controlling terminal's device number, 0 for none.
     pub tty_nr: i32,
+    /// Field 9: the kernel's PF_* task flags.
+    pub flags: u64,
     /// Field 19.
     pub nice: i64,
     /// Field 20.
@@ -54,6 +57,25 @@ pub struct Stat {
     pub env_end: u64,
     /// Field 52: the exit code as waitpid would report it (zombies).
     pub exit_code: i32,
+}
+
+/// PF_EXITING: the task is past the start of exit (its address space may
+/// already be gone) but not yet a zombie.
+const PF_EXITING: u64 = 0x4;
+/// PF_KTHREAD: a kernel thread. Unlike empty maps, which an exiting process
+/// shows too, this flag is set for kernel threads only.
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+impl Stat {
+    /// Whether the task is a kernel thread.
+    pub fn is_kernel_thread(&self) -> bool {
+        self.flags & PF_KTHREAD != 0
+    }
+
+    /// Whether the task has started to exit.
+    pub fn is_exiting(&self) -> bool {
+        self.flags & PF_EXITING != 0
+    }
 }
 
 /// Parses a stat line. Fields from 45 on appeared in Linux 3.3 and 3.5; when
@@ -100,6 +122,7 @@ pub fn parse(text: &[u8]) -> Result<Stat, ParseError> {
         pgrp: int(5)?,
         session: int(6)?,
         tty_nr: int(7)?,
+        flags: addr(9)?,
         nice: num(19)?,
         num_threads: num(20)?,
         start_time: addr(22)?,
@@ -136,6 +159,8 @@ mod tests {
             (s.ppid, s.pgrp, s.session, s.tty_nr),
             (5019, 5020, 1048, 34816)
         );
+        assert_eq!(s.flags, 4194304);
+        assert!(!s.is_kernel_thread() && !s.is_exiting());
         assert_eq!(s.start_time, 814250);
         assert_eq!(s.start_code, 93957819613184);
         assert_eq!(s.start_stack, 140725959404288);
@@ -154,6 +179,19 @@ mod tests {
             super::super::status::parse(&std::fs::read("/proc/self/status").unwrap()).unwrap();
         assert_eq!(s.ppid, status.ppid);
         assert!(s.arg_start < s.arg_end && s.env_start < s.env_end);
+        assert!(!s.is_kernel_thread() && !s.is_exiting());
+    }
+
+    #[test]
+    fn tells_a_kernel_thread_by_its_flags() {
+        // kthreadd, pid 2, is a kernel thread on every Linux; visible unless
+        // /proc is mounted with hidepid or in a pid namespace.
+        if let Ok(text) = std::fs::read("/proc/2/stat") {
+            let s = parse(&text).unwrap();
+            if s.comm == b"kthreadd" {
+                assert!(s.is_kernel_thread());
+            }
+        }
     }
 
     #[test]

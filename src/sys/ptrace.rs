@@ -86,7 +86,13 @@ pub fn ptrace_syscall(pid: Pid) -> SysResult<()> {
 
 /// PTRACE_DETACH.
 pub fn ptrace_detach(pid: Pid) -> SysResult<()> {
-    ptrace(PTRACE_DETACH, pid, 0, 0).map(drop)
+    ptrace_detach_signal(pid, 0)
+}
+
+/// PTRACE_DETACH from a signal-delivery stop, delivering `sig` (0 for none)
+/// as the thread goes.
+pub fn ptrace_detach_signal(pid: Pid, sig: i32) -> SysResult<()> {
+    ptrace(PTRACE_DETACH, pid, 0, sig as u64).map(drop)
 }
 
 /// PTRACE_GETREGSET of note type `nt` into `buf`; returns the size the
