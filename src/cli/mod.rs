@@ -116,21 +116,30 @@ fn no_positional(args: &Args) -> Result<()> {
     }
 }
 
-fn dump(args: &Args) -> Result<i32> {
+/// The `-t PID` and `-D DIR` that dump and pre-dump both require.
+fn target_and_dir(
+    args: &Args,
+    command: &str,
+    what: &str,
+) -> Result<(crate::sys::Pid, std::path::PathBuf)> {
     no_positional(args)?;
     let tree = args
         .tree
         .as_deref()
-        .ok_or_else(|| Error::Usage("dump needs -t PID (the process to dump)".into()))?;
-    let dir = args
-        .images_dir
-        .clone()
-        .ok_or_else(|| Error::Usage("dump needs -D DIR (where to write the image)".into()))?;
+        .ok_or_else(|| Error::Usage(format!("{command} needs -t PID ({what})")))?;
+    let dir = args.images_dir.clone().ok_or_else(|| {
+        Error::Usage(format!("{command} needs -D DIR (where to write the image)"))
+    })?;
     let pid = tree
         .parse::<crate::sys::Pid>()
         .ok()
         .filter(|&p| p > 0)
         .ok_or_else(|| Error::Usage(format!("bad pid `{tree}`: -t takes a positive number")))?;
+    Ok((pid, dir))
+}
+
+fn dump(args: &Args) -> Result<i32> {
+    let (pid, dir) = target_and_dir(args, "dump", "the process to dump")?;
     connect_page_server(args)?;
     let opts = crate::dump::run::DumpOptions {
         pid,
@@ -154,20 +163,7 @@ fn dump(args: &Args) -> Result<i32> {
 }
 
 fn pre_dump(args: &Args) -> Result<i32> {
-    no_positional(args)?;
-    let tree = args
-        .tree
-        .as_deref()
-        .ok_or_else(|| Error::Usage("pre-dump needs -t PID (the process to pre-dump)".into()))?;
-    let dir = args
-        .images_dir
-        .clone()
-        .ok_or_else(|| Error::Usage("pre-dump needs -D DIR (where to write the image)".into()))?;
-    let pid = tree
-        .parse::<crate::sys::Pid>()
-        .ok()
-        .filter(|&p| p > 0)
-        .ok_or_else(|| Error::Usage(format!("bad pid `{tree}`: -t takes a positive number")))?;
+    let (pid, dir) = target_and_dir(args, "pre-dump", "the process to pre-dump")?;
     connect_page_server(args)?;
     let opts = crate::dump::predump::PreDumpOptions {
         pid,

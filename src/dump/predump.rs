@@ -93,17 +93,7 @@ pub fn write_inventory(
 /// Pre-dumps the tree under `opts.pid` into `opts.dir`; the tree runs on.
 pub fn run(opts: &PreDumpOptions) -> Result<()> {
     let root = opts.pid;
-    let d = ImageDir::create(&opts.dir)?;
-    if d.exists(dir::INVENTORY) {
-        return Err(Error::io(
-            "write a new image over",
-            opts.dir.join(dir::INVENTORY),
-            std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "an image is already there; give an empty directory for each pre-dump",
-            ),
-        ));
-    }
+    let d = super::run::create_image_dir(&opts.dir, "give an empty directory for each pre-dump")?;
     let inc = Incremental {
         prev_images_dir: opts.prev_images_dir.clone(),
         track_mem: true,

@@ -119,6 +119,23 @@ pub struct Incremental {
     pub track_mem: bool,
 }
 
+/// Creates (or opens) the image directory `path`, refusing one that already
+/// holds an image: `hint` says what to do instead.
+pub(super) fn create_image_dir(path: &std::path::Path, hint: &str) -> Result<ImageDir> {
+    let d = ImageDir::create(path)?;
+    if d.exists(dir::INVENTORY) {
+        return Err(Error::io(
+            "write a new image over",
+            path.join(dir::INVENTORY),
+            std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("an image is already there; {hint}"),
+            ),
+        ));
+    }
+    Ok(d)
+}
+
 /// Dumps the tree under `opts.pid`, incrementally as `inc` asks: with a
 /// parent and tracking, only pages written since the parent are stored.
 pub fn run_tracked(opts: &DumpOptions, shell_job: bool, inc: &Incremental) -> Result<()> {
@@ -126,17 +143,10 @@ pub fn run_tracked(opts: &DumpOptions, shell_job: bool, inc: &Incremental) -> Re
     let external = super::files::unix::parse_external(&opts.external)?;
     info!("pid {root}: checking its tree before seizing it");
     precheck(pid_u32(root)?, shell_job, opts.files)?;
-    let d = ImageDir::create(&opts.dir)?;
-    if d.exists(dir::INVENTORY) {
-        return Err(Error::io(
-            "write a new image over",
-            opts.dir.join(dir::INVENTORY),
-            std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "an image is already there; give an empty directory or remove that image first",
-            ),
-        ));
-    }
+    let d = create_image_dir(
+        &opts.dir,
+        "give an empty directory or remove that image first",
+    )?;
     let mut shared = Shared {
         track: super::predump::tracking_for(&opts.dir, inc)?,
         external,

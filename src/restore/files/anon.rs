@@ -228,10 +228,19 @@ fn arm_timer(
 
 /// `/proc/self/fd/N` as a C string in `buf`, without allocating.
 pub(super) fn proc_fd_path(buf: &mut [u8; 32], n: RawFd) -> &std::ffi::CStr {
-    const PREFIX: &[u8] = b"/proc/self/fd/";
-    buf[..PREFIX.len()].copy_from_slice(PREFIX);
+    numbered_path(buf, b"/proc/self/fd/", n.unsigned_abs())
+}
+
+/// `prefix` followed by `n` in decimal, as a C string in `buf`, without
+/// allocating. `prefix` is at most 21 bytes.
+pub(super) fn numbered_path<'a>(
+    buf: &'a mut [u8; 32],
+    prefix: &[u8],
+    n: u32,
+) -> &'a std::ffi::CStr {
+    buf[..prefix.len()].copy_from_slice(prefix);
     let mut digits = [0u8; 10];
-    let (mut v, mut len) = (n.unsigned_abs(), 0);
+    let (mut v, mut len) = (n, 0);
     loop {
         digits[len] = b'0' + (v % 10) as u8;
         len += 1;
@@ -241,9 +250,9 @@ pub(super) fn proc_fd_path(buf: &mut [u8; 32], n: RawFd) -> &std::ffi::CStr {
         }
     }
     for i in 0..len {
-        buf[PREFIX.len() + i] = digits[len - 1 - i];
+        buf[prefix.len() + i] = digits[len - 1 - i];
     }
-    buf[PREFIX.len() + len] = 0;
+    buf[prefix.len() + len] = 0;
     // The buffer holds the prefix, at most 10 digits and one NUL, and no
     // other NUL: the conversion cannot fail.
     std::ffi::CStr::from_bytes_until_nul(&buf[..]).unwrap_or_default()

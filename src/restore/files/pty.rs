@@ -50,25 +50,7 @@ pub fn open_master(flags: u32, state: &PtyState, fd: RawFd, slot: RawFd) -> Resu
 
 /// `/dev/pts/N` as a C string in `buf`, without allocating.
 fn pts_path(buf: &mut [u8; 32], n: u32) -> &std::ffi::CStr {
-    const PREFIX: &[u8] = b"/dev/pts/";
-    buf[..PREFIX.len()].copy_from_slice(PREFIX);
-    let mut digits = [0u8; 10];
-    let (mut v, mut len) = (n, 0);
-    loop {
-        digits[len] = b'0' + (v % 10) as u8;
-        len += 1;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    for i in 0..len {
-        buf[PREFIX.len() + i] = digits[len - 1 - i];
-    }
-    buf[PREFIX.len() + len] = 0;
-    // The buffer holds the prefix, at most 10 digits and one NUL, and no
-    // other NUL: the conversion cannot fail.
-    std::ffi::CStr::from_bytes_until_nul(&buf[..]).unwrap_or_default()
+    super::anon::numbered_path(buf, b"/dev/pts/", n)
 }
 
 /// The slave of the new master at `master_slot`, with `flags`, at `slot`.

@@ -479,13 +479,26 @@ impl Planner<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::image::files::UnixMessage;
 
     fn sock(ino: u64, kind: u8, state: u8, name: &[u8], peer: UnixPeer) -> Fd {
+        socket_fd(ino as i32, ino, kind, state, name, peer, 4096)
+    }
+
+    /// A unix socket fd as the dump records it, with buffers of `buf` bytes.
+    pub(in crate::restore::files) fn socket_fd(
+        fd: i32,
+        ino: u64,
+        kind: u8,
+        state: u8,
+        name: &[u8],
+        peer: UnixPeer,
+        buf: u32,
+    ) -> Fd {
         Fd {
-            fd: ino as i32,
+            fd,
             fd_flags: 0,
             file: FdFile::Unix(UnixSocket {
                 flags: 2,
@@ -497,8 +510,8 @@ mod tests {
                 peer,
                 shutdown: 0,
                 backlog: 4,
-                sndbuf: 4096,
-                rcvbuf: 4096,
+                sndbuf: buf,
+                rcvbuf: buf,
                 passcred: false,
                 peek_off: -1,
             }),

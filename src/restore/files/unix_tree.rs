@@ -346,25 +346,7 @@ mod tests {
     use std::os::fd::AsFd;
 
     fn sock(fd: i32, ino: u64, kind: u8, state: u8, name: &[u8], peer: UnixPeer) -> Fd {
-        Fd {
-            fd,
-            fd_flags: 0,
-            file: FdFile::Unix(UnixSocket {
-                flags: 2,
-                ino,
-                kind,
-                state,
-                name: name.to_vec(),
-                file: (0, 0),
-                peer,
-                shutdown: 0,
-                backlog: 4,
-                sndbuf: 65536,
-                rcvbuf: 65536,
-                passcred: false,
-                peek_off: -1,
-            }),
-        }
+        super::super::unix::tests::socket_fd(fd, ino, kind, state, name, peer, 65536)
     }
 
     fn files(fds: Vec<Fd>, queues: Vec<UnixQueue>) -> FilesImage {
