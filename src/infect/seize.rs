@@ -36,6 +36,7 @@ const MAX_PASSES: usize = 64;
 /// INTERRUPT stop before crest gives up (each one is followed by a new
 /// INTERRUPT, so more than a few means the kernel is not stopping it).
 const MAX_SIGNALS_WHILE_SEIZING: usize = 1000;
+
 /// What to do with the target when crest lets it go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Release {
