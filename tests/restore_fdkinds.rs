@@ -1,5 +1,5 @@
 //! Round trips of the event loop's fds (eventfd, signalfd, timerfd, epoll,
-//! inotify) in the zdtm style of tests/restore.rs: each victim
+//! inotify, and files on procfs) in the zdtm style of tests/restore.rs: each victim
 //! (tests/restore_fdkinds/*.rs) makes its objects, the test dumps it
 //! (`dump -R`, or dump then `crest restore`), and after go the victim checks
 //! that every object behaves as before: counters read back, semaphores count
@@ -25,6 +25,8 @@ mod eventfd;
 mod eventloop;
 #[path = "restore_fdkinds/inotify.rs"]
 mod inotify;
+#[path = "restore_fdkinds/procfs.rs"]
+mod procfs;
 #[path = "restore_fdkinds/raw.rs"]
 mod raw;
 #[path = "restore_fdkinds/signalfd.rs"]
@@ -41,6 +43,7 @@ victim_tests!(timerfd_victim, timerfd);
 victim_tests!(epoll_victim, epoll);
 victim_tests!(inotify_victim, inotify);
 victim_tests!(eventloop_victim, eventloop);
+victim_tests!(procfs_victim, procfs);
 
 /// The dump image records what the victims' objects were: `crest show`
 /// prints each kind with its state.

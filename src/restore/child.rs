@@ -91,13 +91,7 @@ pub fn main(sh: &Shared<'_>, i: usize) -> ! {
 /// A zombie ends at once the way it ended: by its signal (without a core
 /// dump) or with its exit code, for its parent to find.
 fn exit_as_zombie(p: &Process, comm: Option<&[u8]>) -> ! {
-    if let Some(comm) = comm {
-        let mut name = [0u8; crate::image::pstree::COMM_LEN];
-        let n = comm.len().min(name.len() - 1);
-        name[..n].copy_from_slice(&comm[..n]);
-        // The kernel copies the NUL-terminated name from `name`.
-        let _ = prctl(PR_SET_NAME, name.as_ptr() as u64, 0, 0, 0);
-    }
+    set_name(comm);
     let status = match p.state {
         TaskState::Zombie { exit_code } => exit_code,
         _ => 0,
@@ -108,6 +102,17 @@ fn exit_as_zombie(p: &Process, comm: Option<&[u8]>) -> ! {
         let _ = crate::sys::process::kill(crate::sys::process::getpid(), sig);
     }
     exit_group((status >> 8) & 0xff)
+}
+
+/// Gives the task its dumped name, when the image has it.
+fn set_name(comm: Option<&[u8]>) {
+    if let Some(comm) = comm {
+        let mut name = [0u8; crate::image::pstree::COMM_LEN];
+        let n = comm.len().min(name.len() - 1);
+        name[..n].copy_from_slice(&comm[..n]);
+        // The kernel copies the NUL-terminated name from `name`.
+        let _ = prctl(PR_SET_NAME, name.as_ptr() as u64, 0, 0, 0);
+    }
 }
 
 fn prepare(sh: &Shared<'_>, i: usize) -> Result<usize> {
@@ -138,6 +143,10 @@ fn prepare(sh: &Shared<'_>, i: usize) -> Result<usize> {
     }
     join_group(sh, p)?;
     live.files.set_foreground()?;
+    // Before the files (the restorer names the threads again): a reopened
+    // /proc/PID/stat that is read from past byte 0 shows the line of its
+    // open, name included.
+    set_name(node.comm);
     install_files(live.files, live.keep)?;
     crate::dump::run::fault_point(p.pid as i32, "restore-files")?;
     let unmap = own_mappings_but(live.layout)?;

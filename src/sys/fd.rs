@@ -67,6 +67,20 @@ pub fn openat(path: &CStr, flags: u32) -> SysResult<OwnedFd> {
     Ok(own(fd))
 }
 
+/// `PROC_SUPER_MAGIC`: statfs's f_type for procfs.
+const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+
+/// Whether `path` lies on a procfs (statfs(2) f_type).
+pub fn is_procfs(path: &CStr) -> SysResult<bool> {
+    // struct statfs on x86_64 and aarch64: 120 bytes, f_type the first
+    // 8-byte field.
+    let mut buf = [0u64; 15];
+    // SAFETY: `path` is NUL-terminated; the kernel writes one struct statfs
+    // (120 bytes on both architectures) into `buf`, which holds 120 bytes.
+    unsafe { syscall!(Sysno::statfs, path.as_ptr(), buf.as_mut_ptr()) }?;
+    Ok(buf[0] as i64 == PROC_SUPER_MAGIC)
+}
+
 /// ftruncate(2).
 pub fn ftruncate(fd: BorrowedFd<'_>, len: u64) -> SysResult<()> {
     // SAFETY: no pointers are passed.

@@ -5,7 +5,9 @@
 //! A file is accepted when its type is the dumped one and, for a regular
 //! file, its size and mtime are the dumped ones: the process will read at
 //! its saved position, so a file that changed would silently feed it other
-//! bytes. Inode and device numbers are not compared, so an image restores on
+//! bytes. Files on procfs are the exception: their size and mtime mean
+//! nothing, and a file under /proc/PID/ may belong to a process this
+//! restore is about to make, so it need not exist yet. Inode and device numbers are not compared, so an image restores on
 //! another machine or after a backup put the files back with their times.
 
 use std::ffi::CString;
@@ -77,6 +79,15 @@ pub fn directory(what: &str, path: &[u8]) -> Result<CString> {
 /// Fd `fd`'s regular file or directory is still the one dumped.
 pub fn regular(fd: i32, path: &[u8], id: &FileId) -> Result<CString> {
     let what = format!("fd {fd}: the file");
+    let procfs = on_procfs(path);
+    if procfs
+        && of_a_process(path)
+        && std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(path)).is_err()
+    {
+        // The process may be one this restore makes: the task opens the
+        // path itself once its pid exists, and fails naming it if not.
+        return c_path(&what, path);
+    }
     let meta = stat(&what, path)?;
     let was_dir = id.mode & S_IFMT == S_IFDIR;
     if was_dir != meta.is_dir() || !(was_dir || meta.is_file()) {
@@ -90,10 +101,23 @@ pub fn regular(fd: i32, path: &[u8], id: &FileId) -> Result<CString> {
             show(path)
         )));
     }
-    if !was_dir {
+    // A procfs file's size (0) and mtime (when the kernel made the inode)
+    // say nothing of what it shows.
+    if !was_dir && !procfs {
         same_file(&format!("fd {fd}"), path, id, &meta)?;
     }
     c_path(&what, path)
+}
+
+/// Whether `path` names a file on the procfs mounted at /proc.
+fn on_procfs(path: &[u8]) -> bool {
+    path.starts_with(b"/proc/") && crate::sys::fd::is_procfs(c"/proc").unwrap_or(false)
+}
+
+/// Whether `path` is under /proc/PID/ (or is /proc/PID).
+fn of_a_process(path: &[u8]) -> bool {
+    let pid = path[b"/proc/".len()..].split(|&c| c == b'/').next();
+    pid.is_some_and(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit))
 }
 
 /// The regular file at `path`, for `what` (an fd, a mapping, the
