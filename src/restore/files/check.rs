@@ -262,6 +262,17 @@ mod tests {
     }
 
     #[test]
+    fn paths_of_a_process_under_proc() {
+        assert!(of_a_process(b"/proc/123/stat"));
+        assert!(of_a_process(b"/proc/7"));
+        assert!(!of_a_process(b"/proc/self/stat"));
+        assert!(!of_a_process(b"/proc/meminfo"));
+        assert!(!of_a_process(b"/proc//stat"));
+        assert!(on_procfs(b"/proc/meminfo"), "/proc is a procfs here");
+        assert!(!on_procfs(b"/procfs/x") && !on_procfs(b"/tmp/proc/1"));
+    }
+
+    #[test]
     fn reopen_flags_never_create_or_truncate() {
         let f = open_flags(O_CREAT | O_EXCL | O_TRUNC | 0o2000 | 1);
         assert_eq!(f, 0o2000 | 1 | crate::sys::fd::O_CLOEXEC);
