@@ -283,30 +283,16 @@ pub(super) struct CloneArgs {
 }
 
 /// clone3(2) like fork (no shared memory, SIGCHLD on exit) with the child's
-/// pid chosen by `set_tid`. The child does nothing but `exit_group(0)`, so no
-/// Rust code runs in it. Returns the child's pid.
+/// pid chosen by `set_tid`. The child does nothing but `exit_group(0)`.
+/// Returns the child's pid.
 pub fn clone3_set_tid_and_exit(set_tid: Pid) -> SysResult<Pid> {
-    let tid = [set_tid];
-    let args = CloneArgs {
-        exit_signal: SIGCHLD as u64,
-        set_tid: tid.as_ptr() as u64,
-        set_tid_size: 1,
-        ..CloneArgs::default()
-    };
-    // SAFETY: `args` is a valid clone_args of the size passed; set_tid points
-    // to one pid. Without CLONE_VM the child gets a copy of memory and calls
-    // only exit_group, so it never returns into shared state.
-    let r = unsafe {
-        syscall!(
-            Sysno::clone3,
-            &args as *const CloneArgs,
-            size_of::<CloneArgs>()
-        )
-    }?;
+    // The child only returns from the clone and exits: it takes no lock
+    // another thread of the caller might hold.
+    let r = super::spawn::clone3_with_pid(set_tid)?;
     if r == 0 {
         exit_group(0);
     }
-    Ok(r as Pid)
+    Ok(r)
 }
 
 /// unshare(2).
