@@ -7,8 +7,9 @@
 //! its saved position, so a file that changed would silently feed it other
 //! bytes. Files on procfs are the exception: their size and mtime mean
 //! nothing, and a file under /proc/PID/ may belong to a process this
-//! restore is about to make, so it need not exist yet. Inode and device numbers are not compared, so an image restores on
-//! another machine or after a backup put the files back with their times.
+//! restore is about to make, so it need not exist yet. Inode and device
+//! numbers are not compared, so an image restores on another machine or
+//! after a backup put the files back with their times.
 
 use std::ffi::CString;
 use std::os::fd::AsFd;
