@@ -353,10 +353,10 @@ fn threads_that_come_and_go_during_the_seize() {
     assert_eq!(v.get(FAILURES), 0);
 }
 
-/// A victim under a storm of signals (another process sends SIGUSR1 as
-/// fast as it can): each seize still reaches a stop, though every
-/// signal-delivery stop on the way consumes crest's PTRACE_INTERRUPT, and
-/// the signals reach the victim's handler.
+/// A victim under a storm of signals (a thread of the test sends SIGUSR1
+/// as fast as it can): each seize still reaches its stop, crest delivering
+/// the signals that come first, and the signals reach the victim's handler
+/// after the release.
 #[test]
 fn a_signal_storm_does_not_keep_the_seize_from_stopping() {
     let v = Victim::spawn(Mode::Busy);
