@@ -97,6 +97,12 @@ pub fn dup_cloexec(fd: BorrowedFd<'_>) -> SysResult<OwnedFd> {
 
 /// ppoll(2) for readability of one descriptor; Ok(false) on timeout.
 pub fn ppoll_readable(fd: BorrowedFd<'_>, timeout: Duration) -> SysResult<bool> {
+    ppoll_one(fd.as_raw_fd(), POLLIN, timeout)
+}
+
+/// ppoll(2) of one descriptor for `events` (POLLHUP and POLLERR are always
+/// reported); whether it is ready within `timeout`.
+pub(crate) fn ppoll_one(fd: RawFd, events: i16, timeout: Duration) -> SysResult<bool> {
     #[repr(C)]
     struct PollFd {
         fd: i32,
@@ -104,8 +110,8 @@ pub fn ppoll_readable(fd: BorrowedFd<'_>, timeout: Duration) -> SysResult<bool> 
         revents: i16,
     }
     let mut pfd = PollFd {
-        fd: fd.as_raw_fd(),
-        events: POLLIN,
+        fd,
+        events,
         revents: 0,
     };
     let ts = [timeout.as_secs() as i64, i64::from(timeout.subsec_nanos())];

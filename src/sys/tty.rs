@@ -159,22 +159,7 @@ pub fn push_input(fd: RawFd, byte: u8) -> SysResult<()> {
 /// Whether poll reports a hangup or an error on `fd` (for a pty master:
 /// no slave is open, after one was), without waiting.
 pub fn hung_up(fd: RawFd) -> SysResult<bool> {
-    #[repr(C)]
-    struct PollFd {
-        fd: i32,
-        events: i16,
-        revents: i16,
-    }
-    let mut pfd = PollFd {
-        fd,
-        events: 0,
-        revents: 0,
-    };
-    let ts = [0i64, 0i64];
-    // SAFETY: `pfd` is one pollfd and `ts` a zero struct timespec; the
-    // sigmask pointer is NULL.
-    let n = unsafe { syscall!(Sysno::ppoll, &mut pfd as *mut PollFd, 1, ts.as_ptr(), 0, 8) }?;
-    Ok(n > 0)
+    super::fd::ppoll_one(fd, 0, std::time::Duration::ZERO)
 }
 
 /// TIOCGPTPEER: a new open of the slave of the master at `master`, with
