@@ -34,7 +34,7 @@ mod signalfd;
 #[path = "restore_fdkinds/timerfd.rs"]
 mod timerfd;
 
-use common::roundtrip::{dump, refused, stderr};
+use common::roundtrip::{dump, go_and_pass, refused, stderr};
 use common::victim::{Victim, crest, scratch};
 
 victim_tests!(eventfd_victim, eventfd);
@@ -53,10 +53,7 @@ fn show_prints_the_new_fd_kinds() {
     eventloop::prepare(&dir);
     let mut v = Victim::spawn(&dir, eventloop::victim);
     let img = dump(&v, &["-R"]);
-    v.go();
-    let report = v.wait_report(|| None);
-    v.reap();
-    assert_eq!(report.trim(), "pass");
+    go_and_pass(&mut v);
     let out = crest(&["show", img.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", stderr(&out));

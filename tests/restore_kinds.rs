@@ -44,7 +44,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::roundtrip::{
-    Mode, dump, refused, refused_with, restore_and_check, run, run_with, stderr, wait_gone,
+    Mode, dump, go_and_pass, refused, refused_with, restore_and_check, run, run_with, stderr,
+    wait_gone,
 };
 use common::victim::{Child, Verdict, Victim, crest, pid_gone, scratch};
 
@@ -130,10 +131,7 @@ fn show_prints_the_new_fd_kinds() {
         prepare(&dir);
         let mut v = Victim::spawn(&dir, body);
         let img = dump(&v, &["-R"]);
-        v.go();
-        let report = v.wait_report(|| None);
-        v.reap();
-        assert_eq!(report.trim(), "pass");
+        go_and_pass(&mut v);
         let out = crest(&["show", img.to_str().unwrap()]);
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{}", stderr(&out));
@@ -333,10 +331,7 @@ fn a_failed_dump_leaves_every_kind_as_it_was() {
             stderr(&out)
         );
         assert!(v.try_reap().is_none(), "{name}: the victim runs on");
-        v.go();
-        let report = v.wait_report(|| None);
-        v.reap();
-        assert_eq!(report.trim(), "pass", "{name}");
+        go_and_pass(&mut v);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -180,10 +180,7 @@ fn a_controlling_terminal_outside_the_tree_is_refused() {
         v.try_reap().is_none(),
         "the victim runs on after the refusal"
     );
-    v.go();
-    let report = v.wait_report(|| None);
-    v.reap();
-    assert_eq!(report.trim(), "pass");
+    go_and_pass(&mut v);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -204,10 +201,7 @@ fn a_failed_dump_leaves_the_terminal_and_its_queued_bytes_as_they_were() {
         assert!(!out.status.success(), "{name}: the dump must fail");
         assert!(stderr(&out).contains("CREST_FAULT"), "{}", stderr(&out));
         assert!(v.try_reap().is_none(), "{name}: the victim runs on");
-        v.go();
-        let report = v.wait_report(|| None);
-        v.reap();
-        assert_eq!(report.trim(), "pass", "{name}");
+        go_and_pass(&mut v);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
@@ -240,10 +234,7 @@ fn show_prints_the_ctty_and_the_queued_bytes() {
     let dir = scratch("tty-show");
     let mut v = Victim::spawn(&dir, ctty::victim);
     let img = dump(&v, &["-R"]);
-    v.go();
-    let report = v.wait_report(|| None);
-    v.reap();
-    assert_eq!(report.trim(), "pass");
+    go_and_pass(&mut v);
     let out = crest(&["show", "--json", img.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let json = common::parse(&String::from_utf8_lossy(&out.stdout)).expect("json");

@@ -137,8 +137,12 @@ pub fn go_and_pass(v: &mut Victim) {
     v.go();
     let report = v.wait_report(|| None);
     let status = v.reap();
-    assert_eq!(report.trim(), "pass");
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    let dir = v.dir.display();
+    assert_eq!(report.trim(), "pass", "victim in {dir}");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "victim in {dir}: status {status:#x}"
+    );
 }
 
 /// One victim through one mode, start to finish.
@@ -208,9 +212,6 @@ pub fn refused_with(
         v.try_reap().is_none(),
         "the victim runs on after the refusal"
     );
-    v.go();
-    let report = v.wait_report(|| None);
-    v.reap();
-    assert_eq!(report.trim(), "pass");
+    go_and_pass(&mut v);
     let _ = std::fs::remove_dir_all(&dir);
 }
