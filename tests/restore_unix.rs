@@ -35,14 +35,14 @@ mod raw;
 #[path = "restore_unix/victim.rs"]
 mod victim;
 
-use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::roundtrip::{
-    dump, go_and_pass, restore_and_check, restore_and_check_with, stderr, wait_gone,
+    dump, go_and_pass, restore_and_check, restore_and_check_with, restore_inspect_and_check,
+    stderr, wait_gone,
 };
 use common::victim::{Victim, crest, pid_gone, scratch};
 
@@ -330,43 +330,16 @@ fn sockets_shared_between_parent_and_child_round_trip() {
         std::thread::sleep(Duration::from_millis(5));
     }
 
-    let err = img.with_file_name("restore.stderr");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_crest"))
-        .args(["restore", "-j", "-D", img.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(File::create(&err).unwrap())
-        .spawn()
-        .expect("start crest restore");
-    let text = |e: &Path| std::fs::read_to_string(e).unwrap_or_default();
-    v.adopt();
-    v.ping(|| {
-        let exited = child.try_wait().unwrap();
-        exited.map(|s| format!("crest restore: {s}: {}", text(&err)))
-    });
-    let link = sock_link(pids[0], 24);
-    assert!(link.starts_with("socket:["), "parent fd 24: {link}");
-    assert_eq!(sock_link(pids[1], 24), link, "fd 24 is one socket in both");
-    let listener = sock_link(pids[0], 26);
-    assert!(listener.starts_with("socket:["), "parent fd 26: {listener}");
-    assert_eq!(sock_link(pids[1], 26), listener, "the listener is shared");
-    assert_ne!(sock_link(pids[0], 20), sock_link(pids[1], 21));
-    v.go();
-    let report = v.wait_report(|| match child.try_wait().unwrap() {
-        Some(s) if !s.success() => Some(format!("crest restore: {s}: {}", text(&err))),
-        _ => None,
-    });
-    assert_eq!(report.trim(), "pass", "restored victim {}", v.pid);
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "crest hangs");
-        std::thread::sleep(Duration::from_millis(2));
+    let shared = || {
+        let link = sock_link(pids[0], 24);
+        assert!(link.starts_with("socket:["), "parent fd 24: {link}");
+        assert_eq!(sock_link(pids[1], 24), link, "fd 24 is one socket in both");
+        let listener = sock_link(pids[0], 26);
+        assert!(listener.starts_with("socket:["), "parent fd 26: {listener}");
+        assert_eq!(sock_link(pids[1], 26), listener, "the listener is shared");
+        assert_ne!(sock_link(pids[0], 20), sock_link(pids[1], 21));
     };
-    assert!(status.success(), "crest restore: {}", text(&err));
-    v.forget();
+    restore_inspect_and_check(&mut v, &img, &["-j"], Some(&shared));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

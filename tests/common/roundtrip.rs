@@ -101,6 +101,18 @@ pub fn restore_and_check(v: &mut Victim, img: &Path) {
 /// As [`restore_and_check`], with `extra` restore options; a report the
 /// victim left before the dump (-R) is cleared first.
 pub fn restore_and_check_with(v: &mut Victim, img: &Path, extra: &[&str]) {
+    restore_inspect_and_check(v, img, extra, None);
+}
+
+/// As [`restore_and_check_with`]; with `inspect`, the restored victim is
+/// pinged (it answers once restored, before its checks) and `inspect` runs
+/// before it is let go.
+pub fn restore_inspect_and_check(
+    v: &mut Victim,
+    img: &Path,
+    extra: &[&str],
+    inspect: Option<&dyn Fn()>,
+) {
     let err = img.with_file_name("restore.stderr");
     let mut args = vec!["restore", "-D", img.to_str().unwrap()];
     args.extend_from_slice(extra);
@@ -114,6 +126,13 @@ pub fn restore_and_check_with(v: &mut Victim, img: &Path, extra: &[&str]) {
     let text = |e: &Path| std::fs::read_to_string(e).unwrap_or_default();
     v.clear_report();
     v.adopt();
+    if let Some(inspect) = inspect {
+        v.ping(|| {
+            let exited = child.try_wait().unwrap();
+            exited.map(|s| format!("crest restore: {s}: {}", text(&err)))
+        });
+        inspect();
+    }
     v.go();
     let report = v.wait_report(|| match child.try_wait().unwrap() {
         Some(s) if !s.success() => Some(format!("crest restore: {s}: {}", text(&err))),
