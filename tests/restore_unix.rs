@@ -312,6 +312,24 @@ fn sockets_shared_between_parent_and_child_round_trip() {
     v.reap();
     let pids = dumped_tree_gone(&img);
     assert_eq!(pids.len(), 2, "the victim and its child");
+    failed_restore_leaves_none_of(&img, &pids);
+
+    let shared = || {
+        let link = sock_link(pids[0], 24);
+        assert!(link.starts_with("socket:["), "parent fd 24: {link}");
+        assert_eq!(sock_link(pids[1], 24), link, "fd 24 is one socket in both");
+        let listener = sock_link(pids[0], 26);
+        assert!(listener.starts_with("socket:["), "parent fd 26: {listener}");
+        assert_eq!(sock_link(pids[1], 26), listener, "the listener is shared");
+        assert_ne!(sock_link(pids[0], 20), sock_link(pids[1], 21));
+    };
+    restore_inspect_and_check(&mut v, &img, &["-j"], Some(&shared));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A `restore -j` of `img` failing once its tasks exist
+/// (CREST_FAULT=restore-takeover) leaves none of `pids` behind.
+fn failed_restore_leaves_none_of(img: &Path, pids: &[i32]) {
     let out = Command::new(env!("CARGO_BIN_EXE_crest"))
         .args(["restore", "-j", "-D", img.to_str().unwrap()])
         .env("CREST_FAULT", "restore-takeover")
@@ -329,18 +347,6 @@ fn sockets_shared_between_parent_and_child_round_trip() {
         assert!(start.elapsed() < Duration::from_secs(10), "no process left");
         std::thread::sleep(Duration::from_millis(5));
     }
-
-    let shared = || {
-        let link = sock_link(pids[0], 24);
-        assert!(link.starts_with("socket:["), "parent fd 24: {link}");
-        assert_eq!(sock_link(pids[1], 24), link, "fd 24 is one socket in both");
-        let listener = sock_link(pids[0], 26);
-        assert!(listener.starts_with("socket:["), "parent fd 26: {listener}");
-        assert_eq!(sock_link(pids[1], 26), listener, "the listener is shared");
-        assert_ne!(sock_link(pids[0], 20), sock_link(pids[1], 21));
-    };
-    restore_inspect_and_check(&mut v, &img, &["-j"], Some(&shared));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A fresh victim running `body` in scratch dir `name`.
@@ -453,18 +459,7 @@ fn a_held_pipe_in_flight_failed_dump_and_restore_leave_nothing() {
     let img = dump(&v, &["-j"]);
     v.reap();
     let pids = dumped_tree_gone(&img);
-    let out = Command::new(env!("CARGO_BIN_EXE_crest"))
-        .args(["restore", "-j", "-D", img.to_str().unwrap()])
-        .env("CREST_FAULT", "restore-takeover")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "the fault makes the restore fail");
-    let start = Instant::now();
-    while !pids.iter().all(|p| pid_gone(*p)) {
-        assert!(start.elapsed() < Duration::from_secs(10), "no process left");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    failed_restore_leaves_none_of(&img, &pids);
     v.forget();
     let _ = std::fs::remove_dir_all(&v.dir);
 }
