@@ -7,10 +7,15 @@
 //! console so the host can tell which program passed:
 //!
 //! ```text
+//! @@CREST-VM KERNEL <release> <arch> cpus=<n> uptime=<secs>
 //! @@CREST-VM BEGIN <name>
 //! @@CREST-VM END <name> exit=<code>|signal=<n>|timeout secs=<wall time>
-//! @@CREST-VM DONE
+//! @@CREST-VM LEFT <pid> <state> <comm>   (a process that survived SIGKILL)
+//! @@CREST-VM DONE uptime=<secs>
 //! ```
+//!
+//! The uptimes place a lane's time: boot before /init, the plan, and (by the
+//! host's clock) the power-off after DONE.
 //!
 //! Being PID 1 it also reaps every orphan at once (tests wait for /proc/PID
 //! of a killed victim to vanish, zombies included) and, after each program,
@@ -117,11 +122,43 @@ fn kill_all_and_reap() {
         while reap_one().is_some() {}
         let mut status: c_int = 0;
         // SAFETY: as in reap_one; an error (ECHILD) means nothing is left.
-        if unsafe { waitpid(-1, &raw mut status, WNOHANG) } < 0 || Instant::now() > deadline {
+        if unsafe { waitpid(-1, &raw mut status, WNOHANG) } < 0 {
             return;
+        }
+        if Instant::now() > deadline {
+            return say_survivors();
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Names the processes SIGKILL did not end in 10 s (stuck in the kernel):
+/// they would otherwise only show as a slow lane or a hung power-off.
+fn say_survivors() {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let comm = head.split_once('(').map_or("", |(_, c)| c);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // Kernel threads are children of kthreadd (pid 2), or kthreadd itself.
+        let is_user = pid > 2 && fields.get(1).is_some_and(|ppid| *ppid != "2");
+        if is_user {
+            let state = fields.first().unwrap_or(&"?");
+            say(&format!("@@CREST-VM LEFT {pid} {state} {comm}"));
+        }
+    }
+}
+
+/// Seconds since boot, as /proc/uptime gives them.
+fn uptime() -> String {
+    let text = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
+    text.split_whitespace().next().unwrap_or("?").to_string()
 }
 
 fn describe(status: c_int) -> String {
@@ -238,10 +275,11 @@ fn main() {
     }
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     say(&format!(
-        "@@CREST-VM KERNEL {} {} cpus={}",
+        "@@CREST-VM KERNEL {} {} cpus={} uptime={}",
         release.trim(),
         std::env::consts::ARCH,
-        std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+        uptime()
     ));
 
     let plan = std::fs::read_to_string("/vm/plan").unwrap_or_default();
@@ -270,7 +308,7 @@ fn main() {
             _ => say(&format!("@@CREST-VM NOTE bad plan line: {line:?}")),
         }
     }
-    say("@@CREST-VM DONE");
+    say(&format!("@@CREST-VM DONE uptime={}", uptime()));
     sync();
     reboot(LINUX_REBOOT_CMD_POWER_OFF);
     // Only reached if power-off failed: exiting PID 1 panics the kernel, and

@@ -25,6 +25,7 @@ VMDIR=$REPO/tests/vm
 CACHE=${CREST_VM_CACHE:-/var/cache/crest-vm}
 OUT=${CREST_VM_OUT:-$REPO/target/vm}
 LANE_TIMEOUT=${CREST_VM_TIMEOUT:-600}      # seconds, whole VM, hard
+POWEROFF_GRACE=30                          # seconds from DONE to power-off
 TEST_TIMEOUT=${CREST_VM_TEST_TIMEOUT:-240} # seconds, each program in the VM
 CHECK_MUST_PASS=${CREST_VM_CHECK_MUST_PASS:-0}
 VM_MEM=${CREST_VM_MEM:-2G}
@@ -258,6 +259,30 @@ make_initramfs() {
 	(cd "$root" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet) >"$OUT/$lane/initramfs.cpio"
 }
 
+# Runs qemu until it exits, the hard timeout fires, or the guest has printed
+# DONE and still not powered off POWEROFF_GRACE seconds later (every verdict
+# is on the console by then; once seen, a 6.12 arm64 guest that had passed
+# its whole plan sat until the timeout). Returns qemu's status; a stop after
+# DONE leaves $OUT/<lane>/poweroff-hung for the report.
+run_qemu() {
+	local lane=$1 console=$2 pid done_at=''
+	shift 2
+	rm -f "$OUT/$lane/poweroff-hung"
+	timeout -k 5 "$LANE_TIMEOUT" "$@" </dev/null >"$console" 2>&1 &
+	pid=$!
+	while kill -0 "$pid" 2>/dev/null; do
+		sleep 1
+		if [ -z "$done_at" ] && grep -aq '@@CREST-VM DONE' "$console"; then
+			done_at=$SECONDS
+		elif [ -n "$done_at" ] && [ $((SECONDS - done_at)) -ge "$POWEROFF_GRACE" ]; then
+			echo "$POWEROFF_GRACE" >"$OUT/$lane/poweroff-hung"
+			kill "$pid" # timeout passes SIGTERM on to qemu
+			break
+		fi
+	done
+	wait "$pid"
+}
+
 boot() {
 	local lane=$1 arch=$2 kernel=$3 img=$OUT/$1/initramfs.cpio console=$OUT/$1/console.log
 	local q
@@ -280,7 +305,7 @@ boot() {
 		log "$lane: boot $(cat "$CACHE/kernels/$lane/package") (timeout ${LANE_TIMEOUT}s, attempt $attempt)"
 		t=$SECONDS
 		set +e
-		timeout -k 5 "$LANE_TIMEOUT" "${q[@]}" </dev/null >"$console" 2>&1
+		run_qemu "$lane" "$console" "${q[@]}"
 		rc=$?
 		set -e
 		tr -d '\r' <"$console" >"$console.txt"
@@ -306,7 +331,11 @@ report() {
 		echo "  NOTE: boot retried (the guest kernel died before /init, crest never ran):"
 		sed 's/^/  /' "$OUT/$lane/boot-retries"
 	fi
-	if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+	if [ -s "$OUT/$lane/poweroff-hung" ]; then
+		echo "  NOTE: every program had ended (DONE) but the guest did not power off in" \
+			"${POWEROFF_GRACE}s; qemu was stopped. Console after DONE:"
+		awk 'on{print} index($0,"@@CREST-VM DONE"){on=1}' "$log" | tail -n 25 | sed 's/^/    | /'
+	elif [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
 		echo "  FAIL: timed out after ${LANE_TIMEOUT}s (qemu killed)"
 		fail=1
 	elif [ "$rc" != 0 ]; then
@@ -318,7 +347,7 @@ report() {
 		tail -n 25 "$log" | sed 's/^/    | /'
 		return 1
 	fi
-	grep -ao '@@CREST-VM NOTE .*' "$log" | sed 's/^@@CREST-VM /  /' || true
+	grep -aoE '@@CREST-VM (NOTE|LEFT) .*' "$log" | sed 's/^@@CREST-VM /  /' || true
 	while IFS=$'\t' read -r _ name _; do
 		report_one "$lane" "$name" "$log" || fail=1
 	done < <(grep -P '^run\t' "$OUT/$lane/root/vm/plan")
@@ -326,6 +355,8 @@ report() {
 		echo "  FAIL: the plan did not finish (hang, crash or timeout); console tail:"
 		tail -n 25 "$log" | sed 's/^/    | /'
 		fail=1
+	else
+		echo "  plan done at $(grep -ao -m1 '@@CREST-VM DONE .*' "$log" | cut -d' ' -f3-)"
 	fi
 	return $fail
 }
