@@ -588,19 +588,31 @@ fn collects_every_thread_with_its_name_and_blocked_mask() {
         })
         .unwrap();
     let tid = rx.recv().unwrap();
+    // SAFETY: unblocks SIGUSR2 in this thread only; gettid has no effects.
+    let mine = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::gettid() as u32
+    };
     let me = std::process::id();
     let p = dump::task::collect_pstree(me).unwrap();
     assert_eq!(p.threads[0], me, "the leader comes first");
     assert!(p.threads.contains(&tid), "{tid} in {:?}", p.threads);
-    // Other test threads of this process come and go; a real target is
-    // seized first. Read the two threads this test controls.
-    let threads = dump::task::collect_threads(me, &[me, tid]).unwrap();
+    // Other test threads of this process come and go, and libtest's main
+    // thread blocks every signal while it starts one (pthread_create); a
+    // real target is seized first. Read the two threads this test controls.
+    let threads = dump::task::collect_threads(me, &[mine, tid]).unwrap();
     let t = threads.iter().find(|t| t.tid == tid).expect("the worker");
     assert_eq!(t.comm, b"collect-probe");
     assert_ne!(t.blocked & 1 << (libc::SIGUSR2 - 1), 0);
-    let leader = threads.iter().find(|t| t.tid == me).expect("the leader");
+    let this = threads
+        .iter()
+        .find(|t| t.tid == mine)
+        .expect("this test's thread");
     assert_eq!(
-        leader.blocked & 1 << (libc::SIGUSR2 - 1),
+        this.blocked & 1 << (libc::SIGUSR2 - 1),
         0,
         "the mask is per thread"
     );
