@@ -9,7 +9,7 @@
 //!   tree::SeizedTree     every process under the root, each a Seized (or a
 //!                        zombie); Drop detaches them all, children first
 //!   seize::Seized        every thread PTRACE_SEIZE'd and stopped; Drop detaches
-//!     └ remote::Remote     one thread's registers, sigmask and a planted
+//!     └ remote::Remote     one thread's registers (FP/SIMD too), sigmask, a planted
 //!         │                `syscall; trap` word saved; Drop puts them back
 //!         └ parasite::Parasite  the blob mapped from a memfd, running as a
 //!                               daemon in the leader that takes commands
@@ -27,6 +27,7 @@
 //! module does not opt out of the crate's `deny(unsafe_code)`. Addresses
 //! in the target are plain `u64`, never Rust pointers.
 
+mod fpstate;
 pub mod parasite;
 pub mod remote;
 pub mod seize;

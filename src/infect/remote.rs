@@ -2,7 +2,8 @@
 //! injection, and how the parasite's memory gets mapped and unmapped.
 //!
 //! [`Remote::new`] saves what it is about to change: the thread's general
-//! registers (NT_PRSTATUS), its blocked-signal mask, and 16 bytes at an
+//! registers (NT_PRSTATUS), its FP/SIMD registers (see `fpstate`: crest's
+//! code uses them too), its blocked-signal mask, and 16 bytes at an
 //! executable address (the start of `[vdso]`: its ELF header, which no
 //! thread ever executes; the first private r-x mapping if there is no
 //! vdso). It then blocks every signal in the thread and writes
@@ -46,6 +47,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
+use super::fpstate::FpState;
 use super::seize::Seized;
 use super::stop::{Stop, is_stop_signal, wait_stop};
 use super::target_error;
@@ -71,6 +73,7 @@ pub struct Remote<'a> {
     code_addr: u64,
     saved_code: [u8; CODE_LEN],
     saved_regs: UserRegs,
+    saved_fp: FpState,
     saved_sigmask: u64,
     /// The thread was continued and has not reported a stop since.
     running: bool,
@@ -125,6 +128,7 @@ impl<'a> Remote<'a> {
             .map_err(|e| Error::io("open", &path, e))?;
         let saved_regs = pt::ptrace_getregs(tid)
             .map_err(|e| sys("PTRACE_GETREGSET", tid, "saving registers", e))?;
+        let saved_fp = FpState::save(tid)?;
         let saved_sigmask = pt::ptrace_getsigmask(tid)
             .map_err(|e| sys("PTRACE_GETSIGMASK", tid, "saving the signal mask", e))?;
         let mut saved_code = [0u8; CODE_LEN];
@@ -137,6 +141,7 @@ impl<'a> Remote<'a> {
             code_addr,
             saved_code,
             saved_regs,
+            saved_fp,
             saved_sigmask,
             running: false,
             restored: false,
@@ -352,6 +357,7 @@ impl<'a> Remote<'a> {
         self.write_code(&saved)?;
         pt::ptrace_setregs(tid, &self.saved_regs)
             .map_err(|e| sys("PTRACE_SETREGSET", tid, "restoring registers", e))?;
+        self.saved_fp.restore(tid)?;
         pt::ptrace_setsigmask(tid, self.saved_sigmask)
             .map_err(|e| sys("PTRACE_SETSIGMASK", tid, "restoring the signal mask", e))?;
         self.verify()
