@@ -58,15 +58,10 @@ struct Restore {
 
 impl Restore {
     fn start(img: &Path, extra: &[&str]) -> Restore {
-        Restore::start_env(img, extra, &[])
-    }
-
-    fn start_env(img: &Path, extra: &[&str], env: &[(&str, &str)]) -> Restore {
         let err = img.with_file_name("restore.stderr");
         let child = Command::new(env!("CARGO_BIN_EXE_crest"))
             .args(["restore", "-D", img.to_str().unwrap()])
             .args(extra)
-            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(File::create(&err).unwrap())
@@ -142,37 +137,6 @@ fn restore_and_check(v: &mut Victim, img: &Path, detached: bool) {
     assert_eq!(report.trim(), "pass", "restored victim {}", v.pid);
     assert_eq!(r.code(), Some(0), "crest restore: {}", r.stderr());
     v.forget();
-}
-
-/// Restores the victim with crest as its parent and checks its report;
-/// `env` for crest restore.
-fn restore_env_and_check(v: &mut Victim, img: &Path, env: &[(&str, &str)]) {
-    let mut r = Restore::start_env(img, &[], env);
-    v.adopt();
-    v.go();
-    let report = v.wait_report(|| r.failed());
-    assert_eq!(report.trim(), "pass", "restored victim {}", v.pid);
-    assert_eq!(r.code(), Some(0), "crest restore: {}", r.stderr());
-    assert!(
-        r.stderr().contains("ns_last_pid"),
-        "took the ns_last_pid path: {}",
-        r.stderr()
-    );
-    v.forget();
-}
-
-/// Kernels before 5.5 have no clone3 set_tid: restore then sets the pid
-/// and every thread id through /proc/sys/kernel/ns_last_pid
-/// (CREST_NO_SET_TID=1 takes that path here), and the threads victim must
-/// find its pid, tids and registers as before.
-#[test]
-fn threads_victim_restored_through_ns_last_pid() {
-    let dir = scratch("threads-ns-last-pid");
-    let mut v = Victim::spawn(&dir, threads::victim);
-    let img = dump(&v, &[]);
-    assert!(libc::WIFSIGNALED(v.reap()));
-    restore_env_and_check(&mut v, &img, &[("CREST_NO_SET_TID", "1")]);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// One victim through one mode, start to finish.

@@ -365,17 +365,25 @@ impl Victim {
     /// Waits until the victim answers a ping from its wait loop: it runs
     /// its own code (after a restore: the restore is complete). `quit` as
     /// for wait_report.
-    pub fn ping(&self, mut quit: impl FnMut() -> Option<String>) {
+    pub fn ping(&self, quit: impl FnMut() -> Option<String>) {
+        if let Err(why) = self.try_ping(quit) {
+            panic!("no pong from victim {}: {why}", self.pid);
+        }
+    }
+
+    /// As `ping`, but gives back why `quit` gave up instead of panicking.
+    pub fn try_ping(&self, mut quit: impl FnMut() -> Option<String>) -> Result<(), String> {
         let _ = std::fs::remove_file(self.dir.join("pong"));
         std::fs::write(self.dir.join("ping"), b"").unwrap();
         let start = Instant::now();
         while !self.dir.join("pong").exists() {
             if let Some(why) = quit() {
-                panic!("no pong from victim {}: {why}", self.pid);
+                return Err(why);
             }
             assert!(start.elapsed() < Duration::from_secs(20), "no pong");
             std::thread::sleep(Duration::from_millis(1));
         }
+        Ok(())
     }
 
     /// The report, once written.
