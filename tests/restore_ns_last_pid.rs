@@ -22,9 +22,9 @@ mod threads;
 use std::fs::File;
 use std::path::Path;
 use std::process::{Child as Process, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::roundtrip::{dump, wait_gone};
+use common::roundtrip::{dump, wait_crest, wait_gone};
 use common::victim::{Victim, scratch};
 
 /// A failed attempt's message when another process took an id crest was
@@ -88,14 +88,7 @@ fn threads_victim_restored_through_ns_last_pid() {
     v.go();
     let report = v.wait_report(|| failed(&mut crest, &err));
     assert_eq!(report.trim(), "pass", "restored victim {}", v.pid);
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = crest.try_wait().unwrap() {
-            break s;
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "crest hangs");
-        std::thread::sleep(Duration::from_millis(2));
-    };
+    let status = wait_crest(&mut crest);
     let text = std::fs::read_to_string(&err).unwrap_or_default();
     assert!(status.success(), "crest restore: {text}");
     assert!(

@@ -10,7 +10,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use super::victim::{Child, Verdict, Victim, crest, pid_gone, scratch};
@@ -84,6 +84,18 @@ pub fn dump(v: &Victim, extra: &[&str]) -> PathBuf {
     img
 }
 
+/// Waits (bounded) for a crest command that should be ending.
+pub fn wait_crest(crest: &mut std::process::Child) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = crest.try_wait().unwrap() {
+            return s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "crest hangs");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// Waits (bounded) until no live process has `pid`.
 pub fn wait_gone(pid: i32) {
     let start = Instant::now();
@@ -138,14 +150,7 @@ pub fn restore_inspect_and_check(
         Some(s) if !s.success() => Some(format!("crest restore: {s}: {}", text(&err))),
         _ => None,
     });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "crest hangs");
-        std::thread::sleep(Duration::from_millis(2));
-    };
+    let status = wait_crest(&mut child);
     assert_eq!(report.trim(), "pass", "restored victim {}", v.pid);
     assert!(status.success(), "crest restore: {}", text(&err));
     v.forget();
