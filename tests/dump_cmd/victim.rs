@@ -52,7 +52,7 @@ pub enum Extra {
 }
 /// The regular file's position.
 pub const FILE_POS: i64 = 5;
-const SIG_TIMER: i32 = 40;
+pub const SIG_TIMER: i32 = 40;
 const AREA: usize = 4096;
 
 static AREA_PTR: AtomicUsize = AtomicUsize::new(0);
