@@ -27,12 +27,11 @@ mod signals;
 #[path = "restore/threads.rs"]
 mod threads;
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::roundtrip::{dump, stderr};
+use common::roundtrip::{Restore, dump, stderr};
 use common::victim::{Child, Verdict, Victim, crest, pid_gone, proc_state, scratch};
 
 /// What the test does to a victim between ready and go.
@@ -48,58 +47,6 @@ enum Mode {
     Detached,
     /// `dump -R`, SIGKILL the original, restore.
     FromLeaveRunning,
-}
-
-/// `crest restore` running in the background, stderr in a file.
-struct Restore {
-    child: std::process::Child,
-    err: PathBuf,
-}
-
-impl Restore {
-    fn start(img: &Path, extra: &[&str]) -> Restore {
-        let err = img.with_file_name("restore.stderr");
-        let child = Command::new(env!("CARGO_BIN_EXE_crest"))
-            .args(["restore", "-D", img.to_str().unwrap()])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(&err).unwrap())
-            .spawn()
-            .expect("start crest restore");
-        Restore { child, err }
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.err).unwrap_or_default()
-    }
-
-    /// Why waiting for the victim is pointless: crest already failed.
-    fn failed(&mut self) -> Option<String> {
-        match self.child.try_wait().unwrap() {
-            Some(s) if !s.success() => Some(format!("crest restore: {s}: {}", self.stderr())),
-            _ => None,
-        }
-    }
-
-    /// crest's exit code (bounded wait).
-    fn code(&mut self) -> Option<i32> {
-        let start = Instant::now();
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s.code();
-            }
-            assert!(start.elapsed() < Duration::from_secs(20), "crest hangs");
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-}
-
-impl Drop for Restore {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Becomes the reaper of orphans, so a detached restored victim, whose

@@ -19,12 +19,10 @@ mod common;
 #[allow(dead_code)]
 mod threads;
 
-use std::fs::File;
 use std::path::Path;
-use std::process::{Child as Process, Command, Stdio};
 use std::time::Duration;
 
-use common::roundtrip::{dump, wait_crest, wait_gone};
+use common::roundtrip::{Restore, dump, wait_gone};
 use common::victim::{Victim, scratch};
 
 /// A failed attempt's message when another process took an id crest was
@@ -35,37 +33,15 @@ const RACES: [&str; 3] = [
     "is in use by",
 ];
 
-fn start_restore(img: &Path, err: &Path) -> Process {
-    Command::new(env!("CARGO_BIN_EXE_crest"))
-        .args(["restore", "-D", img.to_str().unwrap()])
-        .env("CREST_NO_SET_TID", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(File::create(err).unwrap())
-        .spawn()
-        .expect("start crest restore")
-}
-
-/// Why waiting for the victim is pointless: crest exited with an error.
-fn failed(crest: &mut Process, err: &Path) -> Option<String> {
-    match crest.try_wait().unwrap() {
-        Some(s) if !s.success() => Some(format!(
-            "crest restore: {s}: {}",
-            std::fs::read_to_string(err).unwrap_or_default()
-        )),
-        _ => None,
-    }
-}
-
 /// Restores until the victim answers a ping (it runs its own code again).
 /// An attempt that lost a race for an id must leave nothing behind; then,
 /// as a user would, this restores again.
-fn restore_retrying_races(v: &mut Victim, img: &Path, err: &Path) -> Process {
+fn restore_retrying_races(v: &mut Victim, img: &Path) -> Restore {
     const ATTEMPTS: usize = 5;
     for attempt in 1..=ATTEMPTS {
-        let mut crest = start_restore(img, err);
+        let mut crest = Restore::start_env(img, &[], &[("CREST_NO_SET_TID", "1")]);
         v.adopt();
-        let Err(why) = v.try_ping(|| failed(&mut crest, err)) else {
+        let Err(why) = v.try_ping(|| crest.failed()) else {
             return crest;
         };
         let raced = RACES.iter().any(|r| why.contains(r));
@@ -83,14 +59,13 @@ fn threads_victim_restored_through_ns_last_pid() {
     let mut v = Victim::spawn(&dir, threads::victim);
     let img = dump(&v, &[]);
     assert!(libc::WIFSIGNALED(v.reap()));
-    let err = img.with_file_name("restore.stderr");
-    let mut crest = restore_retrying_races(&mut v, &img, &err);
+    let mut crest = restore_retrying_races(&mut v, &img);
     v.go();
-    let report = v.wait_report(|| failed(&mut crest, &err));
+    let report = v.wait_report(|| crest.failed());
     assert_eq!(report.trim(), "pass", "restored victim {}", v.pid);
-    let status = wait_crest(&mut crest);
-    let text = std::fs::read_to_string(&err).unwrap_or_default();
-    assert!(status.success(), "crest restore: {text}");
+    let code = crest.code();
+    let text = crest.stderr();
+    assert_eq!(code, Some(0), "crest restore: {text}");
     assert!(
         text.contains("ns_last_pid"),
         "took the ns_last_pid path: {text}"

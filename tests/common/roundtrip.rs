@@ -84,6 +84,58 @@ pub fn dump(v: &Victim, extra: &[&str]) -> PathBuf {
     img
 }
 
+/// `crest restore` running in the background, stderr in a file; killed on
+/// drop.
+pub struct Restore {
+    child: std::process::Child,
+    err: PathBuf,
+}
+
+impl Restore {
+    pub fn start(img: &Path, extra: &[&str]) -> Restore {
+        Restore::start_env(img, extra, &[])
+    }
+
+    /// As `start`, with `env` added to crest's environment.
+    pub fn start_env(img: &Path, extra: &[&str], env: &[(&str, &str)]) -> Restore {
+        let err = img.with_file_name("restore.stderr");
+        let child = Command::new(env!("CARGO_BIN_EXE_crest"))
+            .args(["restore", "-D", img.to_str().unwrap()])
+            .args(extra)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&err).unwrap())
+            .spawn()
+            .expect("start crest restore");
+        Restore { child, err }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
+    /// Why waiting for the victim is pointless: crest already failed.
+    pub fn failed(&mut self) -> Option<String> {
+        match self.child.try_wait().unwrap() {
+            Some(s) if !s.success() => Some(format!("crest restore: {s}: {}", self.stderr())),
+            _ => None,
+        }
+    }
+
+    /// crest's exit code (bounded wait).
+    pub fn code(&mut self) -> Option<i32> {
+        wait_crest(&mut self.child).code()
+    }
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Waits (bounded) for a crest command that should be ending.
 pub fn wait_crest(crest: &mut std::process::Child) -> ExitStatus {
     let start = Instant::now();
@@ -125,34 +177,18 @@ pub fn restore_inspect_and_check(
     extra: &[&str],
     inspect: Option<&dyn Fn()>,
 ) {
-    let err = img.with_file_name("restore.stderr");
-    let mut args = vec!["restore", "-D", img.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_crest"))
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(File::create(&err).unwrap())
-        .spawn()
-        .expect("start crest restore");
-    let text = |e: &Path| std::fs::read_to_string(e).unwrap_or_default();
+    let mut r = Restore::start(img, extra);
     v.clear_report();
     v.adopt();
     if let Some(inspect) = inspect {
-        v.ping(|| {
-            let exited = child.try_wait().unwrap();
-            exited.map(|s| format!("crest restore: {s}: {}", text(&err)))
-        });
+        v.ping(|| r.failed());
         inspect();
     }
     v.go();
-    let report = v.wait_report(|| match child.try_wait().unwrap() {
-        Some(s) if !s.success() => Some(format!("crest restore: {s}: {}", text(&err))),
-        _ => None,
-    });
-    let status = wait_crest(&mut child);
+    let report = v.wait_report(|| r.failed());
+    let code = r.code();
     assert_eq!(report.trim(), "pass", "restored victim {}", v.pid);
-    assert!(status.success(), "crest restore: {}", text(&err));
+    assert_eq!(code, Some(0), "crest restore: {}", r.stderr());
     v.forget();
 }
 
